@@ -1,0 +1,7 @@
+//! `cargo xtask bench`: each section measures one part side by side with its
+//! baseline in the same run and returns a JSON object under its own key.
+
+pub type Section = fn() -> anyhow::Result<serde_json::Value>;
+
+/// (JSON key, runner). Sections whose key is empty merge into the top level.
+pub const SECTIONS: &[(&str, Section)] = &[];

@@ -1,0 +1,6 @@
+//! Test hosts in network namespaces, and the benchmark sections.
+//!
+//! Integration tests live in `tests/tests/`; they need root.
+
+pub mod bench;
+pub mod netns;
