@@ -1,6 +1,7 @@
 //! Kerberos V5 (RFC 4120) for roamgate: messages, the KDC, the client and
 //! service side, keytabs and credential caches.
 
+pub mod cli;
 pub mod principal;
 pub mod usage;
 
