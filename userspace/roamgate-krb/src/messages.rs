@@ -1,0 +1,1032 @@
+//! RFC 4120 messages: thin glue over `rasn-kerberos` (DER via `rasn`).
+//!
+//! The ASN.1 types themselves are re-exported from [`rasn_kerberos`] as
+//! [`asn`]. This module adds what every user of them needs:
+//!
+//! - [`encode`] / [`decode`] with typed errors ([`MessageError`]): a
+//!   truncated message, malformed DER and the wrong application tag are told
+//!   apart, so that a KDC can answer each properly and a fuzzer never panics.
+//! - [`KerberosTime`] <-> [`SystemTime`] (second precision, `YYYYMMDDHHMMSSZ`).
+//! - [`Principal`] <-> ([`PrincipalName`], realm).
+//! - [`seal`] / [`open`]: DER-encode and encrypt a value into an
+//!   [`EncryptedData`] under a key usage, and the reverse, checking the etype.
+//! - 32-bit `KerberosFlags` as `u32` bit masks (RFC 4120 numbers bit 0 as the
+//!   most significant bit).
+//! - KRB-ERROR building and recognising, message-type peeking, nonces.
+//!
+//! Nothing here panics on bad input.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use rasn::types::{Integer, OctetString};
+pub use rasn_kerberos as asn;
+use rasn_kerberos::{
+    EncryptedData, EncryptionKey, KdcOptions, KerberosFlags, KerberosString, KerberosTime,
+    KrbError, PaData, PrincipalName, TicketFlags,
+};
+
+use crate::principal::Principal;
+
+/// Protocol version number, RFC 4120 `pvno`.
+pub const PVNO: i64 = 5;
+
+/// Message types (`msg-type`), RFC 4120 §7.5.7.
+pub mod msg_type {
+    pub const AS_REQ: i64 = 10;
+    pub const AS_REP: i64 = 11;
+    pub const TGS_REQ: i64 = 12;
+    pub const TGS_REP: i64 = 13;
+    pub const AP_REQ: i64 = 14;
+    pub const AP_REP: i64 = 15;
+    pub const KRB_SAFE: i64 = 20;
+    pub const KRB_PRIV: i64 = 21;
+    pub const KRB_CRED: i64 = 22;
+    pub const KRB_ERROR: i64 = 30;
+}
+
+/// Pre-authentication data types, RFC 4120 §7.5.2 and later RFCs.
+pub mod pa_type {
+    pub const TGS_REQ: i32 = 1;
+    pub const ENC_TIMESTAMP: i32 = 2;
+    pub const PW_SALT: i32 = 3;
+    pub const ETYPE_INFO: i32 = 11;
+    pub const ETYPE_INFO2: i32 = 19;
+    pub const PAC_REQUEST: i32 = 128;
+    pub const FX_COOKIE: i32 = 133;
+    pub const FX_FAST: i32 = 136;
+    pub const ENCRYPTED_CHALLENGE: i32 = 138;
+    pub const REQ_ENC_PA_REP: i32 = 149;
+    pub const ENC_PA_REP: i32 = 149;
+}
+
+/// Error codes, RFC 4120 §7.5.9.
+pub mod error_code {
+    pub const KDC_ERR_NONE: i32 = 0;
+    pub const KDC_ERR_NAME_EXP: i32 = 1;
+    pub const KDC_ERR_SERVICE_EXP: i32 = 2;
+    pub const KDC_ERR_BAD_PVNO: i32 = 3;
+    pub const KDC_ERR_C_PRINCIPAL_UNKNOWN: i32 = 6;
+    pub const KDC_ERR_S_PRINCIPAL_UNKNOWN: i32 = 7;
+    pub const KDC_ERR_PRINCIPAL_NOT_UNIQUE: i32 = 8;
+    pub const KDC_ERR_NULL_KEY: i32 = 9;
+    pub const KDC_ERR_CANNOT_POSTDATE: i32 = 10;
+    pub const KDC_ERR_NEVER_VALID: i32 = 11;
+    pub const KDC_ERR_POLICY: i32 = 12;
+    pub const KDC_ERR_BADOPTION: i32 = 13;
+    pub const KDC_ERR_ETYPE_NOSUPP: i32 = 14;
+    pub const KDC_ERR_SUMTYPE_NOSUPP: i32 = 15;
+    pub const KDC_ERR_PADATA_TYPE_NOSUPP: i32 = 16;
+    pub const KDC_ERR_TRTYPE_NOSUPP: i32 = 17;
+    pub const KDC_ERR_CLIENT_REVOKED: i32 = 18;
+    pub const KDC_ERR_SERVICE_REVOKED: i32 = 19;
+    pub const KDC_ERR_TGT_REVOKED: i32 = 20;
+    pub const KDC_ERR_CLIENT_NOTYET: i32 = 21;
+    pub const KDC_ERR_SERVICE_NOTYET: i32 = 22;
+    pub const KDC_ERR_KEY_EXPIRED: i32 = 23;
+    pub const KDC_ERR_PREAUTH_FAILED: i32 = 24;
+    pub const KDC_ERR_PREAUTH_REQUIRED: i32 = 25;
+    pub const KDC_ERR_SERVER_NOMATCH: i32 = 26;
+    pub const KDC_ERR_MUST_USE_USER2USER: i32 = 27;
+    pub const KDC_ERR_PATH_NOT_ACCEPTED: i32 = 28;
+    pub const KDC_ERR_SVC_UNAVAILABLE: i32 = 29;
+    pub const KRB_AP_ERR_BAD_INTEGRITY: i32 = 31;
+    pub const KRB_AP_ERR_TKT_EXPIRED: i32 = 32;
+    pub const KRB_AP_ERR_TKT_NYV: i32 = 33;
+    pub const KRB_AP_ERR_REPEAT: i32 = 34;
+    pub const KRB_AP_ERR_NOT_US: i32 = 35;
+    pub const KRB_AP_ERR_BADMATCH: i32 = 36;
+    pub const KRB_AP_ERR_SKEW: i32 = 37;
+    pub const KRB_AP_ERR_BADADDR: i32 = 38;
+    pub const KRB_AP_ERR_BADVERSION: i32 = 39;
+    pub const KRB_AP_ERR_MSG_TYPE: i32 = 40;
+    pub const KRB_AP_ERR_MODIFIED: i32 = 41;
+    pub const KRB_AP_ERR_BADORDER: i32 = 42;
+    pub const KRB_AP_ERR_BADKEYVER: i32 = 44;
+    pub const KRB_AP_ERR_NOKEY: i32 = 45;
+    pub const KRB_AP_ERR_MUT_FAIL: i32 = 46;
+    pub const KRB_AP_ERR_BADDIRECTION: i32 = 47;
+    pub const KRB_AP_ERR_METHOD: i32 = 48;
+    pub const KRB_AP_ERR_BADSEQ: i32 = 49;
+    pub const KRB_AP_ERR_INAPP_CKSUM: i32 = 50;
+    pub const KRB_AP_PATH_NOT_ACCEPTED: i32 = 51;
+    pub const KRB_ERR_RESPONSE_TOO_BIG: i32 = 52;
+    pub const KRB_ERR_GENERIC: i32 = 60;
+    pub const KRB_ERR_FIELD_TOOLONG: i32 = 61;
+    pub const KDC_ERR_WRONG_REALM: i32 = 68;
+
+    /// The spec's own name for an error code, for messages and logs.
+    pub fn name(code: i32) -> &'static str {
+        match code {
+            KDC_ERR_NONE => "KDC_ERR_NONE",
+            KDC_ERR_NAME_EXP => "KDC_ERR_NAME_EXP",
+            KDC_ERR_SERVICE_EXP => "KDC_ERR_SERVICE_EXP",
+            KDC_ERR_BAD_PVNO => "KDC_ERR_BAD_PVNO",
+            KDC_ERR_C_PRINCIPAL_UNKNOWN => "KDC_ERR_C_PRINCIPAL_UNKNOWN",
+            KDC_ERR_S_PRINCIPAL_UNKNOWN => "KDC_ERR_S_PRINCIPAL_UNKNOWN",
+            KDC_ERR_PRINCIPAL_NOT_UNIQUE => "KDC_ERR_PRINCIPAL_NOT_UNIQUE",
+            KDC_ERR_NULL_KEY => "KDC_ERR_NULL_KEY",
+            KDC_ERR_CANNOT_POSTDATE => "KDC_ERR_CANNOT_POSTDATE",
+            KDC_ERR_NEVER_VALID => "KDC_ERR_NEVER_VALID",
+            KDC_ERR_POLICY => "KDC_ERR_POLICY",
+            KDC_ERR_BADOPTION => "KDC_ERR_BADOPTION",
+            KDC_ERR_ETYPE_NOSUPP => "KDC_ERR_ETYPE_NOSUPP",
+            KDC_ERR_SUMTYPE_NOSUPP => "KDC_ERR_SUMTYPE_NOSUPP",
+            KDC_ERR_PADATA_TYPE_NOSUPP => "KDC_ERR_PADATA_TYPE_NOSUPP",
+            KDC_ERR_TRTYPE_NOSUPP => "KDC_ERR_TRTYPE_NOSUPP",
+            KDC_ERR_CLIENT_REVOKED => "KDC_ERR_CLIENT_REVOKED",
+            KDC_ERR_SERVICE_REVOKED => "KDC_ERR_SERVICE_REVOKED",
+            KDC_ERR_TGT_REVOKED => "KDC_ERR_TGT_REVOKED",
+            KDC_ERR_CLIENT_NOTYET => "KDC_ERR_CLIENT_NOTYET",
+            KDC_ERR_SERVICE_NOTYET => "KDC_ERR_SERVICE_NOTYET",
+            KDC_ERR_KEY_EXPIRED => "KDC_ERR_KEY_EXPIRED",
+            KDC_ERR_PREAUTH_FAILED => "KDC_ERR_PREAUTH_FAILED",
+            KDC_ERR_PREAUTH_REQUIRED => "KDC_ERR_PREAUTH_REQUIRED",
+            KDC_ERR_SERVER_NOMATCH => "KDC_ERR_SERVER_NOMATCH",
+            KDC_ERR_MUST_USE_USER2USER => "KDC_ERR_MUST_USE_USER2USER",
+            KDC_ERR_PATH_NOT_ACCEPTED => "KDC_ERR_PATH_NOT_ACCEPTED",
+            KDC_ERR_SVC_UNAVAILABLE => "KDC_ERR_SVC_UNAVAILABLE",
+            KRB_AP_ERR_BAD_INTEGRITY => "KRB_AP_ERR_BAD_INTEGRITY",
+            KRB_AP_ERR_TKT_EXPIRED => "KRB_AP_ERR_TKT_EXPIRED",
+            KRB_AP_ERR_TKT_NYV => "KRB_AP_ERR_TKT_NYV",
+            KRB_AP_ERR_REPEAT => "KRB_AP_ERR_REPEAT",
+            KRB_AP_ERR_NOT_US => "KRB_AP_ERR_NOT_US",
+            KRB_AP_ERR_BADMATCH => "KRB_AP_ERR_BADMATCH",
+            KRB_AP_ERR_SKEW => "KRB_AP_ERR_SKEW",
+            KRB_AP_ERR_BADADDR => "KRB_AP_ERR_BADADDR",
+            KRB_AP_ERR_BADVERSION => "KRB_AP_ERR_BADVERSION",
+            KRB_AP_ERR_MSG_TYPE => "KRB_AP_ERR_MSG_TYPE",
+            KRB_AP_ERR_MODIFIED => "KRB_AP_ERR_MODIFIED",
+            KRB_AP_ERR_BADORDER => "KRB_AP_ERR_BADORDER",
+            KRB_AP_ERR_BADKEYVER => "KRB_AP_ERR_BADKEYVER",
+            KRB_AP_ERR_NOKEY => "KRB_AP_ERR_NOKEY",
+            KRB_AP_ERR_MUT_FAIL => "KRB_AP_ERR_MUT_FAIL",
+            KRB_AP_ERR_BADDIRECTION => "KRB_AP_ERR_BADDIRECTION",
+            KRB_AP_ERR_METHOD => "KRB_AP_ERR_METHOD",
+            KRB_AP_ERR_BADSEQ => "KRB_AP_ERR_BADSEQ",
+            KRB_AP_ERR_INAPP_CKSUM => "KRB_AP_ERR_INAPP_CKSUM",
+            KRB_AP_PATH_NOT_ACCEPTED => "KRB_AP_PATH_NOT_ACCEPTED",
+            KRB_ERR_RESPONSE_TOO_BIG => "KRB_ERR_RESPONSE_TOO_BIG",
+            KRB_ERR_GENERIC => "KRB_ERR_GENERIC",
+            KRB_ERR_FIELD_TOOLONG => "KRB_ERR_FIELD_TOOLONG",
+            KDC_ERR_WRONG_REALM => "KDC_ERR_WRONG_REALM",
+            _ => "unknown Kerberos error",
+        }
+    }
+}
+
+/// Ticket flags (RFC 4120 §5.3) as `u32` masks: bit n of the spec is
+/// `1 << (31 - n)`.
+pub mod ticket_flags {
+    const fn bit(n: u32) -> u32 {
+        1 << (31 - n)
+    }
+    pub const FORWARDABLE: u32 = bit(1);
+    pub const FORWARDED: u32 = bit(2);
+    pub const PROXIABLE: u32 = bit(3);
+    pub const PROXY: u32 = bit(4);
+    pub const MAY_POSTDATE: u32 = bit(5);
+    pub const POSTDATED: u32 = bit(6);
+    pub const INVALID: u32 = bit(7);
+    pub const RENEWABLE: u32 = bit(8);
+    pub const INITIAL: u32 = bit(9);
+    pub const PRE_AUTHENT: u32 = bit(10);
+    pub const HW_AUTHENT: u32 = bit(11);
+    pub const TRANSITED_POLICY_CHECKED: u32 = bit(12);
+    pub const OK_AS_DELEGATE: u32 = bit(13);
+}
+
+/// KDC options (RFC 4120 §5.4.1) as `u32` masks.
+pub mod kdc_options {
+    const fn bit(n: u32) -> u32 {
+        1 << (31 - n)
+    }
+    pub const FORWARDABLE: u32 = bit(1);
+    pub const FORWARDED: u32 = bit(2);
+    pub const PROXIABLE: u32 = bit(3);
+    pub const PROXY: u32 = bit(4);
+    pub const ALLOW_POSTDATE: u32 = bit(5);
+    pub const POSTDATED: u32 = bit(6);
+    pub const RENEWABLE: u32 = bit(8);
+    pub const CANONICALIZE: u32 = bit(15);
+    pub const DISABLE_TRANSITED_CHECK: u32 = bit(26);
+    pub const RENEWABLE_OK: u32 = bit(27);
+    pub const ENC_TKT_IN_SKEY: u32 = bit(28);
+    pub const RENEW: u32 = bit(30);
+    pub const VALIDATE: u32 = bit(31);
+}
+
+/// AP options (RFC 4120 §5.5.1) as `u32` masks.
+pub mod ap_options {
+    pub const USE_SESSION_KEY: u32 = 1 << 30;
+    pub const MUTUAL_REQUIRED: u32 = 1 << 29;
+}
+
+/// What went wrong turning bytes into a message, or a message into bytes.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MessageError {
+    #[error("empty message where {expected} was expected")]
+    Empty { expected: &'static str },
+    #[error("truncated {expected}: the header announces {needed} bytes, only {have} present")]
+    Truncated {
+        expected: &'static str,
+        needed: usize,
+        have: usize,
+    },
+    #[error(
+        "expected {expected} but the message starts with tag byte {found:#04x} ({found_name})"
+    )]
+    WrongTag {
+        expected: &'static str,
+        found: u8,
+        found_name: &'static str,
+    },
+    #[error("malformed DER in {expected}: {reason}")]
+    BadDer {
+        expected: &'static str,
+        reason: String,
+    },
+    #[error("{field} {value:?} is not a valid KerberosString")]
+    BadString { field: &'static str, value: String },
+    #[error("principal name in {field} is not UTF-8 or is empty")]
+    BadPrincipalName { field: &'static str },
+    #[error("time {0:?} cannot be represented as KerberosTime")]
+    TimeOutOfRange(SystemTime),
+    #[error("{what} is encrypted with etype {found}, but the key is etype {expected}")]
+    EtypeMismatch {
+        what: &'static str,
+        expected: i32,
+        found: i32,
+    },
+    #[error("unsupported encryption type {0}")]
+    UnsupportedEtype(i32),
+    #[error("encryption key of etype {etype} has the wrong length {len}")]
+    BadKey { etype: i32, len: usize },
+    #[error("decrypting {what} failed: integrity check failed (wrong key or modified message)")]
+    Decrypt { what: &'static str },
+    #[error("no random numbers available from the operating system")]
+    Random,
+}
+
+/// Short name of a type for error messages (`AsReq`, not the full path).
+fn type_name<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    full.rsplit("::").next().unwrap_or(full)
+}
+
+/// DER-encodes a Kerberos ASN.1 value.
+pub fn encode<T: rasn::Encode>(value: &T) -> Vec<u8> {
+    // The rasn-kerberos types carry no size or value constraints, and
+    // their strings are validated when built, so DER encoding cannot fail.
+    rasn::der::encode(value).unwrap_or_else(|e| {
+        unreachable!(
+            "DER encoding of {} failed: {e}; rasn-kerberos types have no constraints",
+            type_name::<T>()
+        )
+    })
+}
+
+/// Reads the outer identifier and length of a DER TLV. Returns the
+/// identifier's first byte and the total length the header announces, or
+/// `None` when the header itself is cut short or uses the indefinite form.
+fn outer_tlv(input: &[u8]) -> Option<(u8, Option<usize>)> {
+    let first = *input.first()?;
+    let mut pos = 1;
+    if first & 0x1f == 0x1f {
+        // High tag number form: continuation bytes while bit 8 is set.
+        loop {
+            let b = *input.get(pos)?;
+            pos += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+            if pos > 6 {
+                return Some((first, None));
+            }
+        }
+    }
+    let len0 = *input.get(pos)?;
+    pos += 1;
+    let len = if len0 & 0x80 == 0 {
+        usize::from(len0)
+    } else {
+        let n = usize::from(len0 & 0x7f);
+        if n == 0 || n > 4 {
+            // Indefinite length (not DER) or absurd: let rasn report it.
+            return Some((first, None));
+        }
+        let bytes = input.get(pos..pos + n)?;
+        pos += n;
+        bytes
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
+    };
+    Some((first, pos.checked_add(len)))
+}
+
+/// The identifier byte a value of type `T` starts with, for the
+/// constructed application and SEQUENCE tags Kerberos messages use.
+fn expected_first_byte<T: rasn::AsnType>() -> Option<u8> {
+    use rasn::types::{Class, Tag};
+    let tag = T::TAG;
+    if tag.class == Class::Application && tag.value < 31 {
+        // Value bounded above by 30, so the cast is lossless.
+        Some(0x60 | tag.value as u8)
+    } else if tag.const_eq(&Tag::SEQUENCE) {
+        Some(0x30)
+    } else {
+        None
+    }
+}
+
+/// Names the Kerberos message an identifier byte starts, for errors.
+pub fn tag_name(first: u8) -> &'static str {
+    match first {
+        0x61 => "Ticket",
+        0x62 => "Authenticator",
+        0x63 => "EncTicketPart",
+        0x6a => "AS-REQ",
+        0x6b => "AS-REP",
+        0x6c => "TGS-REQ",
+        0x6d => "TGS-REP",
+        0x6e => "AP-REQ",
+        0x6f => "AP-REP",
+        0x74 => "KRB-SAFE",
+        0x75 => "KRB-PRIV",
+        0x76 => "KRB-CRED",
+        0x79 => "EncASRepPart",
+        0x7a => "EncTGSRepPart",
+        0x7b => "EncAPRepPart",
+        0x7c => "EncKrbPrivPart",
+        0x7d => "EncKrbCredPart",
+        0x7e => "KRB-ERROR",
+        0x30 => "SEQUENCE",
+        _ => "not a Kerberos message",
+    }
+}
+
+/// DER-decodes a Kerberos ASN.1 value, with the whole input consumed.
+pub fn decode<T: rasn::Decode>(input: &[u8]) -> Result<T, MessageError> {
+    let expected = type_name::<T>();
+    match outer_tlv(input) {
+        None if input.is_empty() => return Err(MessageError::Empty { expected }),
+        None => {
+            return Err(MessageError::Truncated {
+                expected,
+                needed: input.len() + 1,
+                have: input.len(),
+            })
+        }
+        Some((first, total)) => {
+            if let Some(want) = expected_first_byte::<T>() {
+                if first != want {
+                    return Err(MessageError::WrongTag {
+                        expected,
+                        found: first,
+                        found_name: tag_name(first),
+                    });
+                }
+            }
+            if let Some(needed) = total {
+                if needed > input.len() {
+                    return Err(MessageError::Truncated {
+                        expected,
+                        needed,
+                        have: input.len(),
+                    });
+                }
+            }
+        }
+    }
+    rasn::der::decode::<T>(input).map_err(|e| MessageError::BadDer {
+        expected,
+        reason: e.to_string(),
+    })
+}
+
+/// Which Kerberos message a buffer holds, from its first byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageKind {
+    AsReq,
+    AsRep,
+    TgsReq,
+    TgsRep,
+    ApReq,
+    ApRep,
+    KrbSafe,
+    KrbPriv,
+    KrbCred,
+    KrbError,
+}
+
+impl MessageKind {
+    /// Peeks at the application tag; `None` for anything else.
+    pub fn of(input: &[u8]) -> Option<Self> {
+        Some(match *input.first()? {
+            0x6a => Self::AsReq,
+            0x6b => Self::AsRep,
+            0x6c => Self::TgsReq,
+            0x6d => Self::TgsRep,
+            0x6e => Self::ApReq,
+            0x6f => Self::ApRep,
+            0x74 => Self::KrbSafe,
+            0x75 => Self::KrbPriv,
+            0x76 => Self::KrbCred,
+            0x7e => Self::KrbError,
+            _ => return None,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Integers, strings, flags
+
+/// An ASN.1 INTEGER from an `i64`.
+pub fn int(v: i64) -> Integer {
+    Integer::from(v)
+}
+
+/// An ASN.1 INTEGER as `i64`, if it fits.
+pub fn int_value(v: &Integer) -> Option<i64> {
+    i64::try_from(v).ok()
+}
+
+/// A KerberosString (GeneralString) from text.
+pub fn kstring(field: &'static str, s: &str) -> Result<KerberosString, MessageError> {
+    KerberosString::from_bytes(s.as_bytes()).map_err(|_| MessageError::BadString {
+        field,
+        value: s.to_owned(),
+    })
+}
+
+/// A KerberosString as UTF-8 text, if it is.
+pub fn kstring_text(s: &KerberosString) -> Option<&str> {
+    std::str::from_utf8(s.as_bytes()).ok()
+}
+
+/// A 32-bit KerberosFlags BIT STRING from a mask (bit 0 = MSB).
+pub fn flags(mask: u32) -> KerberosFlags {
+    KerberosFlags::from_slice(&mask.to_be_bytes())
+}
+
+/// A KerberosFlags BIT STRING as a mask. Bits past 32 are ignored; a shorter
+/// string is zero-extended, as RFC 4120 §5.2.8 asks receivers to do.
+pub fn flags_value(f: &KerberosFlags) -> u32 {
+    f.iter().take(32).enumerate().fold(
+        0u32,
+        |acc, (i, b)| if *b { acc | (1 << (31 - i)) } else { acc },
+    )
+}
+
+pub fn ticket_flags(mask: u32) -> TicketFlags {
+    TicketFlags(flags(mask))
+}
+
+pub fn kdc_options(mask: u32) -> KdcOptions {
+    KdcOptions(flags(mask))
+}
+
+// ---------------------------------------------------------------------------
+// Time
+
+/// `SystemTime` -> KerberosTime, truncated to whole seconds, in UTC.
+pub fn to_kerberos_time(t: SystemTime) -> Result<KerberosTime, MessageError> {
+    let secs: i64 = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).map_err(|_| MessageError::TimeOutOfRange(t))?,
+        Err(e) => {
+            // Before 1970: round towards the past so truncation stays monotone.
+            let d = e.duration();
+            let whole = i64::try_from(d.as_secs()).map_err(|_| MessageError::TimeOutOfRange(t))?;
+            if d.subsec_nanos() > 0 {
+                -whole - 1
+            } else {
+                -whole
+            }
+        }
+    };
+    let dt = chrono::DateTime::from_timestamp(secs, 0).ok_or(MessageError::TimeOutOfRange(t))?;
+    Ok(KerberosTime(dt.fixed_offset()))
+}
+
+/// KerberosTime -> `SystemTime` (whole seconds; a fraction, if a peer sent
+/// one, is dropped).
+pub fn from_kerberos_time(t: &KerberosTime) -> SystemTime {
+    let secs = t.0.timestamp();
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    }
+}
+
+/// Splits a time into KerberosTime and microseconds, as ctime/cusec,
+/// patimestamp/pausec and stime/susec are carried.
+pub fn to_kerberos_time_usec(t: SystemTime) -> Result<(KerberosTime, u32), MessageError> {
+    let kt = to_kerberos_time(t)?;
+    let usec = t
+        .duration_since(from_kerberos_time(&kt))
+        .map(|d| d.subsec_micros())
+        .unwrap_or(0);
+    Ok((kt, usec))
+}
+
+/// Joins KerberosTime and microseconds. Out-of-range microseconds
+/// (RFC 4120 allows 0..=999999) are clamped.
+pub fn from_kerberos_time_usec(t: &KerberosTime, usec: &Integer) -> SystemTime {
+    let us = int_value(usec).unwrap_or(0).clamp(0, 999_999);
+    from_kerberos_time(t) + Duration::from_micros(us.unsigned_abs())
+}
+
+// ---------------------------------------------------------------------------
+// Principals
+
+/// `Principal` -> (`PrincipalName`, realm).
+pub fn to_principal_name(p: &Principal) -> Result<(PrincipalName, KerberosString), MessageError> {
+    let string = p
+        .components
+        .iter()
+        .map(|c| kstring("principal name", c))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((
+        PrincipalName {
+            r#type: p.name_type,
+            string,
+        },
+        kstring("realm", &p.realm)?,
+    ))
+}
+
+/// (`PrincipalName`, realm) -> `Principal`. `field` names the message
+/// field for the error.
+pub fn from_principal_name(
+    field: &'static str,
+    name: &PrincipalName,
+    realm: &KerberosString,
+) -> Result<Principal, MessageError> {
+    let bad = || MessageError::BadPrincipalName { field };
+    let realm = kstring_text(realm).ok_or_else(bad)?;
+    if realm.is_empty() || name.string.is_empty() {
+        return Err(bad());
+    }
+    let components = name
+        .string
+        .iter()
+        .map(|c| kstring_text(c).map(str::to_owned).ok_or_else(bad))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Principal {
+        realm: realm.to_owned(),
+        name_type: name.r#type,
+        components,
+    })
+}
+
+/// Compares principal names ignoring the name type, as RFC 4120 §6.2
+/// asks ("the name-type SHOULD be treated as a hint").
+pub fn same_principal(a: &Principal, b: &Principal) -> bool {
+    a.realm == b.realm && a.components == b.components
+}
+
+// ---------------------------------------------------------------------------
+// Encryption
+
+/// What [`seal`] and [`open`] need from a key. Implemented for
+/// `roamgate_krb_crypto::Key`; tests may implement it for a fake.
+pub trait SealKey {
+    /// The RFC 3961 etype number.
+    fn etype_number(&self) -> i32;
+    /// Encrypts with the key derived for `usage`.
+    fn seal_bytes(&self, usage: u32, plaintext: &[u8]) -> Vec<u8>;
+    /// Decrypts and verifies; `None` when the integrity check fails.
+    fn open_bytes(&self, usage: u32, ciphertext: &[u8]) -> Option<Vec<u8>>;
+}
+
+/// DER-encodes `value` and encrypts it under `key` for key `usage`.
+pub fn seal<K: SealKey, T: rasn::Encode>(
+    key: &K,
+    usage: u32,
+    kvno: Option<u32>,
+    value: &T,
+) -> EncryptedData {
+    seal_bytes(key, usage, kvno, &encode(value))
+}
+
+/// Encrypts raw bytes into an EncryptedData.
+pub fn seal_bytes<K: SealKey>(
+    key: &K,
+    usage: u32,
+    kvno: Option<u32>,
+    plaintext: &[u8],
+) -> EncryptedData {
+    EncryptedData {
+        etype: key.etype_number(),
+        kvno,
+        cipher: OctetString::from(key.seal_bytes(usage, plaintext)),
+    }
+}
+
+/// Decrypts an EncryptedData under `key` for `usage` and DER-decodes it.
+/// The etype must be the key's.
+pub fn open<K: SealKey, T: rasn::Decode>(
+    key: &K,
+    usage: u32,
+    data: &EncryptedData,
+) -> Result<T, MessageError> {
+    let plain = open_bytes(key, usage, data, type_name::<T>())?;
+    decode(&plain)
+}
+
+/// Decrypts an EncryptedData to raw bytes. `what` names it for errors.
+pub fn open_bytes<K: SealKey>(
+    key: &K,
+    usage: u32,
+    data: &EncryptedData,
+    what: &'static str,
+) -> Result<Vec<u8>, MessageError> {
+    if data.etype != key.etype_number() {
+        return Err(MessageError::EtypeMismatch {
+            what,
+            expected: key.etype_number(),
+            found: data.etype,
+        });
+    }
+    key.open_bytes(usage, &data.cipher)
+        .ok_or(MessageError::Decrypt { what })
+}
+
+// ---------------------------------------------------------------------------
+// PA-DATA
+
+/// A PA-DATA element.
+pub fn padata(r#type: i32, value: Vec<u8>) -> PaData {
+    PaData {
+        r#type,
+        value: OctetString::from(value),
+    }
+}
+
+/// The first PA-DATA of `type` in an optional list.
+pub fn find_padata(list: Option<&[PaData]>, r#type: i32) -> Option<&PaData> {
+    list?.iter().find(|p| p.r#type == r#type)
+}
+
+// ---------------------------------------------------------------------------
+// KRB-ERROR
+
+/// The fields of a KRB-ERROR a sender chooses; the rest come from `now`.
+#[derive(Clone, Debug)]
+pub struct ErrorSpec<'a> {
+    pub code: i32,
+    /// The server the error is about (`sname`/`realm`), e.g. krbtgt/REALM.
+    pub server: &'a Principal,
+    /// The client, if known (`cname`/`crealm`).
+    pub client: Option<&'a Principal>,
+    /// The client's time, echoed back if the request carried one.
+    pub ctime: Option<(KerberosTime, Integer)>,
+    pub e_text: Option<&'a str>,
+    pub e_data: Option<Vec<u8>>,
+}
+
+/// Builds a KRB-ERROR stamped with `now` as stime/susec.
+pub fn krb_error(spec: &ErrorSpec<'_>, now: SystemTime) -> Result<KrbError, MessageError> {
+    let (stime, susec) = to_kerberos_time_usec(now)?;
+    let (sname, realm) = to_principal_name(spec.server)?;
+    let (cname, crealm) = match spec.client {
+        Some(c) => {
+            let (n, r) = to_principal_name(c)?;
+            (Some(n), Some(r))
+        }
+        None => (None, None),
+    };
+    let (ctime, cusec) = match &spec.ctime {
+        Some((t, u)) => (Some(t.clone()), Some(u.clone())),
+        None => (None, None),
+    };
+    Ok(KrbError {
+        pvno: int(PVNO),
+        msg_type: int(msg_type::KRB_ERROR),
+        ctime,
+        cusec,
+        stime,
+        susec: int(i64::from(susec)),
+        error_code: spec.code,
+        crealm,
+        cname,
+        realm,
+        sname,
+        e_text: spec.e_text.map(|t| kstring("e-text", t)).transpose()?,
+        e_data: spec.e_data.clone().map(OctetString::from),
+    })
+}
+
+/// If `input` is a KRB-ERROR, decodes it. `Ok(None)` if it is some other
+/// message; an error if it claims to be a KRB-ERROR but does not decode.
+pub fn recognise_error(input: &[u8]) -> Result<Option<KrbError>, MessageError> {
+    if MessageKind::of(input) == Some(MessageKind::KrbError) {
+        decode::<KrbError>(input).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// The METHOD-DATA carried in a KRB-ERROR's e-data (e.g. with
+/// KDC_ERR_PREAUTH_REQUIRED). Empty if there is none or it does not decode;
+/// MIT sometimes sends other TYPED-DATA there.
+pub fn error_method_data(err: &KrbError) -> Vec<PaData> {
+    err.e_data
+        .as_ref()
+        .and_then(|d| decode::<Vec<PaData>>(d).ok())
+        .unwrap_or_default()
+}
+
+/// The e-text of a KRB-ERROR, as text.
+pub fn error_text(err: &KrbError) -> Option<String> {
+    err.e_text
+        .as_ref()
+        .map(|t| String::from_utf8_lossy(t.as_bytes()).into_owned())
+}
+
+// ---------------------------------------------------------------------------
+// Randomness
+
+/// Fills `buf` from the operating system's CSPRNG.
+pub fn random_bytes(buf: &mut [u8]) -> Result<(), MessageError> {
+    use ring::rand::SecureRandom;
+    ring::rand::SystemRandom::new()
+        .fill(buf)
+        .map_err(|_| MessageError::Random)
+}
+
+/// A random nonce in 0..2^31. MIT encodes nonces as a signed 32-bit
+/// INTEGER, so staying below 2^31 keeps both readings equal.
+pub fn random_nonce() -> Result<u32, MessageError> {
+    let mut b = [0u8; 4];
+    random_bytes(&mut b)?;
+    Ok(u32::from_be_bytes(b) & 0x7fff_ffff)
+}
+
+/// A random initial sequence number, below 2^30 as MIT chooses them.
+pub fn random_seq_number() -> Result<u32, MessageError> {
+    let mut b = [0u8; 4];
+    random_bytes(&mut b)?;
+    Ok(u32::from_be_bytes(b) & 0x3fff_ffff)
+}
+
+/// An `EncryptionKey` (the wire form) from an etype and raw key bytes.
+pub fn encryption_key(etype: i32, key: &[u8]) -> EncryptionKey {
+    EncryptionKey {
+        r#type: etype,
+        value: OctetString::from(key.to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rasn_kerberos::{
+        ApReq, AsReq, Authenticator, KdcReq, KdcReqBody, KrbCred, KrbPriv, PaEncTsEnc,
+    };
+
+    fn alice() -> Principal {
+        Principal::parse("alice@EXAMPLE.COM").unwrap()
+    }
+
+    fn sample_as_req() -> AsReq {
+        let (cname, realm) = to_principal_name(&alice()).unwrap();
+        let (sname, _) = to_principal_name(&Principal::krbtgt("EXAMPLE.COM")).unwrap();
+        AsReq(KdcReq {
+            pvno: int(PVNO),
+            msg_type: int(msg_type::AS_REQ),
+            padata: None,
+            req_body: KdcReqBody {
+                kdc_options: kdc_options(kdc_options::FORWARDABLE),
+                cname: Some(cname),
+                realm,
+                sname: Some(sname),
+                from: None,
+                till: to_kerberos_time(UNIX_EPOCH + Duration::from_secs(1_800_000_000)).unwrap(),
+                rtime: None,
+                nonce: 0x7fff_fff0,
+                etype: vec![18, 17, 20, 19],
+                addresses: None,
+                enc_authorization_data: None,
+                additional_tickets: None,
+            },
+        })
+    }
+
+    /// An AS-REQ survives encode/decode and starts with [APPLICATION 10].
+    #[test]
+    fn parse_as_req_fixture() {
+        let bytes = encode(&sample_as_req());
+        // The outer bytes: [APPLICATION 10] then SEQUENCE.
+        assert_eq!(bytes[0], 0x6a);
+        let back: AsReq = decode(&bytes).unwrap();
+        assert_eq!(back, sample_as_req());
+        assert_eq!(MessageKind::of(&bytes), Some(MessageKind::AsReq));
+    }
+
+    #[test]
+    fn kerberos_time_is_generalized_time_z_without_fraction() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_750);
+        let kt = to_kerberos_time(t).unwrap();
+        let der = encode(&kt);
+        // GeneralizedTime tag 0x18, 15 bytes "20231114221320Z".
+        assert_eq!(der, b"\x18\x0f20231114221320Z");
+        assert_eq!(
+            from_kerberos_time(&kt),
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+        );
+        let (kt2, usec) = to_kerberos_time_usec(t).unwrap();
+        assert_eq!(kt2, kt);
+        assert_eq!(usec, 750_000);
+        assert_eq!(from_kerberos_time_usec(&kt2, &int(i64::from(usec))), t);
+    }
+
+    #[test]
+    fn kerberos_time_before_epoch() {
+        let t = UNIX_EPOCH - Duration::from_millis(1500);
+        let kt = to_kerberos_time(t).unwrap();
+        assert_eq!(encode(&kt), b"\x18\x0f19691231235958Z");
+    }
+
+    #[test]
+    fn flags_are_32_bits_msb_first() {
+        let f = flags(ticket_flags::FORWARDABLE | ticket_flags::INITIAL);
+        let der = encode(&f);
+        // BIT STRING, 5 bytes: 0 unused bits, then 0x40 0x40 0x00 0x00.
+        assert_eq!(der, [0x03, 0x05, 0x00, 0x40, 0x40, 0x00, 0x00]);
+        assert_eq!(
+            flags_value(&f),
+            ticket_flags::FORWARDABLE | ticket_flags::INITIAL
+        );
+        // A short string from a sloppy peer is zero-extended.
+        assert_eq!(
+            flags_value(&KerberosFlags::from_slice(&[0x40])),
+            ticket_flags::FORWARDABLE
+        );
+    }
+
+    #[test]
+    fn principal_round_trip() {
+        let p = Principal::parse("host/ha.example.com@EXAMPLE.COM").unwrap();
+        let (n, r) = to_principal_name(&p).unwrap();
+        assert_eq!(n.r#type, crate::principal::name_type::SRV_INST);
+        assert_eq!(from_principal_name("sname", &n, &r).unwrap(), p);
+        let empty = PrincipalName {
+            r#type: 1,
+            string: vec![],
+        };
+        assert_eq!(
+            from_principal_name("cname", &empty, &r),
+            Err(MessageError::BadPrincipalName { field: "cname" })
+        );
+    }
+
+    #[test]
+    fn decode_rejects_wrong_tag() {
+        let bytes = encode(&sample_as_req());
+        let err = decode::<ApReq>(&bytes).unwrap_err();
+        assert_eq!(
+            err,
+            MessageError::WrongTag {
+                expected: "ApReq",
+                found: 0x6a,
+                found_name: "AS-REQ"
+            }
+        );
+    }
+
+    #[test]
+    fn decode_rejects_truncation_at_every_length() {
+        let bytes = encode(&sample_as_req());
+        assert_eq!(
+            decode::<AsReq>(&[]),
+            Err(MessageError::Empty { expected: "AsReq" })
+        );
+        for n in 1..bytes.len() {
+            match decode::<AsReq>(&bytes[..n]) {
+                Err(MessageError::Truncated { needed, have, .. }) => {
+                    assert!(needed > have, "length {n}")
+                }
+                other => panic!("length {n}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn decode_rejects_garbage_and_trailing_bytes() {
+        // Right tag, nonsense inside.
+        assert!(matches!(
+            decode::<AsReq>(&[0x6a, 0x03, 0x02, 0x01, 0x05]),
+            Err(MessageError::BadDer { .. })
+        ));
+        let mut bytes = encode(&sample_as_req());
+        bytes.push(0);
+        assert!(matches!(
+            decode::<AsReq>(&bytes),
+            Err(MessageError::BadDer { .. })
+        ));
+        // Huge announced length.
+        assert!(matches!(
+            decode::<KrbCred>(&[0x76, 0x84, 0xff, 0xff, 0xff, 0xff, 0x30]),
+            Err(MessageError::Truncated { .. })
+        ));
+        // Indefinite length is not DER.
+        assert!(decode::<KrbPriv>(&[0x75, 0x80, 0x00, 0x00]).is_err());
+        // High tag number form.
+        assert!(matches!(
+            decode::<Authenticator>(&[0x7f, 0x81, 0x01, 0x00]),
+            Err(MessageError::WrongTag { .. })
+        ));
+    }
+
+    struct XorKey(i32, u8);
+    impl SealKey for XorKey {
+        fn etype_number(&self) -> i32 {
+            self.0
+        }
+        fn seal_bytes(&self, usage: u32, pt: &[u8]) -> Vec<u8> {
+            let mut v: Vec<u8> = pt.iter().map(|b| b ^ self.1).collect();
+            v.push(usage as u8);
+            v
+        }
+        fn open_bytes(&self, usage: u32, ct: &[u8]) -> Option<Vec<u8>> {
+            let (last, body) = ct.split_last()?;
+            (*last == usage as u8).then(|| body.iter().map(|b| b ^ self.1).collect())
+        }
+    }
+
+    #[test]
+    fn seal_open_checks_etype_and_usage() {
+        let key = XorKey(18, 0x5a);
+        let ts = PaEncTsEnc {
+            patimestamp: to_kerberos_time(UNIX_EPOCH + Duration::from_secs(5)).unwrap(),
+            pausec: Some(int(7)),
+        };
+        let ed = seal(&key, 1, None, &ts);
+        assert_eq!(ed.etype, 18);
+        let back: PaEncTsEnc = open(&key, 1, &ed).unwrap();
+        assert_eq!(back, ts);
+        assert_eq!(
+            open::<_, PaEncTsEnc>(&key, 2, &ed),
+            Err(MessageError::Decrypt { what: "PaEncTsEnc" })
+        );
+        assert_eq!(
+            open::<_, PaEncTsEnc>(&XorKey(17, 0x5a), 1, &ed),
+            Err(MessageError::EtypeMismatch {
+                what: "PaEncTsEnc",
+                expected: 17,
+                found: 18
+            })
+        );
+    }
+
+    #[test]
+    fn krb_error_round_trip_with_method_data() {
+        let tgs = Principal::krbtgt("EXAMPLE.COM");
+        let md = vec![padata(pa_type::ETYPE_INFO2, vec![0x30, 0x00])];
+        let now = UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
+        let err = krb_error(
+            &ErrorSpec {
+                code: error_code::KDC_ERR_PREAUTH_REQUIRED,
+                server: &tgs,
+                client: Some(&alice()),
+                ctime: None,
+                e_text: Some("pre-authentication required"),
+                e_data: Some(encode(&md)),
+            },
+            now,
+        )
+        .unwrap();
+        let bytes = encode(&err);
+        let back = recognise_error(&bytes).unwrap().unwrap();
+        assert_eq!(back.error_code, 25);
+        assert_eq!(int_value(&back.susec), Some(123_456));
+        assert_eq!(error_method_data(&back), md);
+        assert_eq!(
+            error_text(&back).as_deref(),
+            Some("pre-authentication required")
+        );
+        assert_eq!(recognise_error(&encode(&sample_as_req())).unwrap(), None);
+        assert_eq!(
+            error_code::name(error_code::KRB_ERR_RESPONSE_TOO_BIG),
+            "KRB_ERR_RESPONSE_TOO_BIG"
+        );
+    }
+
+    #[test]
+    fn nonce_stays_below_2_pow_31() {
+        for _ in 0..64 {
+            assert!(random_nonce().unwrap() < 0x8000_0000);
+            assert!(random_seq_number().unwrap() < 0x4000_0000);
+        }
+    }
+
+    #[test]
+    fn kstring_rejects_non_latin1() {
+        assert!(kstring("realm", "EXAMPLE.COM").is_ok());
+        assert!(matches!(
+            kstring("realm", "\u{2603}"),
+            Err(MessageError::BadString { .. })
+        ));
+    }
+}
