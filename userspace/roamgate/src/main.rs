@@ -1,1 +1,47 @@
-fn main() {}
+use clap::Parser as _;
+use roamgate::{
+    cli::{Cli, Command},
+    config::GatewayConfig,
+    counters_cmd, gateway, logging,
+};
+use tokio_util::sync::CancellationToken;
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("roamgate: starting the tokio runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(run(cli)) {
+        eprintln!("roamgate: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Gateway { config } => {
+            let cfg = match &config {
+                Some(path) => GatewayConfig::load(path)?,
+                None => GatewayConfig::default(),
+            };
+            logging::init(cfg.log.format, &cfg.log.level);
+            gateway::require_root()?;
+            let shutdown = CancellationToken::new();
+            gateway::cancel_on_signals(shutdown.clone())?;
+            gateway::run(cfg, shutdown).await
+        }
+        Command::Counters { pin_dir, json } => counters_cmd::print(&pin_dir, json),
+        Command::Kdc { command } => {
+            logging::init(Default::default(), "info");
+            roamgate_krb::cli::kdc::run(command).await
+        }
+        Command::Krb { command } => roamgate_krb::cli::krb::run(command).await,
+    }
+}

@@ -1,0 +1,50 @@
+//! The `roamgate` command line: one subcommand per role.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "roamgate",
+    version,
+    about = "Secure mobile IP telephony for Linux gateways",
+    long_about = "roamgate keeps handsets and laptops on one home IP address while they move \
+between access networks. Kerberos V5 authenticates every party; XDP programs authenticate \
+and forward the Mobile IP tunnels and the voice."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the all-in-one gateway: load and attach the XDP data plane, pin
+    /// its maps, serve counters.
+    Gateway {
+        /// TOML configuration (see config/gateway.toml for every key and its default).
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Print the data-plane counters from the pinned maps of a running (or
+    /// stopped) gateway.
+    Counters {
+        /// bpffs directory holding the pinned maps.
+        #[arg(long, default_value = roamgate_common::maps::PIN_DIR)]
+        pin_dir: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The embedded Kerberos KDC: create a realm, add principals, serve.
+    Kdc {
+        #[command(subcommand)]
+        command: roamgate_krb::cli::kdc::KdcCommand,
+    },
+    /// Kerberos client tools: kinit, kvno, klist.
+    Krb {
+        #[command(subcommand)]
+        command: roamgate_krb::cli::krb::KrbCommand,
+    },
+}

@@ -1,0 +1,286 @@
+//! Byte-exact data-plane fixtures, in the style of Katran's BpfTester.
+//!
+//! Each [`Fixture`] is a table row: an input frame, the XDP action the program
+//! must return, the exact output frame, and the counters that must move. The
+//! [`FixtureRunner`] feeds rows through `BPF_PROG_TEST_RUN` (aya's `TestRun`)
+//! and, on a mismatch, reports input, expected and actual frames as hex with
+//! the differing bytes marked, plus a decoded one-line summary of each.
+
+use std::{
+    fmt::Write as _,
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use aya::programs::{TestRun, TestRunOptions};
+
+use super::{frame::describe, Counters, DataPlane, DataPlaneError};
+
+/// XDP actions, as the kernel numbers them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum XdpAction {
+    Aborted = 0,
+    Drop = 1,
+    Pass = 2,
+    Tx = 3,
+    Redirect = 4,
+}
+
+impl XdpAction {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            0 => Self::Aborted,
+            1 => Self::Drop,
+            2 => Self::Pass,
+            3 => Self::Tx,
+            4 => Self::Redirect,
+            _ => return None,
+        })
+    }
+}
+
+/// Expected output frame of a fixture.
+#[derive(Clone, Debug)]
+pub enum Expect {
+    /// The program must leave the frame exactly as it came in.
+    Unchanged,
+    /// The program must produce exactly these bytes.
+    Frame(Vec<u8>),
+    /// Only the action matters (XDP_DROP: the frame is gone).
+    Any,
+}
+
+#[derive(Clone, Debug)]
+pub struct Fixture {
+    pub name: String,
+    pub input: Vec<u8>,
+    pub action: XdpAction,
+    pub output: Expect,
+    /// Counters (by name) and how much each must move; unlisted counters are
+    /// not checked.
+    pub counters: Vec<(&'static str, u64)>,
+}
+
+impl Fixture {
+    pub fn new(name: impl Into<String>, input: Vec<u8>, action: XdpAction) -> Self {
+        let output = if action == XdpAction::Drop {
+            Expect::Any
+        } else {
+            Expect::Unchanged
+        };
+        Self {
+            name: name.into(),
+            input,
+            action,
+            output,
+            counters: Vec::new(),
+        }
+    }
+
+    pub fn output(mut self, frame: Vec<u8>) -> Self {
+        self.output = Expect::Frame(frame);
+        self
+    }
+
+    pub fn counter(mut self, name: &'static str, delta: u64) -> Self {
+        self.counters.push((name, delta));
+        self
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FixtureError {
+    #[error(transparent)]
+    DataPlane(#[from] DataPlaneError),
+    #[error("BPF_PROG_TEST_RUN failed for {name}: {source}")]
+    TestRun {
+        name: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+/// Runs fixtures against a freshly loaded data plane whose maps are pinned in
+/// a private directory, so tests never touch a running gateway's state.
+pub struct FixtureRunner {
+    dp: DataPlane,
+    pin_dir: PathBuf,
+}
+
+static RUNNER_SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl FixtureRunner {
+    pub fn new() -> Result<Self, FixtureError> {
+        let pin_dir = PathBuf::from(format!(
+            "/sys/fs/bpf/roamgate-test-{}-{}",
+            std::process::id(),
+            RUNNER_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&pin_dir);
+        let dp = DataPlane::load(&pin_dir)?;
+        Ok(Self { dp, pin_dir })
+    }
+
+    pub fn data_plane(&mut self) -> &mut DataPlane {
+        &mut self.dp
+    }
+
+    /// Runs one frame through the program once; returns (action, output).
+    pub fn run_frame(&self, name: &str, input: &[u8]) -> Result<(u32, Vec<u8>), FixtureError> {
+        // Room for encapsulation growth.
+        let mut out = vec![0u8; input.len() + 256];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(input);
+        opts.data_out = Some(&mut out);
+        let res = self
+            .dp
+            .xdp()?
+            .test_run(opts)
+            .map_err(|source| FixtureError::TestRun {
+                name: name.to_owned(),
+                source,
+            })?;
+        out.truncate(res.data_size_out as usize);
+        Ok((res.return_value, out))
+    }
+
+    /// Runs one fixture; `Err(Mismatch)` carries the readable report.
+    pub fn run(&self, f: &Fixture) -> Result<(), FixtureError> {
+        let before = self.dp.counters()?;
+        let (ret, out) = self.run_frame(&f.name, &f.input)?;
+        let moved = self.dp.counters()?.delta(&before);
+        let mut problems = Vec::new();
+        if ret != f.action as u32 {
+            problems.push(format!(
+                "action: expected {:?}, got {}",
+                f.action,
+                XdpAction::from_u32(ret)
+                    .map(|a| format!("{a:?}"))
+                    .unwrap_or_else(|| ret.to_string())
+            ));
+        }
+        let expected = match &f.output {
+            Expect::Unchanged => Some(f.input.as_slice()),
+            Expect::Frame(e) => Some(e.as_slice()),
+            Expect::Any => None,
+        };
+        if let Some(exp) = expected {
+            if exp != out.as_slice() {
+                problems.push("output frame differs".to_owned());
+            }
+        }
+        for (name, want) in &f.counters {
+            let got = moved.get(name);
+            if got != *want {
+                problems.push(format!("counter {name}: expected +{want}, got +{got}"));
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(FixtureError::Mismatch(report(
+            f, expected, &out, &moved, &problems,
+        )))
+    }
+
+    /// Runs every row and reports all mismatches together.
+    pub fn run_all(&self, fixtures: &[Fixture]) -> Result<(), FixtureError> {
+        let mut failures = String::new();
+        for f in fixtures {
+            match self.run(f) {
+                Ok(()) => {}
+                Err(FixtureError::Mismatch(r)) => failures.push_str(&r),
+                Err(e) => return Err(e),
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(FixtureError::Mismatch(failures))
+        }
+    }
+}
+
+impl Drop for FixtureRunner {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
+}
+
+fn report(
+    f: &Fixture,
+    expected: Option<&[u8]>,
+    actual: &[u8],
+    moved: &Counters,
+    problems: &[String],
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "=== fixture {:?} failed", f.name);
+    for p in problems {
+        let _ = writeln!(s, "  - {p}");
+    }
+    let _ = writeln!(s, "  input:    {}", describe(&f.input));
+    if let Some(e) = expected {
+        let _ = writeln!(s, "  expected: {}", describe(e));
+    }
+    let _ = writeln!(s, "  actual:   {}", describe(actual));
+    let _ = writeln!(s, "  input bytes:\n{}", hexdump(&f.input, None));
+    if let Some(e) = expected {
+        let _ = writeln!(s, "  expected bytes:\n{}", hexdump(e, Some(actual)));
+        let _ = writeln!(
+            s,
+            "  actual bytes (^^ marks differences):\n{}",
+            hexdump(actual, Some(e))
+        );
+    }
+    let nonzero: Vec<String> = moved
+        .0
+        .iter()
+        .filter(|(_, v)| **v != 0)
+        .map(|(k, v)| format!("{k}+{v}"))
+        .collect();
+    let _ = writeln!(s, "  counters moved: {}", nonzero.join(" "));
+    s
+}
+
+/// 16 bytes a line; bytes that differ from `other` are marked beneath.
+pub fn hexdump(data: &[u8], other: Option<&[u8]>) -> String {
+    let mut s = String::new();
+    for (line, chunk) in data.chunks(16).enumerate() {
+        let off = line * 16;
+        let _ = write!(s, "    {off:04x}  ");
+        for b in chunk {
+            let _ = write!(s, "{b:02x} ");
+        }
+        s.push('\n');
+        if let Some(o) = other {
+            let marks: String = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    if o.get(off + i) == Some(b) {
+                        "   "
+                    } else {
+                        "^^ "
+                    }
+                })
+                .collect();
+            if marks.contains('^') {
+                let _ = writeln!(s, "          {}", marks.trim_end());
+            }
+        }
+    }
+    if let Some(o) = other {
+        if o.len() > data.len() {
+            let _ = writeln!(
+                s,
+                "    (other frame is {} bytes longer)",
+                o.len() - data.len()
+            );
+        }
+    }
+    s
+}

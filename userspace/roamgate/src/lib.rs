@@ -1,0 +1,9 @@
+//! roamgate control plane: the roles of the `roamgate` binary as a library.
+
+pub mod cli;
+pub mod config;
+pub mod counters_cmd;
+pub mod dataplane;
+pub mod gateway;
+pub mod logging;
+pub mod metrics;
