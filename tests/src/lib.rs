@@ -3,4 +3,5 @@
 //! Integration tests live in `tests/tests/`; they need root.
 
 pub mod bench;
+pub mod mit;
 pub mod netns;
