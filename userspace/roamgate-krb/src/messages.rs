@@ -21,8 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use rasn::types::{Integer, OctetString};
 pub use rasn_kerberos as asn;
 use rasn_kerberos::{
-    EncryptedData, EncryptionKey, KdcOptions, KerberosFlags, KerberosString, KerberosTime,
-    KrbError, PaData, PrincipalName, TicketFlags,
+    Checksum, EncryptedData, EncryptionKey, KdcOptions, KerberosFlags, KerberosString,
+    KerberosTime, KrbError, PaData, PrincipalName, TicketFlags,
 };
 
 use crate::principal::Principal;
@@ -263,6 +263,14 @@ pub enum MessageError {
     BadKey { etype: i32, len: usize },
     #[error("decrypting {what} failed: integrity check failed (wrong key or modified message)")]
     Decrypt { what: &'static str },
+    #[error("{what} has checksum type {found}, the key's is {expected}")]
+    ChecksumType {
+        what: &'static str,
+        expected: i32,
+        found: i32,
+    },
+    #[error("checksum over {what} does not verify (modified message or wrong key)")]
+    BadChecksum { what: &'static str },
     #[error("no random numbers available from the operating system")]
     Random,
 }
@@ -652,6 +660,62 @@ pub fn open_bytes<K: SealKey>(
         .ok_or(MessageError::Decrypt { what })
 }
 
+impl SealKey for roamgate_krb_crypto::Key {
+    fn etype_number(&self) -> i32 {
+        self.etype().to_i32()
+    }
+    fn seal_bytes(&self, usage: u32, plaintext: &[u8]) -> Vec<u8> {
+        self.encrypt(usage, plaintext)
+    }
+    fn open_bytes(&self, usage: u32, ciphertext: &[u8]) -> Option<Vec<u8>> {
+        self.decrypt(usage, ciphertext).ok()
+    }
+}
+
+/// A crypto key in its wire form.
+pub fn key_to_wire(key: &roamgate_krb_crypto::Key) -> EncryptionKey {
+    encryption_key(key.etype().to_i32(), key.as_bytes())
+}
+
+/// A wire EncryptionKey as a crypto key; only etypes 17..=20.
+pub fn key_from_wire(k: &EncryptionKey) -> Result<roamgate_krb_crypto::Key, MessageError> {
+    let etype = roamgate_krb_crypto::Etype::from_i32(k.r#type)
+        .ok_or(MessageError::UnsupportedEtype(k.r#type))?;
+    roamgate_krb_crypto::Key::new(etype, &k.value).map_err(|_| MessageError::BadKey {
+        etype: k.r#type,
+        len: k.value.len(),
+    })
+}
+
+/// The key's keyed checksum (its etype's mandatory checksum type) over
+/// `data` for key `usage`.
+pub fn checksum(key: &roamgate_krb_crypto::Key, usage: u32, data: &[u8]) -> Checksum {
+    Checksum {
+        r#type: key.etype().checksum_type(),
+        checksum: OctetString::from(key.checksum(usage, data)),
+    }
+}
+
+/// Verifies a keyed checksum; its type must be the key's checksum type.
+/// The comparison is constant-time (in the crypto crate).
+pub fn verify_checksum(
+    key: &roamgate_krb_crypto::Key,
+    usage: u32,
+    data: &[u8],
+    cksum: &Checksum,
+    what: &'static str,
+) -> Result<(), MessageError> {
+    if cksum.r#type != key.etype().checksum_type() {
+        return Err(MessageError::ChecksumType {
+            what,
+            expected: key.etype().checksum_type(),
+            found: cksum.r#type,
+        });
+    }
+    key.verify_checksum(usage, data, &cksum.checksum)
+        .map_err(|_| MessageError::BadChecksum { what })
+}
+
 // ---------------------------------------------------------------------------
 // PA-DATA
 
@@ -978,6 +1042,41 @@ mod tests {
                 found: 18
             })
         );
+    }
+
+    #[test]
+    fn seal_open_with_real_keys_and_checksums() {
+        use roamgate_krb_crypto::{Etype, Key};
+        for etype in Etype::ALL {
+            let key = Key::random(etype);
+            let ts = PaEncTsEnc {
+                patimestamp: to_kerberos_time(UNIX_EPOCH + Duration::from_secs(9)).unwrap(),
+                pausec: None,
+            };
+            let ed = seal(&key, 1, Some(3), &ts);
+            assert_eq!(ed.etype, etype.to_i32());
+            assert_eq!(open::<_, PaEncTsEnc>(&key, 1, &ed).unwrap(), ts);
+            assert!(matches!(
+                open::<_, PaEncTsEnc>(&Key::random(etype), 1, &ed),
+                Err(MessageError::Decrypt { .. })
+            ));
+            let wire = key_to_wire(&key);
+            assert_eq!(key_from_wire(&wire).unwrap(), key);
+            let c = checksum(&key, 6, b"body");
+            verify_checksum(&key, 6, b"body", &c, "body").unwrap();
+            assert_eq!(
+                verify_checksum(&key, 6, b"bodY", &c, "body"),
+                Err(MessageError::BadChecksum { what: "body" })
+            );
+        }
+        assert_eq!(
+            key_from_wire(&encryption_key(23, &[0; 16])),
+            Err(MessageError::UnsupportedEtype(23))
+        );
+        assert!(matches!(
+            key_from_wire(&encryption_key(18, &[0; 16])),
+            Err(MessageError::BadKey { .. })
+        ));
     }
 
     #[test]
