@@ -7,5 +7,8 @@
 #![no_std]
 
 pub mod counters;
+pub mod flow;
 pub mod maps;
+pub mod replay;
+pub mod siphash;
 pub mod wire;

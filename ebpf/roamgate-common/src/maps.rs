@@ -7,3 +7,248 @@ pub const PIN_DIR: &str = "/sys/fs/bpf/roamgate";
 
 /// Per-CPU array of `u64`, indexed by [`crate::counters`].
 pub const COUNTERS: &str = "RG_COUNTERS";
+
+/// Hash: [`BindingKey`] → [`BindingValue`]. Which packets go into a tunnel.
+pub const BINDINGS: &str = "RG_BINDINGS";
+/// Hash: [`TunnelKey`] (the SPI) → [`TunnelValue`]. Keys, sequence counter
+/// and replay window of one tunnel.
+pub const TUNNELS: &str = "RG_TUNNELS";
+/// Hash: [`VoicePortKey`] → `u32` (reserved, 0). Destinations whose UDP
+/// traffic must be an authorised voice flow.
+pub const VOICE_PORTS: &str = "RG_VOICE_PORTS";
+/// Hash: [`VoiceFlowKey`] → [`VoiceFlowValue`]. Authorised voice flows.
+pub const VOICE_FLOWS: &str = "RG_VOICE_FLOWS";
+
+/// Capacity of [`BINDINGS`] (allocated on demand: `BPF_F_NO_PREALLOC`).
+pub const BINDINGS_MAX: u32 = 1 << 20;
+/// Capacity of [`TUNNELS`] (allocated on demand: `BPF_F_NO_PREALLOC`).
+pub const TUNNELS_MAX: u32 = 1 << 20;
+/// Capacity of [`VOICE_PORTS`].
+pub const VOICE_PORTS_MAX: u32 = 1 << 16;
+/// Capacity of [`VOICE_FLOWS`].
+pub const VOICE_FLOWS_MAX: u32 = 1 << 16;
+/// `BPF_F_NO_PREALLOC`: hash elements are allocated when inserted, so a
+/// million-entry map costs memory only for what is installed.
+pub const BPF_F_NO_PREALLOC: u32 = 1;
+
+/// [`BindingKey::kind`] on a home agent: match the packet's destination (a
+/// home address) and tunnel it to the care-of address.
+pub const BINDING_HOME_AGENT: u8 = 1;
+/// [`BindingKey::kind`] on the care-of side: match the packet's source (the
+/// unit's home address) and reverse-tunnel it to the home agent.
+pub const BINDING_CARE_OF: u8 = 2;
+
+/// [`TunnelValue::role`]: this end is the home agent; decapsulated packets
+/// must come from the tunnel's home address.
+pub const ROLE_HOME_AGENT: u8 = 1;
+/// [`TunnelValue::role`]: this end is the care-of side; decapsulated packets
+/// must go to the tunnel's home address.
+pub const ROLE_CARE_OF: u8 = 2;
+
+/// An expiry that never comes.
+pub const NEVER_EXPIRES: u64 = u64::MAX;
+
+/// Key of [`BINDINGS`]. 8 bytes, no implicit padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BindingKey {
+    /// The unit's home address (network order).
+    pub addr: [u8; 4],
+    /// [`BINDING_HOME_AGENT`] or [`BINDING_CARE_OF`].
+    pub kind: u8,
+    /// Zero.
+    pub pad: [u8; 3],
+}
+
+impl BindingKey {
+    pub const fn new(addr: [u8; 4], kind: u8) -> Self {
+        BindingKey {
+            addr,
+            kind,
+            pad: [0; 3],
+        }
+    }
+}
+
+/// Value of [`BINDINGS`]. 16 bytes, no implicit padding. Replacing a binding
+/// (handover) is one map update, atomic for the data plane.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BindingValue {
+    /// Outer destination: the care-of address on a home agent, the home
+    /// agent's address on the care-of side (network order).
+    pub remote: [u8; 4],
+    /// The tunnel to use, as it appears on the wire (network order).
+    pub spi: [u8; 4],
+    /// `CLOCK_BOOTTIME` nanoseconds (`bpf_ktime_get_boot_ns`) after which the
+    /// binding is dead; [`NEVER_EXPIRES`] for none.
+    pub expires_ns: u64,
+}
+
+/// Key of [`TUNNELS`]: the SPI as it appears on the wire.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TunnelKey {
+    pub spi: [u8; 4],
+}
+
+/// Value of [`TUNNELS`]. 104 bytes, no implicit padding (checked by a test).
+///
+/// `tx_seq` and `rx` are updated by the XDP program with atomic operations;
+/// userspace writes a tunnel once (with `tx_seq = 0` and a zero window) and
+/// then only replaces it whole on rekey.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TunnelValue {
+    /// SipHash-2-4 key for packets this end sends (docs/wire.md, "Keys").
+    pub key_tx: [u8; 16],
+    /// SipHash-2-4 key for packets this end receives.
+    pub key_rx: [u8; 16],
+    /// This end's tunnel address: the outer source of what it sends.
+    pub local: [u8; 4],
+    /// The unit's home address this tunnel carries (anti-spoofing check).
+    pub home: [u8; 4],
+    /// Outer UDP source port of what this end sends (network order), 434.
+    pub src_port: [u8; 2],
+    /// Outer UDP destination port of what this end sends (network order), 434.
+    pub dst_port: [u8; 2],
+    /// Largest outer IPv4 total length in either direction (host order).
+    pub mtu: u16,
+    /// [`ROLE_HOME_AGENT`] or [`ROLE_CARE_OF`].
+    pub role: u8,
+    /// Zero.
+    pub pad: u8,
+    /// `CLOCK_BOOTTIME` ns after which the tunnel is dead.
+    pub expires_ns: u64,
+    /// Last sequence number sent (the next packet carries `tx_seq + 1`).
+    pub tx_seq: u64,
+    /// Replay window of the receive direction.
+    pub rx: crate::replay::ReplayWindow,
+}
+
+// Keys never reach a log.
+impl core::fmt::Debug for TunnelValue {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TunnelValue")
+            .field("key_tx", &"<redacted>")
+            .field("key_rx", &"<redacted>")
+            .field("local", &self.local)
+            .field("home", &self.home)
+            .field("src_port", &u16::from_be_bytes(self.src_port))
+            .field("dst_port", &u16::from_be_bytes(self.dst_port))
+            .field("mtu", &self.mtu)
+            .field("role", &self.role)
+            .field("expires_ns", &self.expires_ns)
+            .field("tx_seq", &self.tx_seq)
+            .field("rx", &self.rx)
+            .finish()
+    }
+}
+
+/// Key of [`VOICE_PORTS`]: a destination (address, UDP port). 8 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VoicePortKey {
+    pub addr: [u8; 4],
+    pub port: [u8; 2],
+    /// Zero.
+    pub pad: [u8; 2],
+}
+
+/// Key of [`VOICE_FLOWS`]: the 5-tuple (protocol always 17) plus the RTP
+/// SSRC, all in network order. 20 bytes, no implicit padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VoiceFlowKey {
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub src_port: [u8; 2],
+    pub dst_port: [u8; 2],
+    /// 17 (UDP).
+    pub proto: u8,
+    /// Zero.
+    pub pad: [u8; 3],
+    pub ssrc: [u8; 4],
+}
+
+/// Value of [`VOICE_FLOWS`]. 48 bytes, no implicit padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VoiceFlowValue {
+    /// `CLOCK_BOOTTIME` ns after which the flow is no longer authorised.
+    pub expires_ns: u64,
+    /// Replay window over extended RTP indices ([`crate::flow::extend_rtp_seq`]).
+    pub window: crate::replay::ReplayWindow,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: each type is repr(C), Copy, made of integers and byte arrays,
+    // with no implicit padding (see the size tests), so every bit pattern is
+    // valid and no byte is uninitialised.
+    unsafe impl aya::Pod for BindingKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for BindingValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for TunnelKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for TunnelValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for VoicePortKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for VoiceFlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for VoiceFlowValue {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{align_of, size_of};
+
+    /// The sum of the field sizes equals the struct size: no padding.
+    #[test]
+    fn no_implicit_padding() {
+        assert_eq!(size_of::<BindingKey>(), 4 + 1 + 3);
+        assert_eq!(size_of::<BindingValue>(), 4 + 4 + 8);
+        assert_eq!(size_of::<TunnelKey>(), 4);
+        assert_eq!(
+            size_of::<TunnelValue>(),
+            16 + 16 + 4 + 4 + 2 + 2 + 2 + 1 + 1 + 8 + 8 + (8 + 32)
+        );
+        assert_eq!(size_of::<VoicePortKey>(), 8);
+        assert_eq!(size_of::<VoiceFlowKey>(), 4 + 4 + 2 + 2 + 1 + 3 + 4);
+        assert_eq!(size_of::<VoiceFlowValue>(), 8 + 40);
+        assert_eq!(align_of::<TunnelValue>(), 8);
+    }
+
+    #[test]
+    fn map_names_fit_the_kernel_limit() {
+        for n in [COUNTERS, BINDINGS, TUNNELS, VOICE_PORTS, VOICE_FLOWS] {
+            assert!(n.len() < 16, "{n}");
+        }
+    }
+
+    #[test]
+    fn tunnel_debug_redacts_keys() {
+        extern crate std;
+        let t = TunnelValue {
+            key_tx: [0xab; 16],
+            key_rx: [0xcd; 16],
+            local: [1, 2, 3, 4],
+            home: [5, 6, 7, 8],
+            src_port: 434u16.to_be_bytes(),
+            dst_port: 434u16.to_be_bytes(),
+            mtu: 1500,
+            role: ROLE_HOME_AGENT,
+            pad: 0,
+            expires_ns: NEVER_EXPIRES,
+            tx_seq: 0,
+            rx: Default::default(),
+        };
+        let s = std::format!("{t:?}");
+        assert!(s.contains("redacted"));
+        assert!(!s.contains("171") && !s.contains("ab"), "{s}");
+    }
+}

@@ -7,6 +7,9 @@ pub const PROTO_IPIP: u8 = 4;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
+/// DSCP Expedited Forwarding (RFC 3246), the voice class.
+pub const DSCP_EF: u8 = 46;
+
 /// Fixed part of the IPv4 header; options follow when `ihl > 5`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +71,45 @@ impl Ipv4Hdr {
     pub fn is_fragment(&self) -> bool {
         let f = u16::from_be_bytes(self.frag_off);
         f & (MF | OFFSET_MASK) != 0
+    }
+
+    /// Fragment offset in 8-byte units (0 for unfragmented and first fragments).
+    #[inline(always)]
+    pub fn fragment_offset(&self) -> u16 {
+        u16::from_be_bytes(self.frag_off) & OFFSET_MASK
+    }
+
+    /// The more-fragments flag.
+    #[inline(always)]
+    pub fn more_fragments(&self) -> bool {
+        u16::from_be_bytes(self.frag_off) & MF != 0
+    }
+
+    /// Forwarding step: decrements the TTL and patches the checksum
+    /// incrementally (RFC 1624). Returns `false`, leaving the header as it
+    /// was, when the TTL is 0 or 1 and the packet must not be forwarded.
+    #[inline(always)]
+    pub fn decrement_ttl(&mut self) -> bool {
+        if self.ttl <= 1 {
+            return false;
+        }
+        let old = u16::from_be_bytes([self.ttl, self.proto]);
+        self.ttl -= 1;
+        let new = u16::from_be_bytes([self.ttl, self.proto]);
+        let c = update_checksum(u16::from_be_bytes(self.check), old, new);
+        self.check = c.to_be_bytes();
+        true
+    }
+
+    /// Sets the DSCP (top six bits of the TOS byte), keeping the ECN bits,
+    /// and patches the checksum incrementally.
+    #[inline(always)]
+    pub fn set_dscp(&mut self, dscp: u8) {
+        let old = u16::from_be_bytes([self.version_ihl, self.tos]);
+        self.tos = (dscp << 2) | (self.tos & 0x03);
+        let new = u16::from_be_bytes([self.version_ihl, self.tos]);
+        let c = update_checksum(u16::from_be_bytes(self.check), old, new);
+        self.check = c.to_be_bytes();
     }
 
     /// Checks the invariants every later accessor relies on, against the number
@@ -228,6 +270,53 @@ mod tests {
         assert!(frag.is_fragment());
         frag.frag_off = [0x40, 0x00]; // DF only
         assert!(!frag.is_fragment());
+    }
+
+    #[test]
+    fn decrement_ttl_matches_full_recomputation() {
+        let mut h = with_checksum();
+        let hdr = Ipv4Hdr::from_bytes_mut(&mut h).unwrap();
+        assert!(hdr.decrement_ttl());
+        assert_eq!(hdr.ttl, 0x3f);
+        assert_eq!(checksum(&h), 0);
+        let mut low = with_checksum();
+        low[8] = 1;
+        let c = checksum(&{
+            let mut z = low;
+            z[10] = 0;
+            z[11] = 0;
+            z
+        });
+        low[10..12].copy_from_slice(&c.to_be_bytes());
+        let before = low;
+        assert!(!Ipv4Hdr::from_bytes_mut(&mut low).unwrap().decrement_ttl());
+        assert_eq!(low, before);
+    }
+
+    #[test]
+    fn set_dscp_keeps_ecn_and_checksum() {
+        let mut h = with_checksum();
+        h[1] = 0x02; // ECT(0)
+        let c = checksum(&{
+            let mut z = h;
+            z[10] = 0;
+            z[11] = 0;
+            z
+        });
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        Ipv4Hdr::from_bytes_mut(&mut h).unwrap().set_dscp(DSCP_EF);
+        assert_eq!(h[1], 0xba);
+        assert_eq!(checksum(&h), 0);
+    }
+
+    #[test]
+    fn fragment_fields() {
+        let mut h = *Ipv4Hdr::from_bytes(&HDR).unwrap();
+        assert_eq!((h.fragment_offset(), h.more_fragments()), (0, false));
+        h.frag_off = [0x20, 0x00];
+        assert_eq!((h.fragment_offset(), h.more_fragments()), (0, true));
+        h.frag_off = [0x40, 0xb9];
+        assert_eq!((h.fragment_offset(), h.more_fragments()), (0xb9, false));
     }
 
     #[test]

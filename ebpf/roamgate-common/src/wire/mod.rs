@@ -8,6 +8,8 @@
 
 pub mod ethernet;
 pub mod ipv4;
+pub mod tunnel;
+pub mod udp;
 
 /// A fixed-size header that may be viewed over any byte buffer of at least
 /// [`Header::LEN`] bytes.
