@@ -2,6 +2,7 @@
 //! service side, keytabs and credential caches.
 
 pub mod cli;
+pub mod kdc;
 pub mod messages;
 pub mod principal;
 pub mod usage;
