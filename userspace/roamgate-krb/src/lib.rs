@@ -1,10 +1,15 @@
 //! Kerberos V5 (RFC 4120) for roamgate: messages, the KDC, the client and
 //! service side, keytabs and credential caches.
 
+pub mod ap;
+pub mod ccache;
 pub mod cli;
+pub mod client;
 pub mod kdc;
+pub mod keytab;
 pub mod messages;
 pub mod principal;
+pub mod replay;
 pub mod usage;
 
 pub use principal::Principal;
