@@ -2,11 +2,9 @@
 //! service side, keytabs and credential caches.
 
 pub mod ap;
-pub mod ccache;
 pub mod cli;
 pub mod client;
 pub mod kdc;
-pub mod keytab;
 pub mod messages;
 pub mod principal;
 pub mod replay;
