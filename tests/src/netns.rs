@@ -1,0 +1,217 @@
+//! Named network namespaces joined by veth pairs, for real-traffic tests.
+//!
+//! A [`Topology`] owns every namespace it creates (all share a unique prefix)
+//! and removes them on drop, also when a test panics. Processes started with
+//! [`Topology::spawn`] are killed first. The shell side is
+//! `scripts/netns.sh`, usable by hand too.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_owned()
+}
+
+/// The `roamgate` binary built by `cargo xtask build` (debug profile unless
+/// ROAMGATE_BIN says otherwise).
+pub fn roamgate_bin() -> anyhow::Result<PathBuf> {
+    let p = std::env::var_os("ROAMGATE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/debug/roamgate"));
+    if !p.exists() {
+        bail!(
+            "{} does not exist: run `cargo build -p roamgate` (or `cargo xtask test`) first",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+fn netns_sh() -> PathBuf {
+    root().join("scripts/netns.sh")
+}
+
+pub struct Topology {
+    prefix: String,
+    children: Vec<Child>,
+}
+
+impl Topology {
+    /// A new, empty topology; `tag` names it in `ip netns list`.
+    pub fn new(tag: &str) -> anyhow::Result<Self> {
+        let prefix = format!(
+            "rg{}{}-{}-",
+            std::process::id() % 100_000,
+            SEQ.fetch_add(1, Ordering::Relaxed),
+            tag
+        );
+        Ok(Self {
+            prefix,
+            children: Vec::new(),
+        })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Full namespace name for a short host name.
+    pub fn ns(&self, host: &str) -> String {
+        format!("{}{}", self.prefix, host)
+    }
+
+    fn script(&self, args: &[&str]) -> anyhow::Result<()> {
+        let out = Command::new(netns_sh())
+            .args(args)
+            .output()
+            .context("running scripts/netns.sh")?;
+        if !out.status.success() {
+            bail!(
+                "scripts/netns.sh {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// Creates host `host` (namespace prefix+host) with loopback up.
+    pub fn add_host(&mut self, host: &str) -> anyhow::Result<String> {
+        let ns = self.ns(host);
+        self.script(&["add", &ns])?;
+        Ok(ns)
+    }
+
+    /// Joins two hosts with a veth pair; addresses in CIDR form.
+    pub fn link(
+        &mut self,
+        (host_a, if_a, cidr_a): (&str, &str, &str),
+        (host_b, if_b, cidr_b): (&str, &str, &str),
+    ) -> anyhow::Result<()> {
+        let (a, b) = (self.ns(host_a), self.ns(host_b));
+        self.script(&["veth", &a, if_a, cidr_a, &b, if_b, cidr_b])
+    }
+
+    pub fn route(&mut self, host: &str, dest: &str, via: &str) -> anyhow::Result<()> {
+        let ns = self.ns(host);
+        self.script(&["route", &ns, dest, via])
+    }
+
+    pub fn forward(&mut self, host: &str) -> anyhow::Result<()> {
+        let ns = self.ns(host);
+        self.script(&["forward", &ns])
+    }
+
+    /// A command that runs inside `host`'s network namespace only. Unlike
+    /// `ip netns exec`, nsenter keeps the mount namespace, so the host's
+    /// bpffs at /sys/fs/bpf stays visible for pinning.
+    pub fn command(&self, host: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.ns(host)))
+            .arg("--")
+            .arg(program);
+        c
+    }
+
+    /// Runs a command in `host` to completion.
+    pub fn exec(&self, host: &str, argv: &[&str]) -> anyhow::Result<Output> {
+        let (prog, args) = argv.split_first().context("empty command")?;
+        self.command(host, prog)
+            .args(args)
+            .output()
+            .with_context(|| format!("running {argv:?} in {host}"))
+    }
+
+    /// Runs a command in `host` and fails with its stderr if it fails.
+    pub fn exec_ok(&self, host: &str, argv: &[&str]) -> anyhow::Result<String> {
+        let out = self.exec(host, argv)?;
+        if !out.status.success() {
+            bail!(
+                "{argv:?} in {host} failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Starts a long-running process in `host`, its stdout and stderr going to
+    /// `log` (or inherited); it is killed on drop.
+    pub fn spawn(
+        &mut self,
+        host: &str,
+        cmd: Command,
+        log: Option<&std::path::Path>,
+    ) -> anyhow::Result<usize> {
+        let mut c = self.command(host, cmd.get_program());
+        c.args(cmd.get_args());
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c.stdin(Stdio::null());
+        if let Some(path) = log {
+            let f = std::fs::File::create(path)
+                .with_context(|| format!("creating log {}", path.display()))?;
+            c.stdout(f.try_clone()?).stderr(f);
+        }
+        let child = c.spawn().context("spawning a process in a namespace")?;
+        self.children.push(child);
+        Ok(self.children.len() - 1)
+    }
+
+    pub fn child_mut(&mut self, idx: usize) -> &mut Child {
+        &mut self.children[idx]
+    }
+
+    /// Whether `iface` in `host` has an XDP program attached, per `ip link`.
+    pub fn xdp_attached(&self, host: &str, iface: &str) -> anyhow::Result<bool> {
+        let out = self.exec_ok(host, &["ip", "-d", "link", "show", "dev", iface])?;
+        Ok(out.contains("prog/xdp") || out.contains(" xdp"))
+    }
+}
+
+/// Polls `f` every 50 ms until it returns true or `timeout` passes.
+pub fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        if f()? {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new(netns_sh())
+            .args(["destroy", &self.prefix])
+            .status();
+    }
+}

@@ -1,1 +1,52 @@
-fn main() {}
+//! Project automation: `cargo xtask <command>`. One module per command.
+
+mod build;
+mod fuzz;
+mod run;
+mod setup;
+mod test;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Build, test, run and benchmark roamgate"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install everything the build and the tests need (idempotent; Debian, root).
+    Setup(setup::Options),
+    /// Build the eBPF object (with BTF) and the `roamgate` binary.
+    Build(build::Options),
+    /// Lint, unit tests, eBPF fixture tests, namespace integration tests, fuzz smoke.
+    Test(test::Options),
+    /// Run `roamgate gateway` on this host with config/gateway.toml.
+    Run(run::Options),
+    /// Run the benchmarks and write their JSON.
+    Bench(run::BenchOptions),
+    /// Run the cargo-fuzz targets (nightly + cargo-fuzz, installed on demand).
+    Fuzz(fuzz::Options),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let res = match cli.command {
+        Command::Setup(o) => setup::run(&o),
+        Command::Build(o) => build::run(&o).map(|_| ()),
+        Command::Test(o) => test::run(&o),
+        Command::Run(o) => run::run(&o),
+        Command::Bench(o) => run::bench(&o),
+        Command::Fuzz(o) => fuzz::run(&o),
+    };
+    if let Err(e) = res {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Test hosts in network namespaces. Used by tests/src/netns.rs and by hand.
+#
+#   netns.sh add NS                         create namespace NS with lo up
+#   netns.sh veth NS1 IF1 CIDR1 NS2 IF2 CIDR2
+#                                           veth pair between two namespaces,
+#                                           addressed, up, TX checksum offload off
+#   netns.sh route NS DEST VIA              add a route in NS
+#   netns.sh forward NS                     enable IPv4 forwarding in NS
+#   netns.sh destroy PREFIX                 delete every namespace named PREFIX*
+#   netns.sh list PREFIX                    list namespaces named PREFIX*
+set -euo pipefail
+
+cmd=${1:-}
+shift || true
+
+case "$cmd" in
+add)
+    ip netns add "$1"
+    ip -n "$1" link set lo up
+    ;;
+veth)
+    ns1=$1 if1=$2 cidr1=$3 ns2=$4 if2=$5 cidr2=$6
+    ip link add "$if1" netns "$ns1" type veth peer name "$if2" netns "$ns2"
+    ip -n "$ns1" addr add "$cidr1" dev "$if1"
+    ip -n "$ns2" addr add "$cidr2" dev "$if2"
+    ip -n "$ns1" link set "$if1" up
+    ip -n "$ns2" link set "$if2" up
+    # Locally generated packets carry partial checksums; turn offload off so
+    # what leaves the veth is what a real wire would carry.
+    ip netns exec "$ns1" ethtool -K "$if1" tx off >/dev/null 2>&1 || true
+    ip netns exec "$ns2" ethtool -K "$if2" tx off >/dev/null 2>&1 || true
+    ;;
+route)
+    ip -n "$1" route add "$2" via "$3"
+    ;;
+forward)
+    ip netns exec "$1" sysctl -qw net.ipv4.ip_forward=1
+    ;;
+destroy)
+    prefix=$1
+    [ -n "$prefix" ] || { echo "destroy needs a non-empty prefix" >&2; exit 2; }
+    for ns in $(ip netns list | awk '{print $1}' | grep "^${prefix}" || true); do
+        # Kill anything still running inside, then the namespace.
+        for pid in $(ip netns pids "$ns" 2>/dev/null || true); do
+            kill -9 "$pid" 2>/dev/null || true
+        done
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    ;;
+list)
+    ip netns list | awk '{print $1}' | grep "^${1}" || true
+    ;;
+*)
+    sed -n '2,12p' "$0" >&2
+    exit 2
+    ;;
+esac

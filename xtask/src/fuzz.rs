@@ -1,0 +1,72 @@
+//! `cargo xtask fuzz`: every cargo-fuzz target under fuzz/, for a bounded time.
+
+use std::process::Command;
+
+use anyhow::Context as _;
+
+use crate::util;
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Seconds per target.
+    #[arg(long, default_value_t = 30)]
+    pub seconds: u32,
+    /// Only these targets (default: all).
+    pub targets: Vec<String>,
+}
+
+const CARGO_FUZZ_VERSION: &str = "0.13.1";
+
+pub fn targets() -> anyhow::Result<Vec<String>> {
+    let toml = std::fs::read_to_string(util::root().join("fuzz/Cargo.toml"))
+        .context("reading fuzz/Cargo.toml")?;
+    Ok(toml
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("name = \""))
+        .filter_map(|l| l.strip_suffix('"'))
+        .filter(|n| *n != "roamgate-fuzz")
+        .map(str::to_owned)
+        .collect())
+}
+
+fn ensure_cargo_fuzz() -> anyhow::Result<()> {
+    if util::output(Command::new("cargo").args(["+nightly", "fuzz", "--version"])).is_some() {
+        return Ok(());
+    }
+    util::run(Command::new("cargo").args([
+        "install",
+        "--locked",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+    ]))
+    .context("installing cargo-fuzz")
+}
+
+pub fn run(opts: &Options) -> anyhow::Result<()> {
+    ensure_cargo_fuzz()?;
+    let all = targets()?;
+    let chosen: Vec<String> = if opts.targets.is_empty() {
+        all
+    } else {
+        opts.targets.clone()
+    };
+    let fuzz_dir = util::root().join("fuzz");
+    for t in &chosen {
+        util::step(&format!("fuzz {t} for {} s", opts.seconds));
+        util::run(
+            Command::new("cargo")
+                .current_dir(&fuzz_dir)
+                .args(["+nightly", "fuzz", "run", t, "--"])
+                .arg(format!("-max_total_time={}", opts.seconds))
+                .arg("-rss_limit_mb=2048"),
+        )
+        .with_context(|| format!("fuzz target {t} found a failure (see fuzz/artifacts/{t}/)"))?;
+    }
+    eprintln!(
+        "fuzz: {} targets ran {} s each without a crash",
+        chosen.len(),
+        opts.seconds
+    );
+    Ok(())
+}

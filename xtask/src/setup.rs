@@ -1,0 +1,169 @@
+//! `cargo xtask setup`: installs the toolchain of ../shared/TOOLCHAIN.md and
+//! the peers the tests talk to. Idempotent: it checks first and says what it
+//! skipped.
+
+use std::{path::Path, process::Command};
+
+use anyhow::{bail, Context as _};
+
+use crate::util::{self, output};
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Only report what is missing; install nothing.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// Debian packages: the eBPF toolchain, then the tools the tests use.
+pub const PACKAGES: &[(&str, &str)] = &[
+    ("llvm-22-dev", "LLVM 22 for bpf-linker"),
+    ("libzstd-dev", "bpf-linker link dependency"),
+    ("zlib1g-dev", "bpf-linker link dependency"),
+    ("rustc-web", "Debian rustc 1.96 with a prebuilt BPF core"),
+    ("cargo-web", "Debian cargo for the eBPF build"),
+    ("libstd-rust-web-dev-bpf", "core for bpfel-unknown-none"),
+    ("rust-web-clippy", "clippy for the eBPF crate"),
+    ("bpftool", "BTF and program inspection"),
+    ("iproute2", "namespaces and veth for the integration tests"),
+    ("ethtool", "turning off TX checksum offload on test veths"),
+    ("tshark", "independent decoder of captured traffic"),
+    ("python3-scapy", "independent packet builder"),
+    ("krb5-kdc", "MIT KDC interop peer"),
+    (
+        "krb5-admin-server",
+        "MIT kadmin.local for the interop realm",
+    ),
+    ("krb5-user", "MIT kinit/kvno/klist interop peers"),
+];
+
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+/// What is missing, as human-readable items.
+pub fn missing() -> Vec<String> {
+    let mut m: Vec<String> = missing_packages()
+        .into_iter()
+        .map(|p| format!("package {p}"))
+        .collect();
+    if !bpf_linker_ok() {
+        m.push(format!("bpf-linker {BPF_LINKER_VERSION}"));
+    }
+    if !bpffs_mounted() {
+        m.push("bpffs at /sys/fs/bpf".to_owned());
+    }
+    m
+}
+
+fn missing_packages() -> Vec<&'static str> {
+    PACKAGES
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| {
+            !output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
+                .is_some_and(|s| s.contains("install ok installed"))
+        })
+        .collect()
+}
+
+fn bpf_linker_path() -> std::path::PathBuf {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".to_owned());
+    Path::new(&home).join(".cargo/bin/bpf-linker")
+}
+
+fn bpf_linker_ok() -> bool {
+    output(Command::new(bpf_linker_path()).arg("--version"))
+        .is_some_and(|v| v.contains(BPF_LINKER_VERSION))
+}
+
+fn bpffs_mounted() -> bool {
+    Command::new("mountpoint")
+        .args(["-q", "/sys/fs/bpf"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+pub fn run(opts: &Options) -> anyhow::Result<()> {
+    if !Path::new("/etc/debian_version").exists() {
+        bail!(
+            "setup supports Debian bookworm or newer (no /etc/debian_version); install by hand: {}",
+            PACKAGES.iter().map(|p| p.0).collect::<Vec<_>>().join(" ")
+        );
+    }
+    let missing_now = missing();
+    if opts.check {
+        if missing_now.is_empty() {
+            eprintln!("setup: everything is installed");
+            return Ok(());
+        }
+        bail!("missing: {}", missing_now.join(", "));
+    }
+    if !missing_now.is_empty() && !util::is_root() {
+        bail!(
+            "setup must run as root to install: {} (run `sudo cargo xtask setup`)",
+            missing_now.join(", ")
+        );
+    }
+
+    let pkgs = missing_packages();
+    if pkgs.is_empty() {
+        eprintln!(
+            "setup: skipped apt: all {} packages installed",
+            PACKAGES.len()
+        );
+    } else {
+        eprintln!("setup: installing {}", pkgs.join(" "));
+        util::run(Command::new("apt-get").arg("update").arg("-q"))?;
+        util::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(&pkgs)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+        .context("apt-get install")?;
+        eprintln!("setup: installed {}", pkgs.join(" "));
+    }
+
+    if bpf_linker_ok() {
+        eprintln!("setup: skipped bpf-linker: {BPF_LINKER_VERSION} already installed");
+    } else {
+        // LLVM_PREFIX is what bpf-linker's build script reads; without it, it
+        // finds /usr/bin/llvm-config (LLVM 14) and fails to link -lLLVM.
+        util::run(
+            util::cargo()
+                .args([
+                    "install",
+                    "--locked",
+                    "bpf-linker",
+                    "--version",
+                    BPF_LINKER_VERSION,
+                ])
+                .args(["--no-default-features", "--features", "llvm-22"])
+                .env("LLVM_PREFIX", LLVM_PREFIX)
+                .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX),
+        )
+        .context("installing bpf-linker")?;
+        eprintln!("setup: installed bpf-linker {BPF_LINKER_VERSION}");
+    }
+
+    if bpffs_mounted() {
+        eprintln!("setup: skipped bpffs: mounted at /sys/fs/bpf");
+    } else {
+        util::run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))?;
+        eprintln!("setup: mounted bpffs at /sys/fs/bpf");
+    }
+    let still = missing();
+    if !still.is_empty() {
+        bail!("still missing after setup: {}", still.join(", "));
+    }
+    Ok(())
+}
+
+/// Runs setup when anything is missing (used by build, test and run).
+pub fn ensure() -> anyhow::Result<()> {
+    if missing().is_empty() {
+        return Ok(());
+    }
+    crate::util::step("setup (something is missing)");
+    run(&Options { check: false })
+}

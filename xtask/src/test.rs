@@ -1,0 +1,81 @@
+//! `cargo xtask test`: what CI runs. Setup when something is missing, lint,
+//! then every test: unit tests, eBPF fixtures through BPF_PROG_TEST_RUN, the
+//! network-namespace integration tests, and a short fuzz pass.
+
+use std::process::Command;
+
+use crate::{build, fuzz, setup, util};
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Skip cargo fmt and clippy.
+    #[arg(long)]
+    pub no_lint: bool,
+    /// Seconds per fuzz target (0 skips fuzzing).
+    #[arg(long, default_value_t = 10)]
+    pub fuzz_seconds: u32,
+    /// Extra arguments for `cargo test` (e.g. a test-name filter).
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+pub fn run(opts: &Options) -> anyhow::Result<()> {
+    if !util::is_root() {
+        anyhow::bail!(
+            "`cargo xtask test` loads XDP programs and creates network namespaces: run it as root"
+        );
+    }
+    setup::ensure()?;
+    build::run(&build::Options::default())?;
+    let root = util::root();
+
+    if !opts.no_lint {
+        util::step("lint: cargo fmt --check, clippy (host crates and the eBPF crate)");
+        util::run(
+            util::cargo()
+                .current_dir(&root)
+                .args(["fmt", "--all", "--check"]),
+        )?;
+        util::run(util::cargo().current_dir(&root).args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+        util::run(
+            Command::new("/usr/bin/cargo")
+                .current_dir(root.join("ebpf/roamgate-ebpf"))
+                .args([
+                    "clippy",
+                    "--release",
+                    "--target",
+                    "bpfel-unknown-none",
+                    "--target-dir",
+                ])
+                .arg(root.join("target/ebpf"))
+                .args(["--", "-D", "warnings"])
+                .env("RUSTC", "/usr/bin/rustc")
+                .env("RUSTC_BOOTSTRAP", "1")
+                .env("RUSTFLAGS", "-C debuginfo=2 -C link-arg=--btf"),
+        )?;
+    }
+
+    util::step("tests: unit, eBPF fixtures, namespace integration");
+    util::run(
+        util::cargo()
+            .current_dir(&root)
+            .args(["test", "--workspace", "--no-fail-fast"])
+            .args(&opts.args),
+    )?;
+
+    if opts.fuzz_seconds > 0 && opts.args.is_empty() {
+        fuzz::run(&fuzz::Options {
+            seconds: opts.fuzz_seconds,
+            targets: Vec::new(),
+        })?;
+    }
+    eprintln!("\nxtask test: all steps passed");
+    Ok(())
+}
