@@ -4,9 +4,11 @@
 pub mod ap;
 pub mod cli;
 pub mod client;
+pub mod cred;
 pub mod kdc;
 pub mod messages;
 pub mod principal;
+pub mod priv_safe;
 pub mod replay;
 pub mod usage;
 
