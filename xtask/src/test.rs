@@ -56,6 +56,11 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                 ])
                 .arg(root.join("target/ebpf"))
                 .args(["--", "-D", "warnings"])
+                // Debian's cargo-clippy and clippy-driver, not rustup's proxies.
+                .env(
+                    "PATH",
+                    format!("/usr/bin:{}", std::env::var("PATH").unwrap_or_default()),
+                )
                 .env("RUSTC", "/usr/bin/rustc")
                 .env("RUSTC_BOOTSTRAP", "1")
                 .env("RUSTFLAGS", "-C debuginfo=2 -C link-arg=--btf"),
