@@ -1,0 +1,335 @@
+//! roamgate's Kerberos client and service side against MIT krb5kdc.
+//!
+//! Each test starts its own MIT KDC on loopback (see
+//! `roamgate_integration::mit`). They need krb5-kdc, krb5-user and
+//! krb5-admin-server installed, not root; without them they are skipped
+//! with a message.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use roamgate_integration::mit::{enctype_name, MitKdc, MitKdcConfig};
+use roamgate_krb::ap::{self, AcceptParams, ApError, ApReqParams, KeySet};
+use roamgate_krb::client::{self, AsOptions, ClientError, ClientSecret, Credential, KdcTransport};
+use roamgate_krb::cred;
+use roamgate_krb::messages::ticket_flags;
+use roamgate_krb::priv_safe::{Direction, ReplayMode, SecureChannel};
+use roamgate_krb::replay::{ReplayCache, CLOCK_SKEW};
+use roamgate_krb::Principal;
+use roamgate_krb_crypto::{Etype, Key};
+
+const PASSWORD: &str = "Tr0ub4dor&3";
+
+fn have_mit() -> bool {
+    let ok = ["krb5kdc", "kdb5_util", "kadmin.local", "kinit", "klist"]
+        .iter()
+        .all(|p| {
+            Command::new("sh")
+                .args(["-c", &format!("command -v {p}")])
+                .stdout(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        });
+    if !ok {
+        eprintln!("skipping: MIT krb5 (krb5-kdc, krb5-user, krb5-admin-server) not installed");
+    }
+    ok
+}
+
+fn transport(kdc: &MitKdc) -> KdcTransport {
+    let mut t = KdcTransport::new(kdc.kdc_arg());
+    t.timeout = Duration::from_secs(5);
+    t
+}
+
+fn princ(kdc: &MitKdc, name: &str) -> Principal {
+    Principal::parse_with_realm(name, &kdc.realm).unwrap()
+}
+
+async fn tgt(kdc: &MitKdc, name: &str, password: &str) -> Result<Credential, ClientError> {
+    client::get_tgt(
+        &transport(kdc),
+        princ(kdc, name),
+        ClientSecret::password(password),
+        AsOptions::default(),
+        SystemTime::now,
+    )
+    .await
+}
+
+/// The service's keys as MIT's string-to-key makes them from a password
+/// with the default salt.
+fn password_keys(kdc: &MitKdc, name: &str, password: &str, etypes: &[Etype]) -> KeySet {
+    let p = princ(kdc, name);
+    KeySet(
+        etypes
+            .iter()
+            .map(|e| {
+                let k =
+                    Key::from_password(*e, password.as_bytes(), &p.default_salt(), None).unwrap();
+                (p.clone(), 1, k)
+            })
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn as_tgs_and_ap_for_each_etype() {
+    if !have_mit() {
+        return;
+    }
+    let kdc = MitKdc::start().unwrap();
+    for etype in Etype::ALL {
+        let e = etype.to_i32();
+        let name = enctype_name(e).unwrap();
+        let user = format!("user{e}");
+        let svc = format!("svc/host{e}");
+        kdc.add_principal(&user, PASSWORD, &[name]).unwrap();
+        kdc.add_principal(&svc, PASSWORD, &[name]).unwrap();
+
+        let tgt = tgt(&kdc, &user, PASSWORD)
+            .await
+            .unwrap_or_else(|err| panic!("AS for etype {e}: {err}\n{}", kdc.log()));
+        assert!(tgt.is_tgt());
+        assert!(tgt.is_forwardable(), "flags {:#x}", tgt.flags);
+        assert!(tgt.flags & ticket_flags::PRE_AUTHENT != 0);
+        assert!(tgt.end_time > SystemTime::now());
+
+        let st =
+            client::get_service_ticket(&transport(&kdc), &tgt, princ(&kdc, &svc), SystemTime::now)
+                .await
+                .unwrap_or_else(|err| panic!("TGS for etype {e}: {err}\n{}", kdc.log()));
+        assert_eq!(st.server, princ(&kdc, &svc));
+        // The ticket is encrypted in the service's only key.
+        assert_eq!(st.ticket.enc_part.etype, e);
+
+        // The service accepts an AP-REQ with that ticket, using keys made
+        // from its password as MIT made them.
+        let keys = password_keys(&kdc, &svc, PASSWORD, &[etype]);
+        let (req, apc) = ap::build_ap_req(
+            &st,
+            &ApReqParams {
+                mutual: true,
+                subkey: true,
+                seq_number: Some(1),
+                app_data: Some(b"call setup"),
+            },
+            SystemTime::now(),
+        )
+        .unwrap();
+        let mut rc = ReplayCache::default();
+        let acc = ap::accept_ap_req(
+            &req,
+            &keys,
+            &AcceptParams {
+                service: Some(&princ(&kdc, &svc)),
+                app_data: Some(b"call setup"),
+                skew: CLOCK_SKEW,
+            },
+            &mut rc,
+            SystemTime::now(),
+        )
+        .unwrap();
+        assert_eq!(acc.client, princ(&kdc, &user));
+        let server_subkey = acc.new_subkey();
+        let rep = acc.ap_rep(Some(&server_subkey), Some(9));
+        let info = apc.verify_ap_rep(&rep).unwrap();
+        assert_eq!(info.key, server_subkey);
+        // Both sides now share the acceptor's subkey for KRB-PRIV.
+        let mut a = SecureChannel::new(
+            info.key,
+            Direction::Initiator,
+            ReplayMode::Sequence {
+                local: 1,
+                remote: 9,
+            },
+        );
+        let mut b = SecureChannel::new(
+            server_subkey,
+            Direction::Acceptor,
+            ReplayMode::Sequence {
+                local: 9,
+                remote: 1,
+            },
+        );
+        let now = SystemTime::now();
+        let m = a.seal_priv(b"hello", now).unwrap();
+        assert_eq!(b.open_priv(&m, now).unwrap(), b"hello");
+        let r = b.seal_priv(b"welcome", now).unwrap();
+        assert_eq!(a.open_priv(&r, now).unwrap(), b"welcome");
+    }
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_principal_are_named() {
+    if !have_mit() {
+        return;
+    }
+    let kdc = MitKdc::start().unwrap();
+    kdc.add_principal("alice", PASSWORD, &[]).unwrap();
+    let err = tgt(&kdc, "alice", "not it").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "preauthentication failed for alice@{}: wrong password or key",
+            kdc.realm
+        )
+    );
+    let err = tgt(&kdc, "mallory", PASSWORD).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with(&format!("unknown principal mallory@{}", kdc.realm)),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn tcp_only_and_unknown_service() {
+    if !have_mit() {
+        return;
+    }
+    let kdc = MitKdc::start().unwrap();
+    kdc.add_principal("alice", PASSWORD, &[]).unwrap();
+    let mut t = transport(&kdc);
+    t.tcp_only = true;
+    let tgt = client::get_tgt(
+        &t,
+        princ(&kdc, "alice"),
+        ClientSecret::password(PASSWORD),
+        AsOptions::default(),
+        SystemTime::now,
+    )
+    .await
+    .unwrap();
+    let err = client::get_service_ticket(&t, &tgt, princ(&kdc, "nosuch/svc"), SystemTime::now)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::ServiceUnknown(_)), "{err}");
+}
+
+#[tokio::test]
+async fn kdc_with_skewed_clock_is_refused() {
+    if !have_mit() {
+        return;
+    }
+    // The KDC's clock runs 20 minutes ahead: our encrypted timestamp is out
+    // of its window.
+    let kdc = MitKdc::start_with(MitKdcConfig {
+        time_offset_secs: 1200,
+        ..Default::default()
+    })
+    .unwrap();
+    kdc.add_principal("alice", PASSWORD, &[]).unwrap();
+    let err = tgt(&kdc, "alice", PASSWORD).await.unwrap_err();
+    assert!(matches!(err, ClientError::Skew(_)), "{err}\n{}", kdc.log());
+}
+
+#[tokio::test]
+async fn forwarded_tgt_travels_in_krb_cred() {
+    if !have_mit() {
+        return;
+    }
+    let kdc = MitKdc::start().unwrap();
+    kdc.add_principal("unit1", PASSWORD, &[]).unwrap();
+    kdc.add_principal("pm/imu", PASSWORD, &["aes256-cts-hmac-sha1-96"])
+        .unwrap();
+    let t = transport(&kdc);
+    let tgt = tgt(&kdc, "unit1", PASSWORD).await.unwrap();
+    let fwd = client::get_forwarded_tgt(&t, &tgt, SystemTime::now)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", kdc.log()));
+    assert!(fwd.flags & ticket_flags::FORWARDED != 0, "{:#x}", fwd.flags);
+    assert!(fwd.is_tgt());
+
+    // The unit authenticates to the proxy manager and forwards its TGT.
+    let st = client::get_service_ticket(&t, &tgt, princ(&kdc, "pm/imu"), SystemTime::now)
+        .await
+        .unwrap();
+    let (req, _) = ap::build_ap_req(
+        &st,
+        &ApReqParams {
+            subkey: true,
+            ..Default::default()
+        },
+        SystemTime::now(),
+    )
+    .unwrap();
+    let keys = password_keys(&kdc, "pm/imu", PASSWORD, &[Etype::Aes256CtsHmacSha196]);
+    let mut rc = ReplayCache::default();
+    let acc = ap::accept_ap_req(
+        &req,
+        &keys,
+        &AcceptParams::default(),
+        &mut rc,
+        SystemTime::now(),
+    )
+    .unwrap();
+    let krb_cred =
+        cred::build_krb_cred(std::slice::from_ref(&fwd), &acc.key(), SystemTime::now()).unwrap();
+    let got = cred::open_krb_cred(
+        &krb_cred,
+        &acc.key(),
+        CLOCK_SKEW,
+        &mut rc,
+        SystemTime::now(),
+    )
+    .unwrap();
+    // The proxy manager uses the forwarded TGT, in the unit's name, at the
+    // real KDC.
+    let dir = client::get_service_ticket(&t, &got[0], princ(&kdc, "pm/imu"), SystemTime::now)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", kdc.log()));
+    assert_eq!(dir.client, princ(&kdc, "unit1"));
+}
+
+#[tokio::test]
+async fn service_side_rejects_replay_other_service_and_skew() {
+    if !have_mit() {
+        return;
+    }
+    let kdc = MitKdc::start().unwrap();
+    kdc.add_principal("alice", PASSWORD, &[]).unwrap();
+    kdc.add_principal("dir/a", PASSWORD, &["aes128-cts-hmac-sha256-128"])
+        .unwrap();
+    let t = transport(&kdc);
+    let tgt = tgt(&kdc, "alice", PASSWORD).await.unwrap();
+    let st = client::get_service_ticket(&t, &tgt, princ(&kdc, "dir/a"), SystemTime::now)
+        .await
+        .unwrap();
+    let keys = password_keys(&kdc, "dir/a", PASSWORD, &[Etype::Aes128CtsHmacSha256128]);
+    let now = SystemTime::now();
+    let (req, _) = ap::build_ap_req(&st, &ApReqParams::default(), now).unwrap();
+    let mut rc = ReplayCache::default();
+    let svc = princ(&kdc, "dir/a");
+    let params = AcceptParams {
+        service: Some(&svc),
+        ..Default::default()
+    };
+    ap::accept_ap_req(&req, &keys, &params, &mut rc, now).unwrap();
+    // Replay.
+    let err = ap::accept_ap_req(&req, &keys, &params, &mut rc, now).unwrap_err();
+    assert!(matches!(err, ApError::Replay(_)), "{err}");
+    // A ticket for another service.
+    let other = princ(&kdc, "dir/b");
+    let err = ap::accept_ap_req(
+        &req,
+        &keys,
+        &AcceptParams {
+            service: Some(&other),
+            ..Default::default()
+        },
+        &mut ReplayCache::default(),
+        now,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("ticket for another service"),
+        "{err}"
+    );
+    // A client whose clock is 10 minutes slow.
+    let (old, _) =
+        ap::build_ap_req(&st, &ApReqParams::default(), now - Duration::from_secs(600)).unwrap();
+    let err = ap::accept_ap_req(&old, &keys, &params, &mut rc, now).unwrap_err();
+    assert!(matches!(err, ApError::Skew { .. }), "{err}");
+}
