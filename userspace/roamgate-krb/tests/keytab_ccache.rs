@@ -746,3 +746,260 @@ fn ccache_written_by_roamgate_is_read_by_mit_klist() {
 // Unused-import guard for types only some tests name.
 #[allow(dead_code)]
 fn _types(_: RawKey, _: UnsupportedEntry) {}
+
+// ------------------------------------------------------- mutation smoke
+
+/// xorshift64: a deterministic stand-in for the fuzzer in `cargo test`.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn mutate(rng: &mut Rng, base: &[u8]) -> Vec<u8> {
+    let mut f = base.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        match rng.below(4) {
+            0 => {
+                let i = rng.below(f.len());
+                f[i] = rng.next() as u8;
+            }
+            1 => {
+                let i = rng.below(f.len());
+                f[i] = [0, 0xFF, 0x7F, 0x80][rng.below(4)];
+            }
+            2 => {
+                let n = rng.below(f.len());
+                f.truncate(n.max(2));
+            }
+            _ => {
+                let i = rng.below(f.len());
+                f.insert(i, rng.next() as u8);
+            }
+        }
+    }
+    f
+}
+
+#[test]
+fn mutated_fixtures_never_panic_and_round_trip() {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let (mut kt_ok, mut cc_ok) = (0, 0);
+    for _ in 0..20_000 {
+        let f = mutate(&mut rng, MIT_KEYTAB);
+        if let Ok(kt) = Keytab::parse(&f) {
+            kt_ok += 1;
+            let again = Keytab::parse(&kt.to_bytes().unwrap()).unwrap();
+            assert_eq!(again, kt);
+        }
+        let f = mutate(&mut rng, MIT_CCACHE);
+        if let Ok(cc) = CCache::parse(&f) {
+            cc_ok += 1;
+            let again = CCache::parse(&cc.to_bytes().unwrap()).unwrap();
+            assert_eq!(again, cc);
+        }
+    }
+    // Some mutations (key bytes, times, ticket bytes) still parse.
+    assert!(kt_ok > 100 && cc_ok > 100, "{kt_ok} {cc_ok}");
+}
+
+// ------------------------------------------------- live MIT KDC interop
+
+/// Kills the KDC this test started, by its own child handle.
+struct KdcGuard(std::process::Child);
+impl Drop for KdcGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run_ok(
+    cmd: &str,
+    args: &[&str],
+    env: &[(&str, &Path)],
+    stdin: Option<&str>,
+) -> std::process::Output {
+    use std::io::Write;
+    let mut c = Command::new(cmd);
+    c.args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().unwrap();
+    if let Some(s) = stdin {
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A keytab written by roamgate (keys from `Key::from_password`) gets a TGT
+/// from MIT's KDC with `kinit -k -t`; a ccache rewritten by roamgate is
+/// then used by MIT's `kvno` to get a service ticket, which MIT appends to
+/// roamgate's file and roamgate reads back.
+#[test]
+fn roamgate_keytab_and_ccache_work_with_live_mit_kdc() {
+    let tools = [
+        "/usr/sbin/krb5kdc",
+        "/usr/sbin/kdb5_util",
+        "/usr/sbin/kadmin.local",
+        "/usr/bin/kinit",
+        "/usr/bin/kvno",
+    ];
+    if let Some(missing) = tools.iter().find(|t| !Path::new(t).exists()) {
+        eprintln!("SKIPPED: {missing} not installed (apt-get install krb5-kdc krb5-user)");
+        return;
+    }
+    let d = tmpdir("live-kdc");
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let krb5_conf = d.join("krb5.conf");
+    let kdc_conf = d.join("kdc.conf");
+    std::fs::write(
+        &krb5_conf,
+        format!(
+            "[libdefaults]\n default_realm = TEST.REALM\n dns_lookup_kdc = false\n rdns = false\n\
+             [realms]\n TEST.REALM = {{\n  kdc = 127.0.0.1:{port}\n }}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &kdc_conf,
+        format!(
+            "[kdcdefaults]\n kdc_listen = 127.0.0.1:{port}\n kdc_tcp_listen = 127.0.0.1:{port}\n\
+             [realms]\n TEST.REALM = {{\n  database_name = {db}\n  key_stash_file = {stash}\n  \
+             acl_file = {acl}\n  supported_enctypes = aes256-cts-hmac-sha384-192:normal \
+             aes128-cts-hmac-sha256-128:normal aes256-cts-hmac-sha1-96:normal \
+             aes128-cts-hmac-sha1-96:normal\n }}\n[logging]\n kdc = FILE:{log}\n",
+            db = d.join("principal").display(),
+            stash = d.join("stash").display(),
+            acl = d.join("kadm5.acl").display(),
+            log = d.join("kdc.log").display(),
+        ),
+    )
+    .unwrap();
+    std::fs::write(d.join("kadm5.acl"), "").unwrap();
+    let env: [(&str, &Path); 2] = [("KRB5_CONFIG", &krb5_conf), ("KRB5_KDC_PROFILE", &kdc_conf)];
+    let out = run_ok(
+        "/usr/sbin/kdb5_util",
+        &["create", "-s", "-P", "master-pw", "-r", "TEST.REALM"],
+        &env,
+        None,
+    );
+    assert!(out.status.success(), "kdb5_util: {out:?}");
+    for q in [
+        "addprinc -pw bob-pw +requires_preauth bob",
+        "addprinc -randkey host/svc.test.realm",
+    ] {
+        let out = run_ok("/usr/sbin/kadmin.local", &["-q", q], &env, None);
+        assert!(out.status.success(), "kadmin.local {q}: {out:?}");
+    }
+    let mut kdc = Command::new("/usr/sbin/krb5kdc");
+    kdc.arg("-n")
+        .env("KRB5_CONFIG", &krb5_conf)
+        .env("KRB5_KDC_PROFILE", &kdc_conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _kdc = KdcGuard(kdc.spawn().unwrap());
+
+    // roamgate's keytab for bob, kvno 1 as kadmin made it.
+    let bob = Principal::parse("bob@TEST.REALM").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
+    let mut kt = Keytab::new();
+    for etype in Etype::ALL {
+        kt.push(KeytabEntry::from_password(bob.clone(), 1, etype, b"bob-pw", now).unwrap());
+    }
+    let kt_path = d.join("bob.keytab");
+    kt.save(&kt_path).unwrap();
+    let cc1 = d.join("cc1");
+    let cc1_name = format!("FILE:{}", cc1.display());
+    let kt_name = format!("FILE:{}", kt_path.display());
+    // The KDC may take a moment to bind: retry briefly.
+    let mut last = None;
+    for _ in 0..50 {
+        let out = run_ok(
+            "/usr/bin/kinit",
+            &["-k", "-t", &kt_name, "-c", &cc1_name, "bob@TEST.REALM"],
+            &env,
+            None,
+        );
+        if out.status.success() {
+            last = None;
+            break;
+        }
+        last = Some(out);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        last.is_none(),
+        "kinit -k -t with roamgate's keytab: {last:?}"
+    );
+
+    // A keytab with the wrong password is refused by the KDC.
+    let mut bad = Keytab::new();
+    bad.push(
+        KeytabEntry::from_password(bob.clone(), 1, Etype::Aes256CtsHmacSha196, b"wrong", now)
+            .unwrap(),
+    );
+    let bad_path = d.join("bad.keytab");
+    bad.save(&bad_path).unwrap();
+    let out = run_ok(
+        "/usr/bin/kinit",
+        &[
+            "-k",
+            "-t",
+            &format!("FILE:{}", bad_path.display()),
+            "-c",
+            &format!("FILE:{}", d.join("cc-bad").display()),
+            "bob@TEST.REALM",
+        ],
+        &env,
+        None,
+    );
+    assert!(!out.status.success(), "a wrong key must not get a TGT");
+
+    // roamgate reads MIT's fresh cache and writes it to a new file.
+    let cc = CCache::load(&cc1).unwrap();
+    assert_eq!(cc.default_principal, bob);
+    let tgt = cc.find_ticket(&Principal::krbtgt("TEST.REALM")).unwrap();
+    assert!(tgt.times.endtime > now);
+    let cc2 = d.join("cc2");
+    cc.save(&cc2).unwrap();
+    assert_eq!(mode(&cc2), 0o600);
+
+    // MIT's kvno uses roamgate's file to get a service ticket.
+    let out = run_ok(
+        "/usr/bin/kvno",
+        &[
+            "-c",
+            &format!("FILE:{}", cc2.display()),
+            "host/svc.test.realm@TEST.REALM",
+        ],
+        &env,
+        None,
+    );
+    assert!(out.status.success(), "kvno with roamgate's ccache: {out:?}");
+    let after = CCache::load(&cc2).unwrap();
+    let svc = after
+        .find_ticket(&Principal::parse("host/svc.test.realm@TEST.REALM").unwrap())
+        .expect("MIT stored the service ticket in roamgate's cache");
+    assert_eq!(svc.client, bob);
+    assert!(svc.key.to_key().is_ok());
+    std::fs::remove_dir_all(&d).unwrap();
+}
