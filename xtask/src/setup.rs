@@ -131,13 +131,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         // finds /usr/bin/llvm-config (LLVM 14) and fails to link -lLLVM.
         util::run(
             util::cargo()
-                .args([
-                    "install",
-                    "--locked",
-                    "bpf-linker",
-                    "--version",
-                    BPF_LINKER_VERSION,
-                ])
+                .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
                 .args(["--no-default-features", "--features", "llvm-22"])
                 .env("LLVM_PREFIX", LLVM_PREFIX)
                 .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX),
