@@ -27,6 +27,13 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Run the userspace tunnel forwarder (TUN + UDP 434): the fallback for
+    /// hosts without XDP, interoperable with the XDP data plane.
+    Tunnel {
+        /// TOML configuration (see config/tunnel.toml).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Print the data-plane counters from the pinned maps of a running (or
     /// stopped) gateway.
     Counters {

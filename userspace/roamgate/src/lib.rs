@@ -7,3 +7,4 @@ pub mod dataplane;
 pub mod gateway;
 pub mod logging;
 pub mod metrics;
+pub mod tunnel;

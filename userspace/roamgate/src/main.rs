@@ -37,6 +37,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             gateway::cancel_on_signals(shutdown.clone())?;
             gateway::run(cfg, shutdown).await
         }
+        Command::Tunnel { config } => {
+            let cfg = roamgate::tunnel::config::TunnelConfig::load(&config)?;
+            logging::init(cfg.log.format, &cfg.log.level);
+            gateway::require_root()?;
+            let shutdown = CancellationToken::new();
+            gateway::cancel_on_signals(shutdown.clone())?;
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let forwarder = {
+                let stop = stop.clone();
+                tokio::task::spawn_blocking(move || roamgate::tunnel::run(&cfg, stop))
+            };
+            let stopper = {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    shutdown.cancelled().await;
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                })
+            };
+            let res = forwarder.await?;
+            stopper.abort();
+            res.map(|_| ())
+        }
         Command::Counters { pin_dir, json } => counters_cmd::print(&pin_dir, json),
         Command::Kdc { command } => {
             logging::init(Default::default(), "info");

@@ -7,6 +7,7 @@
 
 pub mod fixture;
 pub mod frame;
+pub mod maps;
 
 use std::{
     collections::BTreeMap,
@@ -18,7 +19,7 @@ use aya::{
     programs::{xdp::XdpLinkId, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
-use roamgate_common::{counters, maps};
+use roamgate_common::counters;
 
 /// The eBPF object, built by `build.rs` with Debian's rustc and bpf-linker.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("ROAMGATE_EBPF_OBJ"));

@@ -1,0 +1,186 @@
+//! TOML configuration of the `roamgate tunnel` role (config/tunnel.toml is the
+//! annotated example, parsed by a test so it cannot rot).
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context as _};
+use serde::Deserialize;
+
+use crate::{
+    config::LogSection,
+    dataplane::maps::{MasterKey, Role},
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelConfig {
+    pub tunnel: TunnelSection,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelSection {
+    /// `home-agent` or `care-of`.
+    pub role: Role,
+    /// The tunnel's SPI (non-zero).
+    pub spi: u32,
+    /// This end's tunnel address: bound with UDP port 434, the outer source.
+    pub local: Ipv4Addr,
+    /// The far end's tunnel address.
+    pub remote: Ipv4Addr,
+    /// The unit's home address the tunnel carries.
+    pub home: Ipv4Addr,
+    /// File holding the 32-byte tunnel master key as 64 hex digits; must not
+    /// be readable by group or others.
+    pub master_key_file: PathBuf,
+    /// Name of the TUN device to create.
+    #[serde(default = "default_tun_name")]
+    pub tun_name: String,
+    /// Optional address (CIDR) for the TUN device.
+    #[serde(default)]
+    pub tun_address: Option<String>,
+    /// Largest outer IPv4 packet; the TUN MTU is this minus the tunnel
+    /// overhead (60 bytes).
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
+    /// Prefixes routed into the TUN device (`ip route replace P dev TUN`).
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// If set, the counters are written here as JSON every `stats_interval_ms`.
+    #[serde(default)]
+    pub stats_file: Option<PathBuf>,
+    #[serde(default = "default_stats_interval")]
+    pub stats_interval_ms: u64,
+}
+
+fn default_tun_name() -> String {
+    "rgtun0".to_owned()
+}
+
+fn default_mtu() -> u16 {
+    crate::dataplane::maps::DEFAULT_TUNNEL_MTU
+}
+
+fn default_stats_interval() -> u64 {
+    1000
+}
+
+/// Smallest sensible outer MTU: the IPv4 minimum (RFC 791) of 576.
+pub const MIN_MTU: u16 = 576;
+
+impl TunnelConfig {
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        let cfg: Self = toml::from_str(text)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("in config {}", path.display()))
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let t = &self.tunnel;
+        if t.spi == 0 {
+            bail!("tunnel.spi: 0 is reserved");
+        }
+        let n = &t.tun_name;
+        if n.is_empty() || n.len() > 15 || n.contains('/') || n.contains(char::is_whitespace) {
+            bail!("tunnel.tun_name: {n:?} is not a valid interface name (1-15 characters, no '/' or spaces)");
+        }
+        if t.mtu < MIN_MTU {
+            bail!("tunnel.mtu: {} is below {MIN_MTU}", t.mtu);
+        }
+        if t.local.is_unspecified() || t.remote.is_unspecified() {
+            bail!("tunnel.local and tunnel.remote must be real addresses, not 0.0.0.0");
+        }
+        for r in &t.routes {
+            if r.parse::<Ipv4Addr>().is_err() && !is_cidr(r) {
+                bail!("tunnel.routes: {r:?} is not an IPv4 address or prefix");
+            }
+        }
+        if let Some(a) = &t.tun_address {
+            if !is_cidr(a) {
+                bail!("tunnel.tun_address: {a:?} is not ADDR/LEN");
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the master key, refusing a file others can read.
+    pub fn master_key(&self) -> anyhow::Result<MasterKey> {
+        read_master_key(&self.tunnel.master_key_file)
+    }
+}
+
+fn is_cidr(s: &str) -> bool {
+    match s.split_once('/') {
+        Some((a, l)) => a.parse::<Ipv4Addr>().is_ok() && l.parse::<u8>().is_ok_and(|l| l <= 32),
+        None => false,
+    }
+}
+
+/// Reads a master key file (64 hex digits), refusing group/other access.
+pub fn read_master_key(path: &Path) -> anyhow::Result<MasterKey> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("reading key file {}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "key file {} has mode {mode:o}; it must not be readable by group or others (chmod 600)",
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading key file {}", path.display()))?;
+    MasterKey::from_hex(&text).with_context(|| format!("in key file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_example_parses() {
+        let cfg = TunnelConfig::from_toml(include_str!("../../../../config/tunnel.toml")).unwrap();
+        assert_eq!(cfg.tunnel.role, Role::CareOf);
+        assert_eq!(cfg.tunnel.mtu, 1500);
+        assert_eq!(cfg.tunnel.tun_name, "rgtun0");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let base = "[tunnel]\nrole = \"home-agent\"\nspi = 1\nlocal = \"192.0.2.1\"\n\
+                    remote = \"192.0.2.2\"\nhome = \"10.10.0.2\"\nmaster_key_file = \"/k\"\n";
+        TunnelConfig::from_toml(base).unwrap();
+        let e = TunnelConfig::from_toml(&base.replace("spi = 1", "spi = 0")).unwrap_err();
+        assert!(e.to_string().contains("tunnel.spi"), "{e}");
+        let e = TunnelConfig::from_toml(&format!("{base}mtu = 100\n")).unwrap_err();
+        assert!(e.to_string().contains("tunnel.mtu"), "{e}");
+        let e = TunnelConfig::from_toml(&format!("{base}routes = [\"10.1/99\"]\n")).unwrap_err();
+        assert!(e.to_string().contains("tunnel.routes"), "{e}");
+        let e = TunnelConfig::from_toml(&format!("{base}colour = 1\n")).unwrap_err();
+        assert!(format!("{e:#}").contains("unknown field"), "{e:#}");
+    }
+
+    #[test]
+    fn key_file_mode_is_enforced() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        std::fs::write(&p, "11".repeat(32)).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read_master_key(&p).unwrap_err();
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_master_key(&p).unwrap(), MasterKey::new([0x11; 32]));
+    }
+}
