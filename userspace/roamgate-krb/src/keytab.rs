@@ -405,7 +405,9 @@ fn emit_entry(
 
 /// Writes `data` to `path` through a temporary file in the same directory
 /// created with mode 0600, then renames it into place, so a reader never
-/// sees a half-written file and the secret is never world-readable.
+/// sees a half-written file and the secret is never world-readable. (MIT
+/// takes fcntl locks instead and may append to the file it has open; a
+/// ticket MIT appends while roamgate replaces the file is lost, not torn.)
 pub(crate) fn write_private_file(path: &Path, data: &[u8]) -> io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = match path.parent() {
@@ -417,7 +419,9 @@ pub(crate) fn write_private_file(path: &Path, data: &[u8]) -> io::Result<()> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
-    tmp_name.push(format!(".tmp{}", std::process::id()));
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tmp_name.push(format!(".tmp{}.{seq}", std::process::id()));
     let tmp = dir.join(tmp_name);
     let result = (|| {
         let mut f = fs::OpenOptions::new()

@@ -57,6 +57,9 @@ fn run_klist(args: &[&str]) -> String {
     let out = Command::new("/usr/bin/klist")
         .args(args)
         .env("KRB5_CONFIG", "/dev/null")
+        // The expected dates below are in C-locale format, in UTC.
+        .env("LC_ALL", "C")
+        .env("TZ", "UTC")
         .output()
         .unwrap();
     assert!(out.status.success(), "klist {args:?} failed: {out:?}");
