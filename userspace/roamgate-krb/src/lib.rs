@@ -5,10 +5,12 @@ pub mod ap;
 pub mod ccache;
 pub mod cli;
 pub mod client;
+pub mod cred;
 pub mod kdc;
 pub mod keytab;
 pub mod messages;
 pub mod principal;
+pub mod priv_safe;
 pub mod replay;
 pub mod usage;
 
