@@ -1,0 +1,77 @@
+//! Mobile IPv4 registration (RFC 5944) for roamgate: the wire format, the
+//! MN-HA authentication, timestamp Identification, the Kerberos AP-REQ
+//! carried in a CVSE, and the home-agent and mobile-node protocol cores.
+//!
+//! The cores do no I/O. They take bytes and the time, and return the bytes
+//! to send, the data-plane [`Action`]s to apply and (home agent) the
+//! [`journal::JournalOp`]s to persist. A daemon applies, for each outcome,
+//! in this order: journal, actions, then sends the reply. That order keeps
+//! the rule of docs/mobile-ip.md: no packet is sent under a key the peer
+//! lacks.
+
+use std::net::Ipv4Addr;
+use std::time::SystemTime;
+
+pub mod auth;
+pub mod home_agent;
+pub mod identification;
+pub mod journal;
+pub mod kerberos;
+pub mod mobile_node;
+#[doc(hidden)]
+pub mod testing;
+pub mod wire;
+
+pub use kerberos::TunnelMasterKey;
+
+/// Which end of a tunnel an action is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelRole {
+    /// The home agent: tunnels packets for the home address to the care-of
+    /// address.
+    HomeAgent,
+    /// The mobile node's side (care-of address): reverse-tunnels the home
+    /// address's packets to the home agent.
+    CareOf,
+}
+
+/// One tunnel to install in the data plane (through the map API of
+/// `roamgate::dataplane::maps`: `MasterKey::new(*master_key.as_bytes())`,
+/// then `TunnelSpec::new(spi, role, local, home, &master)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelInstall {
+    /// The tunnel SPI (derived with the key, docs/mobile-ip.md).
+    pub spi: u32,
+    pub role: TunnelRole,
+    /// This end's tunnel address (outer source of what it sends).
+    pub local: Ipv4Addr,
+    /// The other end's tunnel address.
+    pub remote: Ipv4Addr,
+    /// The mobile node's home address carried by the tunnel.
+    pub home: Ipv4Addr,
+    pub master_key: TunnelMasterKey,
+    /// When the tunnel stops being valid (binding expiry plus the grace).
+    pub expires: SystemTime,
+}
+
+/// What a core asks the data plane to do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Install a tunnel (receive side ready) before any binding uses it.
+    InstallTunnel(TunnelInstall),
+    /// Point the binding of `home` at tunnel `spi` towards `remote`
+    /// (create or replace atomically).
+    SetBinding {
+        home: Ipv4Addr,
+        role: TunnelRole,
+        remote: Ipv4Addr,
+        spi: u32,
+        expires: SystemTime,
+        /// Reverse tunnelling (RFC 3024) was requested and granted.
+        reverse_tunnel: bool,
+    },
+    /// Stop sending for `home`.
+    RemoveBinding { home: Ipv4Addr, role: TunnelRole },
+    /// Remove a tunnel no binding points at any more.
+    RemoveTunnel { spi: u32 },
+}
