@@ -125,6 +125,14 @@ impl ServiceKeys for KeySet {
     }
 }
 
+/// A keytab serves its keys: of the named kvno, else the newest.
+impl ServiceKeys for crate::keytab::Keytab {
+    fn service_key(&self, service: &Principal, etype: i32, kvno: Option<u32>) -> Option<Key> {
+        let etype = Etype::from_i32(etype)?;
+        self.find(service, Some(etype), kvno).map(|e| e.key.clone())
+    }
+}
+
 impl KeySet {
     /// The principals with keys in this set (each once).
     pub fn principals(&self) -> Vec<Principal> {
@@ -801,6 +809,42 @@ pub(crate) mod tests {
             client1.verify_ap_rep(&rep[..rep.len() - 1]),
             Err(ApError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn keytab_serves_keys_by_kvno_and_etype() {
+        use crate::keytab::{Keytab, KeytabEntry};
+        let (cred, keys) = issue("svc/a@EXAMPLE.COM", Etype::Aes256CtsHmacSha196);
+        let (p, kvno, key) = keys.0[0].clone();
+        let mut kt = Keytab::new();
+        // An older key first, then the ticket's (kvno 3).
+        kt.push(KeytabEntry {
+            principal: p.clone(),
+            timestamp: 0,
+            kvno: 2,
+            key: Key::random(Etype::Aes256CtsHmacSha196),
+        });
+        kt.push(KeytabEntry {
+            principal: p.clone(),
+            timestamp: 0,
+            kvno,
+            key,
+        });
+        let (req, _) = build_ap_req(&cred, &ApReqParams::default(), at(2000)).unwrap();
+        let acc = accept_ap_req(
+            &req,
+            &kt,
+            &AcceptParams {
+                service: Some(&p),
+                ..Default::default()
+            },
+            &mut ReplayCache::default(),
+            at(2000),
+        )
+        .unwrap();
+        assert_eq!(acc.server, p);
+        assert!(kt.service_key(&p, 17, None).is_none());
+        assert!(kt.service_key(&p, 99, None).is_none());
     }
 
     #[test]
