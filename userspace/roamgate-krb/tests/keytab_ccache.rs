@@ -1006,3 +1006,113 @@ fn roamgate_keytab_and_ccache_work_with_live_mit_kdc() {
     assert!(svc.key.to_key().is_ok());
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// roamgate's *encryption* against MIT's decryption, for etypes 17-20:
+/// each MIT-issued ticket's EncTicketPart is re-encrypted by roamgate under
+/// the service key (fresh confounder), stored in a ccache roamgate writes,
+/// and MIT's `kvno -k KEYTAB` (keytab also written by roamgate) takes the
+/// ticket from that cache and decrypts it. No KDC is involved.
+#[test]
+fn roamgate_encryption_is_decrypted_by_mit_kvno() {
+    let kvno_bin = "/usr/bin/kvno";
+    if !Path::new(kvno_bin).exists() {
+        eprintln!("SKIPPED: {kvno_bin} not installed (apt-get install krb5-user)");
+        return;
+    }
+    let d = tmpdir("kvno-k");
+    let conf = d.join("krb5.conf");
+    std::fs::write(
+        &conf,
+        "[libdefaults]\n default_realm = TEST.REALM\n dns_lookup_kdc = false\n\
+         [realms]\n TEST.REALM = {\n  kdc = 127.0.0.1:9\n }\n",
+    )
+    .unwrap();
+    let env: [(&str, &Path); 1] = [("KRB5_CONFIG", &conf)];
+    let services = [
+        (
+            "krbtgt/TEST.REALM@TEST.REALM",
+            &b"krbtgt-pw"[..],
+            Etype::Aes256CtsHmacSha196,
+        ),
+        (
+            "host/sha1.test.realm@TEST.REALM",
+            b"svc17-pw",
+            Etype::Aes128CtsHmacSha196,
+        ),
+        (
+            "host/sha256.test.realm@TEST.REALM",
+            b"svc19-pw",
+            Etype::Aes128CtsHmacSha256128,
+        ),
+        (
+            "host/sha384.test.realm@TEST.REALM",
+            b"svc20-pw",
+            Etype::Aes256CtsHmacSha384192,
+        ),
+    ];
+    let mit = CCache::parse(MIT_CCACHE).unwrap();
+    // Far enough ahead that the cached tickets are never expired.
+    const LATER: u32 = 2_100_000_000;
+    for wrong_key in [false, true] {
+        let mut cc = CCache::new(alice());
+        let mut kt = Keytab::new();
+        for (name, pw, etype) in services {
+            let server = Principal::parse(name).unwrap();
+            let mut cred = mit.find_ticket(&server).unwrap().clone();
+            let mut ticket: rasn_kerberos::Ticket = rasn::der::decode(&cred.ticket).unwrap();
+            let key = Key::from_password(etype, pw, &server.default_salt(), None).unwrap();
+            let plain = key.decrypt(2, &ticket.enc_part.cipher).unwrap();
+            let seal = if wrong_key {
+                Key::random(etype)
+            } else {
+                key.clone()
+            };
+            let sealed = seal.encrypt(2, &plain);
+            assert_ne!(sealed, ticket.enc_part.cipher.to_vec(), "fresh confounder");
+            ticket.enc_part.cipher = sealed.into();
+            cred.ticket = rasn::der::encode(&ticket).unwrap();
+            cred.times.endtime = LATER;
+            cred.times.renew_till = LATER;
+            cc.store(cred);
+            kt.push(KeytabEntry {
+                principal: server,
+                timestamp: T0,
+                kvno: ticket.enc_part.kvno.unwrap_or(0),
+                key,
+            });
+        }
+        let cc_path = d.join("cc");
+        let kt_path = d.join("kt");
+        cc.save(&cc_path).unwrap();
+        kt.save(&kt_path).unwrap();
+        for (name, _, _) in services {
+            let out = run_ok(
+                kvno_bin,
+                &[
+                    "-c",
+                    &format!("FILE:{}", cc_path.display()),
+                    "-k",
+                    &format!("FILE:{}", kt_path.display()),
+                    name,
+                ],
+                &env,
+                None,
+            );
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if wrong_key {
+                assert!(
+                    !out.status.success(),
+                    "{name} sealed under a wrong key: {text}"
+                );
+            } else {
+                assert!(out.status.success(), "{name}: {text}");
+                assert!(text.contains("keytab entry valid"), "{name}: {text}");
+            }
+        }
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
