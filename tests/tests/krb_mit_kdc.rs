@@ -5,13 +5,16 @@
 //! krb5-admin-server installed, not root; without them they are skipped
 //! with a message.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use roamgate_integration::mit::{enctype_name, MitKdc, MitKdcConfig};
+use roamgate_integration::netns::roamgate_bin;
 use roamgate_krb::ap::{self, AcceptParams, ApError, ApReqParams, KeySet};
 use roamgate_krb::client::{self, AsOptions, ClientError, ClientSecret, Credential, KdcTransport};
 use roamgate_krb::cred;
+use roamgate_krb::keytab::Keytab;
 use roamgate_krb::messages::ticket_flags;
 use roamgate_krb::priv_safe::{Direction, ReplayMode, SecureChannel};
 use roamgate_krb::replay::{ReplayCache, CLOCK_SKEW};
@@ -74,6 +77,48 @@ fn password_keys(kdc: &MitKdc, name: &str, password: &str, etypes: &[Etype]) -> 
     )
 }
 
+/// The service's keys from a keytab MIT's `kadmin.local ktadd` wrote.
+fn mit_keytab(kdc: &MitKdc, name: &str) -> Keytab {
+    let path = kdc.path(&format!("{}.keytab", name.replace('/', "_")));
+    kdc.export_keytab(name, &path).unwrap();
+    Keytab::load(&path).unwrap()
+}
+
+/// Runs `roamgate krb ...` (the binary from `cargo build -p roamgate`),
+/// feeding `stdin`; returns (success, stdout, stderr).
+fn run_krb(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let bin = roamgate_bin().unwrap_or_else(|e| panic!("{e:#}"));
+    let mut c = Command::new(bin);
+    c.arg("krb")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        writeln!(pipe, "{text}").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// MIT `klist -e -f` of a cache file; panics if klist cannot read it.
+fn mit_klist(kdc: &MitKdc, cc: &Path) -> String {
+    let mut c = kdc.command("klist");
+    c.args(["-e", "-f", "-c", &format!("FILE:{}", cc.display())]);
+    let out = kdc.run(c, "MIT klist").unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[tokio::test]
 async fn as_tgs_and_ap_for_each_etype() {
     if !have_mit() {
@@ -86,7 +131,7 @@ async fn as_tgs_and_ap_for_each_etype() {
         let user = format!("user{e}");
         let svc = format!("svc/host{e}");
         kdc.add_principal(&user, PASSWORD, &[name]).unwrap();
-        kdc.add_principal(&svc, PASSWORD, &[name]).unwrap();
+        kdc.add_random_principal(&svc, &[name]).unwrap();
 
         let tgt = tgt(&kdc, &user, PASSWORD)
             .await
@@ -104,9 +149,9 @@ async fn as_tgs_and_ap_for_each_etype() {
         // The ticket is encrypted in the service's only key.
         assert_eq!(st.ticket.enc_part.etype, e);
 
-        // The service accepts an AP-REQ with that ticket, using keys made
-        // from its password as MIT made them.
-        let keys = password_keys(&kdc, &svc, PASSWORD, &[etype]);
+        // The service accepts an AP-REQ with that ticket, using its key
+        // from a keytab MIT exported.
+        let keys = mit_keytab(&kdc, &svc);
         let (req, apc) = ap::build_ap_req(
             &st,
             &ApReqParams {
@@ -290,14 +335,14 @@ async fn service_side_rejects_replay_other_service_and_skew() {
     }
     let kdc = MitKdc::start().unwrap();
     kdc.add_principal("alice", PASSWORD, &[]).unwrap();
-    kdc.add_principal("dir/a", PASSWORD, &["aes128-cts-hmac-sha256-128"])
+    kdc.add_random_principal("dir/a", &["aes128-cts-hmac-sha256-128"])
         .unwrap();
     let t = transport(&kdc);
     let tgt = tgt(&kdc, "alice", PASSWORD).await.unwrap();
     let st = client::get_service_ticket(&t, &tgt, princ(&kdc, "dir/a"), SystemTime::now)
         .await
         .unwrap();
-    let keys = password_keys(&kdc, "dir/a", PASSWORD, &[Etype::Aes128CtsHmacSha256128]);
+    let keys = mit_keytab(&kdc, "dir/a");
     let now = SystemTime::now();
     let (req, _) = ap::build_ap_req(&st, &ApReqParams::default(), now).unwrap();
     let mut rc = ReplayCache::default();
@@ -332,4 +377,232 @@ async fn service_side_rejects_replay_other_service_and_skew() {
         ap::build_ap_req(&st, &ApReqParams::default(), now - Duration::from_secs(600)).unwrap();
     let err = ap::accept_ap_req(&old, &keys, &params, &mut rc, now).unwrap_err();
     assert!(matches!(err, ApError::Skew { .. }), "{err}");
+}
+
+#[test]
+fn cli_kinit_kvno_against_mit_for_each_etype_udp_and_tcp() {
+    if !have_mit() {
+        return;
+    }
+    let kdc = MitKdc::start().unwrap();
+    let addr = kdc.kdc_arg();
+    for etype in Etype::ALL {
+        let e = etype.to_i32();
+        let name = enctype_name(e).unwrap();
+        let user = format!("cli{e}");
+        let svc = format!("host/cli{e}");
+        kdc.add_principal(&user, PASSWORD, &[name]).unwrap();
+        kdc.add_random_principal(&svc, &[name]).unwrap();
+        for tcp in [false, true] {
+            let cc = kdc.path(&format!("cli{e}-{tcp}.cc"));
+            let cc_s = cc.display().to_string();
+            let mut args = vec![
+                "kinit",
+                "--realm",
+                &kdc.realm,
+                "--kdc",
+                &addr,
+                &user,
+                "--password-stdin",
+                "--ccache",
+                &cc_s,
+            ];
+            if tcp {
+                args.push("--tcp");
+            }
+            let (ok, _, err) = run_krb(&args, Some(PASSWORD));
+            assert!(ok, "kinit etype {e} tcp={tcp}: {err}\n{}", kdc.log());
+            // MIT's klist reads the cache roamgate wrote.
+            let listing = mit_klist(&kdc, &cc);
+            assert!(
+                listing.contains(&format!("Default principal: {user}@{}", kdc.realm)),
+                "{listing}"
+            );
+            assert!(
+                listing.contains(&format!("krbtgt/{r}@{r}", r = kdc.realm)),
+                "{listing}"
+            );
+            let mut args = vec![
+                "kvno", "--realm", &kdc.realm, "--kdc", &addr, "--ccache", &cc_s, &svc,
+            ];
+            if tcp {
+                args.push("--tcp");
+            }
+            let (ok, out, err) = run_krb(&args, None);
+            assert!(ok, "kvno etype {e} tcp={tcp}: {err}\n{}", kdc.log());
+            assert_eq!(out.trim(), format!("{svc}@{}: kvno = 1", kdc.realm));
+            // The service ticket is in the cache, encrypted in the
+            // service's only key.
+            let listing = mit_klist(&kdc, &cc);
+            assert!(
+                listing.contains(&format!("{svc}@{}", kdc.realm)),
+                "{listing}"
+            );
+            assert!(
+                listing.contains(&format!("tkt): {name}"))
+                    || listing.contains(&format!(", {name}")),
+                "{listing}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn mit_keytab_gets_a_tgt_library_and_cli() {
+    if !have_mit() {
+        return;
+    }
+    let kdc = MitKdc::start().unwrap();
+    kdc.add_random_principal("unit/a", &[]).unwrap();
+    let kt_path = kdc.path("unit.keytab");
+    kdc.export_keytab("unit/a", &kt_path).unwrap();
+    let kt = Keytab::load(&kt_path).unwrap();
+    let me = princ(&kdc, "unit/a");
+    let keys: Vec<Key> = kt.keys_for(&me).map(|e| e.key.clone()).collect();
+    assert_eq!(keys.len(), 4, "MIT wrote one key per supported etype");
+    let cred = client::get_tgt(
+        &transport(&kdc),
+        me.clone(),
+        ClientSecret::Keys(keys),
+        AsOptions::default(),
+        SystemTime::now,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", kdc.log()));
+    assert_eq!(cred.client, me);
+
+    let cc = kdc.path("unit.cc");
+    let (ok, _, err) = run_krb(
+        &[
+            "kinit",
+            "--realm",
+            &kdc.realm,
+            "--kdc",
+            &kdc.kdc_arg(),
+            "unit/a",
+            "--keytab",
+            &kt_path.display().to_string(),
+            "--ccache",
+            &cc.display().to_string(),
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert!(mit_klist(&kdc, &cc).contains(&format!("Default principal: unit/a@{}", kdc.realm)));
+}
+
+#[test]
+fn roamgate_reads_mit_ccache() {
+    if !have_mit() {
+        return;
+    }
+    let kdc = MitKdc::start().unwrap();
+    kdc.add_principal("alice", PASSWORD, &[]).unwrap();
+    kdc.add_random_principal("host/x", &[]).unwrap();
+    let cc = kdc.path("mit.cc");
+    kdc.kinit_password("alice", PASSWORD, &cc).unwrap();
+    let cc_s = cc.display().to_string();
+    let (ok, out, err) = run_krb(&["klist", "--ccache", &cc_s], None);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("Default principal: alice@{}", kdc.realm)),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("krbtgt/{r}@{r}", r = kdc.realm)),
+        "{out}"
+    );
+    // roamgate uses MIT's TGT for a service ticket, and MIT reads the result.
+    let (ok, out, err) = run_krb(
+        &[
+            "kvno",
+            "--realm",
+            &kdc.realm,
+            "--kdc",
+            &kdc.kdc_arg(),
+            "--ccache",
+            &cc_s,
+            "host/x",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), format!("host/x@{}: kvno = 1", kdc.realm));
+    assert!(mit_klist(&kdc, &cc).contains(&format!("host/x@{}", kdc.realm)));
+}
+
+#[test]
+fn cli_errors_are_one_line_and_name_the_cause() {
+    if !have_mit() {
+        return;
+    }
+    let kdc = MitKdc::start().unwrap();
+    kdc.add_principal("alice", PASSWORD, &[]).unwrap();
+    let cc = kdc.path("err.cc").display().to_string();
+    let kinit = |name: &str, kdc_addr: &str, pw: &str| {
+        run_krb(
+            &[
+                "kinit",
+                "--realm",
+                &kdc.realm,
+                "--kdc",
+                kdc_addr,
+                name,
+                "--password-stdin",
+                "--ccache",
+                &cc,
+            ],
+            Some(pw),
+        )
+    };
+    let one_line = |err: &str| {
+        assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
+        err.trim_end().to_owned()
+    };
+    let (ok, _, err) = kinit("alice", &kdc.kdc_arg(), "wrong");
+    assert!(!ok);
+    assert_eq!(
+        one_line(&err),
+        format!(
+            "roamgate: preauthentication failed for alice@{}: wrong password or key",
+            kdc.realm
+        )
+    );
+    let (ok, _, err) = kinit("nobody", &kdc.kdc_arg(), PASSWORD);
+    assert!(!ok);
+    assert!(
+        one_line(&err).contains(&format!("unknown principal nobody@{}", kdc.realm)),
+        "{err}"
+    );
+    // Nothing listens on this port.
+    let port = roamgate_integration::mit::free_loopback_port().unwrap();
+    let (ok, _, err) = kinit("alice", &format!("127.0.0.1:{port}"), PASSWORD);
+    assert!(!ok);
+    assert!(
+        one_line(&err).contains(&format!("KDC 127.0.0.1:{port} unreachable")),
+        "{err}"
+    );
+    // A corrupt cache.
+    let bad = kdc.path("corrupt.cc");
+    std::fs::write(&bad, [0x05, 0x04, 0x00, 0x0c, 0x00]).unwrap();
+    let (ok, _, err) = run_krb(&["klist", "--ccache", &bad.display().to_string()], None);
+    assert!(!ok);
+    assert!(one_line(&err).contains("corrupt credential cache"), "{err}");
+    let (ok, _, err) = run_krb(
+        &[
+            "kinit",
+            "--realm",
+            &kdc.realm,
+            "--kdc",
+            &kdc.kdc_arg(),
+            "alice",
+            "--keytab",
+            &bad.display().to_string(),
+            "--ccache",
+            &cc,
+        ],
+        None,
+    );
+    assert!(!ok);
+    assert!(one_line(&err).contains("corrupt keytab"), "{err}");
 }
