@@ -286,7 +286,10 @@ impl MobileNode {
         if !deregister {
             let ikm = match &self.config.credential {
                 Some(cred) => {
-                    let (ap_req, client) = kerberos::build_registration_ap_req(cred, &header, now)?;
+                    // Stamped on the home agent's clock as learnt from 133.
+                    let ha_now = identification::shifted(now, self.offset);
+                    let (ap_req, client) =
+                        kerberos::build_registration_ap_req(cred, &header, ha_now)?;
                     ExtensionRepr::Cvse {
                         vendor_id: ROAMGATE_VENDOR_ID,
                         cvse_type: CVSE_KRB_AP_REQ,
