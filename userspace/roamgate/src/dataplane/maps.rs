@@ -28,51 +28,55 @@ use roamgate_common::{maps as m, replay::ReplayWindow, siphash::Key, wire::tunne
 // `roamgate_common::maps`.
 pub use roamgate_common::maps::*;
 
-/// HKDF-SHA256 salt of the per-direction key derivation (docs/wire.md, "Keys").
-pub const KDF_SALT: &[u8] = b"roamgate tunnel v1";
-/// HKDF info prefix of the home agent → care-of direction; the SPI (4 bytes,
-/// network order) follows.
-pub const KDF_INFO_HA_TO_COA: &[u8] = b"roamgate ha->coa";
-/// HKDF info prefix of the care-of → home agent direction.
-pub const KDF_INFO_COA_TO_HA: &[u8] = b"roamgate coa->ha";
+/// HKDF-SHA256 salt of the per-direction key derivation (docs/wire.md §3).
+pub const KDF_SALT: &[u8] = b"roamgate-tunnel-v1";
+/// HKDF info label of the home agent → mobile node (care-of) direction; the
+/// SPI and the home address (4 bytes each, network order) follow.
+pub const KDF_INFO_HA_TO_MN: &[u8] = b"roamgate tunnel ha->mn";
+/// HKDF info label of the mobile node (care-of) → home agent direction.
+pub const KDF_INFO_MN_TO_HA: &[u8] = b"roamgate tunnel mn->ha";
 
 /// Default tunnel MTU: the largest outer IPv4 packet (docs/wire.md, "MTU").
 pub const DEFAULT_TUNNEL_MTU: u16 = 1500;
 
-/// A tunnel master key (from the MIP key exchange). 32 bytes.
+/// A tunnel master key (the MN–HA key material of the registration):
+/// [`MasterKey::MIN_LEN`] to [`MasterKey::MAX_LEN`] bytes.
 #[derive(Clone, PartialEq, Eq)]
-pub struct MasterKey([u8; 32]);
+pub struct MasterKey(Vec<u8>);
 
 impl MasterKey {
-    pub const LEN: usize = 32;
+    /// docs/wire.md §3: at least 16 random bytes.
+    pub const MIN_LEN: usize = 16;
+    pub const MAX_LEN: usize = 64;
 
     pub fn new(bytes: [u8; 32]) -> Self {
-        Self(bytes)
+        Self(bytes.to_vec())
     }
 
-    /// From exactly 32 bytes.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, MapsError> {
-        let arr: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| MapsError::MasterKeyLength(bytes.len()))?;
-        Ok(Self(arr))
+        if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&bytes.len()) {
+            return Err(MapsError::MasterKeyLength(bytes.len()));
+        }
+        Ok(Self(bytes.to_vec()))
     }
 
-    /// From 64 hex digits (surrounding whitespace ignored).
+    /// From hex digits (surrounding whitespace ignored).
     pub fn from_hex(text: &str) -> Result<Self, MapsError> {
         let t = text.trim();
-        if t.len() != 64 || !t.is_ascii() {
-            return Err(MapsError::MasterKeyLength(t.len() / 2));
+        if t.len() % 2 != 0 || !t.is_ascii() {
+            return Err(MapsError::MasterKeyHex);
         }
-        let mut out = [0u8; 32];
+        let mut out = vec![0u8; t.len() / 2];
         for (i, o) in out.iter_mut().enumerate() {
             *o = u8::from_str_radix(&t[2 * i..2 * i + 2], 16)
                 .map_err(|_| MapsError::MasterKeyHex)?;
         }
-        Ok(Self(out))
+        let k = Self::from_slice(&out);
+        wipe(&mut out);
+        k
     }
 
-    pub fn as_bytes(&self) -> &[u8; 32] {
+    pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 }
@@ -166,11 +170,12 @@ impl hkdf::KeyType for OkmLen {
 }
 
 /// The key of one direction: HKDF-SHA256(salt = [`KDF_SALT`], IKM = master,
-/// info = label || SPI), 16 bytes.
-pub fn derive_direction_key(master: &MasterKey, label: &[u8], spi: u32) -> Key {
+/// info = label || SPI || home address), 16 bytes (docs/wire.md §3).
+pub fn derive_direction_key(master: &MasterKey, label: &[u8], spi: u32, home: Ipv4Addr) -> Key {
     let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, KDF_SALT).extract(master.as_bytes());
     let spi_be = spi.to_be_bytes();
-    let info = [label, &spi_be[..]];
+    let home_b = home.octets();
+    let info = [label, &spi_be[..], &home_b[..]];
     let mut out = [0u8; 16];
     // 16 bytes is far below HKDF-SHA256's limit of 255 * 32: cannot fail.
     prk.expand(&info, OkmLen(out.len()))
@@ -179,10 +184,10 @@ pub fn derive_direction_key(master: &MasterKey, label: &[u8], spi: u32) -> Key {
     out
 }
 
-/// Both keys of tunnel `spi` as `role` uses them.
-pub fn derive_keys(master: &MasterKey, spi: u32, role: Role) -> TunnelKeys {
-    let ha_to_coa = derive_direction_key(master, KDF_INFO_HA_TO_COA, spi);
-    let coa_to_ha = derive_direction_key(master, KDF_INFO_COA_TO_HA, spi);
+/// Both keys of tunnel `spi` for home address `home`, as `role` uses them.
+pub fn derive_keys(master: &MasterKey, spi: u32, home: Ipv4Addr, role: Role) -> TunnelKeys {
+    let ha_to_coa = derive_direction_key(master, KDF_INFO_HA_TO_MN, spi, home);
+    let coa_to_ha = derive_direction_key(master, KDF_INFO_MN_TO_HA, spi, home);
     match role {
         Role::HomeAgent => TunnelKeys {
             tx: ha_to_coa,
@@ -269,7 +274,7 @@ impl TunnelSpec {
             role,
             local,
             home,
-            keys: derive_keys(master, spi, role),
+            keys: derive_keys(master, spi, home, role),
             mtu: DEFAULT_TUNNEL_MTU,
             src_port: MIP_PORT,
             dst_port: MIP_PORT,
@@ -401,7 +406,7 @@ pub enum MapsError {
     TunnelInUse { spi: u32, home: Ipv4Addr },
     #[error("SPI 0 is reserved")]
     ZeroSpi,
-    #[error("a tunnel master key is 32 bytes, got {0}")]
+    #[error("a tunnel master key is 16 to 64 bytes, got {0}")]
     MasterKeyLength(usize),
     #[error("a tunnel master key in hex has only the digits 0-9a-f")]
     MasterKeyHex,
@@ -767,21 +772,48 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    const H: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The example of docs/wire.md §3.
+    #[test]
+    fn wire_md_example() {
+        let ha = derive_keys(&master(), 0x1001, H, Role::HomeAgent);
+        assert_eq!(hex(&ha.tx), "38dc7011d00d9cd9c51aeefac3a265df");
+        assert_eq!(hex(&ha.rx), "00eb2bde43bec4e1dcc14eef928798b4");
+        let prk = ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, KDF_SALT),
+            master().as_bytes(),
+        );
+        assert_eq!(
+            hex(prk.as_ref()),
+            "bfc00e00ebec7b9bcd9aaeb9330a989fbd732b19209dcc1e569c9957ea4382b4"
+        );
+    }
+
     #[test]
     fn the_two_ends_agree_and_directions_differ() {
-        let ha = derive_keys(&master(), 0x1001, Role::HomeAgent);
-        let coa = derive_keys(&master(), 0x1001, Role::CareOf);
+        let ha = derive_keys(&master(), 0x1001, H, Role::HomeAgent);
+        let coa = derive_keys(&master(), 0x1001, H, Role::CareOf);
         assert_eq!(ha.tx, coa.rx);
         assert_eq!(ha.rx, coa.tx);
         assert_ne!(ha.tx, ha.rx);
-        let other_spi = derive_keys(&master(), 0x1002, Role::HomeAgent);
+        let other_spi = derive_keys(&master(), 0x1002, H, Role::HomeAgent);
         assert_ne!(ha.tx, other_spi.tx);
-        let mut mk = *master().as_bytes();
+        let mut mk = master().as_bytes().to_vec();
         mk[0] ^= 1;
-        assert_ne!(
-            derive_keys(&MasterKey::new(mk), 0x1001, Role::HomeAgent).tx,
-            ha.tx
+        let other = MasterKey::from_slice(&mk).unwrap();
+        assert_ne!(derive_keys(&other, 0x1001, H, Role::HomeAgent).tx, ha.tx);
+        let other_home = derive_keys(
+            &master(),
+            0x1001,
+            Ipv4Addr::new(10, 1, 0, 2),
+            Role::HomeAgent,
         );
+        assert_ne!(other_home.tx, ha.tx);
     }
 
     #[test]
@@ -792,19 +824,20 @@ mod tests {
             &hmac::Key::new(hmac::HMAC_SHA256, KDF_SALT),
             master().as_bytes(),
         );
-        let mut t1_input = KDF_INFO_HA_TO_COA.to_vec();
+        let mut t1_input = KDF_INFO_HA_TO_MN.to_vec();
         t1_input.extend_from_slice(&0x1001u32.to_be_bytes());
+        t1_input.extend_from_slice(&H.octets());
         t1_input.push(1);
         let t1 = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, prk.as_ref()), &t1_input);
         assert_eq!(
-            &derive_direction_key(&master(), KDF_INFO_HA_TO_COA, 0x1001)[..],
+            &derive_direction_key(&master(), KDF_INFO_HA_TO_MN, 0x1001, H)[..],
             &t1.as_ref()[..16]
         );
     }
 
     #[test]
     fn secrets_are_redacted() {
-        let k = derive_keys(&master(), 7, Role::CareOf);
+        let k = derive_keys(&master(), 7, H, Role::CareOf);
         let s = format!("{k:?} {:?}", master());
         assert!(s.contains("redacted"), "{s}");
         assert!(
@@ -835,10 +868,22 @@ mod tests {
             Err(MapsError::MasterKeyLength(1))
         ));
         assert!(matches!(
+            MasterKey::from_hex("000"),
+            Err(MapsError::MasterKeyHex)
+        ));
+        assert_eq!(
+            MasterKey::from_hex(&"ab".repeat(16))
+                .unwrap()
+                .as_bytes()
+                .len(),
+            16
+        );
+        assert!(matches!(
             MasterKey::from_hex(&"zz".repeat(32)),
             Err(MapsError::MasterKeyHex)
         ));
-        assert!(MasterKey::from_slice(&[0; 31]).is_err());
+        assert!(MasterKey::from_slice(&[0; 15]).is_err());
+        assert!(MasterKey::from_slice(&[0; 65]).is_err());
     }
 
     #[test]

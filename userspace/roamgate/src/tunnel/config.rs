@@ -35,7 +35,7 @@ pub struct TunnelSection {
     pub remote: Ipv4Addr,
     /// The unit's home address the tunnel carries.
     pub home: Ipv4Addr,
-    /// File holding the 32-byte tunnel master key as 64 hex digits; must not
+    /// File holding the tunnel master key (16 to 64 bytes) in hex; must not
     /// be readable by group or others.
     pub master_key_file: PathBuf,
     /// Name of the TUN device to create.
@@ -127,7 +127,7 @@ fn is_cidr(s: &str) -> bool {
     }
 }
 
-/// Reads a master key file (64 hex digits), refusing group/other access.
+/// Reads a master key file (hex), refusing group/other access.
 pub fn read_master_key(path: &Path) -> anyhow::Result<MasterKey> {
     use std::os::unix::fs::PermissionsExt as _;
     let meta =

@@ -363,8 +363,8 @@ mod tests {
 
     fn ends() -> ((Encapsulator, Decapsulator), (Encapsulator, Decapsulator)) {
         let mk = MasterKey::new([7; 32]);
-        let ha = derive_keys(&mk, SPI, Role::HomeAgent);
-        let coa = derive_keys(&mk, SPI, Role::CareOf);
+        let ha = derive_keys(&mk, SPI, HOME, Role::HomeAgent);
+        let coa = derive_keys(&mk, SPI, HOME, Role::CareOf);
         (
             halves(SPI, Role::HomeAgent, HA, COA, HOME, &ha, 1500),
             halves(SPI, Role::CareOf, COA, HA, HOME, &coa, 1500),
@@ -460,8 +460,8 @@ mod tests {
     #[test]
     fn too_old_unknown_spi_spoofed_and_not_tunnel() {
         let mk = MasterKey::new([7; 32]);
-        let ha = derive_keys(&mk, SPI, Role::HomeAgent);
-        let coa = derive_keys(&mk, SPI, Role::CareOf);
+        let ha = derive_keys(&mk, SPI, HOME, Role::HomeAgent);
+        let coa = derive_keys(&mk, SPI, HOME, Role::CareOf);
         let mut enc = Encapsulator::new(SPI, HA, COA, ha.tx, 1500, 1000);
         let mut old = Encapsulator::new(SPI, HA, COA, ha.tx, 1500, 2);
         let mut dec = Decapsulator::new(SPI, COA, HOME, Role::CareOf, coa.rx);

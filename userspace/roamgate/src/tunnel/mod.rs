@@ -73,7 +73,7 @@ fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
 pub fn run(cfg: &TunnelConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Arc<ForwarderCounters>> {
     let t = &cfg.tunnel;
     let master = cfg.master_key()?;
-    let keys = derive_keys(&master, t.spi, t.role);
+    let keys = derive_keys(&master, t.spi, t.home, t.role);
     drop(master);
     let (mut enc, mut dec) = halves(t.spi, t.role, t.local, t.remote, t.home, &keys, t.mtu);
     drop(keys);
