@@ -63,7 +63,7 @@ impl MasterKey {
     /// From hex digits (surrounding whitespace ignored).
     pub fn from_hex(text: &str) -> Result<Self, MapsError> {
         let t = text.trim();
-        if t.len() % 2 != 0 || !t.is_ascii() {
+        if !t.len().is_multiple_of(2) || !t.is_ascii() {
             return Err(MapsError::MasterKeyHex);
         }
         let mut out = vec![0u8; t.len() / 2];
