@@ -27,7 +27,7 @@
 //! A request that fails any check yields no data-plane action and no
 //! binding change.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -50,6 +50,8 @@ use crate::{Action, TunnelInstall, TunnelRole};
 /// How long an old tunnel stays installed after a re-registration or a
 /// handover replaced it, so packets in flight under it still verify.
 pub const DEFAULT_TUNNEL_GRACE: Duration = Duration::from_secs(5);
+/// Replaced tunnels a node may have waiting for their grace period.
+pub const MAX_RETIRING_PER_NODE: usize = 4;
 /// Default upper bound on a granted lifetime (seconds).
 pub const DEFAULT_MAX_LIFETIME: u16 = 1800;
 
@@ -306,6 +308,8 @@ pub struct HomeAgent {
     bindings: HashMap<Ipv4Addr, Binding>,
     /// Tunnels replaced by a newer registration, removed at the time given.
     retiring: Vec<(SystemTime, Ipv4Addr, u32)>,
+    /// Every tunnel SPI installed (bindings' and retiring ones).
+    spis: HashSet<u32>,
     limiter: RateLimiter,
     stats: Stats,
 }
@@ -354,6 +358,7 @@ impl HomeAgent {
             replay,
             bindings: HashMap::new(),
             retiring: Vec::new(),
+            spis: HashSet::new(),
             limiter,
             stats: Stats::default(),
         }
@@ -413,6 +418,7 @@ impl HomeAgent {
                 out.journal.push(JournalOp::RemoveBinding(b.home));
                 self.stats.expired += 1;
             } else {
+                self.spis.insert(b.spi);
                 self.bindings.insert(b.home, b);
             }
         }
@@ -446,6 +452,7 @@ impl HomeAgent {
         let mut keep = Vec::with_capacity(self.retiring.len());
         for (t, home, spi) in std::mem::take(&mut self.retiring) {
             if t <= now {
+                self.spis.remove(&spi);
                 out.actions.push(Action::RemoveTunnel { spi });
             } else {
                 keep.push((t, home, spi));
@@ -459,6 +466,7 @@ impl HomeAgent {
 
     fn remove_binding(&mut self, home: Ipv4Addr, out: &mut Outcome) {
         if let Some(b) = self.bindings.remove(&home) {
+            self.spis.remove(&b.spi);
             out.actions.push(Action::RemoveBinding {
                 home,
                 role: TunnelRole::HomeAgent,
@@ -471,6 +479,7 @@ impl HomeAgent {
         while i < self.retiring.len() {
             if self.retiring[i].1 == home {
                 let (_, _, spi) = self.retiring.swap_remove(i);
+                self.spis.remove(&spi);
                 out.actions.push(Action::RemoveTunnel { spi });
             } else {
                 i += 1;
@@ -732,13 +741,7 @@ impl HomeAgent {
             repr.home_agent,
         );
         let existing = self.bindings.get(&repr.home_address).map(|b| b.spi);
-        let collides = self
-            .bindings
-            .values()
-            .any(|b| b.spi == tunnel_spi && b.home != repr.home_address)
-            || self.retiring.iter().any(|(_, _, s)| *s == tunnel_spi)
-            || existing == Some(tunnel_spi);
-        if collides {
+        if self.spis.contains(&tunnel_spi) {
             return self.reject(
                 out,
                 &repr,
@@ -793,10 +796,10 @@ impl HomeAgent {
             reverse_tunnel: reverse,
         });
         if let Some(old) = existing {
-            self.retiring
-                .push((now + self.config.tunnel_grace, repr.home_address, old));
+            self.retire(now, repr.home_address, old, &mut out);
         }
         out.journal.push(JournalOp::PutBinding(binding.record()));
+        self.spis.insert(tunnel_spi);
         self.bindings.insert(repr.home_address, binding);
         self.stats.accepted += 1;
         let c = if repr.has(flags::S) {
@@ -805,6 +808,29 @@ impl HomeAgent {
             code::ACCEPTED
         };
         self.reply(out, &repr, Some(spi), c, lifetime, now)
+    }
+
+    /// Queues a replaced tunnel for removal after the grace period. A node
+    /// keeps at most [`MAX_RETIRING_PER_NODE`] such tunnels; beyond that the
+    /// oldest goes at once (bounded memory under rapid re-registration).
+    fn retire(&mut self, now: SystemTime, home: Ipv4Addr, spi: u32, out: &mut Outcome) {
+        let mine = self.retiring.iter().filter(|(_, h, _)| *h == home).count();
+        if mine >= MAX_RETIRING_PER_NODE {
+            if let Some(i) = self
+                .retiring
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, h, _))| *h == home)
+                .min_by_key(|(_, (t, _, _))| *t)
+                .map(|(i, _)| i)
+            {
+                let (_, _, old) = self.retiring.swap_remove(i);
+                self.spis.remove(&old);
+                out.actions.push(Action::RemoveTunnel { spi: old });
+            }
+        }
+        self.retiring
+            .push((now + self.config.tunnel_grace, home, spi));
     }
 
     fn drop(&mut self, mut out: Outcome, e: WireError) -> Outcome {

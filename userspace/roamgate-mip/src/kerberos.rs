@@ -187,5 +187,12 @@ mod tests {
         assert_eq!(k.as_bytes(), &t1);
         let want = u32::from_be_bytes([t2[0], t2[1], t2[2], t2[3]]);
         assert_eq!(spi, if want < 256 { want + 256 } else { want });
+        // The worked example of docs/mobile-ip.md (computed with Python's
+        // hmac/hashlib).
+        assert_eq!(
+            hex::encode(k.as_bytes()),
+            "4b80c2d2e969a4ded904e886817cd79e30fd00760397a022ecf677d4c9f63b94"
+        );
+        assert_eq!(spi, 0xf59e_b5f7);
     }
 }

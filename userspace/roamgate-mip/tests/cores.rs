@@ -990,3 +990,29 @@ fn restart_restores_bindings_and_replay_state_from_the_journal() {
     assert_eq!(ha_out.code, Some(0), "{:?}", ha_out.rejection);
     assert_eq!(ha.binding(HOME).unwrap().care_of, COA_B);
 }
+
+#[test]
+fn rapid_re_registration_keeps_at_most_four_retiring_tunnels() {
+    let mut w = world();
+    let now = t0();
+    let mut spis = Vec::new();
+    let mut early_removals = Vec::new();
+    for i in 0..10 {
+        let at = now + Duration::from_millis(100 * i);
+        let out = register(&mut w, COA_A, at);
+        assert_eq!(out.code, Some(0), "{:?}", out.rejection);
+        spis.push(install_of(&out.actions).0);
+        early_removals.extend(out.actions.iter().filter_map(|a| match a {
+            Action::RemoveTunnel { spi } => Some(*spi),
+            _ => None,
+        }));
+    }
+    // 9 replaced tunnels; 4 may wait for the grace, the 5 oldest went at once.
+    assert_eq!(early_removals, spis[..5].to_vec());
+    let later = w.ha.poll(now + secs(10)).actions;
+    assert_eq!(later.len(), 4);
+    for spi in &spis[5..9] {
+        assert!(later.contains(&Action::RemoveTunnel { spi: *spi }));
+    }
+    assert_eq!(w.ha.binding(HOME).unwrap().spi, spis[9]);
+}
