@@ -44,6 +44,39 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the Mobile IP home agent (RFC 5944 on UDP 434): Kerberos-keyed
+    /// registrations, binding journal, XDP data plane, proxy ARP.
+    HomeAgent {
+        /// TOML configuration (see config/home-agent.toml).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// On exit, unpin the XDP links and remove proxy ARP entries (the
+        /// data plane stops). By default forwarding continues without the
+        /// daemon.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Run a Mobile IP mobile node (co-located care-of address): registers,
+    /// follows care-of address changes, deregisters on shutdown.
+    MobileNode {
+        /// TOML configuration (see config/mobile-node.toml).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// List the bindings in the pinned maps with lifetime and counters
+    /// (never keys).
+    Bindings {
+        /// bpffs directory holding the pinned maps.
+        #[arg(long, default_value = roamgate_common::maps::PIN_DIR)]
+        pin_dir: PathBuf,
+        /// The home agent's binding journal (state_dir/bindings.sqlite) for
+        /// lifetimes and clients.
+        #[arg(long)]
+        journal: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// The embedded Kerberos KDC: create a realm, add principals, serve.
     Kdc {
         #[command(subcommand)]

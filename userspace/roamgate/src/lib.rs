@@ -5,6 +5,8 @@ pub mod config;
 pub mod counters_cmd;
 pub mod dataplane;
 pub mod gateway;
+pub mod home_agent;
 pub mod logging;
 pub mod metrics;
+pub mod mobile_node;
 pub mod tunnel;

@@ -59,6 +59,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             stopper.abort();
             res.map(|_| ())
         }
+        Command::HomeAgent { config, detach } => {
+            let cfg = roamgate::home_agent::config::HomeAgentFile::load(&config)?;
+            logging::init(cfg.log.format, &cfg.log.level);
+            gateway::require_root()?;
+            let shutdown = CancellationToken::new();
+            gateway::cancel_on_signals(shutdown.clone())?;
+            roamgate::home_agent::run(cfg, detach, shutdown).await
+        }
+        Command::MobileNode { config } => {
+            let cfg = roamgate::mobile_node::config::MobileNodeFile::load(&config)?;
+            logging::init(cfg.log.format, &cfg.log.level);
+            gateway::require_root()?;
+            let shutdown = CancellationToken::new();
+            gateway::cancel_on_signals(shutdown.clone())?;
+            roamgate::mobile_node::run(cfg, shutdown).await
+        }
+        Command::Bindings {
+            pin_dir,
+            journal,
+            json,
+        } => roamgate::home_agent::bindings::print(&pin_dir, journal.as_deref(), json),
         Command::Counters { pin_dir, json } => counters_cmd::print(&pin_dir, json),
         Command::Kdc { command } => {
             logging::init(Default::default(), "info");

@@ -1,0 +1,99 @@
+//! Applies the protocol cores' [`Action`]s to the pinned data-plane maps
+//! through `dataplane::maps` (shared by the home agent and the mobile node).
+//!
+//! The cores already emit actions in the safe order (tunnel before binding,
+//! binding removal before tunnel removal); this layer keeps that order and
+//! only translates types and clocks: the cores speak `SystemTime`, the XDP
+//! program compares `CLOCK_BOOTTIME` nanoseconds.
+
+use std::time::SystemTime;
+
+use roamgate_mip::{Action, TunnelRole};
+
+use crate::dataplane::maps::{Binding, Expiry, Maps, MapsError, MasterKey, Role, TunnelSpec};
+
+/// What one applied action changed, for the caller's side effects (proxy
+/// ARP on the home link).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    BindingSet {
+        home: std::net::Ipv4Addr,
+        role: Role,
+    },
+    BindingRemoved {
+        home: std::net::Ipv4Addr,
+        role: Role,
+    },
+    Other,
+}
+
+pub fn role(r: TunnelRole) -> Role {
+    match r {
+        TunnelRole::HomeAgent => Role::HomeAgent,
+        TunnelRole::CareOf => Role::CareOf,
+    }
+}
+
+/// A wall-clock instant as a data-plane expiry (`CLOCK_BOOTTIME`).
+pub fn expiry(at: SystemTime, now: SystemTime) -> Expiry {
+    Expiry::after(at.duration_since(now).unwrap_or_default())
+}
+
+/// Applies `actions` in order. Stops at the first failure: a later action
+/// may depend on an earlier one (a binding on its tunnel).
+pub fn apply(
+    maps: &mut Maps,
+    actions: &[Action],
+    mtu: u16,
+    now: SystemTime,
+) -> Result<Vec<Applied>, MapsError> {
+    let mut done = Vec::with_capacity(actions.len());
+    for a in actions {
+        match a {
+            Action::InstallTunnel(t) => {
+                let master = MasterKey::new(*t.master_key.as_bytes());
+                let mut spec = TunnelSpec::new(t.spi, role(t.role), t.local, t.home, &master);
+                spec.mtu = mtu;
+                spec.expires = expiry(t.expires, now);
+                maps.install_tunnel(&spec)?;
+                done.push(Applied::Other);
+            }
+            Action::SetBinding {
+                home,
+                role: r,
+                remote,
+                spi,
+                expires,
+                ..
+            } => {
+                maps.set_binding(&Binding {
+                    home: *home,
+                    role: role(*r),
+                    remote: *remote,
+                    spi: *spi,
+                    expires: expiry(*expires, now),
+                })?;
+                done.push(Applied::BindingSet {
+                    home: *home,
+                    role: role(*r),
+                });
+            }
+            Action::RemoveBinding { home, role: r } => {
+                maps.remove(*home, role(*r))?;
+                done.push(Applied::BindingRemoved {
+                    home: *home,
+                    role: role(*r),
+                });
+            }
+            Action::RemoveTunnel { spi } => {
+                match maps.remove_tunnel(*spi) {
+                    // Still referenced (a newer binding reuses it): keep it.
+                    Err(MapsError::TunnelInUse { .. }) => {}
+                    r => r?,
+                }
+                done.push(Applied::Other);
+            }
+        }
+    }
+    Ok(done)
+}

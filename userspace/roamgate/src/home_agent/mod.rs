@@ -1,0 +1,528 @@
+//! `roamgate home-agent`: the RFC 5944 home agent daemon.
+//!
+//! A thin tokio layer around the I/O-free core of `roamgate_mip::home_agent`:
+//! - UDP 434 in, Registration Replies out;
+//! - each outcome is applied in the order the core's contract names:
+//!   journal (SQLite, 0600) first, then the data-plane actions through
+//!   `dataplane::maps` (tunnel before binding, binding removal before tunnel
+//!   removal), then the proxy ARP entry and gratuitous ARP on the home
+//!   link, and only then the reply is sent;
+//! - expiry and tunnel retirement run at the core's `next_wakeup`.
+//!
+//! **Forwarding survives the daemon.** The XDP links are *pinned* next to
+//! the maps (`<pin_dir>/xdp_link_<iface>`), so the program stays attached
+//! and the maps stay populated while the daemon is stopped, killed or
+//! restarting. A restarted daemon finds the pinned links and does not
+//! attach again, reloads its bindings from the journal, re-installs any
+//! binding missing from the maps (after a reboot) and removes the ones that
+//! expired meanwhile. `roamgate home-agent --detach` (or removing the pin
+//! files) takes the data plane down on purpose.
+
+pub mod apply;
+pub mod bindings;
+pub mod config;
+pub mod neigh;
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use anyhow::Context as _;
+use roamgate_krb::ap::{KeySet, ServiceKeys};
+use roamgate_mip::{
+    home_agent::{HomeAgent, Outcome},
+    journal::{BindingJournal, SqliteJournal},
+    Action, TunnelInstall, TunnelRole,
+};
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use self::{apply::Applied, config::HomeAgentFile};
+use crate::dataplane::{
+    maps::{Maps, Role},
+    AttachMode, DataPlane,
+};
+
+/// Gratuitous ARPs sent per new binding (RFC 5944 §4.6 suggests a few).
+pub const GRATUITOUS_ARP_COUNT: usize = 2;
+
+/// The pin file of the XDP link on `iface`.
+pub fn link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
+    pin_dir.join(format!("xdp_link_{iface}"))
+}
+
+/// Makes sure XDP is attached to every interface with a pinned link, so it
+/// outlives this process. Returns the data plane if this call loaded it
+/// (nothing to do when every link was pinned by an earlier run).
+pub fn ensure_pinned_xdp(
+    pin_dir: &Path,
+    interfaces: &[String],
+    mode: AttachMode,
+) -> anyhow::Result<Option<DataPlane>> {
+    let missing: Vec<&String> = interfaces
+        .iter()
+        .filter(|i| aya::programs::links::PinnedLink::from_pin(link_pin(pin_dir, i)).is_err())
+        .collect();
+    if missing.is_empty() {
+        if !interfaces.is_empty() {
+            info!(pin_dir = %pin_dir.display(), "XDP links already pinned: data plane kept as it is");
+        }
+        return Ok(None);
+    }
+    let mut dp = DataPlane::load(pin_dir)?;
+    for iface in missing {
+        let _ = std::fs::remove_file(link_pin(pin_dir, iface));
+        let xdp = dp.xdp_mut()?;
+        let id = xdp
+            .attach(
+                iface,
+                match mode {
+                    AttachMode::Native => aya::programs::XdpMode::Driver,
+                    AttachMode::Skb => aya::programs::XdpMode::Skb,
+                },
+            )
+            .with_context(|| format!("attaching XDP to {iface} ({} mode)", mode.as_str()))?;
+        let link = xdp.take_link(id).context("taking the XDP link")?;
+        let fd: aya::programs::links::FdLink = link
+            .try_into()
+            .context("the kernel attached XDP without a bpf_link (kernel < 5.9?)")?;
+        fd.pin(link_pin(pin_dir, iface))
+            .with_context(|| format!("pinning the XDP link of {iface}"))?;
+        info!(interface = %iface, mode = mode.as_str(), "XDP attached, link pinned");
+    }
+    Ok(Some(dp))
+}
+
+/// Removes the pinned XDP links: the programs detach.
+pub fn unpin_xdp(pin_dir: &Path, interfaces: &[String]) {
+    for i in interfaces {
+        let p = link_pin(pin_dir, i);
+        if std::fs::remove_file(&p).is_ok() {
+            info!(interface = %i, "XDP link unpinned (detached)");
+        }
+    }
+}
+
+/// Counters of the daemon (never a key or a principal's secret).
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Metrics {
+    pub requests: u64,
+    pub accepted: u64,
+    pub deregistered: u64,
+    pub rejected: u64,
+    pub dropped: u64,
+    pub expired: u64,
+    pub replies_by_code: BTreeMap<u8, u64>,
+    pub dataplane_errors: u64,
+    pub journal_errors: u64,
+    pub bindings: usize,
+    pub restored_bindings: usize,
+    pub reinstalled_bindings: usize,
+}
+
+impl Metrics {
+    fn prometheus(&self) -> String {
+        let mut s = String::new();
+        let mut c = |name: &str, v: u64| {
+            s.push_str(&format!(
+                "# TYPE roamgate_ha_{name}_total counter\nroamgate_ha_{name}_total {v}\n"
+            ))
+        };
+        c("requests", self.requests);
+        c("accepted", self.accepted);
+        c("deregistered", self.deregistered);
+        c("rejected", self.rejected);
+        c("dropped", self.dropped);
+        c("expired", self.expired);
+        c("dataplane_errors", self.dataplane_errors);
+        c("journal_errors", self.journal_errors);
+        s.push_str("# TYPE roamgate_ha_replies_total counter\n");
+        for (code, v) in &self.replies_by_code {
+            s.push_str(&format!(
+                "roamgate_ha_replies_total{{code=\"{code}\"}} {v}\n"
+            ));
+        }
+        s.push_str(&format!(
+            "# TYPE roamgate_ha_bindings gauge\nroamgate_ha_bindings {}\n",
+            self.bindings
+        ));
+        s
+    }
+}
+
+/// The home-link settings of proxy ARP.
+#[derive(Debug, Clone, Default)]
+pub struct HomeLink {
+    pub interface: Option<String>,
+    pub route_via: Option<Ipv4Addr>,
+}
+
+/// The home agent without sockets: core, journal, maps and home link.
+/// The daemon and the benchmark drive it the same way.
+pub struct Engine {
+    pub core: HomeAgent,
+    pub journal: Box<dyn BindingJournal + Send>,
+    pub maps: Maps,
+    pub mtu: u16,
+    pub home_link: HomeLink,
+    pub metrics: Metrics,
+    proxied: HashSet<Ipv4Addr>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("core", &self.core)
+            .field("metrics", &self.metrics)
+            .finish()
+    }
+}
+
+impl Engine {
+    pub fn new(
+        core: HomeAgent,
+        journal: Box<dyn BindingJournal + Send>,
+        maps: Maps,
+        mtu: u16,
+        home_link: HomeLink,
+    ) -> Self {
+        Self {
+            core,
+            journal,
+            maps,
+            mtu,
+            home_link,
+            metrics: Metrics::default(),
+            proxied: HashSet::new(),
+        }
+    }
+
+    /// Restores the bindings from the journal: live ones are checked
+    /// against the maps (and re-installed if the maps lost them), expired
+    /// ones are removed.
+    pub fn restore(&mut self, now: SystemTime) -> anyhow::Result<()> {
+        let state = self.journal.load().context("reading the binding journal")?;
+        let out = self.core.restore(state, now);
+        self.commit(&out, now);
+        let restored: Vec<_> = self.core.bindings().cloned().collect();
+        self.metrics.restored_bindings = restored.len();
+        for b in restored {
+            let present = matches!(self.maps.tunnel(b.spi), Ok(Some(_)))
+                && self
+                    .maps
+                    .list()
+                    .map(|l| {
+                        l.iter().any(|s| {
+                            s.binding.home == b.home
+                                && s.binding.role == Role::HomeAgent
+                                && s.binding.spi == b.spi
+                        })
+                    })
+                    .unwrap_or(false);
+            if !present {
+                let actions = [
+                    Action::InstallTunnel(TunnelInstall {
+                        spi: b.spi,
+                        role: TunnelRole::HomeAgent,
+                        local: b.home_agent,
+                        remote: b.care_of,
+                        home: b.home,
+                        master_key: b.master_key.clone(),
+                        expires: b.expires + self.core.config().tunnel_grace,
+                    }),
+                    Action::SetBinding {
+                        home: b.home,
+                        role: TunnelRole::HomeAgent,
+                        remote: b.care_of,
+                        spi: b.spi,
+                        expires: b.expires,
+                        reverse_tunnel: b.reverse_tunnel,
+                    },
+                ];
+                match apply::apply(&mut self.maps, &actions, self.mtu, now) {
+                    Ok(_) => self.metrics.reinstalled_bindings += 1,
+                    Err(e) => {
+                        self.metrics.dataplane_errors += 1;
+                        warn!(home = %b.home, error = %e, "re-installing a journaled binding");
+                    }
+                }
+            }
+            self.ensure_proxy(b.home, false);
+            info!(home = %b.home, care_of = %b.care_of, spi = b.spi, reinstalled = !present, "binding restored");
+        }
+        self.metrics.bindings = self.core.binding_count();
+        Ok(())
+    }
+
+    fn ensure_proxy(&mut self, home: Ipv4Addr, announce: bool) {
+        let Some(iface) = self.home_link.interface.clone() else {
+            return;
+        };
+        if self.proxied.contains(&home) {
+            return;
+        }
+        match neigh::add_proxy(&iface, home, self.home_link.route_via) {
+            Ok(()) => {
+                self.proxied.insert(home);
+                if announce {
+                    if let Err(e) = neigh::gratuitous_arp(&iface, home, GRATUITOUS_ARP_COUNT) {
+                        warn!(%home, error = %e, "gratuitous ARP");
+                    }
+                }
+            }
+            Err(e) => warn!(%home, error = %format!("{e:#}"), "adding the proxy ARP entry"),
+        }
+    }
+
+    fn drop_proxy(&mut self, home: Ipv4Addr) {
+        if let Some(iface) = &self.home_link.interface {
+            if self.proxied.remove(&home) {
+                neigh::remove_proxy(iface, home, self.home_link.route_via);
+            }
+        }
+    }
+
+    /// Journal, then data plane, then home link: the order of the core's
+    /// contract.
+    fn commit(&mut self, out: &Outcome, now: SystemTime) {
+        if !out.journal.is_empty() {
+            if let Err(e) = self.journal.apply(&out.journal) {
+                self.metrics.journal_errors += 1;
+                warn!(error = %e, "writing the binding journal");
+            }
+        }
+        if out.actions.is_empty() {
+            return;
+        }
+        match apply::apply(&mut self.maps, &out.actions, self.mtu, now) {
+            Ok(done) => {
+                for d in done {
+                    match d {
+                        Applied::BindingSet {
+                            home,
+                            role: Role::HomeAgent,
+                        } => self.ensure_proxy(home, true),
+                        Applied::BindingRemoved {
+                            home,
+                            role: Role::HomeAgent,
+                        } => self.drop_proxy(home),
+                        _ => {}
+                    }
+                }
+            }
+            Err(e) => {
+                self.metrics.dataplane_errors += 1;
+                warn!(error = %e, "applying data-plane actions");
+            }
+        }
+    }
+
+    /// Handles one datagram; returns the reply to send to `src`.
+    pub fn handle(&mut self, bytes: &[u8], src: IpAddr, now: SystemTime) -> Option<Vec<u8>> {
+        self.metrics.requests += 1;
+        let before = self.core.stats();
+        let out = self.core.handle_request(bytes, src, now);
+        self.commit(&out, now);
+        let after = self.core.stats();
+        self.metrics.accepted = after.accepted;
+        self.metrics.deregistered = after.deregistered;
+        self.metrics.rejected = after.rejected;
+        self.metrics.dropped = after.dropped;
+        self.metrics.expired = after.expired;
+        self.metrics.bindings = self.core.binding_count();
+        if let Some(c) = out.code {
+            *self.metrics.replies_by_code.entry(c).or_default() += 1;
+        }
+        if let Some(r) = &out.rejection {
+            info!(%src, code = ?out.code, reason = ?r, "registration rejected");
+        } else if let Some(d) = &out.dropped {
+            debug!(%src, reason = ?d, "request dropped");
+        } else if after.accepted > before.accepted {
+            debug!(%src, "registration accepted");
+        } else if after.deregistered > before.deregistered {
+            info!(%src, "deregistered");
+        }
+        out.reply
+    }
+
+    /// Expires bindings and retires tunnels whose time has come.
+    pub fn poll(&mut self, now: SystemTime) {
+        let out = self.core.poll(now);
+        self.commit(&out, now);
+        let s = self.core.stats();
+        if s.expired > self.metrics.expired {
+            info!(
+                expired = s.expired - self.metrics.expired,
+                "bindings expired"
+            );
+        }
+        self.metrics.expired = s.expired;
+        self.metrics.bindings = self.core.binding_count();
+    }
+
+    /// Removes every proxy entry (clean shutdown with --detach).
+    pub fn clear_home_link(&mut self) {
+        for h in self.proxied.clone() {
+            self.drop_proxy(h);
+        }
+    }
+}
+
+/// Keys of the home agent's service principal.
+pub fn load_service_keys(
+    cfg: &HomeAgentFile,
+) -> anyhow::Result<Arc<dyn ServiceKeys + Send + Sync>> {
+    Ok(match &cfg.kerberos.keytab {
+        Some(p) => Arc::new(
+            roamgate_krb::keytab::Keytab::load(p)
+                .with_context(|| format!("reading keytab {}", p.display()))?,
+        ),
+        None => Arc::new(KeySet::default()),
+    })
+}
+
+/// Builds the engine of a configuration (data plane attached if asked).
+pub fn build_engine(cfg: &HomeAgentFile) -> anyhow::Result<(Engine, Option<DataPlane>)> {
+    let dp = ensure_pinned_xdp(
+        &cfg.dataplane.pin_dir,
+        &cfg.dataplane.interfaces,
+        cfg.dataplane.xdp_mode,
+    )?;
+    let maps = Maps::open(&cfg.dataplane.pin_dir).with_context(|| {
+        format!(
+            "opening the pinned maps under {} (is a data plane loaded? set dataplane.interfaces)",
+            cfg.dataplane.pin_dir.display()
+        )
+    })?;
+    let keys = load_service_keys(cfg)?;
+    let core = HomeAgent::new(cfg.core_config()?, cfg.node_configs()?, keys);
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&cfg.home_agent.state_dir)
+            .with_context(|| format!("creating {}", cfg.home_agent.state_dir.display()))?;
+    }
+    let journal = SqliteJournal::open(&cfg.journal_path())
+        .with_context(|| format!("opening {}", cfg.journal_path().display()))?;
+    let home_link = HomeLink {
+        interface: (!cfg.home_agent.home_interface.is_empty())
+            .then(|| cfg.home_agent.home_interface.clone()),
+        route_via: cfg.home_agent.home_route_via,
+    };
+    Ok((
+        Engine::new(
+            core,
+            Box::new(journal),
+            maps,
+            cfg.dataplane.tunnel_mtu,
+            home_link,
+        ),
+        dp,
+    ))
+}
+
+fn write_stats(path: &Path, m: &Metrics) {
+    let tmp = path.with_extension("tmp");
+    let mut v = serde_json::to_value(m).unwrap_or_default();
+    v["pid"] = serde_json::json!(std::process::id());
+    if std::fs::write(&tmp, v.to_string()).is_ok() {
+        let _ = std::fs::rename(&tmp, path);
+    }
+}
+
+/// Runs the home agent until `shutdown`. With `detach`, the XDP links are
+/// unpinned and proxy entries removed on the way out (the data plane
+/// stops); otherwise forwarding continues without the daemon.
+pub async fn run(
+    cfg: HomeAgentFile,
+    detach: bool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let (engine, _dp) = build_engine(&cfg)?;
+    let engine = Arc::new(Mutex::new(engine));
+    {
+        let mut e = engine
+            .lock()
+            .map_err(|_| anyhow::anyhow!("engine lock poisoned"))?;
+        e.restore(SystemTime::now())?;
+        info!(bindings = e.core.binding_count(), "journal restored");
+    }
+    let sock = UdpSocket::bind(cfg.home_agent.listen)
+        .await
+        .with_context(|| format!("binding {} (port 434 needs root)", cfg.home_agent.listen))?;
+    info!(listen = %cfg.home_agent.listen, addresses = ?cfg.home_agent.addresses, "home agent ready");
+
+    let mut tasks = tokio::task::JoinSet::new();
+    if !cfg.metrics.listen.is_empty() {
+        let addr: SocketAddr = cfg.metrics.listen.parse()?;
+        let listener = crate::metrics::bind(addr).await?;
+        let e = engine.clone();
+        let render: crate::metrics::Render =
+            Arc::new(move || e.lock().map(|e| e.metrics.prometheus()).unwrap_or_default());
+        let stop = shutdown.clone();
+        tasks.spawn(async move { crate::metrics::serve(listener, render, stop).await });
+    }
+    let stats_every = Duration::from_millis(cfg.home_agent.stats_interval_ms.max(10));
+    let mut stats_tick = tokio::time::interval(stats_every);
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let wake = {
+            let e = engine
+                .lock()
+                .map_err(|_| anyhow::anyhow!("engine lock poisoned"))?;
+            e.core.next_wakeup()
+        };
+        let sleep = wake
+            .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default())
+            .unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = sock.recv_from(&mut buf) => {
+                let (n, src) = match r {
+                    Ok(v) => v,
+                    Err(e) => { warn!(error = %e, "receiving"); continue; }
+                };
+                let reply = {
+                    let mut e = engine.lock().map_err(|_| anyhow::anyhow!("engine lock poisoned"))?;
+                    e.handle(&buf[..n], src.ip(), SystemTime::now())
+                };
+                if let Some(reply) = reply {
+                    if let Err(e) = sock.send_to(&reply, src).await {
+                        warn!(%src, error = %e, "sending the reply");
+                    }
+                }
+            }
+            _ = tokio::time::sleep(sleep) => {
+                let mut e = engine.lock().map_err(|_| anyhow::anyhow!("engine lock poisoned"))?;
+                e.poll(SystemTime::now());
+            }
+            _ = stats_tick.tick() => {
+                if let Some(p) = &cfg.home_agent.stats_file {
+                    let m = engine.lock().map(|e| e.metrics.clone()).unwrap_or_default();
+                    write_stats(p, &m);
+                }
+            }
+        }
+    }
+    if let Some(p) = &cfg.home_agent.stats_file {
+        let m = engine.lock().map(|e| e.metrics.clone()).unwrap_or_default();
+        write_stats(p, &m);
+    }
+    tasks.shutdown().await;
+    if detach {
+        if let Ok(mut e) = engine.lock() {
+            e.clear_home_link();
+        }
+        unpin_xdp(&cfg.dataplane.pin_dir, &cfg.dataplane.interfaces);
+    } else {
+        info!("XDP links stay pinned: forwarding continues without the daemon");
+    }
+    Ok(())
+}
