@@ -18,6 +18,7 @@
 //! copy of that packet through a second time. RSS steers a tunnel (one outer
 //! 5-tuple) to one RX queue, so in practice a window is updated from one CPU.
 
+#[cfg(target_has_atomic = "64")]
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Blocks in the ring.
@@ -68,7 +69,7 @@ impl ReplayWindow {
     #[inline(always)]
     pub fn accept(&mut self, seq: u64) -> Result<(), ReplayError> {
         // SAFETY: `self` is a valid, aligned, exclusively borrowed window.
-        unsafe { accept_shared(self, seq) }
+        unsafe { accept_shared::<Exclusive>(self, seq) }
     }
 
     /// Whether `seq` would be accepted, without recording it.
@@ -98,28 +99,128 @@ fn position(seq: u64) -> (usize, u64) {
     )
 }
 
+/// The four operations the shared update needs on one 8-byte word. The host
+/// uses [`CoreAtomics`]; the BPF target has no compare-and-swap in `core`,
+/// so the XDP program supplies an implementation with the BPF atomic
+/// instructions; [`Exclusive`] serves a window borrowed mutably.
+pub trait SharedU64 {
+    /// # Safety
+    /// `p` is valid for reads and writes and 8-byte aligned.
+    unsafe fn load(p: *mut u64) -> u64;
+    /// # Safety
+    /// As [`SharedU64::load`].
+    unsafe fn store(p: *mut u64, v: u64);
+    /// Replaces `current` with `new`; returns the value found (`Ok` if it
+    /// was `current`).
+    ///
+    /// # Safety
+    /// As [`SharedU64::load`].
+    unsafe fn compare_exchange(p: *mut u64, current: u64, new: u64) -> Result<u64, u64>;
+    /// Ors `v` in and returns the previous value.
+    ///
+    /// # Safety
+    /// As [`SharedU64::load`].
+    unsafe fn fetch_or(p: *mut u64, v: u64) -> u64;
+}
+
+/// Plain loads and stores, for a window nobody else can see.
+pub struct Exclusive;
+
+impl SharedU64 for Exclusive {
+    #[inline(always)]
+    unsafe fn load(p: *mut u64) -> u64 {
+        // SAFETY: the caller guarantees `p` is valid and aligned.
+        unsafe { *p }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut u64, v: u64) {
+        // SAFETY: as above.
+        unsafe { *p = v }
+    }
+    #[inline(always)]
+    unsafe fn compare_exchange(p: *mut u64, current: u64, new: u64) -> Result<u64, u64> {
+        // SAFETY: as above.
+        unsafe {
+            let v = *p;
+            if v == current {
+                *p = new;
+                Ok(v)
+            } else {
+                Err(v)
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn fetch_or(p: *mut u64, v: u64) -> u64 {
+        // SAFETY: as above.
+        unsafe {
+            let old = *p;
+            *p = old | v;
+            old
+        }
+    }
+}
+
+/// `core::sync::atomic`, where the target has 64-bit compare-and-swap.
+#[cfg(target_has_atomic = "64")]
+pub struct CoreAtomics;
+
+#[cfg(target_has_atomic = "64")]
+impl SharedU64 for CoreAtomics {
+    #[inline(always)]
+    unsafe fn load(p: *mut u64) -> u64 {
+        // SAFETY: the caller guarantees `p` is valid and 8-byte aligned.
+        unsafe { AtomicU64::from_ptr(p) }.load(Ordering::Acquire)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut u64, v: u64) {
+        // SAFETY: as above.
+        unsafe { AtomicU64::from_ptr(p) }.store(v, Ordering::Release)
+    }
+    #[inline(always)]
+    unsafe fn compare_exchange(p: *mut u64, current: u64, new: u64) -> Result<u64, u64> {
+        // SAFETY: as above.
+        unsafe { AtomicU64::from_ptr(p) }.compare_exchange(
+            current,
+            new,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+    }
+    #[inline(always)]
+    unsafe fn fetch_or(p: *mut u64, v: u64) -> u64 {
+        // SAFETY: as above.
+        unsafe { AtomicU64::from_ptr(p) }.fetch_or(v, Ordering::AcqRel)
+    }
+}
+
 /// [`ReplayWindow::accept`] on a window that other CPUs may update at the
-/// same time (a BPF map value).
+/// same time (a BPF map value), with the word operations of `A`.
 ///
 /// # Safety
 /// `win` must point to a valid `ReplayWindow`, 8-byte aligned, that stays
-/// valid for the call and is only ever accessed atomically or by this
-/// function while shared.
+/// valid for the call and, while shared, is only accessed through `A`.
 #[inline(always)]
-pub unsafe fn accept_shared(win: *mut ReplayWindow, seq: u64) -> Result<(), ReplayError> {
+pub unsafe fn accept_shared<A: SharedU64>(
+    win: *mut ReplayWindow,
+    seq: u64,
+) -> Result<(), ReplayError> {
     if seq == 0 {
         return Err(ReplayError::TooOld);
     }
-    // SAFETY: the caller guarantees `win` is valid and 8-byte aligned, which
-    // is what `AtomicU64::from_ptr` needs for every field.
-    let top_a = unsafe { AtomicU64::from_ptr(core::ptr::addr_of_mut!((*win).top)) };
-    // SAFETY: as above; `bitmap` is `[u64; BLOCKS]`, so `.add(i)` for
-    // `i < BLOCKS` stays inside it.
-    let block_a = |i: usize| unsafe {
-        AtomicU64::from_ptr((core::ptr::addr_of_mut!((*win).bitmap) as *mut u64).add(i % BLOCKS))
+    // SAFETY: the caller guarantees `win` is valid; no reference is made.
+    let (top_p, blocks) = unsafe {
+        (
+            core::ptr::addr_of_mut!((*win).top),
+            core::ptr::addr_of_mut!((*win).bitmap) as *mut u64,
+        )
     };
+    // SAFETY: `bitmap` is `[u64; BLOCKS]`; `i % BLOCKS` keeps the pointer in it.
+    let block_p = |i: usize| unsafe { blocks.add(i % BLOCKS) };
 
-    let mut top = top_a.load(Ordering::Relaxed);
+    // SAFETY (this block and below): the caller guarantees `win` is valid
+    // and aligned, so are its fields.
+    let mut top = unsafe { A::load(top_p) };
     let mut tries = 0;
     while seq > top {
         if tries == CAS_TRIES {
@@ -131,11 +232,13 @@ pub unsafe fn accept_shared(win: *mut ReplayWindow, seq: u64) -> Result<(), Repl
         let mut i = 0;
         while i < BLOCKS {
             if (i as u64) < moved {
-                block_a((top / BLOCK_BITS + 1 + i as u64) as usize).store(0, Ordering::Relaxed);
+                // SAFETY: see above.
+                unsafe { A::store(block_p((top / BLOCK_BITS + 1 + i as u64) as usize), 0) };
             }
             i += 1;
         }
-        match top_a.compare_exchange(top, seq, Ordering::AcqRel, Ordering::Acquire) {
+        // SAFETY: see above.
+        match unsafe { A::compare_exchange(top_p, top, seq) } {
             Ok(_) => top = seq,
             Err(now) => top = now,
         }
@@ -144,7 +247,8 @@ pub unsafe fn accept_shared(win: *mut ReplayWindow, seq: u64) -> Result<(), Repl
         return Err(ReplayError::TooOld);
     }
     let (block, bit) = position(seq);
-    if block_a(block).fetch_or(bit, Ordering::AcqRel) & bit != 0 {
+    // SAFETY: see above.
+    if unsafe { A::fetch_or(block_p(block), bit) } & bit != 0 {
         return Err(ReplayError::Duplicate);
     }
     Ok(())
@@ -225,6 +329,18 @@ mod tests {
             }
         }
         assert_eq!(accepted, 5000);
+    }
+
+    #[test]
+    fn shared_update_matches_exclusive() {
+        let mut a = ReplayWindow::default();
+        let mut b = ReplayWindow::default();
+        for seq in [1u64, 3, 2, 3, 500, 309, 308, 309, 100, 1000, 999, 5000] {
+            // SAFETY: `b` is a valid local window.
+            let shared = unsafe { accept_shared::<CoreAtomics>(&mut b, seq) };
+            assert_eq!(a.accept(seq), shared, "seq {seq}");
+        }
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -1,56 +1,76 @@
 //! roamgate XDP data plane.
 //!
 //! `main.rs` stays thin: the entry point counts every frame, calls
-//! `try_roamgate`, maps its result to an action in one place, and counts the
-//! final action, so no path can forget to count.
+//! `try_roamgate`, maps its result to an action and a counter in one
+//! exhaustive match, and counts the final action, so no path can forget to
+//! count. Tunnel data goes to `decap`, packets matching a binding to
+//! `encap`; everything else passes untouched.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
+mod atomic;
+mod decap;
+mod encap;
+mod error;
+mod fib;
+mod mac;
+mod maps;
 mod packet;
+mod voice;
 
-use aya_ebpf::{
-    bindings::xdp_action,
-    macros::{map, xdp},
-    maps::PerCpuArray,
-    programs::XdpContext,
-};
-use aya_log_ebpf::debug;
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use roamgate_common::{
     counters,
     wire::{
         ethernet::{EthHdr, ETHERTYPE_IPV4},
-        ipv4::Ipv4Hdr,
+        ipv4::{Ipv4Hdr, PROTO_UDP},
+        tunnel::{TunnelHdr, MIP_PORT, TYPE_TUNNEL_DATA},
+        udp::UdpHdr,
+        Header,
     },
 };
 
-use crate::packet::{header, Error};
-
-#[map(name = "RG_COUNTERS")]
-static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(counters::MAX_COUNTERS, 0);
-
-#[inline(always)]
-fn count(idx: u32, n: u64) {
-    if let Some(slot) = COUNTERS.get_ptr_mut(idx) {
-        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
-        unsafe { *slot += n };
-    }
-}
+use crate::{
+    error::Error,
+    maps::count,
+    packet::{frame_len, header},
+};
 
 #[xdp]
 pub fn roamgate(ctx: XdpContext) -> u32 {
     count(counters::RX_PACKETS, 1);
-    count(
-        counters::RX_BYTES,
-        (ctx.data_end() as u64).wrapping_sub(ctx.data() as u64),
-    );
-    let action = match try_roamgate(&ctx) {
-        Ok(action) => action,
-        // Not ours, or too short to be ours: the stack decides.
-        Err(Error::PacketTooShort) => {
-            count(counters::RX_TRUNCATED, 1);
-            xdp_action::XDP_PASS
+    count(counters::RX_BYTES, frame_len(&ctx) as u64);
+    let (action, counter) = match try_roamgate(&ctx) {
+        Ok(action) => (action, None),
+        // Not ours, or too short to tell: the stack decides.
+        Err(Error::PacketTooShort) => (xdp_action::XDP_PASS, Some(counters::RX_TRUNCATED)),
+        Err(Error::Malformed) => (xdp_action::XDP_DROP, Some(counters::DROP_MALFORMED)),
+        Err(Error::Truncated) => (xdp_action::XDP_DROP, Some(counters::DROP_TRUNCATED)),
+        Err(Error::Fragmented) => (xdp_action::XDP_DROP, Some(counters::DROP_FRAGMENTED)),
+        Err(Error::UnknownSpi) => (xdp_action::XDP_DROP, Some(counters::DROP_UNKNOWN_SPI)),
+        Err(Error::BadMac) => (xdp_action::XDP_DROP, Some(counters::DROP_BAD_MAC)),
+        Err(Error::Replayed) => (xdp_action::XDP_DROP, Some(counters::DROP_REPLAYED)),
+        Err(Error::TooOld) => (xdp_action::XDP_DROP, Some(counters::DROP_TOO_OLD)),
+        Err(Error::ReplayContended) => {
+            (xdp_action::XDP_DROP, Some(counters::DROP_REPLAY_CONTENDED))
         }
+        Err(Error::Expired) => (xdp_action::XDP_DROP, Some(counters::DROP_EXPIRED)),
+        Err(Error::Ttl) => (xdp_action::XDP_DROP, Some(counters::DROP_TTL)),
+        Err(Error::OverMtu) => (xdp_action::XDP_DROP, Some(counters::DROP_OVER_MTU)),
+        Err(Error::Spoofed) => (xdp_action::XDP_DROP, Some(counters::DROP_SPOOFED)),
+        Err(Error::VoiceUnauthorised) => (
+            xdp_action::XDP_DROP,
+            Some(counters::DROP_VOICE_UNAUTHORISED),
+        ),
+        Err(Error::VoiceReplayed) => (xdp_action::XDP_DROP, Some(counters::DROP_VOICE_REPLAYED)),
+        Err(Error::NoTunnel) => (xdp_action::XDP_DROP, Some(counters::DROP_NO_TUNNEL)),
+        // The frame may be half rewritten: abort, never forward it.
+        Err(Error::Resize) => (xdp_action::XDP_ABORTED, Some(counters::ABORT_RESIZE)),
     };
+    if let Some(c) = counter {
+        count(c, 1);
+    }
     count(counters::action_counter(action), 1);
     action
 }
@@ -64,8 +84,26 @@ fn try_roamgate(ctx: &XdpContext) -> Result<u32, Error> {
     }
     let ip: &Ipv4Hdr = header(ctx, EthHdr::LEN)?;
     count(counters::RX_IPV4, 1);
-    debug!(ctx, "ipv4 proto {}", ip.proto);
-    Ok(xdp_action::XDP_PASS)
+    let hl = ip.header_len();
+    if ip.version() != 4 || hl < Ipv4Hdr::LEN {
+        // Broken IPv4 is the stack's to count.
+        return Ok(xdp_action::XDP_PASS);
+    }
+    if ip.proto == PROTO_UDP && ip.fragment_offset() == 0 {
+        if let Ok(udp) = header::<UdpHdr>(ctx, EthHdr::LEN + hl) {
+            if udp.dst_port() == MIP_PORT {
+                if let Ok(th) = header::<TunnelHdr>(ctx, EthHdr::LEN + hl + UdpHdr::LEN) {
+                    if th.msg_type == TYPE_TUNNEL_DATA {
+                        return decap::decap(ctx, hl);
+                    }
+                    // Registration request/reply: the control plane's.
+                    count(counters::RX_MIP_CONTROL, 1);
+                    return Ok(xdp_action::XDP_PASS);
+                }
+            }
+        }
+    }
+    Ok(encap::encap(ctx)?.unwrap_or(xdp_action::XDP_PASS))
 }
 
 #[cfg(not(test))]

@@ -3,36 +3,48 @@
 use aya_ebpf::programs::XdpContext;
 use roamgate_common::wire::Header;
 
-/// Why the program could not read what it needed.
-#[derive(Clone, Copy)]
-pub enum Error {
-    PacketTooShort,
+use crate::error::Error;
+
+/// Hides `x` from the optimiser. LLVM otherwise drops a bounds check it can
+/// prove from an earlier one on another pointer (for example `data + 34`
+/// from `data + hl + 22` with `hl >= 20`), which the verifier cannot follow.
+/// Costs one register move.
+#[inline(always)]
+pub fn opaque(mut x: usize) -> usize {
+    // SAFETY: an empty asm block that only claims to change `x`.
+    unsafe { core::arch::asm!("{0} = {0}", inout(reg) x, options(nomem, nostack)) };
+    x
 }
 
 /// A typed reference to the header at `offset`, or `PacketTooShort` when the
 /// frame ends before the header does.
 #[inline(always)]
 pub fn header<T: Header>(ctx: &XdpContext, offset: usize) -> Result<&T, Error> {
-    let start = ctx.data();
-    let end = ctx.data_end();
-    if start + offset + T::LEN > end {
+    // Opaque after the offset is added: the verifier needs `p + LEN`
+    // compared with data_end, not `data + (offset + LEN)`.
+    let p = opaque(ctx.data() + offset);
+    if p + T::LEN > ctx.data_end() {
         return Err(Error::PacketTooShort);
     }
-    // SAFETY: [start + offset, start + offset + LEN) lies inside the frame, the
-    // verifier has seen the comparison above, and `Header` types have
-    // alignment 1 and accept any bit pattern.
-    Ok(unsafe { &*((start + offset) as *const T) })
+    // SAFETY: [p, p + LEN) lies inside the frame, the verifier has seen the
+    // comparison above, and `Header` types have alignment 1 and accept any
+    // bit pattern.
+    Ok(unsafe { &*(p as *const T) })
 }
 
 /// Mutable variant of [`header`].
-#[allow(dead_code)]
 #[inline(always)]
 pub fn header_mut<T: Header>(ctx: &XdpContext, offset: usize) -> Result<&mut T, Error> {
-    let start = ctx.data();
-    let end = ctx.data_end();
-    if start + offset + T::LEN > end {
+    let p = opaque(ctx.data() + offset);
+    if p + T::LEN > ctx.data_end() {
         return Err(Error::PacketTooShort);
     }
     // SAFETY: as in `header`; XDP frames are writable.
-    Ok(unsafe { &mut *((start + offset) as *mut T) })
+    Ok(unsafe { &mut *(p as *mut T) })
+}
+
+/// Bytes in the frame.
+#[inline(always)]
+pub fn frame_len(ctx: &XdpContext) -> usize {
+    ctx.data_end() - ctx.data()
 }

@@ -232,14 +232,14 @@ pub fn parse(packet: &[u8]) -> Result<TunnelPacket<'_>, TunnelError> {
     let udp_bytes = packet.get(hl..).ok_or(TunnelError::NotTunnel)?;
     let udp = UdpHdr::from_bytes(udp_bytes).ok_or(TunnelError::NotTunnel)?;
     let payload = udp_bytes.get(UdpHdr::LEN..).ok_or(TunnelError::NotTunnel)?;
-    if udp.dst_port() != MIP_PORT || payload.first() != Some(&TYPE_TUNNEL_DATA) {
+    let th = TunnelHdr::from_bytes(payload).ok_or(TunnelError::NotTunnel)?;
+    if udp.dst_port() != MIP_PORT || th.msg_type != TYPE_TUNNEL_DATA {
         return Err(TunnelError::NotTunnel);
     }
     // From here on the packet claims to be roamgate's.
     if ip.more_fragments() {
         return Err(TunnelError::Fragmented);
     }
-    let th = TunnelHdr::from_bytes(payload).ok_or(TunnelError::Truncated)?;
     if !th.is_ipv4_data() {
         return Err(TunnelError::Malformed);
     }
@@ -517,7 +517,8 @@ mod tests {
     #[test]
     fn truncated() {
         let (buf, n) = packet();
-        assert_eq!(parse(&buf[..29]), Err(TunnelError::Truncated));
+        assert_eq!(parse(&buf[..31]), Err(TunnelError::NotTunnel));
+        assert_eq!(parse(&buf[..32]), Err(TunnelError::Truncated));
         assert_eq!(parse(&buf[..n - 1]), Err(TunnelError::Truncated));
     }
 

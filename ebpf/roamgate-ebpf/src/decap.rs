@@ -1,0 +1,155 @@
+//! The receiving end: parse, then SPI lookup, then the MAC (constant time),
+//! then the replay window, and only then forward the inner packet.
+
+use aya_ebpf::{helpers::bpf_xdp_adjust_head, helpers::bpf_xdp_adjust_tail, programs::XdpContext};
+use roamgate_common::{
+    counters,
+    maps::{TunnelKey, ROLE_CARE_OF, ROLE_HOME_AGENT},
+    replay::{accept_shared, ReplayError},
+    siphash::{tag_words, tags_equal},
+    wire::{
+        ethernet::{EthHdr, ETHERTYPE_IPV4},
+        ipv4::{Ipv4Hdr, DSCP_EF},
+        tunnel::{mac_begin, Trailer, TunnelHdr, MIN_INNER_LEN},
+        udp::UdpHdr,
+        Header,
+    },
+};
+
+use crate::{
+    atomic::BpfAtomics,
+    error::Error,
+    fib::{forward, Route},
+    mac::{finish_over_packet, MAX_INNER_LEN},
+    maps::{count, now_ns, TUNNELS},
+    packet::{frame_len, header, header_mut},
+    voice,
+};
+
+/// Handles a frame already classified as RFC 3519 tunnel data: outer IPv4
+/// header length `hl` at offset 14, UDP at 14 + hl, tunnel header after it.
+#[inline(always)]
+pub fn decap(ctx: &XdpContext, hl: usize) -> Result<u32, Error> {
+    let ip: &Ipv4Hdr = header(ctx, EthHdr::LEN)?;
+    if ip.more_fragments() {
+        return Err(Error::Fragmented);
+    }
+    let th: &TunnelHdr = header(ctx, EthHdr::LEN + hl + UdpHdr::LEN)?;
+    if !th.is_ipv4_data() {
+        return Err(Error::Malformed);
+    }
+    let tot = ip.total_len() as usize;
+    let outer_min = hl + UdpHdr::LEN + TunnelHdr::LEN;
+    if tot < outer_min + MIN_INNER_LEN + Trailer::LEN {
+        return Err(Error::Malformed);
+    }
+    if EthHdr::LEN + tot > frame_len(ctx) {
+        return Err(Error::Truncated);
+    }
+    let udp: &UdpHdr = header(ctx, EthHdr::LEN + hl)?;
+    if udp.len() as usize != tot - hl {
+        return Err(Error::Malformed);
+    }
+    let (outer_src, outer_dst) = (ip.src, ip.dst);
+
+    let inner_off = EthHdr::LEN + outer_min;
+    let inner: &Ipv4Hdr = header(ctx, inner_off).map_err(|_| Error::Truncated)?;
+    let inner_tot = inner.total_len() as usize;
+    if inner.version() != 4
+        || inner.header_len() < Ipv4Hdr::LEN
+        || inner_tot < inner.header_len()
+        || outer_min + inner_tot + Trailer::LEN != tot
+    {
+        return Err(Error::Malformed);
+    }
+    if inner_tot > MAX_INNER_LEN {
+        return Err(Error::OverMtu);
+    }
+    let trailer: &Trailer = header(ctx, inner_off + inner_tot).map_err(|_| Error::Truncated)?;
+    let spi = trailer.spi;
+    let seq_bytes = trailer.seq;
+    let tag = tag_words(&trailer.tag);
+
+    // SPI lookup.
+    let tunnel = TUNNELS
+        .get_ptr_mut(&TunnelKey { spi })
+        .ok_or(Error::UnknownSpi)?;
+    // SAFETY: a live map value. The fields read here are written only by
+    // userspace, which replaces a tunnel whole.
+    let t = unsafe { &*tunnel };
+    let now = now_ns();
+    if now >= t.expires_ns {
+        return Err(Error::Expired);
+    }
+    if tot > t.mtu as usize {
+        return Err(Error::OverMtu);
+    }
+
+    // MAC, compared in constant time.
+    let s = mac_begin(&t.key_rx, outer_src, outer_dst, spi, seq_bytes);
+    let got = finish_over_packet(ctx, s, inner_off, inner_tot)?;
+    if !tags_equal(got, tag) {
+        return Err(Error::BadMac);
+    }
+
+    // Replay window, only for authenticated packets.
+    // SAFETY: a live, 8-byte aligned map value; `rx` is only touched
+    // atomically while shared.
+    let win = unsafe { core::ptr::addr_of_mut!((*tunnel).rx) };
+    // SAFETY: as above.
+    unsafe { accept_shared::<BpfAtomics>(win, u64::from_be_bytes(seq_bytes)) }.map_err(
+        |e| match e {
+            ReplayError::Duplicate => Error::Replayed,
+            ReplayError::TooOld => Error::TooOld,
+            ReplayError::Contended => Error::ReplayContended,
+        },
+    )?;
+
+    // The inner packet must belong to the tunnel's unit.
+    let inner: &mut Ipv4Hdr = header_mut(ctx, inner_off).map_err(|_| Error::Truncated)?;
+    let spoofed = match t.role {
+        ROLE_HOME_AGENT => inner.src != t.home,
+        ROLE_CARE_OF => inner.dst != t.home,
+        _ => true,
+    };
+    if spoofed {
+        return Err(Error::Spoofed);
+    }
+    if !inner.decrement_ttl() {
+        return Err(Error::Ttl);
+    }
+    let is_voice = voice::check(ctx, inner_off, now)?;
+    let inner: &mut Ipv4Hdr = header_mut(ctx, inner_off).map_err(|_| Error::Truncated)?;
+    if is_voice {
+        inner.set_dscp(DSCP_EF);
+        count(counters::VOICE_FORWARDED, 1);
+    }
+    let route = Route {
+        src: inner.src,
+        dst: inner.dst,
+        tos: inner.tos,
+        tot_len: inner_tot as u16,
+    };
+
+    // Strip: keep the Ethernet addresses, drop outer headers and trailer.
+    let eth: &EthHdr = header(ctx, 0)?;
+    let (dst_mac, src_mac) = (eth.dst, eth.src);
+    let strip = (hl + UdpHdr::LEN + TunnelHdr::LEN) as i32;
+    let new_len = (EthHdr::LEN + inner_tot) as i32;
+    let shrink = new_len - (frame_len(ctx) as i32 - strip);
+    // SAFETY: helper on our own context; packet pointers are re-derived
+    // from ctx afterwards.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, strip) } != 0 {
+        return Err(Error::Resize);
+    }
+    // SAFETY: as above.
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, shrink) } != 0 {
+        return Err(Error::Resize);
+    }
+    let eth: &mut EthHdr = header_mut(ctx, 0)?;
+    eth.dst = dst_mac;
+    eth.src = src_mac;
+    eth.set_ether_type(ETHERTYPE_IPV4);
+    count(counters::TUNNEL_DECAP, 1);
+    forward(ctx, &route)
+}

@@ -1,0 +1,152 @@
+//! Into the tunnel: a packet to a bound home address (home agent), or from
+//! one (care-of side, reverse tunnel), is wrapped in outer IPv4 | UDP |
+//! RFC 3519 header, followed by the trailer with the next sequence number
+//! and the MAC.
+
+use aya_ebpf::{
+    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    programs::XdpContext,
+};
+use roamgate_common::{
+    counters,
+    maps::{BindingKey, TunnelKey, BINDING_CARE_OF, BINDING_HOME_AGENT},
+    siphash::tag_bytes,
+    wire::{
+        ethernet::{EthHdr, ETHERTYPE_IPV4},
+        ipv4::{Ipv4Hdr, DSCP_EF},
+        tunnel::{mac_begin, outer_ipv4, EncapRepr, Trailer, TunnelHdr, OUTER_HDRS_LEN, OVERHEAD},
+        udp::UdpHdr,
+        Header,
+    },
+};
+
+use crate::{
+    atomic::fetch_add,
+    error::Error,
+    fib::{forward, Route},
+    mac::{finish_over_packet, MAX_INNER_LEN},
+    maps::{count, now_ns, BINDINGS, TUNNELS},
+    packet::{frame_len, header, header_mut},
+    voice,
+};
+
+/// Encapsulates the IPv4 packet at offset 14 if a binding matches; `Ok(None)`
+/// if none does (not roamgate's traffic).
+#[inline(always)]
+pub fn encap(ctx: &XdpContext) -> Result<Option<u32>, Error> {
+    let ip: &Ipv4Hdr = header(ctx, EthHdr::LEN)?;
+    let binding = match BINDINGS.get_ptr(&BindingKey::new(ip.dst, BINDING_HOME_AGENT)) {
+        Some(b) => b,
+        None => match BINDINGS.get_ptr(&BindingKey::new(ip.src, BINDING_CARE_OF)) {
+            Some(b) => b,
+            None => return Ok(None),
+        },
+    };
+    // SAFETY: a live map value, written only by userspace (whole).
+    let b = unsafe { *binding };
+    let now = now_ns();
+    if now >= b.expires_ns {
+        return Err(Error::Expired);
+    }
+    let tunnel = TUNNELS
+        .get_ptr_mut(&TunnelKey { spi: b.spi })
+        .ok_or(Error::NoTunnel)?;
+    // SAFETY: a live map value; the fields read through `t` are written only
+    // by userspace, which replaces a tunnel whole.
+    let t = unsafe { &*tunnel };
+    if now >= t.expires_ns {
+        return Err(Error::Expired);
+    }
+
+    let hl = ip.header_len();
+    let inner_tot = ip.total_len() as usize;
+    if ip.version() != 4 || hl < Ipv4Hdr::LEN || inner_tot < hl {
+        return Err(Error::Malformed);
+    }
+    if EthHdr::LEN + inner_tot > frame_len(ctx) {
+        return Err(Error::Truncated);
+    }
+    if inner_tot > MAX_INNER_LEN || inner_tot + OVERHEAD > t.mtu as usize {
+        return Err(Error::OverMtu);
+    }
+    if ip.ttl <= 1 {
+        return Err(Error::Ttl);
+    }
+    let is_voice = voice::check(ctx, EthHdr::LEN, now)?;
+    let ip: &mut Ipv4Hdr = header_mut(ctx, EthHdr::LEN)?;
+    ip.decrement_ttl();
+    if is_voice {
+        ip.set_dscp(DSCP_EF);
+        count(counters::VOICE_FORWARDED, 1);
+    }
+    let tos = ip.tos;
+
+    // SAFETY: a live, 8-byte aligned map value; `tx_seq` is only touched
+    // atomically while shared.
+    let seq = unsafe { fetch_add(core::ptr::addr_of_mut!((*tunnel).tx_seq), 1) }.wrapping_add(1);
+    let repr = EncapRepr {
+        src: t.local,
+        dst: b.remote,
+        src_port: u16::from_be_bytes(t.src_port),
+        dst_port: u16::from_be_bytes(t.dst_port),
+        spi: b.spi,
+        seq,
+    };
+    let key = t.key_tx;
+
+    // Grow: room for the outer headers in front, the trailer behind (and
+    // drop any link padding behind the inner packet).
+    let eth: &EthHdr = header(ctx, 0)?;
+    let (dst_mac, src_mac) = (eth.dst, eth.src);
+    let grow_head = OUTER_HDRS_LEN as i32;
+    let new_len = (EthHdr::LEN + OVERHEAD + inner_tot) as i32;
+    let grow_tail = new_len - (frame_len(ctx) as i32 + grow_head);
+    // SAFETY: helper on our own context; packet pointers are re-derived
+    // from ctx afterwards.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -grow_head) } != 0 {
+        return Err(Error::Resize);
+    }
+    // SAFETY: as above.
+    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, grow_tail) } != 0 {
+        return Err(Error::Resize);
+    }
+
+    let eth: &mut EthHdr = header_mut(ctx, 0)?;
+    eth.dst = dst_mac;
+    eth.src = src_mac;
+    eth.set_ether_type(ETHERTYPE_IPV4);
+    let total = (OVERHEAD + inner_tot) as u16;
+    let outer: &mut Ipv4Hdr = header_mut(ctx, EthHdr::LEN)?;
+    *outer = outer_ipv4(&repr, tos, total);
+    let udp: &mut UdpHdr = header_mut(ctx, EthHdr::LEN + Ipv4Hdr::LEN)?;
+    *udp = UdpHdr {
+        src_port: t.src_port,
+        dst_port: t.dst_port,
+        len: (total - Ipv4Hdr::LEN as u16).to_be_bytes(),
+        check: [0, 0],
+    };
+    let th: &mut TunnelHdr = header_mut(ctx, EthHdr::LEN + Ipv4Hdr::LEN + UdpHdr::LEN)?;
+    *th = TunnelHdr::IPV4;
+    let inner_off = EthHdr::LEN + OUTER_HDRS_LEN;
+    let trailer_off = inner_off + inner_tot;
+    {
+        let tr: &mut Trailer = header_mut(ctx, trailer_off).map_err(|_| Error::Truncated)?;
+        tr.spi = repr.spi;
+        tr.seq = seq.to_be_bytes();
+    }
+    let s = mac_begin(&key, repr.src, repr.dst, repr.spi, seq.to_be_bytes());
+    let tag = finish_over_packet(ctx, s, inner_off, inner_tot)?;
+    let tr: &mut Trailer = header_mut(ctx, trailer_off).map_err(|_| Error::Truncated)?;
+    tr.tag = tag_bytes(tag);
+    count(counters::TUNNEL_ENCAP, 1);
+    forward(
+        ctx,
+        &Route {
+            src: repr.src,
+            dst: repr.dst,
+            tos,
+            tot_len: total,
+        },
+    )
+    .map(Some)
+}
