@@ -1112,6 +1112,161 @@ mod tests {
         );
     }
 
+    /// The six messages of an MIT kinit + kvno, in order.
+    fn mit_exchange() -> Vec<Vec<u8>> {
+        include_str!("testdata/mit_exchange.txt")
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|l| {
+                let hex = l.split_once(' ').unwrap().1;
+                (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// MIT's messages decode, and re-encode to the very same bytes (our DER
+    /// is MIT's DER).
+    #[test]
+    fn parse_mit_messages_and_reencode_identically() {
+        use rasn_kerberos::{AsRep, TgsRep, TgsReq};
+        let m = mit_exchange();
+        assert_eq!(m.len(), 6);
+        let kinds: Vec<_> = m.iter().map(|b| MessageKind::of(b).unwrap()).collect();
+        assert_eq!(
+            kinds,
+            [
+                MessageKind::AsReq,
+                MessageKind::KrbError,
+                MessageKind::AsReq,
+                MessageKind::AsRep,
+                MessageKind::TgsReq,
+                MessageKind::TgsRep
+            ]
+        );
+        let r0: AsReq = decode(&m[0]).unwrap();
+        assert_eq!(encode(&r0), m[0]);
+        assert_eq!(
+            from_principal_name(
+                "cname",
+                r0.0.req_body.cname.as_ref().unwrap(),
+                &r0.0.req_body.realm
+            )
+            .unwrap(),
+            alice()
+        );
+        let e1 = recognise_error(&m[1]).unwrap().unwrap();
+        assert_eq!(encode(&e1), m[1]);
+        assert_eq!(e1.error_code, error_code::KDC_ERR_PREAUTH_REQUIRED);
+        assert!(error_method_data(&e1)
+            .iter()
+            .any(|p| p.r#type == pa_type::ETYPE_INFO2));
+        let r2: AsReq = decode(&m[2]).unwrap();
+        assert_eq!(encode(&r2), m[2]);
+        let p3: AsRep = decode(&m[3]).unwrap();
+        assert_eq!(encode(&p3), m[3]);
+        let r4: TgsReq = decode(&m[4]).unwrap();
+        assert_eq!(encode(&r4), m[4]);
+        let p5: TgsRep = decode(&m[5]).unwrap();
+        assert_eq!(encode(&p5), m[5]);
+    }
+
+    /// Our crypto and message glue open everything MIT sealed: its
+    /// PA-ENC-TIMESTAMP and AS-REP with the password key (salt from
+    /// ETYPE-INFO2), the TGS-REQ authenticator and its checksum over the
+    /// request body with the TGT session key.
+    #[test]
+    fn open_mit_exchange_with_the_password() {
+        use crate::usage;
+        use rasn_kerberos::{
+            ApReq, AsRep, Authenticator, EncTgsRepPart, EncryptedData, EtypeInfo2Entry, TgsRep,
+            TgsReq,
+        };
+        use roamgate_krb_crypto::{Etype, Key};
+        let m = mit_exchange();
+        let e1 = recognise_error(&m[1]).unwrap().unwrap();
+        let md = error_method_data(&e1);
+        let info: Vec<EtypeInfo2Entry> =
+            decode(&find_padata(Some(&md), pa_type::ETYPE_INFO2).unwrap().value).unwrap();
+        assert_eq!(info[0].etype, 18);
+        let salt = info[0]
+            .salt
+            .as_ref()
+            .map(|s| s.as_bytes().to_vec())
+            .unwrap_or_else(|| alice().default_salt());
+        let key = Key::from_password(
+            Etype::Aes256CtsHmacSha196,
+            b"pw1",
+            &salt,
+            info[0].s2kparams.as_deref(),
+        )
+        .unwrap();
+        // PA-ENC-TIMESTAMP in the second AS-REQ.
+        let r2: AsReq = decode(&m[2]).unwrap();
+        let ts = find_padata(r2.0.padata.as_deref(), pa_type::ENC_TIMESTAMP).unwrap();
+        let ts: EncryptedData = decode(&ts.value).unwrap();
+        let ts: PaEncTsEnc = open(&key, usage::AS_REQ_PA_ENC_TIMESTAMP, &ts).unwrap();
+        assert!(from_kerberos_time(&ts.patimestamp) > UNIX_EPOCH);
+        // The AS-REP. MIT seals an EncTGSRepPart (tag 26) even here, as
+        // RFC 4120 §5.4.2 warns; the client accepts both tags.
+        let p3: AsRep = decode(&m[3]).unwrap();
+        let plain = open_bytes(&key, usage::AS_REP_ENC_PART, &p3.0.enc_part, "AS-REP").unwrap();
+        assert_eq!(plain[0], 0x7a);
+        let part: EncTgsRepPart = decode(&plain).unwrap();
+        assert_eq!(part.0.nonce, r2.0.req_body.nonce);
+        let tgt_session = key_from_wire(&part.0.key).unwrap();
+        // The TGS-REQ: authenticator under the TGT session key, checksum
+        // over the DER request body.
+        let r4: TgsReq = decode(&m[4]).unwrap();
+        let ap: ApReq = decode(
+            &find_padata(r4.0.padata.as_deref(), pa_type::TGS_REQ)
+                .unwrap()
+                .value,
+        )
+        .unwrap();
+        assert_eq!(ap.ticket, p3.0.ticket);
+        let auth: Authenticator = open(
+            &tgt_session,
+            usage::TGS_REQ_PA_TGS_REQ_AUTHENTICATOR,
+            &ap.authenticator,
+        )
+        .unwrap();
+        verify_checksum(
+            &tgt_session,
+            usage::TGS_REQ_PA_TGS_REQ_CKSUM,
+            &encode(&r4.0.req_body),
+            auth.cksum.as_ref().unwrap(),
+            "TGS-REQ body",
+        )
+        .unwrap();
+        // The TGS-REP: kvno armoured the TGS exchange with FAST (the KDC
+        // advertised it), so the reply key is strengthened (RFC 6113) and
+        // the reply carries PA-FX-FAST; roamgate's own client does not use
+        // FAST. The subkey decodes, and the reply names our nonce's request.
+        assert_eq!(
+            key_from_wire(auth.subkey.as_ref().unwrap())
+                .unwrap()
+                .etype(),
+            Etype::Aes256CtsHmacSha196
+        );
+        let p5: TgsRep = decode(&m[5]).unwrap();
+        assert!(find_padata(p5.0.padata.as_deref(), pa_type::FX_FAST).is_some());
+        assert_eq!(
+            from_principal_name("sname", &p5.0.ticket.sname, &p5.0.ticket.realm)
+                .unwrap()
+                .to_string(),
+            "host/h@EXAMPLE.COM"
+        );
+        // A wrong password does not open the AS-REP.
+        let wrong = Key::from_password(Etype::Aes256CtsHmacSha196, b"pw2", &salt, None).unwrap();
+        assert!(matches!(
+            open::<_, EncTgsRepPart>(&wrong, usage::AS_REP_ENC_PART, &p3.0.enc_part),
+            Err(MessageError::Decrypt { .. })
+        ));
+    }
+
     #[test]
     fn nonce_stays_below_2_pow_31() {
         for _ in 0..64 {
