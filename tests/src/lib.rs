@@ -5,3 +5,5 @@
 pub mod bench;
 pub mod mit;
 pub mod netns;
+pub mod rawbpf;
+pub mod tunnel_net;

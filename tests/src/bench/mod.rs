@@ -1,7 +1,9 @@
 //! `cargo xtask bench`: each section measures one part side by side with its
 //! baseline in the same run and returns a JSON object under its own key.
 
+pub mod dataplane;
+
 pub type Section = fn() -> anyhow::Result<serde_json::Value>;
 
 /// (JSON key, runner). Sections whose key is empty merge into the top level.
-pub const SECTIONS: &[(&str, Section)] = &[];
+pub const SECTIONS: &[(&str, Section)] = &[("", dataplane::run)];

@@ -55,6 +55,26 @@ fn wait_readable(fd: RawFd, timeout: Duration) {
     unsafe { libc::poll(&mut p, 1, timeout.as_millis() as libc::c_int) };
 }
 
+/// docs/wire.md §1: tunnel packets carry UDP checksum 0 (the tag covers
+/// more than the checksum would); SO_NO_CHECK makes the kernel send 0.
+fn no_udp_checksum(sock: &UdpSocket) -> std::io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt on a socket we own with a valid c_int option value.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NO_CHECK,
+            &one as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
     // SAFETY: fcntl on an fd we own, with integer arguments only.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
@@ -105,6 +125,7 @@ pub fn run(cfg: &TunnelConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Arc<Forw
     let sock = UdpSocket::bind(SocketAddrV4::new(t.local, MIP_PORT))
         .with_context(|| format!("binding UDP {}:{MIP_PORT}", t.local))?;
     sock.set_nonblocking(true)?;
+    no_udp_checksum(&sock).context("setting SO_NO_CHECK on the tunnel socket")?;
     let tun_fd = dev.as_raw_fd();
     set_nonblocking(tun_fd).context("making the TUN device non-blocking")?;
     info!(

@@ -1,0 +1,653 @@
+//! Data-plane benchmark (`roamgate-bench --only dataplane`). Its keys merge
+//! into the top level of the JSON:
+//!
+//! - `testrun_ns`: ns per packet from BPF_PROG_TEST_RUN for one 128-byte
+//!   inner packet (142-byte frame), every value measured the same way:
+//!   `repeat = 1` in a loop (the rewriting programs cannot be repeated in
+//!   the kernel), mean of the middle 80 % of 20 000 runs. `xdp_pass` is a
+//!   separate two-instruction XDP_PASS program (`rawbpf::constant`); its
+//!   in-kernel `repeat = 1 000 000` figure is reported beside it as
+//!   `xdp_pass_amortised`, and roamgate's own program on foreign traffic as
+//!   `roamgate_foreign_pass`. Runs happen in the home agent's namespace with
+//!   the real ingress ifindex, so the FIB lookups succeed as in production.
+//! - `veth_mpps`: live-frames BPF_PROG_TEST_RUN on one pinned core, in the
+//!   namespaces of `tunnel_net`, redirecting into real veths whose peers run
+//!   restoring sinks (see `rawbpf`). Packets per second from wall time.
+//! - `tun_pps`: the userspace forwarder (in this process, release build)
+//!   encapsulating the same packets from a real TUN device, driven by a UDP
+//!   sender on the correspondent; `tun_cpu` is the CPU its two threads used.
+//! - `bindings_scale`: decap_verify with 1 000 and 1 000 000 bindings and
+//!   tunnels installed.
+
+use std::{
+    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+    os::fd::{AsFd as _, AsRawFd as _},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use roamgate::{
+    dataplane::{
+        frame::FrameBuilder,
+        maps::{derive_keys, Binding, Expiry, Maps, MasterKey, Role, TunnelSpec, VoiceFlow},
+        DataPlane,
+    },
+    tunnel::{config::TunnelConfig, core::Encapsulator},
+};
+use serde_json::{json, Value};
+
+use crate::{
+    netns::Topology,
+    rawbpf::{self, RawProg},
+    tunnel_net::{in_netns, End, TunnelNet, CN, COA_TR, HA_TR, HOME, MASTER, SPI},
+};
+
+/// Inner packet size of every measurement.
+const INNER_LEN: usize = 128;
+/// repeat = 1 runs per TestRun figure.
+const RUNS: usize = 20_000;
+/// Frames per live-frames measurement.
+const LIVE_FRAMES: u32 = 1_000_000;
+/// The core the live-frames runs are pinned to.
+const BENCH_CPU: usize = 1;
+const XDP_ACTION_REDIRECT: u32 = 4;
+const XDP_ACTION_TX: u32 = 3;
+const XDP_ACTION_DROP: u32 = 1;
+
+fn round(v: f64, digits: i32) -> f64 {
+    let p = 10f64.powi(digits);
+    (v * p).round() / p
+}
+
+/// Mean of the middle 80 %.
+fn trimmed_mean(mut v: Vec<u32>) -> f64 {
+    v.sort_unstable();
+    let cut = v.len() / 10;
+    let mid = &v[cut..v.len() - cut];
+    mid.iter().map(|&x| x as f64).sum::<f64>() / mid.len() as f64
+}
+
+struct Frames {
+    /// cn -> home, as the home agent receives it on ha-cn.
+    encap: Vec<u8>,
+    /// A voice (RTP) packet cn -> home, per RTP sequence number.
+    voice: Box<dyn Fn(u16) -> Vec<u8> + Send + Sync>,
+    /// A tunnel frame care-of -> home agent with sequence `seq`, as the home
+    /// agent receives it on ha-tr.
+    decap: Box<dyn Fn(u64) -> Vec<u8> + Send + Sync>,
+    /// Same, with the tag flipped.
+    bad_mac: Vec<u8>,
+    /// A frame the program passes (not for a home address).
+    foreign: Vec<u8>,
+}
+
+fn frames(net: &TunnelNet) -> anyhow::Result<Frames> {
+    let ha_cn = net.mac("ha", "ha-cn")?;
+    let cn0 = net.mac("cn", "cn0")?;
+    let ha_tr = net.mac("ha", "ha-tr")?;
+    let tr_ha = net.mac("tr", "tr-ha")?;
+    let encap = FrameBuilder::new()
+        .macs(cn0, ha_cn)
+        .ipv4(CN, HOME)
+        .udp(5000, 6000)
+        .payload_len(INNER_LEN - 28)
+        .build();
+    let foreign = FrameBuilder::new()
+        .macs(cn0, ha_cn)
+        .ipv4(CN, Ipv4Addr::new(10, 1, 0, 1))
+        .udp(5000, 6000)
+        .payload_len(INNER_LEN - 28)
+        .build();
+    let voice = Box::new(move |seq: u16| {
+        let mut rtp = vec![0x80, 0x00];
+        rtp.extend_from_slice(&seq.to_be_bytes());
+        rtp.extend_from_slice(&[0, 0, 0, 160]);
+        rtp.extend_from_slice(&0xfeed_f00du32.to_be_bytes());
+        rtp.resize(INNER_LEN - 28, 0x55);
+        FrameBuilder::new()
+            .macs(cn0, ha_cn)
+            .ipv4(CN, HOME)
+            .udp(5004, 6004)
+            .payload(&rtp)
+            .build()
+    });
+    let coa_keys = derive_keys(&MasterKey::new(MASTER), SPI, HOME, Role::CareOf);
+    let tx = coa_keys.tx;
+    let decap = Box::new(move |seq: u64| {
+        let inner = FrameBuilder::new()
+            .ipv4(HOME, CN)
+            .udp(6000, 5000)
+            .payload_len(INNER_LEN - 28)
+            .build_l3();
+        let mut enc = Encapsulator::new(SPI, COA_TR, HA_TR, tx, 1500, seq);
+        let mut out = vec![0u8; 14 + 2048];
+        let n = enc
+            .encap(&inner, &mut out[14..])
+            .expect("encap of a valid packet");
+        out.truncate(14 + n);
+        out[0..6].copy_from_slice(&ha_tr);
+        out[6..12].copy_from_slice(&tr_ha);
+        out[12..14].copy_from_slice(&[0x08, 0x00]);
+        out
+    });
+    let mut bad_mac = decap(1);
+    let n = bad_mac.len();
+    bad_mac[n - 1] ^= 0x01;
+    Ok(Frames {
+        encap,
+        voice,
+        decap,
+        bad_mac,
+        foreign,
+    })
+}
+
+/// repeat = 1 runs of `prog` over frames from `frame(i)`; checks the action.
+fn time_runs(
+    prog: i32,
+    ifindex: u32,
+    want: &[u32],
+    mut frame: impl FnMut(usize) -> Vec<u8>,
+    what: &str,
+) -> anyhow::Result<f64> {
+    let mut d = Vec::with_capacity(RUNS);
+    let mut out = vec![0u8; 4096];
+    for k in 0..RUNS {
+        let f = frame(k);
+        let r = rawbpf::test_run(prog, &f, 1, ifindex, None, Some(&mut out))?;
+        if !want.contains(&r.retval) {
+            bail!(
+                "{what}: run {k} returned action {} (wanted {want:?})",
+                r.retval
+            );
+        }
+        d.push(r.duration_ns);
+    }
+    Ok(trimmed_mean(d))
+}
+
+fn xdp_fd(dp: &DataPlane) -> anyhow::Result<i32> {
+    Ok(dp.xdp()?.fd()?.as_fd().as_raw_fd())
+}
+
+/// Live-frames run; returns (Mpps by wall time, kernel ns per frame).
+fn live(prog: i32, frame: &[u8], ifindex: u32, batch: u32, n: u32) -> anyhow::Result<(f64, u32)> {
+    let t = Instant::now();
+    let r = rawbpf::test_run(prog, frame, n, ifindex, Some(batch), None)?;
+    let wall = t.elapsed().as_secs_f64();
+    Ok((n as f64 / wall / 1e6, r.duration_ns))
+}
+
+pub fn run() -> anyhow::Result<Value> {
+    let started = Instant::now();
+    let net = TunnelNet::new("bench", End::Xdp, End::Xdp)?;
+    let f = frames(&net)?;
+    let ha = net.ha.as_ref().context("home agent data plane")?;
+    let prog = xdp_fd(ha)?;
+    let pass = rawbpf::constant(rawbpf::XDP_PASS)?;
+    let drop_prog = rawbpf::constant(rawbpf::XDP_DROP)?;
+    let mut maps = Maps::open(&net.pin_ha)?;
+    maps.authorise_voice(
+        &VoiceFlow {
+            src: CN,
+            dst: HOME,
+            src_port: 5004,
+            dst_port: 6004,
+            ssrc: 0xfeed_f00d,
+        },
+        Expiry::Never,
+    )?;
+    let ha_ns = net.topo.ns("ha");
+    let mut next_seq = 1u64;
+    let ok_fwd = [XDP_ACTION_REDIRECT, XDP_ACTION_TX];
+
+    // ---- TestRun, ns per packet.
+    let (tr, after_seq) = in_netns(&ha_ns, || {
+        let if_cn = rawbpf::ifindex("ha-cn")?;
+        let if_tr = rawbpf::ifindex("ha-tr")?;
+        let mut seq = next_seq;
+        let xdp_pass = time_runs(pass.fd(), if_cn, &[2], |_| f.encap.clone(), "xdp_pass")?;
+        let amortised = rawbpf::test_run(pass.fd(), &f.encap, 1_000_000, if_cn, None, None)?;
+        let foreign = time_runs(prog, if_cn, &[2], |_| f.foreign.clone(), "foreign")?;
+        let encap = time_runs(prog, if_cn, &ok_fwd, |_| f.encap.clone(), "encap")?;
+        let decap = time_runs(
+            prog,
+            if_tr,
+            &ok_fwd,
+            |_| {
+                seq += 1;
+                (f.decap)(seq - 1)
+            },
+            "decap_verify",
+        )?;
+        let voice = time_runs(prog, if_cn, &ok_fwd, |k| (f.voice)(k as u16 + 1), "voice")?;
+        let bad = time_runs(
+            prog,
+            if_tr,
+            &[XDP_ACTION_DROP],
+            |_| f.bad_mac.clone(),
+            "drop_bad_mac",
+        )?;
+        Ok((
+            json!({
+                "xdp_pass": round(xdp_pass, 1),
+                "encap": round(encap, 1),
+                "decap_verify": round(decap, 1),
+                "voice": round(voice, 1),
+                "drop_bad_mac": round(bad, 1),
+                "xdp_pass_amortised": amortised.duration_ns,
+                "roamgate_foreign_pass": round(foreign, 1),
+                "method": "repeat=1 x 20000, mean of middle 80%, 142-byte frame (128-byte inner)",
+            }),
+            seq,
+        ))
+    })?;
+    next_seq = after_seq;
+    let c = ha.counters()?;
+    if c.get("voice_forwarded") < RUNS as u64 {
+        bail!("voice runs did not take the voice path: {c:?}");
+    }
+    eprintln!("testrun_ns: {tr}");
+    let pass_ns = tr["xdp_pass"].as_f64().unwrap_or(f64::NAN);
+
+    // ---- veth, live frames, one core.
+    let live_res = veth_live(&net, prog, &drop_prog, &f, &mut next_seq)?;
+    eprintln!("veth: {live_res}");
+
+    // ---- userspace forwarder on the same path and packet size.
+    drop(maps);
+    let tun = tun_pps()?;
+    eprintln!("tun: {tun}");
+
+    // ---- bindings scale.
+    let scale = bindings_scale(&net, prog, &f, &mut next_seq)?;
+    eprintln!("bindings_scale: {scale}");
+
+    let drop_mpps = live_res["xdp_drop"].as_f64().unwrap_or(f64::NAN);
+    let decap_mpps = live_res["decap_verify_redirect"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    let encap_mpps = live_res["ha_encap_redirect"].as_f64().unwrap_or(f64::NAN);
+    let tun_pps_v = tun["tun_pps"].as_f64().unwrap_or(f64::NAN);
+    let tun_cpu = tun["tun_cpu"].as_f64().unwrap_or(f64::NAN);
+    let tun_per_cpu = tun_pps_v / tun_cpu.max(1e-9);
+    Ok(json!({
+        "testrun_ns": tr,
+        "ratio_decap_verify_over_pass": round(tr["decap_verify"].as_f64().unwrap_or(f64::NAN) / pass_ns, 2),
+        "ratio_encap_over_pass": round(tr["encap"].as_f64().unwrap_or(f64::NAN) / pass_ns, 2),
+        "veth_mpps": live_res,
+        "ratio_decap_verify_over_drop": round(decap_mpps / drop_mpps, 3),
+        "tun_pps": round(tun_pps_v, 0),
+        "tun_cpu": round(tun_cpu, 2),
+        "tun_detail": tun,
+        "ratio_xdp_over_tun": round(encap_mpps * 1e6 / tun_per_cpu, 2),
+        "bindings_scale": scale,
+        "dataplane_bench_secs": round(started.elapsed().as_secs_f64(), 1),
+    }))
+}
+
+/// Live-frames Mpps of the drop baseline, encapsulation and decapsulation,
+/// on one pinned core in the home agent's namespace.
+fn veth_live(
+    net: &TunnelNet,
+    prog: i32,
+    drop_prog: &RawProg,
+    f: &Frames,
+    next_seq: &mut u64,
+) -> anyhow::Result<Value> {
+    let ha = net.ha.as_ref().context("ha")?;
+    let ha_ns = net.topo.ns("ha");
+    let tr_ns = net.topo.ns("tr");
+    let cn_ns = net.topo.ns("cn");
+
+    // The encapsulated frame as the program writes it, to learn the layout.
+    let (enc_out, dec_out) = in_netns(&ha_ns, || {
+        let mut out = vec![0u8; 4096];
+        let r = rawbpf::test_run(
+            prog,
+            &f.encap,
+            1,
+            rawbpf::ifindex("ha-cn")?,
+            None,
+            Some(&mut out),
+        )?;
+        let enc = out[..r.data_out_len as usize].to_vec();
+        let seq = *next_seq;
+        let r = rawbpf::test_run(
+            prog,
+            &(f.decap)(seq),
+            1,
+            rawbpf::ifindex("ha-tr")?,
+            None,
+            Some(&mut out),
+        )?;
+        Ok((enc, out[..r.data_out_len as usize].to_vec()))
+    })?;
+    *next_seq += 1;
+    // Inner packet position in input and output.
+    let inner_in = &f.encap[14..];
+    let pos = enc_out
+        .windows(20)
+        .position(|w| w[12..20] == inner_in[12..20])
+        .context("inner packet not found in the encapsulated frame")?;
+    let enc_head = pos as i64 - 14;
+    let dec_in = (f.decap)(1);
+    let dec_head = dec_in.len() as i64 - 28 - dec_out.len() as i64; // bytes removed in front
+    if enc_head < 0 || dec_head < 0 {
+        bail!("unexpected layouts: encap head {enc_head}, decap head {dec_head}");
+    }
+
+    let batch_main = 64;
+    let mut res = serde_json::Map::new();
+    in_netns(&ha_ns, || {
+        rawbpf::pin_to_cpu(BENCH_CPU)?;
+        let if_cn = rawbpf::ifindex("ha-cn")?;
+        for b in [batch_main, 1] {
+            let (mpps, kns) = live(drop_prog.fd(), &f.encap, if_cn, b, LIVE_FRAMES)?;
+            res.insert(
+                format!("xdp_drop_b{b}"),
+                json!({"mpps": round(mpps, 3), "kernel_ns": kns}),
+            );
+        }
+        Ok(())
+    })?;
+
+    // Encapsulation: frames go out ha-tr; tr-ha's sink restores them.
+    let sink = rawbpf::restoring_sink(&f.encap, enc_head as usize)?;
+    let link = in_netns(&tr_ns, || sink.attach_xdp(rawbpf::ifindex("tr-ha")?))?;
+    let before = ha.counters()?;
+    in_netns(&ha_ns, || {
+        rawbpf::pin_to_cpu(BENCH_CPU)?;
+        let if_cn = rawbpf::ifindex("ha-cn")?;
+        for b in [batch_main, 1] {
+            let (mpps, kns) = live(prog, &f.encap, if_cn, b, LIVE_FRAMES)?;
+            res.insert(
+                format!("ha_encap_redirect_b{b}"),
+                json!({"mpps": round(mpps, 3), "kernel_ns": kns}),
+            );
+        }
+        Ok(())
+    })?;
+    drop(link);
+    let d = ha.counters()?.delta(&before);
+    let encap_ok = d.get("tunnel_encap") as f64 / (2.0 * LIVE_FRAMES as f64);
+    res.insert(
+        "ha_encap_redirect_counted_fraction".into(),
+        json!(round(encap_ok, 4)),
+    );
+    res.insert("ha_encap_counters".into(), counters_json(&d));
+
+    // Decapsulation: every frame needs a fresh sequence number. The sink on
+    // cn0 turns each decapsulated frame back into the tunnel frame with the
+    // next sequence number and its tag. Pages the program drops are not
+    // reseeded, so only batch size 1 keeps one page cycling cleanly.
+    let first = *next_seq;
+    let n = LIVE_FRAMES as u64;
+    let coa_keys = derive_keys(&MasterKey::new(MASTER), SPI, HOME, Role::CareOf);
+    let tags: Vec<[u8; 16]> = (1..=n)
+        .map(|k| {
+            let fr = (f.decap)(first + k);
+            let l = fr.len();
+            let mut t = [0u8; 16];
+            t.copy_from_slice(&fr[l - 16..]);
+            t
+        })
+        .collect();
+    drop(coa_keys);
+    let frame0 = (f.decap)(first);
+    let l = frame0.len();
+    let layout = rawbpf::TunnelFrameLayout {
+        head_delta: dec_head as i32,
+        tail_delta: 28,
+        seq_off: l - 24,
+        tag_off: l - 16,
+    };
+    let sink = rawbpf::reseeding_sink(&frame0, &layout, first + 1, &tags)?;
+    let link = in_netns(&cn_ns, || sink.attach_xdp(rawbpf::ifindex("cn0")?))?;
+    let before = ha.counters()?;
+    let (mpps, kns) = in_netns(&ha_ns, || {
+        rawbpf::pin_to_cpu(BENCH_CPU)?;
+        live(prog, &frame0, rawbpf::ifindex("ha-tr")?, 1, LIVE_FRAMES)
+    })?;
+    drop(link);
+    *next_seq = first + n + 1;
+    let d = ha.counters()?.delta(&before);
+    let decap_ok = d.get("tunnel_decap") as f64 / LIVE_FRAMES as f64;
+    res.insert(
+        "decap_verify_redirect_b1".into(),
+        json!({"mpps": round(mpps, 3), "kernel_ns": kns}),
+    );
+    res.insert(
+        "decap_verify_redirect_counted_fraction".into(),
+        json!(round(decap_ok, 4)),
+    );
+    res.insert("decap_counters".into(), counters_json(&d));
+
+    let get = |k: &str| res[k]["mpps"].as_f64().unwrap_or(f64::NAN);
+    let drop1 = get("xdp_drop_b1");
+    let enc1 = get("ha_encap_redirect_b1");
+    let dec1 = get("decap_verify_redirect_b1");
+    let mut out = serde_json::Map::new();
+    // The headline figures share one method: batch size 1 (see above).
+    out.insert("xdp_drop".into(), json!(drop1));
+    out.insert("ha_encap_redirect".into(), json!(enc1));
+    out.insert(
+        "decap_verify_redirect".into(),
+        json!(round(dec1 * decap_ok.min(1.0), 3)),
+    );
+    out.insert("batch_size".into(), json!(1));
+    out.insert("detail".into(), Value::Object(res));
+    Ok(Value::Object(out))
+}
+
+fn counters_json(c: &roamgate::dataplane::Counters) -> Value {
+    Value::Object(
+        c.0.iter()
+            .filter(|(_, v)| **v != 0)
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect(),
+    )
+}
+
+/// decap_verify ns with 1 000 and 1 000 000 bindings and tunnels.
+fn bindings_scale(
+    net: &TunnelNet,
+    prog: i32,
+    f: &Frames,
+    next_seq: &mut u64,
+) -> anyhow::Result<Value> {
+    let mut maps = Maps::open(&net.pin_ha)?;
+    let keys = derive_keys(&MasterKey::new([1; 32]), 1, HOME, Role::HomeAgent);
+    let mut installed = maps.tunnel_count();
+    let mut fill = |maps: &mut Maps, upto: usize| -> anyhow::Result<()> {
+        while installed < upto {
+            let k = installed as u32;
+            let spi = 0x1000_0000 + k;
+            let home = Ipv4Addr::from(0x0a80_0000 + k);
+            let spec = TunnelSpec {
+                spi,
+                role: Role::HomeAgent,
+                local: HA_TR,
+                home,
+                keys: keys.clone(),
+                mtu: 1500,
+                src_port: 434,
+                dst_port: 434,
+                expires: Expiry::Never,
+            };
+            maps.install_tunnel(&spec)?;
+            maps.set_binding(&Binding {
+                home,
+                role: Role::HomeAgent,
+                remote: COA_TR,
+                spi,
+                expires: Expiry::Never,
+            })?;
+            installed += 1;
+        }
+        Ok(())
+    };
+    let ha_ns = net.topo.ns("ha");
+    let measure = |seq: &mut u64| -> anyhow::Result<f64> {
+        in_netns(&ha_ns, || {
+            let if_tr = rawbpf::ifindex("ha-tr")?;
+            time_runs(
+                prog,
+                if_tr,
+                &[XDP_ACTION_REDIRECT, XDP_ACTION_TX],
+                |_| {
+                    *seq += 1;
+                    (f.decap)(*seq - 1)
+                },
+                "decap_verify (scale)",
+            )
+        })
+    };
+    fill(&mut maps, 1_000)?;
+    let ns_1k = measure(next_seq)?;
+    let t = Instant::now();
+    fill(&mut maps, 1_000_000)?;
+    let fill_secs = t.elapsed().as_secs_f64();
+    let ns_1m = measure(next_seq)?;
+    Ok(json!({
+        "ns_1k": round(ns_1k, 1),
+        "ns_1m": round(ns_1m, 1),
+        "ratio": round(ns_1m / ns_1k, 3),
+        "installed": installed,
+        "install_secs": round(fill_secs, 1),
+    }))
+}
+
+/// CPU seconds (user + system) of this process's threads named `names`.
+fn thread_cpu(names: &[&str]) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let mut total = 0.0;
+    if let Ok(rd) = std::fs::read_dir("/proc/self/task") {
+        for e in rd.flatten() {
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            let (Some(l), Some(r)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            if !names.contains(&&stat[l + 1..r]) {
+                continue;
+            }
+            let f: Vec<&str> = stat[r + 2..].split_whitespace().collect();
+            // Fields after ')' start at field 3 (state); utime is 14, stime 15.
+            let ut: f64 = f.get(11).and_then(|s| s.parse().ok()).unwrap_or(0.0);
+            let st: f64 = f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
+            total += (ut + st) / tck;
+        }
+    }
+    total
+}
+
+/// The userspace forwarder on the home agent, encapsulating cn -> home
+/// packets of the same size; tr-ha drops the tunnel packets in XDP.
+fn tun_pps() -> anyhow::Result<Value> {
+    let mut topo = Topology::new("benchtun")?;
+    for h in ["cn", "ha", "tr"] {
+        topo.add_host(h)?;
+    }
+    topo.link(("cn", "cn0", "10.1.0.2/24"), ("ha", "ha-cn", "10.1.0.1/24"))?;
+    topo.link(
+        ("ha", "ha-tr", "192.0.2.1/24"),
+        ("tr", "tr-ha", "192.0.2.2/24"),
+    )?;
+    topo.forward("ha")?;
+    topo.route("cn", "10.10.0.0/16", "10.1.0.1")?;
+    topo.route("ha", "198.51.100.0/24", "192.0.2.2")?;
+    topo.exec_ok("ha", &["ping", "-c", "1", "-W", "2", "192.0.2.2"])?;
+    topo.exec_ok("cn", &["ping", "-c", "1", "-W", "2", "10.1.0.1"])?;
+    let sink = rawbpf::constant(rawbpf::XDP_DROP)?;
+    let link = in_netns(&topo.ns("tr"), || {
+        sink.attach_xdp(rawbpf::ifindex("tr-ha")?)
+    })?;
+
+    let dir = tempfile::tempdir()?;
+    let key = dir.path().join("k");
+    std::fs::write(
+        &key,
+        MASTER
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
+    )?;
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let cfg = TunnelConfig::from_toml(&format!(
+        "[tunnel]\nrole = \"home-agent\"\nspi = {SPI}\nlocal = \"{HA_TR}\"\nremote = \"{COA_TR}\"\n\
+         home = \"{HOME}\"\nmaster_key_file = \"{}\"\ntun_name = \"rgtun0\"\nmtu = 1500\n\
+         routes = [\"10.10.0.2/32\"]\n",
+        key.display()
+    ))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ha_ns = topo.ns("ha");
+    let cn_ns = topo.ns("cn");
+    let secs = 3.0;
+    let gen_stop = AtomicBool::new(false);
+    let sent = std::sync::atomic::AtomicU64::new(0);
+    let result = std::thread::scope(|s| -> anyhow::Result<Value> {
+        let fwd = s.spawn(|| in_netns(&ha_ns, || roamgate::tunnel::run(&cfg, stop.clone())));
+        // Wait for the TUN route.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let routes = topo.exec_ok("ha", &["ip", "route", "show", "10.10.0.2"])?;
+            if routes.contains("rgtun0") {
+                break;
+            }
+            if Instant::now() > deadline || fwd.is_finished() {
+                stop.store(true, Ordering::Relaxed);
+                bail!("the forwarder did not come up");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let gen = s.spawn(|| {
+            in_netns(&cn_ns, || {
+                let sock = UdpSocket::bind(SocketAddrV4::new(CN, 0))?;
+                let payload = vec![0x5au8; INNER_LEN - 28];
+                let to = SocketAddrV4::new(HOME, 9);
+                let mut k = 0u64;
+                while !gen_stop.load(Ordering::Relaxed) {
+                    if sock.send_to(&payload, to).is_ok() {
+                        k += 1;
+                    }
+                }
+                sent.store(k, Ordering::Relaxed);
+                Ok(())
+            })
+        });
+        // Measure from the generator's start to its stop.
+        let cpu0 = thread_cpu(&["tun-to-udp", "udp-to-tun"]);
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_secs_f64(secs));
+        gen_stop.store(true, Ordering::Relaxed);
+        gen.join()
+            .map_err(|_| anyhow::anyhow!("generator panicked"))??;
+        let cpu1 = thread_cpu(&["tun-to-udp", "udp-to-tun"]);
+        let wall = t0.elapsed().as_secs_f64();
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, Ordering::Relaxed);
+        let c = fwd
+            .join()
+            .map_err(|_| anyhow::anyhow!("forwarder panicked"))??;
+        let pps = c.encap.load(Ordering::Relaxed) as f64 / wall;
+        let cpu = (cpu1 - cpu0) / wall;
+        Ok(json!({
+            "tun_pps": pps,
+            "tun_cpu": cpu,
+            "generator_sent": sent.load(Ordering::Relaxed),
+            "forwarder": serde_json::from_str::<Value>(&c.to_json())?,
+        }))
+    });
+    drop(link);
+    result
+}

@@ -1,0 +1,438 @@
+//! Tiny XDP programs assembled at run time, for benchmark baselines and
+//! sinks: a constant-action program (XDP_PASS / XDP_DROP baselines), and
+//! "restoring sinks" that a veth peer runs on frames redirected to it.
+//!
+//! Why sinks restore: in the live-frames mode of BPF_PROG_TEST_RUN the
+//! kernel recycles each page without rewriting its content (only the data
+//! pointers are reset; Documentation/bpf/bpf_prog_run.rst). A program that
+//! rewrites the frame (encapsulation, decapsulation) would see its own
+//! output on the next use of the page. The sink on the receiving veth puts
+//! the original frame back into the page before it drops it, so every run of
+//! the program under test starts from the intended input. For decapsulation
+//! the sink also writes the next sequence number and its precomputed tag, so
+//! the replay window sees fresh packets.
+//!
+//! Everything here is raw `bpf(2)`; the programs are a few dozen
+//! instructions, built from the frame bytes.
+
+use std::{
+    ffi::CString,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+};
+
+use anyhow::{bail, Context as _};
+
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_PROG_TYPE_XDP: u32 = 6;
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+const BPF_XDP: u32 = 37;
+const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+
+pub const XDP_DROP: i32 = 1;
+pub const XDP_PASS: i32 = 2;
+
+const HELPER_MAP_LOOKUP: i32 = 1;
+const HELPER_XDP_ADJUST_HEAD: i32 = 44;
+const HELPER_XDP_ADJUST_TAIL: i32 = 65;
+
+fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> std::io::Result<i64> {
+    // SAFETY: `attr` is a zero-initialised 128-byte buffer laid out as the
+    // kernel's `union bpf_attr` prefix for `cmd`; the kernel reads at most
+    // the size we pass.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn put_u32(a: &mut [u8], off: usize, v: u32) {
+    a[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+}
+
+fn put_u64(a: &mut [u8], off: usize, v: u64) {
+    a[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+}
+
+/// One eBPF instruction.
+#[derive(Clone, Copy)]
+struct Insn {
+    code: u8,
+    dst: u8,
+    src: u8,
+    off: i16,
+    imm: i32,
+}
+
+impl Insn {
+    fn bytes(self) -> [u8; 8] {
+        let mut b = [0u8; 8];
+        b[0] = self.code;
+        b[1] = (self.src << 4) | (self.dst & 0xf);
+        b[2..4].copy_from_slice(&self.off.to_le_bytes());
+        b[4..8].copy_from_slice(&self.imm.to_le_bytes());
+        b
+    }
+}
+
+fn i(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+    Insn {
+        code,
+        dst,
+        src,
+        off,
+        imm,
+    }
+}
+
+/// A tiny assembler with forward jumps to one "drop" label.
+#[derive(Default)]
+struct Asm {
+    insns: Vec<Insn>,
+    to_drop: Vec<usize>,
+}
+
+impl Asm {
+    fn mov_imm(&mut self, dst: u8, imm: i32) {
+        self.insns.push(i(0xb7, dst, 0, 0, imm));
+    }
+    fn mov_reg(&mut self, dst: u8, src: u8) {
+        self.insns.push(i(0xbf, dst, src, 0, 0));
+    }
+    fn add_imm(&mut self, dst: u8, imm: i32) {
+        self.insns.push(i(0x07, dst, 0, 0, imm));
+    }
+    fn ldx_w(&mut self, dst: u8, src: u8, off: i16) {
+        self.insns.push(i(0x61, dst, src, off, 0));
+    }
+    fn ldx_dw(&mut self, dst: u8, src: u8, off: i16) {
+        self.insns.push(i(0x79, dst, src, off, 0));
+    }
+    fn stx_w(&mut self, dst: u8, src: u8, off: i16) {
+        self.insns.push(i(0x63, dst, src, off, 0));
+    }
+    fn stx_dw(&mut self, dst: u8, src: u8, off: i16) {
+        self.insns.push(i(0x7b, dst, src, off, 0));
+    }
+    fn st_w(&mut self, dst: u8, off: i16, imm: i32) {
+        self.insns.push(i(0x62, dst, 0, off, imm));
+    }
+    fn st_b(&mut self, dst: u8, off: i16, imm: i32) {
+        self.insns.push(i(0x72, dst, 0, off, imm));
+    }
+    fn be64(&mut self, dst: u8) {
+        self.insns.push(i(0xdc, dst, 0, 0, 64));
+    }
+    fn call(&mut self, helper: i32) {
+        self.insns.push(i(0x85, 0, 0, 0, helper));
+    }
+    fn ld_map_fd(&mut self, dst: u8, fd: RawFd) {
+        self.insns.push(i(0x18, dst, 1, 0, fd));
+        self.insns.push(i(0, 0, 0, 0, 0));
+    }
+    /// if dst > src goto drop
+    fn jgt_reg_drop(&mut self, dst: u8, src: u8) {
+        self.to_drop.push(self.insns.len());
+        self.insns.push(i(0x2d, dst, src, 0, 0));
+    }
+    /// if dst != imm goto drop
+    fn jne_imm_drop(&mut self, dst: u8, imm: i32) {
+        self.to_drop.push(self.insns.len());
+        self.insns.push(i(0x55, dst, 0, 0, imm));
+    }
+    /// if dst == imm goto drop
+    fn jeq_imm_drop(&mut self, dst: u8, imm: i32) {
+        self.to_drop.push(self.insns.len());
+        self.insns.push(i(0x15, dst, 0, 0, imm));
+    }
+    /// if dst >= imm (unsigned) goto drop
+    fn jge_imm_drop(&mut self, dst: u8, imm: i32) {
+        self.to_drop.push(self.insns.len());
+        self.insns.push(i(0x35, dst, 0, 0, imm));
+    }
+    /// Stores `bytes` at `r_base + off` with 4-byte and 1-byte immediates.
+    fn store_bytes(&mut self, base: u8, off: usize, bytes: &[u8]) {
+        let mut k = 0;
+        while k + 4 <= bytes.len() {
+            let v = i32::from_ne_bytes([bytes[k], bytes[k + 1], bytes[k + 2], bytes[k + 3]]);
+            self.st_w(base, (off + k) as i16, v);
+            k += 4;
+        }
+        while k < bytes.len() {
+            self.st_b(base, (off + k) as i16, bytes[k] as i32);
+            k += 1;
+        }
+    }
+    /// Places the drop label (r0 = XDP_DROP; exit) and resolves the jumps.
+    fn finish(mut self) -> Vec<u8> {
+        let label = self.insns.len();
+        self.mov_imm(0, XDP_DROP);
+        self.insns.push(i(0x95, 0, 0, 0, 0));
+        for at in self.to_drop {
+            self.insns[at].off = (label - at - 1) as i16;
+        }
+        self.insns.iter().flat_map(|x| x.bytes()).collect()
+    }
+}
+
+/// A loaded program (its fd).
+pub struct RawProg {
+    fd: OwnedFd,
+    _maps: Vec<OwnedFd>,
+}
+
+fn load(name: &str, code: &[u8], maps: Vec<OwnedFd>) -> anyhow::Result<RawProg> {
+    let license = CString::new("GPL").unwrap();
+    let mut log = vec![0u8; 1 << 16];
+    let mut a = [0u8; 128];
+    put_u32(&mut a, 0, BPF_PROG_TYPE_XDP);
+    put_u32(&mut a, 4, (code.len() / 8) as u32);
+    put_u64(&mut a, 8, code.as_ptr() as u64);
+    put_u64(&mut a, 16, license.as_ptr() as u64);
+    put_u32(&mut a, 24, 1); // log_level
+    put_u32(&mut a, 28, log.len() as u32);
+    put_u64(&mut a, 32, log.as_mut_ptr() as u64);
+    let n = name.as_bytes();
+    a[48..48 + n.len().min(15)].copy_from_slice(&n[..n.len().min(15)]);
+    put_u32(&mut a, 68, BPF_XDP); // expected_attach_type
+    match bpf(BPF_PROG_LOAD, &mut a) {
+        // SAFETY: the kernel returned a new fd that we now own.
+        Ok(fd) => Ok(RawProg {
+            fd: unsafe { OwnedFd::from_raw_fd(fd as RawFd) },
+            _maps: maps,
+        }),
+        Err(e) => {
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            bail!(
+                "loading {name}: {e}\n{}",
+                String::from_utf8_lossy(&log[..end])
+            )
+        }
+    }
+}
+
+fn array_map(value_size: u32, entries: u32) -> anyhow::Result<OwnedFd> {
+    let mut a = [0u8; 128];
+    put_u32(&mut a, 0, BPF_MAP_TYPE_ARRAY);
+    put_u32(&mut a, 4, 4);
+    put_u32(&mut a, 8, value_size);
+    put_u32(&mut a, 12, entries);
+    let fd = bpf(BPF_MAP_CREATE, &mut a).context("BPF_MAP_CREATE")?;
+    // SAFETY: a new fd from the kernel, owned from here on.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+fn map_update(map: &OwnedFd, key: u32, value: &[u8]) -> anyhow::Result<()> {
+    let mut a = [0u8; 128];
+    put_u32(&mut a, 0, map.as_raw_fd() as u32);
+    put_u64(&mut a, 8, &key as *const u32 as u64);
+    put_u64(&mut a, 16, value.as_ptr() as u64);
+    bpf(BPF_MAP_UPDATE_ELEM, &mut a).context("BPF_MAP_UPDATE_ELEM")?;
+    Ok(())
+}
+
+/// `r0 = action; exit`.
+pub fn constant(action: i32) -> anyhow::Result<RawProg> {
+    let mut asm = Asm::default();
+    asm.mov_imm(0, action);
+    asm.insns.push(i(0x95, 0, 0, 0, 0));
+    let code: Vec<u8> = asm.insns.iter().flat_map(|x| x.bytes()).collect();
+    load(
+        if action == XDP_DROP {
+            "rg_drop"
+        } else {
+            "rg_pass"
+        },
+        &code,
+        Vec::new(),
+    )
+}
+
+/// A sink that writes `frame` back at `data + offset` and drops.
+pub fn restoring_sink(frame: &[u8], offset: usize) -> anyhow::Result<RawProg> {
+    let mut a = Asm::default();
+    a.ldx_w(2, 1, 0); // data
+    a.ldx_w(3, 1, 4); // data_end
+    a.mov_reg(4, 2);
+    a.add_imm(4, (offset + frame.len()) as i32);
+    a.jgt_reg_drop(4, 3);
+    a.store_bytes(2, offset, frame);
+    load("rg_restore", &a.finish(), Vec::new())
+}
+
+/// Where the dynamic fields of a tunnel frame sit.
+pub struct TunnelFrameLayout {
+    /// Bytes the decapsulation removed in front (sink grows the head by this).
+    pub head_delta: i32,
+    /// Bytes the decapsulation removed at the end.
+    pub tail_delta: i32,
+    /// Offset of the 8-byte sequence number in the frame.
+    pub seq_off: usize,
+    /// Offset of the 16-byte tag.
+    pub tag_off: usize,
+}
+
+/// A sink for decapsulated frames: grows the frame back to the tunnel frame,
+/// writes its constant bytes, then sequence number `first_seq + n` and the
+/// `n`-th tag from `tags` for the `n`-th frame it sees, and drops. After
+/// `tags.len()` frames it only drops.
+pub fn reseeding_sink(
+    frame: &[u8],
+    layout: &TunnelFrameLayout,
+    first_seq: u64,
+    tags: &[[u8; 16]],
+) -> anyhow::Result<RawProg> {
+    let counter = array_map(8, 1)?;
+    map_update(&counter, 0, &0u64.to_ne_bytes())?;
+    let tag_map = array_map(16, tags.len() as u32)?;
+    for (k, t) in tags.iter().enumerate() {
+        map_update(&tag_map, k as u32, t)?;
+    }
+    let mut a = Asm::default();
+    a.mov_reg(6, 1);
+    a.mov_reg(1, 6);
+    a.mov_imm(2, -layout.head_delta);
+    a.call(HELPER_XDP_ADJUST_HEAD);
+    a.jne_imm_drop(0, 0);
+    a.mov_reg(1, 6);
+    a.mov_imm(2, layout.tail_delta);
+    a.call(HELPER_XDP_ADJUST_TAIL);
+    a.jne_imm_drop(0, 0);
+    // n = counter++
+    a.st_w(10, -8, 0);
+    a.ld_map_fd(1, counter.as_raw_fd());
+    a.mov_reg(2, 10);
+    a.add_imm(2, -8);
+    a.call(HELPER_MAP_LOOKUP);
+    a.jeq_imm_drop(0, 0);
+    a.ldx_dw(7, 0, 0);
+    a.mov_reg(8, 7);
+    a.add_imm(8, 1);
+    a.stx_dw(0, 8, 0);
+    a.jge_imm_drop(7, tags.len() as i32);
+    // tag = tags[n]
+    a.stx_w(10, 7, -8);
+    a.ld_map_fd(1, tag_map.as_raw_fd());
+    a.mov_reg(2, 10);
+    a.add_imm(2, -8);
+    a.call(HELPER_MAP_LOOKUP);
+    a.jeq_imm_drop(0, 0);
+    a.mov_reg(9, 0);
+    // the frame
+    a.ldx_w(2, 6, 0);
+    a.ldx_w(3, 6, 4);
+    a.mov_reg(4, 2);
+    a.add_imm(4, frame.len() as i32);
+    a.jgt_reg_drop(4, 3);
+    a.store_bytes(2, 0, &frame[..layout.seq_off]);
+    a.mov_reg(5, 7);
+    a.add_imm(5, first_seq as i32);
+    a.be64(5);
+    a.stx_dw(2, 5, layout.seq_off as i16);
+    a.ldx_dw(5, 9, 0);
+    a.stx_dw(2, 5, layout.tag_off as i16);
+    a.ldx_dw(5, 9, 8);
+    a.stx_dw(2, 5, (layout.tag_off + 8) as i16);
+    a.store_bytes(2, layout.tag_off + 16, &frame[layout.tag_off + 16..]);
+    load("rg_reseed", &a.finish(), vec![counter, tag_map])
+}
+
+impl RawProg {
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Attaches to `ifindex` (in the calling thread's network namespace)
+    /// with a BPF link; the attachment lasts as long as the returned fd.
+    pub fn attach_xdp(&self, ifindex: u32) -> anyhow::Result<OwnedFd> {
+        let mut a = [0u8; 128];
+        put_u32(&mut a, 0, self.fd() as u32);
+        put_u32(&mut a, 4, ifindex);
+        put_u32(&mut a, 8, BPF_XDP);
+        let fd = bpf(BPF_LINK_CREATE, &mut a).context("BPF_LINK_CREATE (XDP)")?;
+        // SAFETY: a new link fd from the kernel.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    }
+}
+
+/// Result of one BPF_PROG_TEST_RUN.
+#[derive(Clone, Copy, Debug)]
+pub struct RunResult {
+    pub retval: u32,
+    /// Kernel-measured ns per repetition.
+    pub duration_ns: u32,
+    pub data_out_len: u32,
+}
+
+/// BPF_PROG_TEST_RUN of any XDP program fd. `live_batch` selects the
+/// live-frames mode (no data_out then). `ingress_ifindex` fills the xdp_md
+/// context (0: none).
+pub fn test_run(
+    prog_fd: RawFd,
+    data: &[u8],
+    repeat: u32,
+    ingress_ifindex: u32,
+    live_batch: Option<u32>,
+    data_out: Option<&mut [u8]>,
+) -> anyhow::Result<RunResult> {
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+    // rx_queue_index, egress_ifindex.
+    let mut ctx = [0u32; 6];
+    ctx[1] = data.len() as u32;
+    ctx[3] = ingress_ifindex;
+    let mut a = [0u8; 128];
+    put_u32(&mut a, 0, prog_fd as u32);
+    put_u32(&mut a, 8, data.len() as u32);
+    put_u64(&mut a, 16, data.as_ptr() as u64);
+    let out_len = data_out.as_ref().map(|o| o.len()).unwrap_or(0);
+    if let Some(out) = data_out {
+        put_u32(&mut a, 12, out.len() as u32);
+        put_u64(&mut a, 24, out.as_mut_ptr() as u64);
+    }
+    put_u32(&mut a, 32, repeat);
+    if ingress_ifindex != 0 {
+        put_u32(&mut a, 40, std::mem::size_of_val(&ctx) as u32);
+        put_u64(&mut a, 48, ctx.as_ptr() as u64);
+    }
+    if let Some(b) = live_batch {
+        put_u32(&mut a, 64, BPF_F_TEST_XDP_LIVE_FRAMES);
+        put_u32(&mut a, 72, b);
+    }
+    bpf(BPF_PROG_TEST_RUN, &mut a).context("BPF_PROG_TEST_RUN")?;
+    let rd = |off: usize| u32::from_ne_bytes([a[off], a[off + 1], a[off + 2], a[off + 3]]);
+    let _ = out_len;
+    Ok(RunResult {
+        retval: rd(4),
+        duration_ns: rd(36),
+        data_out_len: rd(12),
+    })
+}
+
+/// The ifindex of `name` in the calling thread's network namespace.
+pub fn ifindex(name: &str) -> anyhow::Result<u32> {
+    let c = CString::new(name)?;
+    // SAFETY: a valid NUL-terminated name.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        bail!("no interface {name}: {}", std::io::Error::last_os_error());
+    }
+    Ok(idx)
+}
+
+/// Pins the calling thread to `cpu`.
+pub fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) != 0 {
+            bail!("sched_setaffinity: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

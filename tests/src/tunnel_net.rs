@@ -1,0 +1,407 @@
+//! The tunnel topology shared by the data-plane namespace tests and the
+//! benchmark:
+//!
+//! ```text
+//!  cn ──────────── ha ─────────── tr ─────────── coa ──────────── app
+//! 10.1.0.2   10.1.0.1  192.0.2.1  192.0.2.2        10.2.0.1   10.2.0.2
+//!  cn0          ha-cn     ha-tr      tr-ha          coa-app      app0
+//!                           198.51.100.1  198.51.100.2          + home 10.10.0.2/32
+//!                             tr-coa        coa-tr
+//! ```
+//!
+//! `ha` is the home agent gateway, `coa` the care-of gateway, `tr` a plain
+//! Linux router on the transit path (where captures and injections happen:
+//! frames that XDP redirects never pass the stack's taps on the gateways
+//! themselves), `app` the application host holding the home address, and
+//! `cn` the correspondent. Each gateway end is either the XDP data plane
+//! (loaded in this process, maps pinned under a per-test directory) or the
+//! userspace forwarder (`roamgate tunnel` started in the namespace).
+
+use std::{
+    fs::File,
+    net::Ipv4Addr,
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{anyhow, bail, Context as _};
+use roamgate::dataplane::{
+    maps::{Binding, Expiry, Maps, MasterKey, Role, TunnelSpec},
+    AttachMode, Counters, DataPlane,
+};
+
+use crate::netns::{roamgate_bin, Topology};
+
+pub const SPI: u32 = 0x0000_1001;
+pub const CN: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+pub const HA_CN: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+pub const HA_TR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+pub const TR_HA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+pub const TR_COA: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+pub const COA_TR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+pub const COA_APP: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 1);
+pub const APP: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 2);
+pub const HOME: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 2);
+/// Outer (transit) MTU.
+pub const OUTER_MTU: u16 = 1500;
+/// Inner MTU on the correspondent and application links: the outer MTU
+/// minus the 60 bytes of tunnel overhead.
+pub const INNER_MTU: u16 = OUTER_MTU - 60;
+/// The master key of the test tunnel.
+pub const MASTER: [u8; 32] = [0x5a; 32];
+
+/// Which data plane runs at one tunnel end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    Xdp,
+    Tun,
+}
+
+/// Runs `f` on a thread that has joined network namespace `ns` (only the
+/// network namespace: bpffs stays visible).
+pub fn in_netns<T: Send>(
+    ns: &str,
+    f: impl FnOnce() -> anyhow::Result<T> + Send,
+) -> anyhow::Result<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let fd = File::open(&path).with_context(|| format!("opening {path}"))?;
+            // SAFETY: setns with a valid namespace fd; it changes only this
+            // thread's network namespace.
+            if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                bail!("setns {path}: {}", std::io::Error::last_os_error());
+            }
+            f()
+        })
+        .join()
+        .map_err(|_| anyhow!("thread in {ns} panicked"))?
+    })
+}
+
+pub struct TunnelNet {
+    pub topo: Topology,
+    pub ha: Option<DataPlane>,
+    pub coa: Option<DataPlane>,
+    pub pin_ha: PathBuf,
+    pub pin_coa: PathBuf,
+    pub dir: tempfile::TempDir,
+    tun_children: Vec<(String, usize)>,
+}
+
+impl TunnelNet {
+    /// Builds the topology, starts the chosen data plane at each end and
+    /// installs the tunnel.
+    pub fn new(tag: &str, ha: End, coa: End) -> anyhow::Result<Self> {
+        let mut topo = Topology::new(tag)?;
+        for h in ["cn", "ha", "tr", "coa", "app"] {
+            topo.add_host(h)?;
+        }
+        topo.link(("cn", "cn0", "10.1.0.2/24"), ("ha", "ha-cn", "10.1.0.1/24"))?;
+        topo.link(
+            ("ha", "ha-tr", "192.0.2.1/24"),
+            ("tr", "tr-ha", "192.0.2.2/24"),
+        )?;
+        topo.link(
+            ("tr", "tr-coa", "198.51.100.1/24"),
+            ("coa", "coa-tr", "198.51.100.2/24"),
+        )?;
+        topo.link(
+            ("coa", "coa-app", "10.2.0.1/24"),
+            ("app", "app0", "10.2.0.2/24"),
+        )?;
+        for h in ["ha", "tr", "coa"] {
+            topo.forward(h)?;
+        }
+        for h in ["cn", "ha", "tr", "coa", "app"] {
+            for k in ["all", "default"] {
+                topo.exec_ok(
+                    h,
+                    &["sysctl", "-qw", &format!("net.ipv4.conf.{k}.rp_filter=0")],
+                )?;
+            }
+        }
+        let mtu = INNER_MTU.to_string();
+        for (h, i) in [
+            ("cn", "cn0"),
+            ("ha", "ha-cn"),
+            ("coa", "coa-app"),
+            ("app", "app0"),
+        ] {
+            topo.exec_ok(h, &["ip", "link", "set", "dev", i, "mtu", &mtu])?;
+        }
+        // Receivers of XDP-redirected frames without an XDP program of
+        // their own need GRO (veth NAPI) to take them.
+        for (h, i) in [
+            ("tr", "tr-ha"),
+            ("tr", "tr-coa"),
+            ("cn", "cn0"),
+            ("app", "app0"),
+        ] {
+            topo.exec_ok(h, &["ethtool", "-K", i, "gro", "on"])?;
+        }
+        topo.route("cn", "10.10.0.0/16", "10.1.0.1")?;
+        topo.route("ha", "198.51.100.0/24", "192.0.2.2")?;
+        topo.route("coa", "192.0.2.0/24", "198.51.100.1")?;
+        topo.exec_ok("app", &["ip", "addr", "add", "10.10.0.2/32", "dev", "app0"])?;
+        topo.exec_ok(
+            "app",
+            &[
+                "ip",
+                "route",
+                "add",
+                "default",
+                "via",
+                "10.2.0.1",
+                "src",
+                "10.10.0.2",
+            ],
+        )?;
+        topo.route("coa", "10.10.0.2/32", "10.2.0.2")?;
+        if ha == End::Xdp {
+            // The stack's own route to the home network, used only for the
+            // first packets whose neighbours XDP has to leave to the stack.
+            topo.route("ha", "10.10.0.0/16", "192.0.2.2")?;
+        }
+        let mut net = Self {
+            pin_ha: PathBuf::from(format!("/sys/fs/bpf/{}ha", topo.prefix())),
+            pin_coa: PathBuf::from(format!("/sys/fs/bpf/{}coa", topo.prefix())),
+            topo,
+            ha: None,
+            coa: None,
+            dir: tempfile::tempdir()?,
+            tun_children: Vec::new(),
+        };
+        net.warm_neighbours()?;
+        let key = net.dir.path().join("tunnel.key");
+        std::fs::write(
+            &key,
+            MASTER
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
+        )?;
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+        }
+        match ha {
+            End::Xdp => net.ha = Some(net.xdp_end("ha", Role::HomeAgent)?),
+            End::Tun => net.tun_end("ha", Role::HomeAgent, &key)?,
+        }
+        match coa {
+            End::Xdp => net.coa = Some(net.xdp_end("coa", Role::CareOf)?),
+            End::Tun => net.tun_end("coa", Role::CareOf, &key)?,
+        }
+        Ok(net)
+    }
+
+    /// Pings each link from both sides so every neighbour is resolved
+    /// before XDP needs it.
+    fn warm_neighbours(&self) -> anyhow::Result<()> {
+        for (h, dst) in [
+            ("cn", HA_CN),
+            ("ha", CN),
+            ("ha", TR_HA),
+            ("tr", HA_TR),
+            ("tr", COA_TR),
+            ("coa", TR_COA),
+            ("coa", APP),
+            ("app", COA_APP),
+        ] {
+            self.topo
+                .exec_ok(h, &["ping", "-c", "1", "-W", "2", &dst.to_string()])?;
+        }
+        Ok(())
+    }
+
+    fn xdp_end(&mut self, host: &str, role: Role) -> anyhow::Result<DataPlane> {
+        let (pin, ifs, local, remote) = match role {
+            Role::HomeAgent => (&self.pin_ha, ["ha-cn", "ha-tr"], HA_TR, COA_TR),
+            Role::CareOf => (&self.pin_coa, ["coa-tr", "coa-app"], COA_TR, HA_TR),
+        };
+        let _ = std::fs::remove_dir_all(pin);
+        let mut dp = DataPlane::load(pin).with_context(|| format!("loading XDP for {host}"))?;
+        let ns = self.topo.ns(host);
+        in_netns(&ns, || {
+            for i in ifs {
+                dp.attach(i, AttachMode::Native)
+                    .with_context(|| format!("attaching to {i}"))?;
+            }
+            Ok(())
+        })?;
+        let mut maps = Maps::open(pin)?;
+        let mut spec = TunnelSpec::new(SPI, role, local, HOME, &MasterKey::new(MASTER));
+        spec.mtu = OUTER_MTU;
+        maps.install(
+            &Binding {
+                home: HOME,
+                role,
+                remote,
+                spi: SPI,
+                expires: Expiry::Never,
+            },
+            &spec,
+        )?;
+        Ok(dp)
+    }
+
+    fn tun_end(&mut self, host: &str, role: Role, key: &Path) -> anyhow::Result<()> {
+        let (local, remote, route) = match role {
+            Role::HomeAgent => (HA_TR, COA_TR, "10.10.0.2/32"),
+            Role::CareOf => (COA_TR, HA_TR, "10.1.0.0/24"),
+        };
+        let role_s = match role {
+            Role::HomeAgent => "home-agent",
+            Role::CareOf => "care-of",
+        };
+        let stats = self.tun_stats_path(host);
+        let cfg = self.dir.path().join(format!("tunnel-{host}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "[tunnel]\nrole = \"{role_s}\"\nspi = {SPI}\nlocal = \"{local}\"\nremote = \"{remote}\"\n\
+                 home = \"{HOME}\"\nmaster_key_file = \"{}\"\ntun_name = \"rgtun0\"\nmtu = {OUTER_MTU}\n\
+                 routes = [\"{route}\"]\nstats_file = \"{}\"\nstats_interval_ms = 100\n\
+                 [log]\nlevel = \"info\"\n",
+                key.display(),
+                stats.display()
+            ),
+        )?;
+        let mut cmd = Command::new(roamgate_bin()?);
+        cmd.arg("tunnel").arg("--config").arg(&cfg);
+        let log = self.dir.path().join(format!("tunnel-{host}.log"));
+        let idx = self.topo.spawn(host, cmd, Some(&log))?;
+        self.tun_children.push((host.to_owned(), idx));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !stats.exists() {
+            if let Some(st) = self.topo.child_mut(idx).try_wait()? {
+                bail!(
+                    "roamgate tunnel in {host} exited ({st}): {}",
+                    self.tun_log(host)
+                );
+            }
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "roamgate tunnel in {host} did not start: {}",
+                    self.tun_log(host)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    pub fn tun_stats_path(&self, host: &str) -> PathBuf {
+        self.dir.path().join(format!("tunnel-{host}.json"))
+    }
+
+    /// The forwarder's counters in `host` (written every 100 ms).
+    pub fn tun_stats(&self, host: &str) -> anyhow::Result<serde_json::Value> {
+        std::thread::sleep(Duration::from_millis(250));
+        let text = std::fs::read_to_string(self.tun_stats_path(host))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    pub fn tun_log(&self, host: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("tunnel-{host}.log")))
+            .unwrap_or_default()
+    }
+
+    pub fn counters(&self, host: &str) -> anyhow::Result<Counters> {
+        let dp = match host {
+            "ha" => self.ha.as_ref(),
+            "coa" => self.coa.as_ref(),
+            _ => None,
+        }
+        .with_context(|| format!("{host} has no XDP data plane"))?;
+        Ok(dp.counters()?)
+    }
+
+    /// The MAC address of `iface` in `host` (from `ip -j`: /sys is the
+    /// host's view under `nsenter --net`).
+    pub fn mac(&self, host: &str, iface: &str) -> anyhow::Result<[u8; 6]> {
+        let j = self
+            .topo
+            .exec_ok(host, &["ip", "-j", "link", "show", "dev", iface])?;
+        let v: serde_json::Value = serde_json::from_str(&j)?;
+        parse_mac(
+            v[0]["address"]
+                .as_str()
+                .context("no address in ip -j link")?,
+        )
+    }
+}
+
+pub fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        bail!("not a MAC address: {s:?}");
+    }
+    for (o, p) in out.iter_mut().zip(parts) {
+        *o = u8::from_str_radix(p, 16).with_context(|| format!("not a MAC address: {s:?}"))?;
+    }
+    Ok(out)
+}
+
+impl Drop for TunnelNet {
+    fn drop(&mut self) {
+        // Detach XDP and stop forwarders before the namespaces go.
+        if let Some(mut dp) = self.ha.take() {
+            let _ = dp.detach_all();
+        }
+        if let Some(mut dp) = self.coa.take() {
+            let _ = dp.detach_all();
+        }
+        for (_, idx) in &self.tun_children {
+            let c = self.topo.child_mut(*idx);
+            // SAFETY: kill(2) on the pid of a child we spawned and have not
+            // reaped yet.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+            for _ in 0..40 {
+                if matches!(c.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.pin_ha);
+        let _ = std::fs::remove_dir_all(&self.pin_coa);
+    }
+}
+
+/// The frames of a classic pcap file (as `tshark -F pcap` writes it).
+pub fn read_pcap(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if data.len() < 24 {
+        bail!("{} is not a pcap file", path.display());
+    }
+    let le = match data[..4] {
+        [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
+        [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
+        _ => bail!("{} is not a classic pcap file", path.display()),
+    };
+    let u32_at = |b: &[u8]| {
+        let a = [b[0], b[1], b[2], b[3]];
+        if le {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        }
+    };
+    let mut frames = Vec::new();
+    let mut off = 24;
+    while off + 16 <= data.len() {
+        let incl = u32_at(&data[off + 8..off + 12]) as usize;
+        off += 16;
+        let Some(f) = data.get(off..off + incl) else {
+            break;
+        };
+        frames.push(f.to_vec());
+        off += incl;
+    }
+    Ok(frames)
+}

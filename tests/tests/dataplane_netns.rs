@@ -1,0 +1,438 @@
+//! Real traffic through the authenticated tunnel, in network namespaces:
+//! correspondent — home agent — transit router — care-of gateway —
+//! application host (see `roamgate_integration::tunnel_net`).
+//!
+//! - XDP at both ends: ping and UDP streams of several sizes up to the inner
+//!   MTU, both directions; tshark decodes the capture from the transit link;
+//!   forged and replayed frames injected on the transit link are dropped and
+//!   counted by reason.
+//! - XDP at one end and the userspace forwarder (`roamgate tunnel`) at the
+//!   other, both ways round.
+//!
+//! Needs root, tshark, ethtool, iputils-ping and python3; run with
+//! `cargo test -p roamgate-integration --test dataplane_netns -- --test-threads=1`
+//! after `cargo build -p roamgate`.
+
+use std::{
+    net::{SocketAddrV4, UdpSocket},
+    path::Path,
+    process::Command,
+    time::Duration,
+};
+
+use roamgate_common::wire::ipv4::checksum;
+use roamgate_integration::{
+    netns::wait_for,
+    tunnel_net::{in_netns, read_pcap, End, TunnelNet, CN, HOME, INNER_MTU},
+};
+
+/// UDP payload sizes: small, odd, mid, and the largest that fits the inner
+/// MTU (20 bytes IPv4 + 8 bytes UDP).
+const UDP_SIZES: [usize; 5] = [1, 97, 512, 1000, INNER_MTU as usize - 28];
+const PER_SIZE: usize = 20;
+
+fn payload(size: usize, i: usize) -> Vec<u8> {
+    (0..size)
+        .map(|k| (k as u8).wrapping_mul(31) ^ i as u8)
+        .collect()
+}
+
+/// Sends PER_SIZE datagrams of every size from `src_host` (bound to
+/// `src`) to `dst:port` in `dst_host`, and checks that each arrives intact.
+fn udp_stream(
+    net: &TunnelNet,
+    (src_host, src): (&str, std::net::Ipv4Addr),
+    (dst_host, dst): (&str, std::net::Ipv4Addr),
+    port: u16,
+) {
+    let rx_ns = net.topo.ns(dst_host);
+    let tx_ns = net.topo.ns(src_host);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let receiver = s.spawn(move || {
+            in_netns(&rx_ns, || {
+                let sock = UdpSocket::bind(SocketAddrV4::new(dst, port))?;
+                sock.set_read_timeout(Some(Duration::from_secs(3)))?;
+                ready_tx.send(()).unwrap();
+                let mut got = Vec::new();
+                let mut buf = vec![0u8; 65536];
+                while got.len() < UDP_SIZES.len() * PER_SIZE {
+                    match sock.recv_from(&mut buf) {
+                        Ok((n, _)) => got.push(buf[..n].to_vec()),
+                        Err(_) => break,
+                    }
+                }
+                Ok(got)
+            })
+        });
+        ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        in_netns(&tx_ns, || {
+            let sock = UdpSocket::bind(SocketAddrV4::new(src, 0))?;
+            for size in UDP_SIZES {
+                for i in 0..PER_SIZE {
+                    sock.send_to(&payload(size, i), SocketAddrV4::new(dst, port))?;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+        let got = receiver.join().unwrap().unwrap();
+        let mut want = Vec::new();
+        for size in UDP_SIZES {
+            for i in 0..PER_SIZE {
+                want.push(payload(size, i));
+            }
+        }
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{src_host} -> {dst_host}: {} of {} datagrams arrived (sizes {:?})",
+            got.len(),
+            want.len(),
+            got.iter().map(|g| g.len()).collect::<Vec<_>>()
+        );
+        for g in &got {
+            assert!(
+                want.contains(g),
+                "a datagram of {} bytes arrived altered",
+                g.len()
+            );
+        }
+    });
+}
+
+fn ping(net: &TunnelNet, host: &str, args: &[&str]) {
+    for size in ["56", "1000", &(INNER_MTU - 28).to_string()] {
+        let mut argv = vec![
+            "ping", "-c", "3", "-i", "0.2", "-W", "2", "-M", "do", "-s", size,
+        ];
+        argv.extend_from_slice(args);
+        let out = net.topo.exec(host, &argv).unwrap();
+        assert!(
+            out.status.success(),
+            "ping {argv:?} from {host} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Ping and UDP both ways between the application (home address) and the
+/// correspondent.
+fn traffic_both_ways(net: &TunnelNet) {
+    ping(net, "app", &["-I", &HOME.to_string(), &CN.to_string()]);
+    ping(net, "cn", &[&HOME.to_string()]);
+    udp_stream(net, ("app", HOME), ("cn", CN), 7000);
+    udp_stream(net, ("cn", CN), ("app", HOME), 7001);
+}
+
+const DROP_REASONS: &[&str] = &[
+    "drop_malformed",
+    "drop_truncated",
+    "drop_fragmented",
+    "drop_unknown_spi",
+    "drop_bad_mac",
+    "drop_replayed",
+    "drop_too_old",
+    "drop_expired",
+    "drop_ttl",
+    "drop_over_mtu",
+    "drop_spoofed",
+    "drop_no_tunnel",
+];
+
+/// Starts tshark on `iface` in `host`, writing a classic pcap.
+fn start_capture(net: &mut TunnelNet, host: &str, iface: &str, file: &Path) -> usize {
+    let mut cmd = Command::new("tshark");
+    cmd.args(["-i", iface, "-F", "pcap", "-f", "udp port 434", "-w"])
+        .arg(file);
+    let log = file.with_extension("log");
+    let idx = net.topo.spawn(host, cmd, Some(&log)).unwrap();
+    wait_for("tshark to capture", Duration::from_secs(20), || {
+        Ok(std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("Capturing on"))
+    })
+    .unwrap();
+    idx
+}
+
+fn stop_capture(net: &mut TunnelNet, idx: usize) {
+    std::thread::sleep(Duration::from_millis(500));
+    let c = net.topo.child_mut(idx);
+    // SAFETY: kill(2) on our own unreaped child.
+    unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGINT) };
+    let _ = c.wait();
+}
+
+/// Sends one raw Ethernet frame out of `iface` in `host`.
+fn inject(net: &TunnelNet, host: &str, iface: &str, frame: &[u8]) {
+    let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
+    net.topo
+        .exec_ok(
+            host,
+            &[
+                "python3",
+                "-c",
+                "import socket,sys\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\n\
+                 s.bind((sys.argv[1],0))\ns.send(bytes.fromhex(sys.argv[2]))",
+                iface,
+                &hex,
+            ],
+        )
+        .unwrap();
+}
+
+/// Tunnel frames from the capture going from `src` to `dst` (outer).
+fn tunnel_frames(frames: &[Vec<u8>], src: [u8; 4], dst: [u8; 4]) -> Vec<Vec<u8>> {
+    frames
+        .iter()
+        .filter(|f| {
+            f.len() > 14 + 20 + 8 + 4
+                && f[12..14] == [0x08, 0x00]
+                && f[14 + 12..14 + 16] == src
+                && f[14 + 16..14 + 20] == dst
+                && f[14 + 9] == 17
+                && f[14 + 22..14 + 24] == 434u16.to_be_bytes()
+                && f[14 + 28] == 4
+        })
+        .cloned()
+        .collect()
+}
+
+/// tshark decodes the capture from the transit link (outer IPv4, UDP 434,
+/// RFC 3519 tunnel data, inner IPv4), with checksum validation on and
+/// nothing malformed. Returns the tunnel frames (ha -> coa, coa -> ha).
+fn check_decode(cap: &Path, each_way: u64) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let decoded = Command::new("tshark")
+        .arg("-r")
+        .arg(&cap)
+        .args([
+            "-V",
+            "-o",
+            "ip.check_checksum:TRUE",
+            "-o",
+            "udp.check_checksum:TRUE",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&decoded.stdout);
+    assert!(
+        decoded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&decoded.stderr)
+    );
+    let frames = read_pcap(&cap).unwrap();
+    let to_coa = tunnel_frames(&frames, [192, 0, 2, 1], [198, 51, 100, 2]);
+    let to_ha = tunnel_frames(&frames, [198, 51, 100, 2], [192, 0, 2, 1]);
+    assert!(
+        to_coa.len() as u64 >= each_way,
+        "{} frames to coa captured",
+        to_coa.len()
+    );
+    assert!(
+        to_ha.len() as u64 >= each_way,
+        "{} frames to ha captured",
+        to_ha.len()
+    );
+    assert!(
+        !text.contains("Malformed"),
+        "tshark found malformed packets:\n{text}"
+    );
+    assert!(
+        !text.contains("[incorrect"),
+        "tshark found bad checksums:\n{text}"
+    );
+    assert!(!text.to_lowercase().contains("bad checksum"), "{text}");
+    assert!(
+        text.contains("Mobile IP"),
+        "tshark did not decode RFC 3519:\n{}",
+        &text[..text.len().min(4000)]
+    );
+    assert!(
+        text.contains("Src Port: 434") && text.contains("Dst Port: 434"),
+        "no UDP 434 in the decode"
+    );
+    assert!(text.contains("Src: 192.0.2.1") && text.contains("Dst: 198.51.100.2"));
+    // The inner packet decodes too (RFC 3519 "next header" IPv4).
+    assert!(
+        text.contains("Src: 10.1.0.2") && text.contains("Dst: 10.10.0.2"),
+        "inner not decoded"
+    );
+
+    (to_coa, to_ha)
+}
+
+#[test]
+fn xdp_both_ends_real_traffic_capture_and_injection() {
+    let mut net = TunnelNet::new("dpx", End::Xdp, End::Xdp).unwrap();
+    let cap = net.dir.path().join("transit.pcap");
+    let tshark = start_capture(&mut net, "tr", "tr-ha", &cap);
+    let (ha0, coa0) = (net.counters("ha").unwrap(), net.counters("coa").unwrap());
+
+    traffic_both_ways(&net);
+    stop_capture(&mut net, tshark);
+
+    let ha = net.counters("ha").unwrap().delta(&ha0);
+    let coa = net.counters("coa").unwrap().delta(&coa0);
+    // 9 pings and 100 datagrams each way, at least.
+    let each_way = 9 + (UDP_SIZES.len() * PER_SIZE) as u64;
+    assert!(ha.get("tunnel_encap") >= each_way, "ha {ha:?}");
+    assert!(ha.get("tunnel_decap") >= each_way, "ha {ha:?}");
+    assert!(coa.get("tunnel_encap") >= each_way, "coa {coa:?}");
+    assert!(coa.get("tunnel_decap") >= each_way, "coa {coa:?}");
+    for r in DROP_REASONS {
+        assert_eq!(ha.get(r), 0, "ha {r}: {ha:?}");
+        assert_eq!(coa.get(r), 0, "coa {r}: {coa:?}");
+    }
+
+    let (to_coa, to_ha) = check_decode(&cap, each_way);
+
+    // Injection on the transit link towards the care-of gateway: a replay
+    // of the last frame the home agent sent, a forged copy (one inner byte
+    // flipped), and one under an unknown SPI.
+    let last = to_coa.last().unwrap().clone();
+    let mut frame = last.clone();
+    frame[0..6].copy_from_slice(&net.mac("coa", "coa-tr").unwrap());
+    frame[6..12].copy_from_slice(&net.mac("tr", "tr-coa").unwrap());
+    let before = net.counters("coa").unwrap();
+    inject(&net, "tr", "tr-coa", &frame);
+    let mut forged = frame.clone();
+    let n = forged.len();
+    forged[n - 28 - 1] ^= 0x40; // last inner byte
+    inject(&net, "tr", "tr-coa", &forged);
+    let mut forged_seq = frame.clone();
+    forged_seq[n - 24 + 7] ^= 0x01; // a fresh sequence number, old tag
+    inject(&net, "tr", "tr-coa", &forged_seq);
+    let mut unknown = frame.clone();
+    unknown[n - 28] ^= 0xff; // SPI
+    inject(&net, "tr", "tr-coa", &unknown);
+    std::thread::sleep(Duration::from_millis(300));
+    let d = net.counters("coa").unwrap().delta(&before);
+    assert_eq!(d.get("drop_replayed"), 1, "{d:?}");
+    assert_eq!(d.get("drop_bad_mac"), 2, "{d:?}");
+    assert_eq!(d.get("drop_unknown_spi"), 1, "{d:?}");
+    assert_eq!(
+        d.get("tunnel_decap"),
+        0,
+        "an injected frame got through: {d:?}"
+    );
+    assert_eq!(d.get("action_drop"), 4, "{d:?}");
+
+    // The same towards the home agent, from the other direction's capture.
+    let last = to_ha.last().unwrap().clone();
+    let mut frame = last;
+    frame[0..6].copy_from_slice(&net.mac("ha", "ha-tr").unwrap());
+    frame[6..12].copy_from_slice(&net.mac("tr", "tr-ha").unwrap());
+    let before = net.counters("ha").unwrap();
+    inject(&net, "tr", "tr-ha", &frame);
+    let mut forged = frame.clone();
+    forged[14 + 12] ^= 0x01; // outer source address (covered by the MAC)
+    forged[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+    let c = checksum(&forged[14..34]);
+    forged[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+    inject(&net, "tr", "tr-ha", &forged);
+    std::thread::sleep(Duration::from_millis(300));
+    let d = net.counters("ha").unwrap().delta(&before);
+    assert_eq!(d.get("drop_replayed"), 1, "{d:?}");
+    assert_eq!(d.get("drop_bad_mac"), 1, "{d:?}");
+    assert_eq!(d.get("tunnel_decap"), 0, "{d:?}");
+
+    // Traffic still flows after the attack.
+    ping(&net, "app", &["-I", &HOME.to_string(), &CN.to_string()]);
+}
+
+#[test]
+fn interop_xdp_home_agent_userspace_care_of() {
+    let net = TunnelNet::new("dpi1", End::Xdp, End::Tun).unwrap();
+    let ha0 = net.counters("ha").unwrap();
+    traffic_both_ways(&net);
+    let ha = net.counters("ha").unwrap().delta(&ha0);
+    let each_way = 9 + (UDP_SIZES.len() * PER_SIZE) as u64;
+    assert!(ha.get("tunnel_encap") >= each_way, "ha {ha:?}");
+    assert!(ha.get("tunnel_decap") >= each_way, "ha {ha:?}");
+    let tun = net.tun_stats("coa").unwrap();
+    assert!(
+        tun["tunnel_decap"].as_u64().unwrap() >= each_way,
+        "{tun}\n{}",
+        net.tun_log("coa")
+    );
+    assert!(tun["tunnel_encap"].as_u64().unwrap() >= each_way, "{tun}");
+    assert_eq!(tun["drop_bad_mac"], 0, "{tun}");
+    assert_eq!(tun["drop_replayed"], 0, "{tun}");
+    for r in DROP_REASONS {
+        assert_eq!(ha.get(r), 0, "ha {r}: {ha:?}");
+    }
+}
+
+#[test]
+fn interop_userspace_home_agent_xdp_care_of() {
+    let net = TunnelNet::new("dpi2", End::Tun, End::Xdp).unwrap();
+    let coa0 = net.counters("coa").unwrap();
+    traffic_both_ways(&net);
+    let coa = net.counters("coa").unwrap().delta(&coa0);
+    let each_way = 9 + (UDP_SIZES.len() * PER_SIZE) as u64;
+    assert!(coa.get("tunnel_encap") >= each_way, "coa {coa:?}");
+    assert!(coa.get("tunnel_decap") >= each_way, "coa {coa:?}");
+    let tun = net.tun_stats("ha").unwrap();
+    assert!(
+        tun["tunnel_decap"].as_u64().unwrap() >= each_way,
+        "{tun}\n{}",
+        net.tun_log("ha")
+    );
+    assert!(tun["tunnel_encap"].as_u64().unwrap() >= each_way, "{tun}");
+    assert_eq!(tun["drop_bad_mac"], 0, "{tun}");
+    for r in DROP_REASONS {
+        assert_eq!(coa.get(r), 0, "coa {r}: {coa:?}");
+    }
+}
+
+#[test]
+fn userspace_forwarder_both_ends() {
+    let mut net = TunnelNet::new("dpu", End::Tun, End::Tun).unwrap();
+    let cap = net.dir.path().join("transit.pcap");
+    let tshark = start_capture(&mut net, "tr", "tr-ha", &cap);
+    traffic_both_ways(&net);
+    stop_capture(&mut net, tshark);
+    let each_way = 9 + (UDP_SIZES.len() * PER_SIZE) as u64;
+    for host in ["ha", "coa"] {
+        let s = net.tun_stats(host).unwrap();
+        assert!(
+            s["tunnel_encap"].as_u64().unwrap() >= each_way,
+            "{host} {s}"
+        );
+        assert!(
+            s["tunnel_decap"].as_u64().unwrap() >= each_way,
+            "{host} {s}"
+        );
+        assert_eq!(s["drop_bad_mac"], 0, "{host} {s}");
+    }
+    let (to_coa, _) = check_decode(&cap, each_way);
+    // Replay and forge towards the care-of forwarder.
+    let mut frame = to_coa.last().unwrap().clone();
+    frame[0..6].copy_from_slice(&net.mac("coa", "coa-tr").unwrap());
+    frame[6..12].copy_from_slice(&net.mac("tr", "tr-coa").unwrap());
+    // The forwarder sends UDP checksum 0 (docs/wire.md), so a changed byte
+    // reaches it rather than dying in the kernel's UDP checksum check.
+    assert_eq!(frame[14 + 26..14 + 28], [0, 0], "UDP checksum must be 0");
+    let before = net.tun_stats("coa").unwrap();
+    inject(&net, "tr", "tr-coa", &frame);
+    let mut forged = frame.clone();
+    let n = forged.len();
+    forged[n - 29] ^= 0x40;
+    inject(&net, "tr", "tr-coa", &forged);
+    let after = net.tun_stats("coa").unwrap();
+    let delta = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
+    assert_eq!(delta("drop_replayed"), 1, "{after}");
+    assert_eq!(delta("drop_bad_mac"), 1, "{after}");
+    assert_eq!(delta("tunnel_decap"), 0, "{after}");
+}
+
+#[test]
+#[ignore]
+fn debug_hold() {
+    let net = TunnelNet::new("dbg", End::Tun, End::Tun).unwrap();
+    eprintln!("DIR {}", net.dir.path().display());
+    std::thread::sleep(Duration::from_secs(90));
+}
