@@ -436,3 +436,58 @@ pub fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! Needs root (BPF_PROG_LOAD).
+    use super::*;
+
+    #[test]
+    fn constant_programs_return_their_action() {
+        let frame = [0u8; 64];
+        for action in [XDP_PASS, XDP_DROP] {
+            let p = constant(action).unwrap();
+            let r = test_run(p.fd(), &frame, 1000, 0, None, None).unwrap();
+            assert_eq!(r.retval, action as u32);
+        }
+    }
+
+    #[test]
+    fn restoring_sink_writes_the_frame_back() {
+        let original: Vec<u8> = (0..142u32).map(|k| (k * 7 + 1) as u8).collect();
+        let sink = restoring_sink(&original, 32).unwrap();
+        let seen = vec![0xeeu8; 202];
+        let mut out = vec![0u8; 512];
+        let r = test_run(sink.fd(), &seen, 1, 0, None, Some(&mut out)).unwrap();
+        assert_eq!(r.retval, XDP_DROP as u32);
+        assert_eq!(&out[32..32 + 142], &original[..]);
+        assert_eq!(&out[..32], &seen[..32]);
+    }
+
+    #[test]
+    fn reseeding_sink_grows_the_frame_and_writes_seq_and_tag() {
+        let frame: Vec<u8> = (0..202u32).map(|k| (k * 3 + 5) as u8).collect();
+        let layout = TunnelFrameLayout {
+            head_delta: 32,
+            tail_delta: 28,
+            seq_off: 202 - 24,
+            tag_off: 202 - 16,
+        };
+        let tags: Vec<[u8; 16]> = (0..3u8).map(|k| [k + 0x10; 16]).collect();
+        let sink = reseeding_sink(&frame, &layout, 100, &tags).unwrap();
+        // What the sink sees: the decapsulated frame, 202 - 32 - 28 bytes.
+        let seen = vec![0xeeu8; 142];
+        let mut out = vec![0u8; 512];
+        for k in 0..3u64 {
+            let r = test_run(sink.fd(), &seen, 1, 0, None, Some(&mut out)).unwrap();
+            assert_eq!(r.retval, XDP_DROP as u32);
+            assert_eq!(r.data_out_len, 202, "frame grown back");
+            assert_eq!(&out[..178], &frame[..178]);
+            assert_eq!(&out[178..186], &(100 + k).to_be_bytes());
+            assert_eq!(&out[186..202], &tags[k as usize]);
+        }
+        // Past the last tag it only drops, leaving the frame as grown.
+        let r = test_run(sink.fd(), &seen, 1, 0, None, Some(&mut out)).unwrap();
+        assert_eq!(r.retval, XDP_DROP as u32);
+    }
+}
