@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod mit;
+pub mod mobility;
 pub mod netns;
 pub mod rawbpf;
 pub mod tunnel_net;

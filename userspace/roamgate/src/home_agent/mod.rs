@@ -411,6 +411,11 @@ pub fn build_engine(cfg: &HomeAgentFile) -> anyhow::Result<(Engine, Option<DataP
     }
     let journal = SqliteJournal::open(&cfg.journal_path())
         .with_context(|| format!("opening {}", cfg.journal_path().display()))?;
+    if !cfg.home_agent.home_interface.is_empty() {
+        if let Err(e) = neigh::prepare_home_link(&cfg.home_agent.home_interface) {
+            warn!(error = %format!("{e:#}"), "home link: proxy ARP replies may be delayed");
+        }
+    }
     let home_link = HomeLink {
         interface: (!cfg.home_agent.home_interface.is_empty())
             .then(|| cfg.home_agent.home_interface.clone()),

@@ -26,6 +26,13 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Answers proxied ARP requests at once (`proxy_delay` 0) on the home
+/// link: the kernel's default delays them by up to 0.8 s.
+pub fn prepare_home_link(iface: &str) -> anyhow::Result<()> {
+    let p = format!("/proc/sys/net/ipv4/neigh/{iface}/proxy_delay");
+    std::fs::write(&p, "0").with_context(|| format!("writing {p}"))
+}
+
 /// Proxy ARP for `home` on `iface` (idempotent).
 pub fn add_proxy(iface: &str, home: Ipv4Addr, route_via: Option<Ipv4Addr>) -> anyhow::Result<()> {
     let h = home.to_string();
