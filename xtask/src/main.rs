@@ -1,6 +1,7 @@
 //! Project automation: `cargo xtask <command>`. One module per command.
 
 mod build;
+mod e2e;
 mod fuzz;
 mod run;
 mod setup;
@@ -31,6 +32,8 @@ enum Command {
     Run(run::Options),
     /// Run the benchmarks and write their JSON.
     Bench(run::BenchOptions),
+    /// The Mobile IP end-to-end scenario in network namespaces (one JSON line).
+    E2e(e2e::Options),
     /// Run the cargo-fuzz targets (nightly + cargo-fuzz, installed on demand).
     Fuzz(fuzz::Options),
 }
@@ -44,6 +47,7 @@ fn main() {
         Command::Run(o) => run::run(&o),
         Command::Bench(o) => run::bench(&o),
         Command::Fuzz(o) => fuzz::run(&o),
+        Command::E2e(o) => e2e::run(&o),
     };
     if let Err(e) = res {
         eprintln!("xtask: error: {e:#}");
