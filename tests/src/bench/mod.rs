@@ -2,8 +2,9 @@
 //! baseline in the same run and returns a JSON object under its own key.
 
 pub mod dataplane;
+pub mod kdc;
 
 pub type Section = fn() -> anyhow::Result<serde_json::Value>;
 
 /// (JSON key, runner). Sections whose key is empty merge into the top level.
-pub const SECTIONS: &[(&str, Section)] = &[("", dataplane::run)];
+pub const SECTIONS: &[(&str, Section)] = &[("", dataplane::run), ("kdc", kdc::run)];
