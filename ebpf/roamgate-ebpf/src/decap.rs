@@ -6,11 +6,11 @@ use roamgate_common::{
     counters,
     maps::{TunnelKey, ROLE_CARE_OF, ROLE_HOME_AGENT},
     replay::{accept_shared, ReplayError},
-    siphash::{tag_words, tags_equal},
+    siphash::{tags_equal, SipHash24},
     wire::{
         ethernet::{EthHdr, ETHERTYPE_IPV4},
         ipv4::{Ipv4Hdr, DSCP_EF},
-        tunnel::{mac_begin, Trailer, TunnelHdr, MIN_INNER_LEN},
+        tunnel::{Trailer, TunnelHdr, MIN_INNER_LEN},
         udp::UdpHdr,
         Header,
     },
@@ -20,9 +20,9 @@ use crate::{
     atomic::BpfAtomics,
     error::Error,
     fib::{forward, Route},
-    mac::{finish_over_packet, MAX_INNER_LEN},
+    mac::{finish_over_packet, key_words, MAX_INNER_LEN},
     maps::{count, now_ns, TUNNELS},
-    packet::{frame_len, header, header_mut},
+    packet::{frame_len, header, header_mut, load_u64},
     voice,
 };
 
@@ -50,7 +50,6 @@ pub fn decap(ctx: &XdpContext, hl: usize) -> Result<u32, Error> {
     if udp.len() as usize != tot - hl {
         return Err(Error::Malformed);
     }
-    let (outer_src, outer_dst) = (ip.src, ip.dst);
 
     let inner_off = EthHdr::LEN + outer_min;
     let inner: &Ipv4Hdr = header(ctx, inner_off).map_err(|_| Error::Truncated)?;
@@ -67,8 +66,15 @@ pub fn decap(ctx: &XdpContext, hl: usize) -> Result<u32, Error> {
     }
     let trailer: &Trailer = header(ctx, inner_off + inner_tot).map_err(|_| Error::Truncated)?;
     let spi = trailer.spi;
-    let seq_bytes = trailer.seq;
-    let tag = tag_words(&trailer.tag);
+    let tp = trailer as *const Trailer as usize;
+    // SAFETY: the whole trailer is inside the frame (checked by `header`).
+    // The sequence is in network order: as a little-endian word it is MAC
+    // word 2 as is, byte-swapped it is the number.
+    let (seq_word, tag) = unsafe { (load_u64::<4>(tp), (load_u64::<12>(tp), load_u64::<20>(tp))) };
+    let seq = seq_word.swap_bytes();
+    let ip: &Ipv4Hdr = header(ctx, EthHdr::LEN)?;
+    // SAFETY: the outer header is inside the frame; src|dst is bytes 12..20.
+    let addr_word = unsafe { load_u64::<12>(ip as *const Ipv4Hdr as usize) };
 
     // SPI lookup.
     let tunnel = TUNNELS
@@ -86,7 +92,12 @@ pub fn decap(ctx: &XdpContext, hl: usize) -> Result<u32, Error> {
     }
 
     // MAC, compared in constant time.
-    let s = mac_begin(&t.key_rx, outer_src, outer_dst, spi, seq_bytes);
+    // SAFETY: `key_rx` of a live, 8-byte aligned map value, at offset 16.
+    let (k0, k1) = unsafe { key_words(core::ptr::addr_of!((*tunnel).key_rx)) };
+    let mut s = SipHash24::new128(k0, k1);
+    s.compress(addr_word);
+    s.compress(u32::from_le_bytes(spi) as u64 | TunnelHdr::MAC_WORD_HIGH);
+    s.compress(seq_word);
     let got = finish_over_packet(ctx, s, inner_off, inner_tot)?;
     if !tags_equal(got, tag) {
         return Err(Error::BadMac);
@@ -97,13 +108,11 @@ pub fn decap(ctx: &XdpContext, hl: usize) -> Result<u32, Error> {
     // atomically while shared.
     let win = unsafe { core::ptr::addr_of_mut!((*tunnel).rx) };
     // SAFETY: as above.
-    unsafe { accept_shared::<BpfAtomics>(win, u64::from_be_bytes(seq_bytes)) }.map_err(
-        |e| match e {
-            ReplayError::Duplicate => Error::Replayed,
-            ReplayError::TooOld => Error::TooOld,
-            ReplayError::Contended => Error::ReplayContended,
-        },
-    )?;
+    unsafe { accept_shared::<BpfAtomics>(win, seq) }.map_err(|e| match e {
+        ReplayError::Duplicate => Error::Replayed,
+        ReplayError::TooOld => Error::TooOld,
+        ReplayError::Contended => Error::ReplayContended,
+    })?;
 
     // The inner packet must belong to the tunnel's unit.
     let inner: &mut Ipv4Hdr = header_mut(ctx, inner_off).map_err(|_| Error::Truncated)?;

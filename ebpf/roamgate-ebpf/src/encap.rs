@@ -10,11 +10,13 @@ use aya_ebpf::{
 use roamgate_common::{
     counters,
     maps::{BindingKey, TunnelKey, BINDING_CARE_OF, BINDING_HOME_AGENT},
-    siphash::tag_bytes,
+    siphash::{tag_bytes, SipHash24},
     wire::{
         ethernet::{EthHdr, ETHERTYPE_IPV4},
         ipv4::{Ipv4Hdr, DSCP_EF},
-        tunnel::{mac_begin, outer_ipv4, EncapRepr, Trailer, TunnelHdr, OUTER_HDRS_LEN, OVERHEAD},
+        tunnel::{
+            mac_prefix_words, outer_ipv4, EncapRepr, Trailer, TunnelHdr, OUTER_HDRS_LEN, OVERHEAD,
+        },
         udp::UdpHdr,
         Header,
     },
@@ -24,7 +26,7 @@ use crate::{
     atomic::fetch_add,
     error::Error,
     fib::{forward, Route},
-    mac::{finish_over_packet, MAX_INNER_LEN},
+    mac::{finish_over_packet, key_words, MAX_INNER_LEN},
     maps::{count, now_ns, BINDINGS, TUNNELS},
     packet::{frame_len, header, header_mut},
     voice,
@@ -92,7 +94,6 @@ pub fn encap(ctx: &XdpContext) -> Result<Option<u32>, Error> {
         spi: b.spi,
         seq,
     };
-    let key = t.key_tx;
 
     // Grow: room for the outer headers in front, the trailer behind (and
     // drop any link padding behind the inner packet).
@@ -134,7 +135,12 @@ pub fn encap(ctx: &XdpContext) -> Result<Option<u32>, Error> {
         tr.spi = repr.spi;
         tr.seq = seq.to_be_bytes();
     }
-    let s = mac_begin(&key, repr.src, repr.dst, repr.spi, seq.to_be_bytes());
+    // SAFETY: `key_tx` of a live, 8-byte aligned map value, at offset 0.
+    let (k0, k1) = unsafe { key_words(core::ptr::addr_of!((*tunnel).key_tx)) };
+    let mut s = SipHash24::new128(k0, k1);
+    for w in mac_prefix_words(repr.src, repr.dst, repr.spi, seq.to_be_bytes()) {
+        s.compress(w);
+    }
     let tag = finish_over_packet(ctx, s, inner_off, inner_tot)?;
     let tr: &mut Trailer = header_mut(ctx, trailer_off).map_err(|_| Error::Truncated)?;
     tr.tag = tag_bytes(tag);

@@ -16,6 +16,30 @@ pub fn opaque(mut x: usize) -> usize {
     x
 }
 
+/// One 8-byte load from packet memory at `p + OFF`, as a single BPF
+/// instruction. `read_unaligned` would become eight byte loads (the BPF
+/// backend assumes strict alignment); the kernel and the x86 JIT do not
+/// need it for packet data.
+///
+/// # Safety
+/// The verifier must know `[p + OFF, p + OFF + 8)` is inside the frame: the
+/// caller compared a pointer derived from `p` with `data_end`.
+#[inline(always)]
+pub unsafe fn load_u64<const OFF: i16>(p: usize) -> u64 {
+    let v: u64;
+    // SAFETY: the caller's contract; a plain load with no side effects.
+    unsafe {
+        core::arch::asm!(
+            "{v} = *(u64 *)({p} + {off})",
+            v = lateout(reg) v,
+            p = in(reg) p,
+            off = const OFF,
+            options(readonly, nostack, preserves_flags),
+        );
+    }
+    v
+}
+
 /// A typed reference to the header at `offset`, or `PacketTooShort` when the
 /// frame ends before the header does.
 #[inline(always)]
