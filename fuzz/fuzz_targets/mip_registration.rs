@@ -10,7 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use libfuzzer_sys::fuzz_target;
 use roamgate_krb::ap::KeySet;
 use roamgate_mip::auth::SecurityAssociation;
-use roamgate_mip::home_agent::{HomeAgent, HomeAgentConfig, NodeConfig};
+use roamgate_mip::home_agent::{HomeAgent, HomeAgentConfig, NodeConfig, RateLimit};
 use roamgate_mip::wire::{self, ExtensionRepr};
 
 fn reencode(header: &[u8], exts: &[(usize, ExtensionRepr<'_>)]) -> Vec<u8> {
@@ -37,11 +37,14 @@ fn home_agent() -> &'static Mutex<HomeAgent> {
                 require_kerberos: k,
             });
         }
-        Mutex::new(HomeAgent::new(
-            HomeAgentConfig::new(ha),
-            nodes,
-            Arc::new(KeySet::default()),
-        ))
+        let mut config = HomeAgentConfig::new(ha);
+        // Every input reaches the parser and the checks.
+        config.rate_limit = RateLimit {
+            burst: u32::MAX,
+            per_second: u32::MAX,
+            max_sources: 16,
+        };
+        Mutex::new(HomeAgent::new(config, nodes, Arc::new(KeySet::default())))
     })
 }
 

@@ -75,3 +75,16 @@ pub enum Action {
     /// Remove a tunnel no binding points at any more.
     RemoveTunnel { spi: u32 },
 }
+
+#[cfg(test)]
+mod tests {
+    /// The cores move into tokio tasks.
+    #[test]
+    fn cores_are_send() {
+        fn send<T: Send>() {}
+        send::<crate::home_agent::HomeAgent>();
+        send::<crate::mobile_node::MobileNode>();
+        send::<crate::journal::SqliteJournal>();
+        send::<crate::Action>();
+    }
+}

@@ -1016,3 +1016,11 @@ fn rapid_re_registration_keeps_at_most_four_retiring_tunnels() {
     }
     assert_eq!(w.ha.binding(HOME).unwrap().spi, spis[9]);
 }
+
+#[test]
+fn throughput_harness_registers_everything() {
+    let r = roamgate_mip::testing::bench_registrations(5, 3);
+    assert_eq!(r.registrations, 15);
+    assert_eq!(r.accepted, 15);
+    assert!(r.registrations_per_s > 0.0);
+}
