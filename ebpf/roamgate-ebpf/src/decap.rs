@@ -78,7 +78,7 @@ pub fn decap(ctx: &XdpContext, hl: usize) -> Result<u32, Error> {
 
     // SPI lookup.
     let tunnel = TUNNELS
-        .get_ptr_mut(&TunnelKey { spi })
+        .get_ptr_mut(TunnelKey { spi })
         .ok_or(Error::UnknownSpi)?;
     // SAFETY: a live map value. The fields read here are written only by
     // userspace, which replaces a tunnel whole.

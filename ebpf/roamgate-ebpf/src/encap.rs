@@ -37,9 +37,9 @@ use crate::{
 #[inline(always)]
 pub fn encap(ctx: &XdpContext) -> Result<Option<u32>, Error> {
     let ip: &Ipv4Hdr = header(ctx, EthHdr::LEN)?;
-    let binding = match BINDINGS.get_ptr(&BindingKey::new(ip.dst, BINDING_HOME_AGENT)) {
+    let binding = match BINDINGS.get_ptr(BindingKey::new(ip.dst, BINDING_HOME_AGENT)) {
         Some(b) => b,
-        None => match BINDINGS.get_ptr(&BindingKey::new(ip.src, BINDING_CARE_OF)) {
+        None => match BINDINGS.get_ptr(BindingKey::new(ip.src, BINDING_CARE_OF)) {
             Some(b) => b,
             None => return Ok(None),
         },
@@ -51,7 +51,7 @@ pub fn encap(ctx: &XdpContext) -> Result<Option<u32>, Error> {
         return Err(Error::Expired);
     }
     let tunnel = TUNNELS
-        .get_ptr_mut(&TunnelKey { spi: b.spi })
+        .get_ptr_mut(TunnelKey { spi: b.spi })
         .ok_or(Error::NoTunnel)?;
     // SAFETY: a live map value; the fields read through `t` are written only
     // by userspace, which replaces a tunnel whole.

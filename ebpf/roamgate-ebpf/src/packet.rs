@@ -56,7 +56,10 @@ pub fn header<T: Header>(ctx: &XdpContext, offset: usize) -> Result<&T, Error> {
     Ok(unsafe { &*(p as *const T) })
 }
 
-/// Mutable variant of [`header`].
+/// Mutable variant of [`header`]. The frame is not owned by `ctx` (the
+/// context only holds its bounds), hence `&mut` from `&`; callers never hold
+/// two overlapping views across a write.
+#[allow(clippy::mut_from_ref)]
 #[inline(always)]
 pub fn header_mut<T: Header>(ctx: &XdpContext, offset: usize) -> Result<&mut T, Error> {
     let p = opaque(ctx.data() + offset);

@@ -39,7 +39,7 @@ pub fn check(ctx: &XdpContext, ip_off: usize, now: u64) -> Result<bool, Error> {
         port: udp.dst_port,
         pad: [0; 2],
     };
-    if VOICE_PORTS.get_ptr(&port).is_none() {
+    if VOICE_PORTS.get_ptr(port).is_none() {
         return Ok(false);
     }
     // A voice port: from here on, anything but authorised voice is dropped.
@@ -64,7 +64,7 @@ pub fn check(ctx: &XdpContext, ip_off: usize, now: u64) -> Result<bool, Error> {
         ssrc,
     };
     let flow = VOICE_FLOWS
-        .get_ptr_mut(&key)
+        .get_ptr_mut(key)
         .ok_or(Error::VoiceUnauthorised)?;
     // SAFETY: a live map value; `expires_ns` is only written by userspace
     // when it replaces the flow.
