@@ -606,3 +606,148 @@ fn cli_errors_are_one_line_and_name_the_cause() {
     assert!(!ok);
     assert!(one_line(&err).contains("corrupt keytab"), "{err}");
 }
+
+/// A tshark capture of `roamgate krb kinit` and `kvno` against MIT's KDC,
+/// decrypted with MIT-exported keys, shows every message and no malformed
+/// field.
+#[test]
+fn tshark_decodes_roamgate_client_exchanges_without_malformed_fields() {
+    use std::io::Read;
+    if !have_mit()
+        || !Command::new("sh")
+            .args(["-c", "command -v tshark"])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    {
+        eprintln!("skipping: tshark not installed");
+        return;
+    }
+    let kdc = MitKdc::start().unwrap();
+    kdc.add_principal("alice", PASSWORD, &[]).unwrap();
+    kdc.add_random_principal("host/cap", &[]).unwrap();
+    let keytab = kdc.path("all.keytab");
+    for p in [
+        "alice".to_owned(),
+        "host/cap".to_owned(),
+        format!("krbtgt/{}", kdc.realm),
+    ] {
+        kdc.export_keytab(&p, &keytab).unwrap();
+    }
+    let port = kdc.addr.port();
+    let pcap = kdc.path("client.pcap");
+    // tshark writes as an unprivileged user; let it write the directory.
+    let _ = Command::new("chmod").arg("0777").arg(kdc.dir()).status();
+    let mut cap = Command::new("tshark")
+        .args(["-i", "lo", "-f", &format!("port {port}"), "-w"])
+        .arg(&pcap)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting tshark");
+    let mut stderr = cap.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut acc = Vec::new();
+        let mut b = [0u8; 256];
+        let mut told = false;
+        while let Ok(n) = stderr.read(&mut b) {
+            if n == 0 {
+                break;
+            }
+            acc.extend_from_slice(&b[..n]);
+            if !told && String::from_utf8_lossy(&acc).contains("Capturing on") {
+                let _ = tx.send(());
+                told = true;
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("tshark did not start capturing");
+    std::thread::sleep(Duration::from_millis(300));
+    let addr = kdc.kdc_arg();
+    let cc = kdc.path("cap.cc").display().to_string();
+    let (ok, _, err) = run_krb(
+        &[
+            "kinit",
+            "--realm",
+            &kdc.realm,
+            "--kdc",
+            &addr,
+            "alice",
+            "--password-stdin",
+            "--ccache",
+            &cc,
+        ],
+        Some(PASSWORD),
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = run_krb(
+        &[
+            "kvno", "--realm", &kdc.realm, "--kdc", &addr, "--ccache", &cc, "host/cap",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    std::thread::sleep(Duration::from_millis(500));
+    Command::new("kill")
+        .args(["-INT", &cap.id().to_string()])
+        .status()
+        .unwrap();
+    cap.wait().unwrap();
+
+    let tshark = |extra: &[&str]| {
+        let out = Command::new("tshark")
+            .arg("-r")
+            .arg(&pcap)
+            .args(["-d", &format!("udp.port=={port},kerberos")])
+            .args(["-d", &format!("tcp.port=={port},kerberos")])
+            .args(["-o", "kerberos.decrypt:TRUE", "-o"])
+            .arg(format!("kerberos.file:{}", keytab.display()))
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let v = tshark(&["-V"]);
+    for want in [
+        "as-req",
+        "eRR-PREAUTH-REQUIRED (25)",
+        "pA-ENC-TIMESTAMP (2)",
+        "patimestamp",
+        "as-rep",
+        "tgs-req",
+        "pA-TGS-REQ (1)",
+        "tgs-rep",
+        "Decrypted keytype",
+        "encTicketPart",
+        "authenticator",
+    ] {
+        assert!(v.contains(want), "{want:?} missing from the capture:\n{v}");
+    }
+    // The TGS-REP is sealed in our authenticator subkey (usage 9).
+    assert!(
+        v.contains("usage 9 using learnt authenticator_subkey"),
+        "TGS-REP not decrypted with the subkey:\n{v}"
+    );
+    for bad in ["Malformed", "[Expert Info (Error"] {
+        assert!(!v.contains(bad), "tshark reports {bad:?}:\n{v}");
+    }
+    // Wireshark tries usage 8 (session key) before usage 9 (subkey) on a
+    // TGS-REP and notes the miss as a decryption warning; nothing else
+    // may warn.
+    for line in v.lines().filter(|l| l.contains("[Expert Info (Warning")) {
+        assert!(
+            line.contains("Warning/Decryption): Missing keytype")
+                || line.contains("Warning/Decryption): Used keymap"),
+            "tshark warns: {line}\n{v}"
+        );
+    }
+    let e = tshark(&["-q", "-z", "expert"]);
+    assert!(!e.contains("Errors ("), "expert info:\n{e}");
+}
