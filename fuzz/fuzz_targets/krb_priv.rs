@@ -23,7 +23,10 @@ fuzz_target!(|data: &[u8]| {
     let mut seq = SecureChannel::new(
         key.clone(),
         Direction::Acceptor,
-        ReplayMode::Sequence { local: 0, remote: 0 },
+        ReplayMode::Sequence {
+            local: 0,
+            remote: 0,
+        },
     );
     let _ = seq.open_priv(data, now);
     let _ = seq.open_safe(data, now);
