@@ -751,3 +751,124 @@ fn tshark_decodes_roamgate_client_exchanges_without_malformed_fields() {
     let e = tshark(&["-q", "-z", "expert"]);
     assert!(!e.contains("Errors ("), "expert info:\n{e}");
 }
+
+/// roamgate's service side verifies an AP-REQ that MIT built: the one in
+/// the PA-TGS-REQ of MIT `kvno`'s TGS-REQ, checked with the krbtgt key
+/// from an MIT keytab (key usage 7, subkey, client name, times, replay).
+#[test]
+fn roamgate_verifies_an_ap_req_built_by_mit() {
+    use roamgate_krb::messages::{self, asn, pa_type, MessageKind};
+    use std::net::UdpSocket;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    if !have_mit() {
+        return;
+    }
+    let kdc = MitKdc::start().unwrap();
+    kdc.add_principal("alice", PASSWORD, &[]).unwrap();
+    kdc.add_random_principal("host/mit", &[]).unwrap();
+    let krbtgt = format!("krbtgt/{}", kdc.realm);
+    let kt = mit_keytab(&kdc, &krbtgt);
+
+    // A UDP proxy in front of the KDC records what MIT's tools send.
+    let front = UdpSocket::bind("127.0.0.1:0").unwrap();
+    front
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let front_port = front.local_addr().unwrap().port();
+    let seen: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let proxy = {
+        let (seen, stop, kdc_addr) = (seen.clone(), stop.clone(), kdc.addr);
+        std::thread::spawn(move || {
+            let back = UdpSocket::bind("127.0.0.1:0").unwrap();
+            back.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = vec![0u8; 65536];
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((n, client)) = front.recv_from(&mut buf) else {
+                    continue;
+                };
+                seen.lock().unwrap().push(buf[..n].to_vec());
+                back.send_to(&buf[..n], kdc_addr).unwrap();
+                if let Ok(m) = back.recv(&mut buf) {
+                    front.send_to(&buf[..m], client).unwrap();
+                }
+            }
+        })
+    };
+    let conf = std::fs::read_to_string(kdc.krb5_conf())
+        .unwrap()
+        .replace(
+            &format!("kdc = 127.0.0.1:{}", kdc.addr.port()),
+            &format!("kdc = 127.0.0.1:{front_port}"),
+        )
+        .replace(
+            "[libdefaults]\n",
+            "[libdefaults]\n  udp_preference_limit = 65000\n",
+        );
+    let conf_path = kdc.path("proxy-krb5.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let cc = kdc.path("mit-ap.cc");
+    {
+        use std::io::Write;
+        let mut kinit = kdc.command("kinit");
+        kinit
+            .env("KRB5_CONFIG", &conf_path)
+            .args(["-c", &format!("FILE:{}", cc.display()), "alice"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = kinit.spawn().unwrap();
+        writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut kvno = kdc.command("kvno");
+    kvno.env("KRB5_CONFIG", &conf_path)
+        .args(["-c", &format!("FILE:{}", cc.display()), "host/mit"]);
+    kdc.run(kvno, "MIT kvno").unwrap();
+    stop.store(true, Ordering::Relaxed);
+    proxy.join().unwrap();
+
+    let seen = seen.lock().unwrap();
+    let tgs_req = seen
+        .iter()
+        .find(|m| MessageKind::of(m) == Some(MessageKind::TgsReq))
+        .expect("MIT kvno sent a TGS-REQ through the proxy");
+    let req: asn::TgsReq = messages::decode(tgs_req).unwrap();
+    let pa = messages::find_padata(req.0.padata.as_deref(), pa_type::TGS_REQ).unwrap();
+    let ap_req: asn::ApReq = messages::decode(&pa.value).unwrap();
+    let tgs = princ(&kdc, &krbtgt);
+    let params = AcceptParams {
+        service: Some(&tgs),
+        ..Default::default()
+    };
+    let mut rc = ReplayCache::default();
+    let acc = ap::accept_decoded(
+        &ap_req,
+        &kt,
+        &params,
+        &mut rc,
+        SystemTime::now(),
+        roamgate_krb::usage::TGS_REQ_PA_TGS_REQ_AUTHENTICATOR,
+    )
+    .unwrap_or_else(|e| panic!("MIT's AP-REQ refused: {e}"));
+    assert_eq!(acc.client, princ(&kdc, "alice"));
+    assert_eq!(acc.server, tgs);
+    assert!(acc.subkey.is_some(), "MIT sends a subkey in TGS requests");
+    assert!(acc.ticket_flags & ticket_flags::INITIAL != 0);
+    let err = ap::accept_decoded(
+        &ap_req,
+        &kt,
+        &params,
+        &mut rc,
+        SystemTime::now(),
+        roamgate_krb::usage::TGS_REQ_PA_TGS_REQ_AUTHENTICATOR,
+    )
+    .unwrap_err();
+    assert!(matches!(err, ApError::Replay(_)), "{err}");
+}
