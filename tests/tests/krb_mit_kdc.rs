@@ -872,3 +872,34 @@ fn roamgate_verifies_an_ap_req_built_by_mit() {
     .unwrap_err();
     assert!(matches!(err, ApError::Replay(_)), "{err}");
 }
+
+/// Without required pre-authentication MIT answers the first AS-REQ with an
+/// AS-REP at once; the client makes the key from the reply's ETYPE-INFO2
+/// (here with a non-default salt) and still refuses a wrong password.
+#[tokio::test]
+async fn as_rep_without_preauth_uses_the_reply_salt() {
+    if !have_mit() {
+        return;
+    }
+    let kdc = MitKdc::start_with(MitKdcConfig {
+        require_preauth: false,
+        ..Default::default()
+    })
+    .unwrap();
+    // A special salt ("norealm": the name only) so the default one is wrong.
+    kdc.kadmin(&format!(
+        "addprinc -pw {PASSWORD} -e aes256-cts-hmac-sha1-96:norealm bob"
+    ))
+    .unwrap();
+    let cred = tgt(&kdc, "bob", PASSWORD)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", kdc.log()));
+    assert!(
+        cred.flags & ticket_flags::PRE_AUTHENT == 0,
+        "{:#x}",
+        cred.flags
+    );
+    assert!(cred.is_tgt());
+    let err = tgt(&kdc, "bob", "wrong").await.unwrap_err();
+    assert!(matches!(err, ClientError::PreauthFailed(_)), "{err}");
+}
