@@ -953,3 +953,97 @@ fn fib_redirect_rewrites_macs() {
         ],
     );
 }
+
+/// The frames the XDP program writes, decoded by tshark with checksum
+/// validation on: outer IPv4, UDP 434, RFC 3519 tunnel data, inner IPv4 and
+/// ICMP, all with good checksums. Skipped (with a notice) without tshark.
+#[test]
+fn tshark_decodes_the_program_output() {
+    if Command::new("tshark").arg("--version").output().is_err() {
+        eprintln!("tshark not installed: skipping");
+        return;
+    }
+    let r = runner();
+    let (act, encapped) = r
+        .run_frame("encap", &eth(&icmp(CORR, HOME, 64, 56)))
+        .unwrap();
+    assert_eq!(act, XdpAction::Pass as u32);
+    let (act, decapped) = r
+        .run_frame("decap", &from_coa(1, &icmp(HOME, CORR, 64, 56)))
+        .unwrap();
+    assert_eq!(act, XdpAction::Pass as u32);
+
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("xdp.pcap");
+    let mut file = vec![];
+    // pcap global header: magic, v2.4, tz 0, sigfigs 0, snaplen, Ethernet.
+    for v in [0xa1b2_c3d4u32] {
+        file.extend_from_slice(&v.to_le_bytes());
+    }
+    file.extend_from_slice(&2u16.to_le_bytes());
+    file.extend_from_slice(&4u16.to_le_bytes());
+    for v in [0u32, 0, 65535, 1] {
+        file.extend_from_slice(&v.to_le_bytes());
+    }
+    for f in [&encapped, &decapped] {
+        for v in [0u32, 0, f.len() as u32, f.len() as u32] {
+            file.extend_from_slice(&v.to_le_bytes());
+        }
+        file.extend_from_slice(f);
+    }
+    std::fs::write(&pcap, file).unwrap();
+    let out = Command::new("tshark")
+        .args(["-r"])
+        .arg(&pcap)
+        .args([
+            "-o",
+            "ip.check_checksum:TRUE",
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
+            "-e",
+            "frame.protocols",
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+            "-e",
+            "ip.checksum.status",
+            "-e",
+            "mip.type",
+            "-e",
+            "mip.nattt.nexthdr",
+            "-e",
+            "icmp.checksum.status",
+        ])
+        .output()
+        .expect("run tshark");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Encapsulated: outer and inner IPv4 both present, checksums good (1).
+    assert!(
+        lines[0].starts_with("eth:ethertype:ip:udp:mip:ip:icmp"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains("192.0.2.1,10.9.0.1|198.51.100.9,10.1.0.1"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].contains("|1,1|4|4|1"), "{}", lines[0]);
+    // Decapsulated: a plain IPv4 ICMP packet with good checksums.
+    assert!(
+        lines[1].starts_with("eth:ethertype:ip:icmp"),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[1].contains("|10.1.0.1|10.9.0.1|1||"), "{}", lines[1]);
+}
