@@ -977,9 +977,7 @@ fn tshark_decodes_the_program_output() {
     let pcap = dir.path().join("xdp.pcap");
     let mut file = vec![];
     // pcap global header: magic, v2.4, tz 0, sigfigs 0, snaplen, Ethernet.
-    for v in [0xa1b2_c3d4u32] {
-        file.extend_from_slice(&v.to_le_bytes());
-    }
+    file.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     file.extend_from_slice(&2u16.to_le_bytes());
     file.extend_from_slice(&4u16.to_le_bytes());
     for v in [0u32, 0, 65535, 1] {
