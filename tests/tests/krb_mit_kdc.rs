@@ -903,3 +903,96 @@ async fn as_rep_without_preauth_uses_the_reply_salt() {
     let err = tgt(&kdc, "bob", "wrong").await.unwrap_err();
     assert!(matches!(err, ClientError::PreauthFailed(_)), "{err}");
 }
+
+// ---------------------------------------------------------------------------
+// The same client and service side against roamgate's own KDC (the
+// all-in-one default), so both KDCs are held to one client.
+
+#[tokio::test]
+async fn roamgate_client_and_service_against_roamgate_kdc() {
+    use roamgate_integration::bench::kdc::{RoamgateKdc, RoamgateKdcOptions};
+    let opts = RoamgateKdcOptions {
+        max_udp_reply: 400,
+        ..Default::default()
+    };
+    let b = RoamgateKdc::create(&opts).unwrap();
+    for etype in Etype::ALL {
+        b.add_password(&format!("u{}", etype.to_i32()), PASSWORD, &[etype])
+            .unwrap();
+    }
+    b.add_random("svc/rg").unwrap();
+    let kt_path = b.dir().join("svc.keytab");
+    b.export_keytab("svc/rg", &kt_path).unwrap();
+    let kdc = b.start().unwrap();
+    let kt = Keytab::load(&kt_path).unwrap();
+    let realm = kdc.realm.clone();
+    let p = |n: &str| Principal::parse_with_realm(n, &realm).unwrap();
+    let mut t = KdcTransport::new(kdc.addr.to_string());
+    t.timeout = Duration::from_secs(5);
+    for etype in Etype::ALL {
+        let user = format!("u{}", etype.to_i32());
+        let tgt = client::get_tgt(
+            &t,
+            p(&user),
+            ClientSecret::password(PASSWORD),
+            AsOptions::default(),
+            SystemTime::now,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("AS etype {etype}: {e}"));
+        assert!(tgt.is_forwardable() && tgt.flags & ticket_flags::PRE_AUTHENT != 0);
+        // The KDC answers UDP requests whose reply exceeds 400 bytes with
+        // KRB_ERR_RESPONSE_TOO_BIG; the transport retries over TCP.
+        let ex = client::TgsExchange::new(&tgt, p("svc/rg"), 0).unwrap();
+        let (reply, via) = t
+            .exchange_via(&ex.request(SystemTime::now()).unwrap())
+            .await
+            .unwrap();
+        assert!(reply.len() > 400, "reply of {} bytes", reply.len());
+        assert_eq!(via, client::Transport::Tcp);
+        let st = ex
+            .handle_reply(&reply)
+            .unwrap_or_else(|e| panic!("TGS etype {etype}: {e}"));
+        let (req, apc) = ap::build_ap_req(
+            &st,
+            &ApReqParams {
+                mutual: true,
+                subkey: true,
+                ..Default::default()
+            },
+            SystemTime::now(),
+        )
+        .unwrap();
+        let svc = p("svc/rg");
+        let acc = ap::accept_ap_req(
+            &req,
+            &kt,
+            &AcceptParams {
+                service: Some(&svc),
+                ..Default::default()
+            },
+            &mut ReplayCache::default(),
+            SystemTime::now(),
+        )
+        .unwrap();
+        assert_eq!(acc.client, p(&user));
+        apc.verify_ap_rep(&acc.ap_rep(None, None)).unwrap();
+        let fwd = client::get_forwarded_tgt(&t, &tgt, SystemTime::now)
+            .await
+            .unwrap_or_else(|e| panic!("forwarded TGT etype {etype}: {e}"));
+        assert!(fwd.flags & ticket_flags::FORWARDED != 0);
+    }
+    let err = client::get_tgt(
+        &t,
+        p("u18"),
+        ClientSecret::password("wrong"),
+        AsOptions::default(),
+        SystemTime::now,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("preauthentication failed for u18@{realm}: wrong password or key")
+    );
+}
