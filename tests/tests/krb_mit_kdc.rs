@@ -1,9 +1,12 @@
-//! roamgate's Kerberos client and service side against MIT krb5kdc.
+//! roamgate's Kerberos client and service side against MIT krb5kdc (and,
+//! in the last test, against roamgate's own KDC).
 //!
 //! Each test starts its own MIT KDC on loopback (see
 //! `roamgate_integration::mit`). They need krb5-kdc, krb5-user and
-//! krb5-admin-server installed, not root; without them they are skipped
-//! with a message.
+//! krb5-admin-server installed; without them they are skipped with a
+//! message. The CLI tests run the `roamgate` binary and fail if it is not
+//! built (`cargo build -p roamgate`). The tshark test captures on `lo` and
+//! so needs root (or capture rights); it is skipped without tshark.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
