@@ -74,6 +74,41 @@ pub enum ApError {
     MutualFailed,
 }
 
+/// The KRB-ERROR a service sends back when it refuses an AP-REQ.
+pub fn error_reply(
+    err: &ApError,
+    service: &Principal,
+    now: SystemTime,
+) -> Result<Vec<u8>, MessageError> {
+    let e_text = err.to_string();
+    messages::krb_error(
+        &messages::ErrorSpec {
+            code: err.error_code(),
+            server: service,
+            client: None,
+            ctime: None,
+            e_text: Some(&e_text),
+            e_data: None,
+        },
+        now,
+    )
+    .or_else(|_| {
+        // The text may hold characters a KerberosString cannot carry.
+        messages::krb_error(
+            &messages::ErrorSpec {
+                code: err.error_code(),
+                server: service,
+                client: None,
+                ctime: None,
+                e_text: None,
+                e_data: None,
+            },
+            now,
+        )
+    })
+    .map(|e| encode(&e))
+}
+
 impl ApError {
     /// The KRB-ERROR code a service sends back for this error.
     pub fn error_code(&self) -> i32 {

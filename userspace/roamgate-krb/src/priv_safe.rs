@@ -129,6 +129,32 @@ impl SecureChannel {
         }
     }
 
+    /// The initiator's channel after a mutual AP exchange: the key the
+    /// AP-REP settled on, sequence numbers if both sides sent one, else
+    /// timestamps.
+    pub fn for_initiator(client: &crate::ap::ApClient, rep: &crate::ap::ApRepInfo) -> Self {
+        let mode = match (client.seq_number(), rep.seq_number) {
+            (Some(local), Some(remote)) => ReplayMode::Sequence { local, remote },
+            _ => ReplayMode::Timestamp,
+        };
+        Self::new(rep.key.clone(), Direction::Initiator, mode)
+    }
+
+    /// The acceptor's channel after answering `accepted` with an AP-REP
+    /// that carried `subkey` (or none) and `seq_number` (or none).
+    pub fn for_acceptor(
+        accepted: &crate::ap::Accepted,
+        subkey: Option<&Key>,
+        seq_number: Option<u32>,
+    ) -> Self {
+        let key = subkey.cloned().unwrap_or_else(|| accepted.key());
+        let mode = match (seq_number, accepted.seq_number) {
+            (Some(local), Some(remote)) => ReplayMode::Sequence { local, remote },
+            _ => ReplayMode::Timestamp,
+        };
+        Self::new(key, Direction::Acceptor, mode)
+    }
+
     /// The next sequence number we will send, in sequence mode.
     pub fn next_send_seq(&self) -> Option<u32> {
         match self.mode {
@@ -354,6 +380,46 @@ mod tests {
         let r2 = b.seal_priv(b"y", at(0)).unwrap();
         assert_eq!(a.open_priv(&r1, at(0)).unwrap(), b"x");
         assert_eq!(a.open_priv(&r2, at(0)).unwrap(), b"y");
+    }
+
+    #[test]
+    fn channels_from_an_ap_exchange_agree() {
+        use crate::ap::tests::issue;
+        use crate::ap::{accept_ap_req, build_ap_req, AcceptParams, ApReqParams};
+        use crate::replay::ReplayCache;
+        let (cred, keys) = issue("dir/x@EXAMPLE.COM", Etype::Aes128CtsHmacSha196);
+        for (subkeys, seqs) in [(true, true), (false, false), (true, false)] {
+            let (req, client) = build_ap_req(
+                &cred,
+                &ApReqParams {
+                    mutual: true,
+                    subkey: subkeys,
+                    seq_number: seqs.then_some(5),
+                    app_data: None,
+                },
+                at(2000),
+            )
+            .unwrap();
+            let acc = accept_ap_req(
+                &req,
+                &keys,
+                &AcceptParams::default(),
+                &mut ReplayCache::default(),
+                at(2000),
+            )
+            .unwrap();
+            let sk = subkeys.then(|| acc.new_subkey());
+            let seq = seqs.then_some(900);
+            let rep = acc.ap_rep(sk.as_ref(), seq);
+            let info = client.verify_ap_rep(&rep).unwrap();
+            let mut a = SecureChannel::for_initiator(&client, &info);
+            let mut b = SecureChannel::for_acceptor(&acc, sk.as_ref(), seq);
+            assert_eq!(a.next_send_seq(), seqs.then_some(5));
+            let m = a.seal_priv(b"directory query", at(2001)).unwrap();
+            assert_eq!(b.open_priv(&m, at(2001)).unwrap(), b"directory query");
+            let r = b.seal_safe(b"answer", at(2002)).unwrap();
+            assert_eq!(a.open_safe(&r, at(2002)).unwrap(), b"answer");
+        }
     }
 
     #[test]
