@@ -999,3 +999,43 @@ async fn roamgate_client_and_service_against_roamgate_kdc() {
         format!("preauthentication failed for u18@{realm}: wrong password or key")
     );
 }
+
+/// MIT's `kvno` uses the TGT `roamgate krb kinit` stored: the session key,
+/// ticket and times in roamgate's ccache are what MIT expects.
+#[test]
+fn mit_kvno_uses_a_roamgate_tgt() {
+    if !have_mit() {
+        return;
+    }
+    let kdc = MitKdc::start().unwrap();
+    kdc.add_principal("alice", PASSWORD, &[]).unwrap();
+    kdc.add_random_principal("host/y", &[]).unwrap();
+    let cc = kdc.path("rg.cc");
+    let (ok, _, err) = run_krb(
+        &[
+            "kinit",
+            "--realm",
+            &kdc.realm,
+            "--kdc",
+            &kdc.kdc_arg(),
+            "alice",
+            "--password-stdin",
+            "--ccache",
+            &cc.display().to_string(),
+        ],
+        Some(PASSWORD),
+    );
+    assert!(ok, "{err}");
+    let mut kvno = kdc.command("kvno");
+    kvno.args(["-c", &format!("FILE:{}", cc.display()), "host/y"]);
+    let out = kdc.run(kvno, "MIT kvno with a roamgate TGT").unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("host/y@{}: kvno = 1", kdc.realm)),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // And roamgate reads the cache MIT added to.
+    let (ok, out, err) = run_krb(&["klist", "--ccache", &cc.display().to_string()], None);
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("host/y@{}", kdc.realm)), "{out}");
+}
