@@ -367,7 +367,10 @@ fn percentile(v: &[f64], p: f64) -> f64 {
     }
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
-    s[((s.len() - 1) as f64 * p).round() as usize]
+    // Linear interpolation between the closest ranks.
+    let r = (s.len() - 1) as f64 * p;
+    let (lo, hi) = (r.floor() as usize, r.ceil() as usize);
+    s[lo] + (s[hi] - s[lo]) * (r - lo as f64)
 }
 
 /// The running scenario's processes and files.
@@ -1054,7 +1057,22 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
         format!("binding after forged/replayed registrations: {b:?}"),
     );
 
+    // Back to A (its link returns): a third registration, from A again.
+    let back_from = voice.mark();
+    s.topo
+        .exec_ok("mn", &["ip", "link", "set", "dev", "mna", "up"])?;
+    s.topo.exec_ok(
+        "mn",
+        &[
+            "ip", "route", "replace", "default", "via", "10.2.0.1", "metric", "100",
+        ],
+    )?;
+    s.wait_registered(3, COA_A)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let back_to = voice.mark();
+
     // Deregister: SIGTERM the mobile node.
+    let end = voice.mark();
     let streams = {
         let idx = s.mn_child.take().context("no mobile node")?;
         let c = s.topo.child_mut(idx);
@@ -1096,7 +1114,8 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
 
     let (loss_ho, gap_ho, sent_ho, lost_ho) = window(&streams, ho_from, ho_to);
     let (loss_rs, gap_rs, sent_rs, lost_rs) = window(&streams, rs_from, rs_to);
-    let (loss_all, _, sent_all, lost_all) = window(&streams, [0, 0], [u32::MAX, u32::MAX]);
+    let (loss_back, gap_back, _, _) = window(&streams, back_from, back_to);
+    let (loss_all, _, sent_all, lost_all) = window(&streams, [0, 0], end);
     let regs: Vec<f64> = mn["registration_ms"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_f64).collect())
@@ -1122,6 +1141,8 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
         "voice_loss_pct_ha_restart": loss_rs,
         "voice_sent_ha_restart": sent_rs,
         "voice_gap_ms_ha_restart": gap_rs,
+        "handover_back_to_a_gap_ms": gap_back,
+        "voice_loss_pct_handover_back_to_a": loss_back,
         "voice_loss_pct_total": loss_all,
         "voice_sent_total": sent_all,
         "voice_lost_total": lost_all,
