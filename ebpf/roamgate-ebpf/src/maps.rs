@@ -40,9 +40,35 @@ pub fn count(idx: u32, n: u64) {
     }
 }
 
-/// `CLOCK_BOOTTIME` now, the clock expiries are written in.
+/// `bpf_ktime_get_boot_ns` once per jiffy and CPU: (jiffies, boot ns).
+#[repr(C)]
+pub struct ClockCache {
+    jiffies: u64,
+    boot_ns: u64,
+}
+
+/// Per-CPU clock cache; internal, not pinned.
+#[map(name = "RG_CLOCK")]
+static CLOCK: PerCpuArray<ClockCache> = PerCpuArray::with_max_entries(1, 0);
+
+/// `CLOCK_BOOTTIME` now, the clock expiries are written in, to within one
+/// jiffy: reading the clock source costs tens of ns per packet, so the
+/// value is cached per CPU and refreshed when `jiffies` moves. An expiry
+/// therefore takes effect up to one jiffy (1-10 ms) late.
 #[inline(always)]
 pub fn now_ns() -> u64 {
-    // SAFETY: helper without arguments, available to XDP since 5.8.
-    unsafe { aya_ebpf::helpers::bpf_ktime_get_boot_ns() }
+    // SAFETY: helper without arguments, available to XDP since 5.5.
+    let j = unsafe { aya_ebpf::helpers::bpf_jiffies64() };
+    match CLOCK.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; nothing else writes it while we run.
+        Some(c) => unsafe {
+            if (*c).jiffies != j || (*c).boot_ns == 0 {
+                (*c).jiffies = j;
+                (*c).boot_ns = aya_ebpf::helpers::bpf_ktime_get_boot_ns();
+            }
+            (*c).boot_ns
+        },
+        // SAFETY: helper without arguments, available to XDP since 5.8.
+        None => unsafe { aya_ebpf::helpers::bpf_ktime_get_boot_ns() },
+    }
 }
