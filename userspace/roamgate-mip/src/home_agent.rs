@@ -138,6 +138,66 @@ impl HomeAgentConfig {
     }
 }
 
+/// A configuration the home agent cannot run with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("the home agent has no address")]
+    NoAddress,
+    #[error("identification skew {0:?} exceeds the {max:?} limit", max = identification::MAX_SKEW)]
+    SkewTooLarge(Duration),
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    #[error("node {0} has no MN-HA security association")]
+    NoSecurityAssociation(Ipv4Addr),
+    #[error("node {home} has SPI {spi} twice")]
+    DuplicateSpi { home: Ipv4Addr, spi: u32 },
+    #[error("home address {0} is configured twice")]
+    DuplicateNode(Ipv4Addr),
+}
+
+impl HomeAgentConfig {
+    /// Checks the configuration and the nodes before the home agent starts.
+    pub fn validate(&self, nodes: &[NodeConfig]) -> Result<(), ConfigError> {
+        if self.addresses.is_empty() {
+            return Err(ConfigError::NoAddress);
+        }
+        if self.identification_skew > identification::MAX_SKEW {
+            return Err(ConfigError::SkewTooLarge(self.identification_skew));
+        }
+        for (v, name) in [
+            (self.max_bindings, "max_bindings"),
+            (usize::from(self.max_lifetime), "max_lifetime"),
+            (self.rate_limit.burst as usize, "rate_limit.burst"),
+            (self.rate_limit.per_second as usize, "rate_limit.per_second"),
+            (self.rate_limit.max_sources, "rate_limit.max_sources"),
+            (self.replay_capacity, "replay_capacity"),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        let mut homes = std::collections::HashSet::new();
+        for n in nodes {
+            if !homes.insert(n.home_address) {
+                return Err(ConfigError::DuplicateNode(n.home_address));
+            }
+            if n.security_associations.is_empty() {
+                return Err(ConfigError::NoSecurityAssociation(n.home_address));
+            }
+            let mut spis = std::collections::HashSet::new();
+            for sa in &n.security_associations {
+                if !spis.insert(sa.spi()) {
+                    return Err(ConfigError::DuplicateSpi {
+                        home: n.home_address,
+                        spi: sa.spi(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A binding in the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Binding {

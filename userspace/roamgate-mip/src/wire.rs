@@ -124,8 +124,6 @@ pub enum WireError {
     UnknownExtension { ty: u8, offset: usize },
     #[error("extension data too long to encode ({0} bytes)")]
     ExtensionTooLong(usize),
-    #[error("output buffer too small: {have} bytes, need {need}")]
-    BufferTooSmall { have: usize, need: usize },
 }
 
 mod field {

@@ -1024,3 +1024,42 @@ fn throughput_harness_registers_everything() {
     assert_eq!(r.accepted, 15);
     assert!(r.registrations_per_s > 0.0);
 }
+
+#[test]
+fn configuration_is_validated() {
+    use roamgate_mip::home_agent::ConfigError;
+    let c = ha_config();
+    assert_eq!(c.validate(&[node(HOME, true), node(HOME2, false)]), Ok(()));
+    assert_eq!(
+        c.validate(&[node(HOME, true), node(HOME, false)]),
+        Err(ConfigError::DuplicateNode(HOME))
+    );
+    let mut n = node(HOME, true);
+    n.security_associations
+        .push(n.security_associations[0].clone());
+    assert_eq!(
+        c.validate(&[n]),
+        Err(ConfigError::DuplicateSpi {
+            home: HOME,
+            spi: SPI
+        })
+    );
+    let mut n = node(HOME, true);
+    n.security_associations.clear();
+    assert_eq!(
+        c.validate(&[n]),
+        Err(ConfigError::NoSecurityAssociation(HOME))
+    );
+    let mut bad = ha_config();
+    bad.identification_skew = secs(301);
+    assert!(matches!(
+        bad.validate(&[]),
+        Err(ConfigError::SkewTooLarge(_))
+    ));
+    let mut bad = ha_config();
+    bad.max_bindings = 0;
+    assert_eq!(bad.validate(&[]), Err(ConfigError::Zero("max_bindings")));
+    let mut bad = ha_config();
+    bad.addresses.clear();
+    assert_eq!(bad.validate(&[]), Err(ConfigError::NoAddress));
+}
