@@ -110,7 +110,8 @@ pub struct TunnelValue {
     pub home: [u8; 4],
     /// Outer UDP source port of what this end sends (network order), 434.
     pub src_port: [u8; 2],
-    /// Outer UDP destination port of what this end sends (network order), 434.
+    /// Outer UDP destination port of what this end sends (network order).
+    /// Must be 434: receivers recognise tunnel data by that port alone.
     pub dst_port: [u8; 2],
     /// Largest outer IPv4 total length in either direction (host order).
     pub mtu: u16,
