@@ -197,6 +197,17 @@ impl MobileNode {
         self.pending.as_ref().map(|p| p.identification)
     }
 
+    /// Replaces the service ticket for the home agent (renewed before it
+    /// expires); the next registration uses it.
+    pub fn set_credential(&mut self, credential: Option<Credential>) {
+        self.config.credential = credential;
+    }
+
+    /// When the current service ticket expires, if there is one.
+    pub fn credential_end_time(&self) -> Option<SystemTime> {
+        self.config.credential.as_ref().map(|c| c.end_time)
+    }
+
     /// Registers from `care_of` (first registration, or a handover when the
     /// care-of address changed).
     pub fn register(

@@ -1063,3 +1063,35 @@ fn configuration_is_validated() {
     bad.addresses.clear();
     assert_eq!(bad.validate(&[]), Err(ConfigError::NoAddress));
 }
+
+#[test]
+fn renewed_ticket_is_used_for_the_next_registration() {
+    let mut w = world();
+    let late = t0() + secs(40_000);
+    assert_eq!(
+        w.mn.credential_end_time(),
+        Some(t0() - secs(100) + secs(36_000))
+    );
+    let req = w.mn.register(COA_A, late).unwrap().send.unwrap();
+    assert_rejected(
+        &w.ha.handle_request(&req, SRC, late),
+        code::MN_FAILED_AUTHENTICATION,
+    );
+    // A new ticket under the same service key, as the KDC would issue it.
+    let mut cred = w.cred.clone();
+    let (fresh, keys) = issue_ticket(
+        CLIENT,
+        SERVICE,
+        Etype::Aes256CtsHmacSha196,
+        late - secs(10),
+        secs(36_000),
+    );
+    cred.ticket = fresh.ticket;
+    cred.session_key = fresh.session_key;
+    cred.end_time = fresh.end_time;
+    let mut ha = HomeAgent::new(ha_config(), vec![node(HOME, true)], Arc::new(keys));
+    w.mn.set_credential(Some(cred));
+    let req = w.mn.register(COA_A, late + secs(1)).unwrap().send.unwrap();
+    let out = ha.handle_request(&req, SRC, late + secs(1));
+    assert_eq!(out.code, Some(0), "{:?}", out.rejection);
+}
