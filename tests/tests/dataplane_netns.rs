@@ -223,7 +223,7 @@ fn tunnel_frames(frames: &[Vec<u8>], src: [u8; 4], dst: [u8; 4]) -> Vec<Vec<u8>>
 fn check_decode(cap: &Path, each_way: u64) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let decoded = Command::new("tshark")
         .arg("-r")
-        .arg(&cap)
+        .arg(cap)
         .args([
             "-V",
             "-o",
@@ -239,7 +239,7 @@ fn check_decode(cap: &Path, each_way: u64) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         "{}",
         String::from_utf8_lossy(&decoded.stderr)
     );
-    let frames = read_pcap(&cap).unwrap();
+    let frames = read_pcap(cap).unwrap();
     let to_coa = tunnel_frames(&frames, [192, 0, 2, 1], [198, 51, 100, 2]);
     let to_ha = tunnel_frames(&frames, [198, 51, 100, 2], [192, 0, 2, 1]);
     assert!(

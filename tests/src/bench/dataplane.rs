@@ -224,6 +224,16 @@ pub fn run() -> anyhow::Result<Value> {
             },
             "decap_verify",
         )?;
+        // Diagnostic split: parse, SPI lookup, MAC and replay check, then
+        // a drop (the last accepted decap frame again).
+        let last_accepted = seq - 1;
+        let replayed = time_runs(
+            prog,
+            if_tr,
+            &[XDP_ACTION_DROP],
+            |_| (f.decap)(last_accepted),
+            "drop_replayed",
+        )?;
         let voice = time_runs(prog, if_cn, &ok_fwd, |k| (f.voice)(k as u16 + 1), "voice")?;
         let bad = time_runs(
             prog,
@@ -241,6 +251,7 @@ pub fn run() -> anyhow::Result<Value> {
                 "drop_bad_mac": round(bad, 1),
                 "xdp_pass_amortised": amortised.duration_ns,
                 "roamgate_foreign_pass": round(foreign, 1),
+                "drop_replayed": round(replayed, 1),
                 "method": "repeat=1 x 20000, mean of middle 80%, 142-byte frame (128-byte inner)",
             }),
             seq,
@@ -285,6 +296,11 @@ pub fn run() -> anyhow::Result<Value> {
         "tun_cpu": round(tun_cpu, 2),
         "tun_detail": tun,
         "ratio_xdp_over_tun": round(encap_mpps * 1e6 / tun_per_cpu, 2),
+        "ratio_xdp_over_tun_b64": round(
+            live_res["detail"]["ha_encap_redirect_b64"]["mpps"].as_f64().unwrap_or(f64::NAN) * 1e6
+                / tun_per_cpu,
+            2
+        ),
         "bindings_scale": scale,
         "dataplane_bench_secs": round(started.elapsed().as_secs_f64(), 1),
     }))
