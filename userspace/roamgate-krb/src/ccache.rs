@@ -21,15 +21,14 @@
 //! Parsing never panics: every length is checked against what remains.
 //! Files are written atomically with mode 0600.
 
-use std::fmt;
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use roamgate_krb_crypto::{CryptoError, Key};
-use zeroize::Zeroizing;
-
-use crate::keytab::{same_principal, write_private_file};
+use crate::messages::same_principal;
+/// A session key as the cache stores it: any etype, including 0 for the
+/// empty key of configuration entries.
+pub use crate::mit_file::KeyBlock;
+use crate::mit_file::{self, Reader, Width};
 use crate::principal::Principal;
 
 /// The file format version this module reads and writes.
@@ -72,47 +71,6 @@ pub enum CCacheError {
         #[source]
         source: io::Error,
     },
-}
-
-/// A session key as the cache stores it: any etype, including 0 for the
-/// empty key of configuration entries. Debug shows the etype and length.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct KeyBlock {
-    pub etype: i32,
-    bytes: Zeroizing<Vec<u8>>,
-}
-
-impl KeyBlock {
-    pub fn new(etype: i32, bytes: &[u8]) -> Self {
-        Self {
-            etype,
-            bytes: Zeroizing::new(bytes.to_vec()),
-        }
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    /// The session key as a protocol key.
-    pub fn to_key(&self) -> Result<Key, CryptoError> {
-        Key::from_raw(self.etype, &self.bytes)
-    }
-}
-
-impl From<&Key> for KeyBlock {
-    fn from(k: &Key) -> Self {
-        Self::new(k.etype().to_i32(), k.as_bytes())
-    }
-}
-
-impl fmt::Debug for KeyBlock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyBlock")
-            .field("etype", &self.etype)
-            .field("len", &self.bytes.len())
-            .finish_non_exhaustive()
-    }
 }
 
 /// The ticket times, in seconds since the Unix epoch (0 = absent).
@@ -187,34 +145,34 @@ impl CCache {
 
     /// Parses a whole version 4 credential cache file.
     pub fn parse(data: &[u8]) -> Result<Self, CCacheError> {
-        let mut r = Reader::new(data);
+        let mut r = Reader::<CCacheError>::new(data);
         let version = r.u16()?;
         if version != VERSION {
             return Err(CCacheError::UnsupportedVersion(version));
         }
-        let header_len = usize::from(r.u16()?);
-        let header_start = r.pos;
-        let header = r.take(header_len)?;
-        let mut h = Reader::at(header, header_start);
+        let header_start = r.offset() + 2;
+        let header = r.data(Width::U16)?;
+        let mut h = Reader::<CCacheError>::at(header, header_start);
         let mut kdc_offset = None;
         let mut other_tags = Vec::new();
         while h.remaining() > 0 {
-            let offset = h.base + h.pos;
+            let offset = h.offset();
             let tag = h.u16()?;
-            let len = usize::from(h.u16()?);
-            let body = h.take(len)?;
+            let body_start = h.offset() + 2;
+            let body = h.data(Width::U16)?;
             if tag == TAG_KDC_OFFSET {
-                if len != 8 {
+                if body.len() != 8 {
                     return Err(CCacheError::BadHeaderTag {
                         offset,
                         tag,
-                        len,
+                        len: body.len(),
                         expected: 8,
                     });
                 }
+                let mut b = Reader::<CCacheError>::at(body, body_start);
                 kdc_offset = Some(KdcOffset {
-                    seconds: i32::from_be_bytes([body[0], body[1], body[2], body[3]]),
-                    microseconds: i32::from_be_bytes([body[4], body[5], body[6], body[7]]),
+                    seconds: b.i32()?,
+                    microseconds: b.i32()?,
                 });
             } else {
                 other_tags.push(Typed {
@@ -223,10 +181,10 @@ impl CCache {
                 });
             }
         }
-        let default_principal = r.principal()?;
+        let default_principal = read_principal(&mut r)?;
         let mut credentials = Vec::new();
         while r.remaining() > 0 {
-            credentials.push(r.credential()?);
+            credentials.push(read_credential(&mut r)?);
         }
         Ok(Self {
             kdc_offset,
@@ -247,14 +205,9 @@ impl CCache {
         }
         for t in &self.other_tags {
             header.extend_from_slice(&t.kind.to_be_bytes());
-            let len =
-                u16::try_from(t.data.len()).map_err(|_| CCacheError::TooLong("header tag"))?;
-            header.extend_from_slice(&len.to_be_bytes());
-            header.extend_from_slice(&t.data);
+            mit_file::put_data::<CCacheError>(&mut header, &t.data, Width::U16, "header tag")?;
         }
-        let hlen = u16::try_from(header.len()).map_err(|_| CCacheError::TooLong("header"))?;
-        out.extend_from_slice(&hlen.to_be_bytes());
-        out.extend_from_slice(&header);
+        mit_file::put_data::<CCacheError>(&mut out, &header, Width::U16, "header")?;
         put_principal(&mut out, &self.default_principal)?;
         for c in &self.credentials {
             put_credential(&mut out, c)?;
@@ -264,20 +217,12 @@ impl CCache {
 
     /// Reads and parses the cache at `path`.
     pub fn load(path: &Path) -> Result<Self, CCacheError> {
-        let data = Zeroizing::new(fs::read(path).map_err(|source| CCacheError::Read {
-            path: path.to_owned(),
-            source,
-        })?);
-        Self::parse(&data)
+        mit_file::load(path, Self::parse)
     }
 
     /// Writes the cache to `path` atomically with mode 0600.
     pub fn save(&self, path: &Path) -> Result<(), CCacheError> {
-        let data = Zeroizing::new(self.to_bytes()?);
-        write_private_file(path, &data).map_err(|source| CCacheError::Write {
-            path: path.to_owned(),
-            source,
-        })
+        mit_file::save(path, self.to_bytes()?)
     }
 
     /// The tickets, without MIT's configuration entries.
@@ -326,20 +271,12 @@ impl CCache {
     }
 }
 
-fn put_data(out: &mut Vec<u8>, data: &[u8], what: &'static str) -> Result<(), CCacheError> {
-    let len = u32::try_from(data.len()).map_err(|_| CCacheError::TooLong(what))?;
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(data);
-    Ok(())
-}
-
 fn put_principal(out: &mut Vec<u8>, p: &Principal) -> Result<(), CCacheError> {
     out.extend_from_slice(&(p.name_type as u32).to_be_bytes());
-    let n = u32::try_from(p.components.len()).map_err(|_| CCacheError::TooLong("components"))?;
-    out.extend_from_slice(&n.to_be_bytes());
-    put_data(out, p.realm.as_bytes(), "realm")?;
+    mit_file::put_len::<CCacheError>(out, p.components.len(), Width::U32, "components")?;
+    mit_file::put_data::<CCacheError>(out, p.realm.as_bytes(), Width::U32, "realm")?;
     for c in &p.components {
-        put_data(out, c.as_bytes(), "principal component")?;
+        mit_file::put_data::<CCacheError>(out, c.as_bytes(), Width::U32, "principal component")?;
     }
     Ok(())
 }
@@ -349,11 +286,10 @@ fn put_typed_list(
     list: &[Typed],
     what: &'static str,
 ) -> Result<(), CCacheError> {
-    let n = u32::try_from(list.len()).map_err(|_| CCacheError::TooLong(what))?;
-    out.extend_from_slice(&n.to_be_bytes());
+    mit_file::put_len::<CCacheError>(out, list.len(), Width::U32, what)?;
     for t in list {
         out.extend_from_slice(&t.kind.to_be_bytes());
-        put_data(out, &t.data, what)?;
+        mit_file::put_data::<CCacheError>(out, &t.data, Width::U32, what)?;
     }
     Ok(())
 }
@@ -363,7 +299,7 @@ fn put_credential(out: &mut Vec<u8>, c: &Credential) -> Result<(), CCacheError> 
     put_principal(out, &c.server)?;
     let etype = u16::try_from(c.key.etype).map_err(|_| CCacheError::TooLong("enctype"))?;
     out.extend_from_slice(&etype.to_be_bytes());
-    put_data(out, c.key.as_bytes(), "key")?;
+    mit_file::put_data::<CCacheError>(out, c.key.as_bytes(), Width::U32, "key")?;
     for t in [
         c.times.authtime,
         c.times.starttime,
@@ -376,125 +312,69 @@ fn put_credential(out: &mut Vec<u8>, c: &Credential) -> Result<(), CCacheError> 
     out.extend_from_slice(&c.ticket_flags.to_be_bytes());
     put_typed_list(out, &c.addresses, "addresses")?;
     put_typed_list(out, &c.authdata, "authdata")?;
-    put_data(out, &c.ticket, "ticket")?;
-    put_data(out, &c.second_ticket, "second ticket")?;
+    mit_file::put_data::<CCacheError>(out, &c.ticket, Width::U32, "ticket")?;
+    mit_file::put_data::<CCacheError>(out, &c.second_ticket, Width::U32, "second ticket")?;
     Ok(())
 }
 
-/// A bounds-checked big-endian reader; `base` is the offset of `data` in
-/// the whole file, for error messages.
-struct Reader<'a> {
-    data: &'a [u8],
-    pos: usize,
-    base: usize,
+fn read_principal(r: &mut Reader<'_, CCacheError>) -> Result<Principal, CCacheError> {
+    let offset = r.offset();
+    let name_type = r.u32()? as i32;
+    let count = r.u32()?;
+    let realm = mit_file::name(r.data(Width::U32)?, offset)?;
+    let mut components = Vec::new();
+    for _ in 0..count {
+        // Each component takes at least its 4-byte length, so a huge
+        // count fails with Truncated before it allocates much.
+        components.push(mit_file::name(r.data(Width::U32)?, offset)?);
+    }
+    Ok(Principal {
+        realm,
+        name_type,
+        components,
+    })
 }
 
-impl<'a> Reader<'a> {
-    fn new(data: &'a [u8]) -> Self {
-        Self::at(data, 0)
+fn read_typed_list(r: &mut Reader<'_, CCacheError>) -> Result<Vec<Typed>, CCacheError> {
+    let n = r.u32()?;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let kind = r.u16()?;
+        let data = r.data(Width::U32)?.to_vec();
+        out.push(Typed { kind, data });
     }
-
-    fn at(data: &'a [u8], base: usize) -> Self {
-        Self { data, pos: 0, base }
-    }
-
-    fn remaining(&self) -> usize {
-        self.data.len() - self.pos
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], CCacheError> {
-        if n > self.remaining() {
-            return Err(CCacheError::Truncated {
-                offset: self.base + self.pos,
-                needed: n - self.remaining(),
-            });
-        }
-        let s = &self.data[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-
-    fn u8(&mut self) -> Result<u8, CCacheError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, CCacheError> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-
-    fn u32(&mut self) -> Result<u32, CCacheError> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn data(&mut self) -> Result<&'a [u8], CCacheError> {
-        let len = self.u32()? as usize;
-        self.take(len)
-    }
-
-    fn string(&mut self, offset: usize) -> Result<String, CCacheError> {
-        let b = self.data()?;
-        String::from_utf8(b.to_vec()).map_err(|_| CCacheError::NonUtf8Name { offset })
-    }
-
-    fn principal(&mut self) -> Result<Principal, CCacheError> {
-        let offset = self.base + self.pos;
-        let name_type = self.u32()? as i32;
-        let count = self.u32()?;
-        let realm = self.string(offset)?;
-        let mut components = Vec::new();
-        for _ in 0..count {
-            // Each component takes at least its 4-byte length, so a huge
-            // count fails with Truncated before it allocates much.
-            components.push(self.string(offset)?);
-        }
-        Ok(Principal {
-            realm,
-            name_type,
-            components,
-        })
-    }
-
-    fn typed_list(&mut self) -> Result<Vec<Typed>, CCacheError> {
-        let n = self.u32()?;
-        let mut out = Vec::new();
-        for _ in 0..n {
-            let kind = self.u16()?;
-            let data = self.data()?.to_vec();
-            out.push(Typed { kind, data });
-        }
-        Ok(out)
-    }
-
-    fn credential(&mut self) -> Result<Credential, CCacheError> {
-        let client = self.principal()?;
-        let server = self.principal()?;
-        let etype = i32::from(self.u16()?);
-        let key = KeyBlock::new(etype, self.data()?);
-        let times = Times {
-            authtime: self.u32()?,
-            starttime: self.u32()?,
-            endtime: self.u32()?,
-            renew_till: self.u32()?,
-        };
-        let is_skey = self.u8()? != 0;
-        let ticket_flags = self.u32()?;
-        let addresses = self.typed_list()?;
-        let authdata = self.typed_list()?;
-        let ticket = self.data()?.to_vec();
-        let second_ticket = self.data()?.to_vec();
-        Ok(Credential {
-            client,
-            server,
-            key,
-            times,
-            is_skey,
-            ticket_flags,
-            addresses,
-            authdata,
-            ticket,
-            second_ticket,
-        })
-    }
+    Ok(out)
 }
+
+fn read_credential(r: &mut Reader<'_, CCacheError>) -> Result<Credential, CCacheError> {
+    let client = read_principal(r)?;
+    let server = read_principal(r)?;
+    let etype = i32::from(r.u16()?);
+    let key = KeyBlock::new(etype, r.data(Width::U32)?);
+    let times = Times {
+        authtime: r.u32()?,
+        starttime: r.u32()?,
+        endtime: r.u32()?,
+        renew_till: r.u32()?,
+    };
+    let is_skey = r.u8()? != 0;
+    let ticket_flags = r.u32()?;
+    let addresses = read_typed_list(r)?;
+    let authdata = read_typed_list(r)?;
+    let ticket = r.data(Width::U32)?.to_vec();
+    let second_ticket = r.data(Width::U32)?.to_vec();
+    Ok(Credential {
+        client,
+        server,
+        key,
+        times,
+        is_skey,
+        ticket_flags,
+        addresses,
+        authdata,
+        ticket,
+        second_ticket,
+    })
+}
+
+mit_file::file_error!(CCacheError);

@@ -20,14 +20,19 @@
 //! [`Keytab::unsupported`], and written back after the supported ones.
 //! Files are written atomically (temp file and rename) with mode 0600.
 
-use std::fmt;
-use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use roamgate_krb_crypto::{CryptoError, Etype, Key};
 use zeroize::Zeroizing;
 
+/// Principals match on realm and components; MIT ignores the name type
+/// when it looks keys up, and so do we.
+pub use crate::messages::same_principal;
+/// Key bytes of an etype roamgate does not implement, kept so that a
+/// rewrite loses nothing.
+pub use crate::mit_file::KeyBlock as RawKey;
+use crate::mit_file::{self, Reader, Width};
 use crate::principal::Principal;
 
 /// The file format version this module reads and writes.
@@ -107,41 +112,6 @@ impl KeytabEntry {
     }
 }
 
-/// Key bytes of an etype roamgate does not implement, kept so that a
-/// rewrite loses nothing. Debug shows the etype and length only.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RawKey {
-    pub etype: i32,
-    bytes: Zeroizing<Vec<u8>>,
-}
-
-impl RawKey {
-    pub fn new(etype: i32, bytes: &[u8]) -> Self {
-        Self {
-            etype,
-            bytes: Zeroizing::new(bytes.to_vec()),
-        }
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    /// The key as a protocol key, if roamgate implements its etype.
-    pub fn to_key(&self) -> Result<Key, CryptoError> {
-        Key::from_raw(self.etype, &self.bytes)
-    }
-}
-
-impl fmt::Debug for RawKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RawKey")
-            .field("etype", &self.etype)
-            .field("len", &self.bytes.len())
-            .finish_non_exhaustive()
-    }
-}
-
 /// An entry whose etype roamgate does not implement.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnsupportedEntry {
@@ -157,12 +127,6 @@ pub struct Keytab {
     pub unsupported: Vec<UnsupportedEntry>,
 }
 
-/// Principals match on realm and components; MIT ignores the name type
-/// when it looks keys up, and so do we.
-pub fn same_principal(a: &Principal, b: &Principal) -> bool {
-    a.realm == b.realm && a.components == b.components
-}
-
 impl Keytab {
     pub fn new() -> Self {
         Self::default()
@@ -170,14 +134,14 @@ impl Keytab {
 
     /// Parses a whole keytab file.
     pub fn parse(data: &[u8]) -> Result<Self, KeytabError> {
-        let mut r = Reader::new(data);
+        let mut r = Reader::<KeytabError>::new(data);
         let version = r.u16()?;
         if version != VERSION {
             return Err(KeytabError::UnsupportedVersion(version));
         }
         let mut kt = Keytab::new();
         while r.remaining() > 0 {
-            let offset = r.pos;
+            let offset = r.offset();
             let size = r.i32()?;
             if size == 0 {
                 break;
@@ -201,7 +165,7 @@ impl Keytab {
                     remaining: r.remaining(),
                 });
             }
-            let body_start = r.pos;
+            let body_start = r.offset();
             let body = r.take(len)?;
             parse_entry(&mut kt, body, body_start, offset)?;
         }
@@ -237,20 +201,12 @@ impl Keytab {
 
     /// Reads and parses the keytab at `path`.
     pub fn load(path: &Path) -> Result<Self, KeytabError> {
-        let data = Zeroizing::new(fs::read(path).map_err(|source| KeytabError::Read {
-            path: path.to_owned(),
-            source,
-        })?);
-        Self::parse(&data)
+        mit_file::load(path, Self::parse)
     }
 
     /// Writes the keytab to `path` atomically with mode 0600.
     pub fn save(&self, path: &Path) -> Result<(), KeytabError> {
-        let data = Zeroizing::new(self.to_bytes()?);
-        write_private_file(path, &data).map_err(|source| KeytabError::Write {
-            path: path.to_owned(),
-            source,
-        })
+        mit_file::save(path, self.to_bytes()?)
     }
 
     pub fn push(&mut self, entry: KeytabEntry) {
@@ -318,19 +274,18 @@ fn parse_entry(
     body_start: usize,
     offset: usize,
 ) -> Result<(), KeytabError> {
-    let mut r = Reader::at(body, body_start);
+    let mut r = Reader::<KeytabError>::at(body, body_start);
     let count = r.u16()?;
-    let realm = r.string(offset)?;
+    let realm = mit_file::name(r.data(Width::U16)?, offset)?;
     let mut components = Vec::new();
     for _ in 0..count {
-        components.push(r.string(offset)?);
+        components.push(mit_file::name(r.data(Width::U16)?, offset)?);
     }
     let name_type = r.u32()? as i32;
     let timestamp = r.u32()?;
     let kvno8 = r.u8()?;
     let etype = i32::from(r.u16()?);
-    let key_len = usize::from(r.u16()?);
-    let key_bytes = r.take(key_len)?;
+    let key_bytes = r.data(Width::U16)?;
     let mut kvno = u32::from(kvno8);
     if r.remaining() >= 4 {
         let kvno32 = r.u32()?;
@@ -348,7 +303,7 @@ fn parse_entry(
             let key = Key::new(e, key_bytes).map_err(|_| KeytabError::BadKey {
                 offset,
                 etype,
-                len: key_len,
+                len: key_bytes.len(),
             })?;
             kt.entries.push(KeytabEntry {
                 principal,
@@ -367,13 +322,6 @@ fn parse_entry(
     Ok(())
 }
 
-fn put_data(out: &mut Vec<u8>, data: &[u8], what: &'static str) -> Result<(), KeytabError> {
-    let len = u16::try_from(data.len()).map_err(|_| KeytabError::TooLong(what))?;
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(data);
-    Ok(())
-}
-
 fn emit_entry(
     out: &mut Vec<u8>,
     principal: &Principal,
@@ -383,19 +331,23 @@ fn emit_entry(
     key: &[u8],
 ) -> Result<(), KeytabError> {
     let mut body = Zeroizing::new(Vec::new());
-    let count = u16::try_from(principal.components.len())
-        .map_err(|_| KeytabError::TooLong("principal components"))?;
-    body.extend_from_slice(&count.to_be_bytes());
-    put_data(&mut body, principal.realm.as_bytes(), "realm")?;
+    let count = principal.components.len();
+    mit_file::put_len::<KeytabError>(&mut body, count, Width::U16, "principal components")?;
+    mit_file::put_data::<KeytabError>(&mut body, principal.realm.as_bytes(), Width::U16, "realm")?;
     for c in &principal.components {
-        put_data(&mut body, c.as_bytes(), "principal component")?;
+        mit_file::put_data::<KeytabError>(
+            &mut body,
+            c.as_bytes(),
+            Width::U16,
+            "principal component",
+        )?;
     }
     body.extend_from_slice(&(principal.name_type as u32).to_be_bytes());
     body.extend_from_slice(&timestamp.to_be_bytes());
     body.push(kvno as u8);
     let etype = u16::try_from(etype).map_err(|_| KeytabError::TooLong("etype"))?;
     body.extend_from_slice(&etype.to_be_bytes());
-    put_data(&mut body, key, "key")?;
+    mit_file::put_data::<KeytabError>(&mut body, key, Width::U16, "key")?;
     body.extend_from_slice(&kvno.to_be_bytes());
     let size = i32::try_from(body.len()).map_err(|_| KeytabError::TooLong("entry"))?;
     out.extend_from_slice(&size.to_be_bytes());
@@ -403,103 +355,4 @@ fn emit_entry(
     Ok(())
 }
 
-/// Writes `data` to `path` through a temporary file in the same directory
-/// created with mode 0600, then renames it into place, so a reader never
-/// sees a half-written file and the secret is never world-readable. (MIT
-/// takes fcntl locks instead and may append to the file it has open; a
-/// ticket MIT appends while roamgate replaces the file is lost, not torn.)
-pub(crate) fn write_private_file(path: &Path, data: &[u8]) -> io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tmp_name.push(format!(".tmp{}.{seq}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(0o600))?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// A bounds-checked big-endian reader; `base` is the offset of `data` in
-/// the whole file, for error messages.
-struct Reader<'a> {
-    data: &'a [u8],
-    pos: usize,
-    base: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn new(data: &'a [u8]) -> Self {
-        Self::at(data, 0)
-    }
-
-    fn at(data: &'a [u8], base: usize) -> Self {
-        Self { data, pos: 0, base }
-    }
-
-    fn remaining(&self) -> usize {
-        self.data.len() - self.pos
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], KeytabError> {
-        if n > self.remaining() {
-            return Err(KeytabError::Truncated {
-                offset: self.base + self.pos,
-                needed: n - self.remaining(),
-            });
-        }
-        let s = &self.data[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-
-    fn skip(&mut self, n: usize) -> Result<(), KeytabError> {
-        self.take(n).map(|_| ())
-    }
-
-    fn u8(&mut self) -> Result<u8, KeytabError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, KeytabError> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-
-    fn u32(&mut self) -> Result<u32, KeytabError> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn i32(&mut self) -> Result<i32, KeytabError> {
-        Ok(self.u32()? as i32)
-    }
-
-    fn string(&mut self, entry_offset: usize) -> Result<String, KeytabError> {
-        let len = usize::from(self.u16()?);
-        let b = self.take(len)?;
-        String::from_utf8(b.to_vec()).map_err(|_| KeytabError::NonUtf8Name {
-            offset: entry_offset,
-        })
-    }
-}
+mit_file::file_error!(KeytabError);

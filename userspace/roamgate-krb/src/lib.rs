@@ -9,6 +9,7 @@ pub mod cred;
 pub mod kdc;
 pub mod keytab;
 pub mod messages;
+mod mit_file;
 pub mod principal;
 pub mod priv_safe;
 pub mod replay;
