@@ -535,3 +535,135 @@ fn tshark_decodes_an_as_exchange_without_malformed_fields() {
         "expert info:\n{e}"
     );
 }
+
+#[test]
+fn cli_errors_are_one_line_naming_the_cause() {
+    let Some(bin) = roamgate_integration::bench::kdc::roamgate_binary() else {
+        eprintln!("skipping: the roamgate binary is not built (cargo build -p roamgate)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kdc.sqlite");
+    let run = |args: &[&str], stdin: &str| -> Output {
+        let mut c = Command::new(&bin);
+        c.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let dbs = db.display().to_string();
+    let fails = |o: &Output, needle: &str| {
+        assert!(!o.status.success(), "{}", text(o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "not one line: {err}");
+        assert!(lines[0].contains(needle), "{needle:?} not in {err}");
+    };
+    // A database that does not exist.
+    fails(
+        &run(
+            &["kdc", "serve", "--db", &dbs, "--listen", "127.0.0.1:0"],
+            "",
+        ),
+        "is not a roamgate principal database",
+    );
+    let o = run(&["kdc", "init", "--realm", "CLI.TEST", "--db", &dbs], "");
+    assert!(o.status.success(), "{}", text(&o));
+    // Init twice.
+    fails(
+        &run(&["kdc", "init", "--realm", "CLI.TEST", "--db", &dbs], ""),
+        "already exists",
+    );
+    let o = run(
+        &[
+            "kdc",
+            "add-principal",
+            "--db",
+            &dbs,
+            "bob",
+            "--password-stdin",
+        ],
+        "pw\n",
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    // The same principal again; an empty password; a principal of another
+    // realm; an unknown etype.
+    fails(
+        &run(
+            &["kdc", "add-principal", "--db", &dbs, "bob", "--random-key"],
+            "",
+        ),
+        "principal bob@CLI.TEST already exists",
+    );
+    fails(
+        &run(
+            &[
+                "kdc",
+                "add-principal",
+                "--db",
+                &dbs,
+                "carol",
+                "--password-stdin",
+            ],
+            "\n",
+        ),
+        "no password on stdin",
+    );
+    fails(
+        &run(
+            &[
+                "kdc",
+                "add-principal",
+                "--db",
+                &dbs,
+                "dave@OTHER",
+                "--random-key",
+            ],
+            "",
+        ),
+        "belongs to realm OTHER",
+    );
+    fails(
+        &run(
+            &[
+                "kdc",
+                "add-principal",
+                "--db",
+                &dbs,
+                "erin",
+                "--random-key",
+                "--etypes",
+                "23",
+            ],
+            "",
+        ),
+        "unsupported etype",
+    );
+    // Export of an unknown principal.
+    let kt = dir.path().join("x.keytab").display().to_string();
+    fails(
+        &run(
+            &["kdc", "export-keytab", "--db", &dbs, "nobody", "--out", &kt],
+            "",
+        ),
+        "principal nobody@CLI.TEST not found",
+    );
+    // A master key file others can read is refused.
+    let mkey = format!("{dbs}.mkey");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&mkey, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    fails(
+        &run(&["kdc", "list", "--db", &dbs], ""),
+        "must be mode 0600",
+    );
+}
