@@ -61,125 +61,87 @@ pub mod pa_type {
 
 /// Error codes, RFC 4120 §7.5.9.
 pub mod error_code {
-    pub const KDC_ERR_NONE: i32 = 0;
-    pub const KDC_ERR_NAME_EXP: i32 = 1;
-    pub const KDC_ERR_SERVICE_EXP: i32 = 2;
-    pub const KDC_ERR_BAD_PVNO: i32 = 3;
-    pub const KDC_ERR_C_PRINCIPAL_UNKNOWN: i32 = 6;
-    pub const KDC_ERR_S_PRINCIPAL_UNKNOWN: i32 = 7;
-    pub const KDC_ERR_PRINCIPAL_NOT_UNIQUE: i32 = 8;
-    pub const KDC_ERR_NULL_KEY: i32 = 9;
-    pub const KDC_ERR_CANNOT_POSTDATE: i32 = 10;
-    pub const KDC_ERR_NEVER_VALID: i32 = 11;
-    pub const KDC_ERR_POLICY: i32 = 12;
-    pub const KDC_ERR_BADOPTION: i32 = 13;
-    pub const KDC_ERR_ETYPE_NOSUPP: i32 = 14;
-    pub const KDC_ERR_SUMTYPE_NOSUPP: i32 = 15;
-    pub const KDC_ERR_PADATA_TYPE_NOSUPP: i32 = 16;
-    pub const KDC_ERR_TRTYPE_NOSUPP: i32 = 17;
-    pub const KDC_ERR_CLIENT_REVOKED: i32 = 18;
-    pub const KDC_ERR_SERVICE_REVOKED: i32 = 19;
-    pub const KDC_ERR_TGT_REVOKED: i32 = 20;
-    pub const KDC_ERR_CLIENT_NOTYET: i32 = 21;
-    pub const KDC_ERR_SERVICE_NOTYET: i32 = 22;
-    pub const KDC_ERR_KEY_EXPIRED: i32 = 23;
-    pub const KDC_ERR_PREAUTH_FAILED: i32 = 24;
-    pub const KDC_ERR_PREAUTH_REQUIRED: i32 = 25;
-    pub const KDC_ERR_SERVER_NOMATCH: i32 = 26;
-    pub const KDC_ERR_MUST_USE_USER2USER: i32 = 27;
-    pub const KDC_ERR_PATH_NOT_ACCEPTED: i32 = 28;
-    pub const KDC_ERR_SVC_UNAVAILABLE: i32 = 29;
-    pub const KRB_AP_ERR_BAD_INTEGRITY: i32 = 31;
-    pub const KRB_AP_ERR_TKT_EXPIRED: i32 = 32;
-    pub const KRB_AP_ERR_TKT_NYV: i32 = 33;
-    pub const KRB_AP_ERR_REPEAT: i32 = 34;
-    pub const KRB_AP_ERR_NOT_US: i32 = 35;
-    pub const KRB_AP_ERR_BADMATCH: i32 = 36;
-    pub const KRB_AP_ERR_SKEW: i32 = 37;
-    pub const KRB_AP_ERR_BADADDR: i32 = 38;
-    pub const KRB_AP_ERR_BADVERSION: i32 = 39;
-    pub const KRB_AP_ERR_MSG_TYPE: i32 = 40;
-    pub const KRB_AP_ERR_MODIFIED: i32 = 41;
-    pub const KRB_AP_ERR_BADORDER: i32 = 42;
-    pub const KRB_AP_ERR_BADKEYVER: i32 = 44;
-    pub const KRB_AP_ERR_NOKEY: i32 = 45;
-    pub const KRB_AP_ERR_MUT_FAIL: i32 = 46;
-    pub const KRB_AP_ERR_BADDIRECTION: i32 = 47;
-    pub const KRB_AP_ERR_METHOD: i32 = 48;
-    pub const KRB_AP_ERR_BADSEQ: i32 = 49;
-    pub const KRB_AP_ERR_INAPP_CKSUM: i32 = 50;
-    pub const KRB_AP_PATH_NOT_ACCEPTED: i32 = 51;
-    pub const KRB_ERR_RESPONSE_TOO_BIG: i32 = 52;
-    pub const KRB_ERR_GENERIC: i32 = 60;
-    pub const KRB_ERR_FIELD_TOOLONG: i32 = 61;
-    pub const KDC_ERR_WRONG_REALM: i32 = 68;
+    /// Declares each code once: the constant, and its name for [`name`].
+    macro_rules! error_codes {
+        ($($name:ident = $code:literal,)*) => {
+            $(pub const $name: i32 = $code;)*
 
-    /// The spec's own name for an error code, for messages and logs.
-    pub fn name(code: i32) -> &'static str {
-        match code {
-            KDC_ERR_NONE => "KDC_ERR_NONE",
-            KDC_ERR_NAME_EXP => "KDC_ERR_NAME_EXP",
-            KDC_ERR_SERVICE_EXP => "KDC_ERR_SERVICE_EXP",
-            KDC_ERR_BAD_PVNO => "KDC_ERR_BAD_PVNO",
-            KDC_ERR_C_PRINCIPAL_UNKNOWN => "KDC_ERR_C_PRINCIPAL_UNKNOWN",
-            KDC_ERR_S_PRINCIPAL_UNKNOWN => "KDC_ERR_S_PRINCIPAL_UNKNOWN",
-            KDC_ERR_PRINCIPAL_NOT_UNIQUE => "KDC_ERR_PRINCIPAL_NOT_UNIQUE",
-            KDC_ERR_NULL_KEY => "KDC_ERR_NULL_KEY",
-            KDC_ERR_CANNOT_POSTDATE => "KDC_ERR_CANNOT_POSTDATE",
-            KDC_ERR_NEVER_VALID => "KDC_ERR_NEVER_VALID",
-            KDC_ERR_POLICY => "KDC_ERR_POLICY",
-            KDC_ERR_BADOPTION => "KDC_ERR_BADOPTION",
-            KDC_ERR_ETYPE_NOSUPP => "KDC_ERR_ETYPE_NOSUPP",
-            KDC_ERR_SUMTYPE_NOSUPP => "KDC_ERR_SUMTYPE_NOSUPP",
-            KDC_ERR_PADATA_TYPE_NOSUPP => "KDC_ERR_PADATA_TYPE_NOSUPP",
-            KDC_ERR_TRTYPE_NOSUPP => "KDC_ERR_TRTYPE_NOSUPP",
-            KDC_ERR_CLIENT_REVOKED => "KDC_ERR_CLIENT_REVOKED",
-            KDC_ERR_SERVICE_REVOKED => "KDC_ERR_SERVICE_REVOKED",
-            KDC_ERR_TGT_REVOKED => "KDC_ERR_TGT_REVOKED",
-            KDC_ERR_CLIENT_NOTYET => "KDC_ERR_CLIENT_NOTYET",
-            KDC_ERR_SERVICE_NOTYET => "KDC_ERR_SERVICE_NOTYET",
-            KDC_ERR_KEY_EXPIRED => "KDC_ERR_KEY_EXPIRED",
-            KDC_ERR_PREAUTH_FAILED => "KDC_ERR_PREAUTH_FAILED",
-            KDC_ERR_PREAUTH_REQUIRED => "KDC_ERR_PREAUTH_REQUIRED",
-            KDC_ERR_SERVER_NOMATCH => "KDC_ERR_SERVER_NOMATCH",
-            KDC_ERR_MUST_USE_USER2USER => "KDC_ERR_MUST_USE_USER2USER",
-            KDC_ERR_PATH_NOT_ACCEPTED => "KDC_ERR_PATH_NOT_ACCEPTED",
-            KDC_ERR_SVC_UNAVAILABLE => "KDC_ERR_SVC_UNAVAILABLE",
-            KRB_AP_ERR_BAD_INTEGRITY => "KRB_AP_ERR_BAD_INTEGRITY",
-            KRB_AP_ERR_TKT_EXPIRED => "KRB_AP_ERR_TKT_EXPIRED",
-            KRB_AP_ERR_TKT_NYV => "KRB_AP_ERR_TKT_NYV",
-            KRB_AP_ERR_REPEAT => "KRB_AP_ERR_REPEAT",
-            KRB_AP_ERR_NOT_US => "KRB_AP_ERR_NOT_US",
-            KRB_AP_ERR_BADMATCH => "KRB_AP_ERR_BADMATCH",
-            KRB_AP_ERR_SKEW => "KRB_AP_ERR_SKEW",
-            KRB_AP_ERR_BADADDR => "KRB_AP_ERR_BADADDR",
-            KRB_AP_ERR_BADVERSION => "KRB_AP_ERR_BADVERSION",
-            KRB_AP_ERR_MSG_TYPE => "KRB_AP_ERR_MSG_TYPE",
-            KRB_AP_ERR_MODIFIED => "KRB_AP_ERR_MODIFIED",
-            KRB_AP_ERR_BADORDER => "KRB_AP_ERR_BADORDER",
-            KRB_AP_ERR_BADKEYVER => "KRB_AP_ERR_BADKEYVER",
-            KRB_AP_ERR_NOKEY => "KRB_AP_ERR_NOKEY",
-            KRB_AP_ERR_MUT_FAIL => "KRB_AP_ERR_MUT_FAIL",
-            KRB_AP_ERR_BADDIRECTION => "KRB_AP_ERR_BADDIRECTION",
-            KRB_AP_ERR_METHOD => "KRB_AP_ERR_METHOD",
-            KRB_AP_ERR_BADSEQ => "KRB_AP_ERR_BADSEQ",
-            KRB_AP_ERR_INAPP_CKSUM => "KRB_AP_ERR_INAPP_CKSUM",
-            KRB_AP_PATH_NOT_ACCEPTED => "KRB_AP_PATH_NOT_ACCEPTED",
-            KRB_ERR_RESPONSE_TOO_BIG => "KRB_ERR_RESPONSE_TOO_BIG",
-            KRB_ERR_GENERIC => "KRB_ERR_GENERIC",
-            KRB_ERR_FIELD_TOOLONG => "KRB_ERR_FIELD_TOOLONG",
-            KDC_ERR_WRONG_REALM => "KDC_ERR_WRONG_REALM",
-            _ => "unknown Kerberos error",
-        }
+            /// The spec's own name for an error code, for messages and logs.
+            pub fn name(code: i32) -> &'static str {
+                match code {
+                    $($name => stringify!($name),)*
+                    _ => "unknown Kerberos error",
+                }
+            }
+        };
+    }
+
+    error_codes! {
+        KDC_ERR_NONE = 0,
+        KDC_ERR_NAME_EXP = 1,
+        KDC_ERR_SERVICE_EXP = 2,
+        KDC_ERR_BAD_PVNO = 3,
+        KDC_ERR_C_PRINCIPAL_UNKNOWN = 6,
+        KDC_ERR_S_PRINCIPAL_UNKNOWN = 7,
+        KDC_ERR_PRINCIPAL_NOT_UNIQUE = 8,
+        KDC_ERR_NULL_KEY = 9,
+        KDC_ERR_CANNOT_POSTDATE = 10,
+        KDC_ERR_NEVER_VALID = 11,
+        KDC_ERR_POLICY = 12,
+        KDC_ERR_BADOPTION = 13,
+        KDC_ERR_ETYPE_NOSUPP = 14,
+        KDC_ERR_SUMTYPE_NOSUPP = 15,
+        KDC_ERR_PADATA_TYPE_NOSUPP = 16,
+        KDC_ERR_TRTYPE_NOSUPP = 17,
+        KDC_ERR_CLIENT_REVOKED = 18,
+        KDC_ERR_SERVICE_REVOKED = 19,
+        KDC_ERR_TGT_REVOKED = 20,
+        KDC_ERR_CLIENT_NOTYET = 21,
+        KDC_ERR_SERVICE_NOTYET = 22,
+        KDC_ERR_KEY_EXPIRED = 23,
+        KDC_ERR_PREAUTH_FAILED = 24,
+        KDC_ERR_PREAUTH_REQUIRED = 25,
+        KDC_ERR_SERVER_NOMATCH = 26,
+        KDC_ERR_MUST_USE_USER2USER = 27,
+        KDC_ERR_PATH_NOT_ACCEPTED = 28,
+        KDC_ERR_SVC_UNAVAILABLE = 29,
+        KRB_AP_ERR_BAD_INTEGRITY = 31,
+        KRB_AP_ERR_TKT_EXPIRED = 32,
+        KRB_AP_ERR_TKT_NYV = 33,
+        KRB_AP_ERR_REPEAT = 34,
+        KRB_AP_ERR_NOT_US = 35,
+        KRB_AP_ERR_BADMATCH = 36,
+        KRB_AP_ERR_SKEW = 37,
+        KRB_AP_ERR_BADADDR = 38,
+        KRB_AP_ERR_BADVERSION = 39,
+        KRB_AP_ERR_MSG_TYPE = 40,
+        KRB_AP_ERR_MODIFIED = 41,
+        KRB_AP_ERR_BADORDER = 42,
+        KRB_AP_ERR_BADKEYVER = 44,
+        KRB_AP_ERR_NOKEY = 45,
+        KRB_AP_ERR_MUT_FAIL = 46,
+        KRB_AP_ERR_BADDIRECTION = 47,
+        KRB_AP_ERR_METHOD = 48,
+        KRB_AP_ERR_BADSEQ = 49,
+        KRB_AP_ERR_INAPP_CKSUM = 50,
+        KRB_AP_PATH_NOT_ACCEPTED = 51,
+        KRB_ERR_RESPONSE_TOO_BIG = 52,
+        KRB_ERR_GENERIC = 60,
+        KRB_ERR_FIELD_TOOLONG = 61,
+        KDC_ERR_WRONG_REALM = 68,
     }
 }
 
-/// Ticket flags (RFC 4120 §5.3) as `u32` masks: bit n of the spec is
-/// `1 << (31 - n)`.
+/// The `u32` mask of bit `n` of a 32-bit KerberosFlags, which RFC 4120
+/// numbers from the most significant bit: `1 << (31 - n)`.
+const fn flag_bit(n: u32) -> u32 {
+    1 << (31 - n)
+}
+
+/// Ticket flags (RFC 4120 §5.3) as `u32` masks (see [`flag_bit`]).
 pub mod ticket_flags {
-    const fn bit(n: u32) -> u32 {
-        1 << (31 - n)
-    }
+    use super::flag_bit as bit;
+
     pub const FORWARDABLE: u32 = bit(1);
     pub const FORWARDED: u32 = bit(2);
     pub const PROXIABLE: u32 = bit(3);
@@ -197,9 +159,8 @@ pub mod ticket_flags {
 
 /// KDC options (RFC 4120 §5.4.1) as `u32` masks.
 pub mod kdc_options {
-    const fn bit(n: u32) -> u32 {
-        1 << (31 - n)
-    }
+    use super::flag_bit as bit;
+
     pub const FORWARDABLE: u32 = bit(1);
     pub const FORWARDED: u32 = bit(2);
     pub const PROXIABLE: u32 = bit(3);
@@ -217,8 +178,10 @@ pub mod kdc_options {
 
 /// AP options (RFC 4120 §5.5.1) as `u32` masks.
 pub mod ap_options {
-    pub const USE_SESSION_KEY: u32 = 1 << 30;
-    pub const MUTUAL_REQUIRED: u32 = 1 << 29;
+    use super::flag_bit as bit;
+
+    pub const USE_SESSION_KEY: u32 = bit(1);
+    pub const MUTUAL_REQUIRED: u32 = bit(2);
 }
 
 /// What went wrong turning bytes into a message, or a message into bytes.
@@ -481,7 +444,7 @@ pub fn flags(mask: u32) -> KerberosFlags {
 pub fn flags_value(f: &KerberosFlags) -> u32 {
     f.iter().take(32).enumerate().fold(
         0u32,
-        |acc, (i, b)| if *b { acc | (1 << (31 - i)) } else { acc },
+        |acc, (i, b)| if *b { acc | flag_bit(i as u32) } else { acc },
     )
 }
 
@@ -819,19 +782,22 @@ pub fn random_bytes(buf: &mut [u8]) -> Result<(), MessageError> {
         .map_err(|_| MessageError::Random)
 }
 
+/// A random `u32` with only the bits of `mask` set.
+fn random_u32(mask: u32) -> Result<u32, MessageError> {
+    let mut b = [0u8; 4];
+    random_bytes(&mut b)?;
+    Ok(u32::from_be_bytes(b) & mask)
+}
+
 /// A random nonce in 0..2^31. MIT encodes nonces as a signed 32-bit
 /// INTEGER, so staying below 2^31 keeps both readings equal.
 pub fn random_nonce() -> Result<u32, MessageError> {
-    let mut b = [0u8; 4];
-    random_bytes(&mut b)?;
-    Ok(u32::from_be_bytes(b) & 0x7fff_ffff)
+    random_u32(0x7fff_ffff)
 }
 
 /// A random initial sequence number, below 2^30 as MIT chooses them.
 pub fn random_seq_number() -> Result<u32, MessageError> {
-    let mut b = [0u8; 4];
-    random_bytes(&mut b)?;
-    Ok(u32::from_be_bytes(b) & 0x3fff_ffff)
+    random_u32(0x3fff_ffff)
 }
 
 /// An `EncryptionKey` (the wire form) from an etype and raw key bytes.
