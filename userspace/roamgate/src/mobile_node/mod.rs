@@ -133,7 +133,18 @@ struct Status {
     /// Request sent → accepting reply handled, per registration (last 256).
     registration_ms: Vec<f64>,
     rejections: Vec<String>,
+    /// When the care-of address last changed, and when a registration was
+    /// last accepted (seconds since the epoch).
+    care_of_changed_at: f64,
+    registered_at: f64,
     pid: u32,
+}
+
+fn epoch_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 fn write_status(path: Option<&Path>, s: &Status) {
@@ -185,6 +196,7 @@ impl Daemon {
                         .map(|t| t.elapsed().as_secs_f64() * 1000.0)
                         .unwrap_or(0.0);
                     self.status.registrations += 1;
+                    self.status.registered_at = epoch_secs();
                     self.status.deregistered = false;
                     self.status.registration_ms.push(ms);
                     if self.status.registration_ms.len() > 256 {
@@ -317,6 +329,7 @@ pub async fn run(cfg: MobileNodeFile, shutdown: CancellationToken) -> anyhow::Re
                             if care_of.is_some() {
                                 d.status.handovers += 1;
                             }
+                            d.status.care_of_changed_at = epoch_secs();
                             info!(from = ?care_of, to = %c, "care-of address changed: registering");
                             match d.core.set_care_of(c, SystemTime::now()) {
                                 Ok(out) => d.run_output(out, true).await,
