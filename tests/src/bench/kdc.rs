@@ -667,6 +667,19 @@ pub fn run() -> Result<serde_json::Value> {
     let (mit_as, mit_tgs) = rt.block_on(measure(mit.addr)).context("MIT krb5kdc")?;
     drop(rg);
     drop(mit);
+    // MIT once more without its per-AS database writes (last-success and
+    // lockout bookkeeping, on by default), the fastest MIT configuration.
+    let mit2 = MitKdc::start_with(MitKdcConfig {
+        realm: REALM.to_owned(),
+        no_db_writes: true,
+        ..MitKdcConfig::default()
+    })?;
+    mit2.add_principal(USER, PASSWORD, &[])?;
+    mit2.add_random_principal(SERVICE, &[])?;
+    let (mit2_as, mit2_tgs) = rt
+        .block_on(measure(mit2.addr))
+        .context("MIT krb5kdc without database writes")?;
+    drop(mit2);
 
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
     let r2 = |x: f64| (x * 100.0).round() / 100.0;
@@ -686,7 +699,17 @@ pub fn run() -> Result<serde_json::Value> {
         "roamgate_tgs_p99_ms": r3(rg_tgs.p99_ms),
         "mit_tgs_p50_ms": r3(mit_tgs.p50_ms),
         "mit_tgs_p99_ms": r3(mit_tgs.p99_ms),
+        "mit_no_db_writes_as_per_s": r2(mit2_as.per_s),
+        "mit_no_db_writes_tgs_per_s": r2(mit2_tgs.per_s),
+        "mit_no_db_writes_as_p50_ms": r3(mit2_as.p50_ms),
+        "mit_no_db_writes_as_p99_ms": r3(mit2_as.p99_ms),
+        "mit_no_db_writes_tgs_p50_ms": r3(mit2_tgs.p50_ms),
+        "mit_no_db_writes_tgs_p99_ms": r3(mit2_tgs.p99_ms),
+        "ratio_as_vs_mit_no_db_writes": r3(ratio(rg_as.per_s, mit2_as.per_s)),
+        "ratio_tgs_vs_mit_no_db_writes": r3(ratio(rg_tgs.per_s, mit2_tgs.per_s)),
         "failures": {
+            "mit_no_db_writes_as": mit2_as.failures,
+            "mit_no_db_writes_tgs": mit2_tgs.failures,
             "roamgate_as": rg_as.failures,
             "roamgate_tgs": rg_tgs.failures,
             "mit_as": mit_as.failures,
@@ -696,6 +719,7 @@ pub fn run() -> Result<serde_json::Value> {
         "measure_s": MEASURE.as_secs_f64(),
         "etype": ETYPE.to_i32(),
         "transport": "udp",
+        "mit_config": "mit_*: MIT defaults (db2, last-success/lockout writes on every AS); mit_no_db_writes_*: [dbmodules] disable_last_success, disable_lockout",
         "roamgate_mode": match mode { Mode::Binary => "binary", Mode::InProcess => "in-process" },
         "as_exchange": "AS-REQ -> PREAUTH_REQUIRED, AS-REQ with PA-ENC-TIMESTAMP -> AS-REP (decrypted)",
         "tgs_exchange": "TGS-REQ with PA-TGS-REQ -> TGS-REP (decrypted)",
