@@ -24,7 +24,7 @@ use crate::messages::{
     ticket_flags, MessageError, PVNO,
 };
 use crate::principal::Principal;
-use crate::replay::{AuthenticatorId, ReplayCache, ReplayError, CLOCK_SKEW};
+use crate::replay::{skew_between, AuthenticatorId, ReplayCache, ReplayError, CLOCK_SKEW};
 use crate::usage;
 
 /// Why an AP-REQ or AP-REP was refused.
@@ -81,32 +81,23 @@ pub fn error_reply(
     now: SystemTime,
 ) -> Result<Vec<u8>, MessageError> {
     let e_text = err.to_string();
-    messages::krb_error(
-        &messages::ErrorSpec {
-            code: err.error_code(),
-            server: service,
-            client: None,
-            ctime: None,
-            e_text: Some(&e_text),
-            e_data: None,
-        },
-        now,
-    )
-    .or_else(|_| {
-        // The text may hold characters a KerberosString cannot carry.
+    let reply = |e_text| {
         messages::krb_error(
             &messages::ErrorSpec {
                 code: err.error_code(),
                 server: service,
                 client: None,
                 ctime: None,
-                e_text: None,
+                e_text,
                 e_data: None,
             },
             now,
         )
-    })
-    .map(|e| encode(&e))
+    };
+    // The text may hold characters a KerberosString cannot carry.
+    reply(Some(&e_text))
+        .or_else(|_| reply(None))
+        .map(|e| encode(&e))
 }
 
 impl ApError {
@@ -311,16 +302,13 @@ impl ApClient {
     /// and echo our ctime and cusec.
     pub fn verify_ap_rep(&self, bytes: &[u8]) -> Result<ApRepInfo, ApError> {
         let rep: ApRep = decode(bytes)?;
-        if int_value(&rep.pvno) != Some(PVNO) || int_value(&rep.msg_type) != Some(msg_type::AP_REP)
-        {
+        if !messages::is_version(&rep.pvno, &rep.msg_type, msg_type::AP_REP) {
             return Err(ApError::BadVersion("AP-REP"));
         }
         let part: EncApRepPart =
             messages::open(&self.session_key, usage::AP_REP_ENC_PART, &rep.enc_part).map_err(
                 |e| match e {
-                    MessageError::Decrypt { .. } | MessageError::EtypeMismatch { .. } => {
-                        ApError::MutualFailed
-                    }
+                    e if e.is_integrity_failure() => ApError::MutualFailed,
                     other => ApError::Malformed(other),
                 },
             )?;
@@ -383,12 +371,6 @@ impl Default for AcceptParams<'_> {
     }
 }
 
-fn abs_diff(a: SystemTime, b: SystemTime) -> Duration {
-    a.duration_since(b)
-        .or_else(|_| b.duration_since(a))
-        .unwrap_or_default()
-}
-
 /// Verifies an AP-REQ on the service side.
 pub fn accept_ap_req<K: ServiceKeys + ?Sized>(
     bytes: &[u8],
@@ -411,7 +393,7 @@ pub fn accept_decoded<K: ServiceKeys + ?Sized>(
     now: SystemTime,
     auth_usage: u32,
 ) -> Result<Accepted, ApError> {
-    if int_value(&req.pvno) != Some(PVNO) || int_value(&req.msg_type) != Some(msg_type::AP_REQ) {
+    if !messages::is_version(&req.pvno, &req.msg_type, msg_type::AP_REQ) {
         return Err(ApError::BadVersion("AP-REQ"));
     }
     if int_value(&req.ticket.tkt_vno) != Some(PVNO) {
@@ -443,9 +425,7 @@ pub fn accept_decoded<K: ServiceKeys + ?Sized>(
     let session_key = messages::key_from_wire(&tkt.key)?;
     let auth: Authenticator = messages::open(&session_key, auth_usage, &req.authenticator)
         .map_err(|e| match e {
-            MessageError::Decrypt { .. } | MessageError::EtypeMismatch { .. } => {
-                ApError::BadAuthenticatorIntegrity
-            }
+            e if e.is_integrity_failure() => ApError::BadAuthenticatorIntegrity,
             other => ApError::Malformed(other),
         })?;
     if int_value(&auth.authenticator_vno) != Some(PVNO) {
@@ -462,7 +442,7 @@ pub fn accept_decoded<K: ServiceKeys + ?Sized>(
     }
     // Authenticator time within the skew limit.
     let ctime = messages::from_kerberos_time_usec(&auth.ctime, &auth.cusec);
-    let skew = abs_diff(ctime, now);
+    let skew = skew_between(ctime, now);
     if skew > params.skew {
         return Err(ApError::Skew {
             skew_secs: skew.as_secs(),
@@ -500,14 +480,13 @@ pub fn accept_decoded<K: ServiceKeys + ?Sized>(
         .map_err(|_| ApError::ChecksumMismatch)?;
     }
     // Replay cache last, so that forged or stale requests cannot fill it.
-    let cusec = int_value(&auth.cusec).unwrap_or(0);
     replay
         .check_and_insert(
             &AuthenticatorId {
                 client: &client.to_string(),
                 server: &server.to_string(),
                 ctime: messages::from_kerberos_time(&auth.ctime),
-                cusec: u32::try_from(cusec.clamp(0, 999_999)).unwrap_or(0),
+                cusec: messages::usec_value(&auth.cusec),
                 ciphertext: &req.authenticator.cipher,
             },
             now,
@@ -532,7 +511,8 @@ pub fn accept_decoded<K: ServiceKeys + ?Sized>(
         auth_time,
         end_time,
         ctime: auth.ctime,
-        cusec,
+        // Echoed in the AP-REP as it came.
+        cusec: int_value(&auth.cusec).unwrap_or(0),
     })
 }
 
@@ -581,6 +561,27 @@ pub(crate) mod tests {
 
     pub(crate) fn at(s: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    /// Accepts `req` with a fresh replay cache.
+    pub(crate) fn accept_once<K: ServiceKeys + ?Sized>(
+        req: &[u8],
+        keys: &K,
+        params: &AcceptParams<'_>,
+        now: SystemTime,
+    ) -> Result<Accepted, ApError> {
+        accept_ap_req(req, keys, params, &mut ReplayCache::default(), now)
+    }
+
+    /// Asserts that two credentials hold the same ticket, names, session
+    /// key, end time and flags.
+    pub(crate) fn assert_same_credential(got: &Credential, want: &Credential) {
+        assert_eq!(got.client, want.client);
+        assert_eq!(got.server, want.server);
+        assert_eq!(got.session_key, want.session_key);
+        assert_eq!(got.end_time, want.end_time);
+        assert_eq!(got.flags, want.flags);
+        assert_eq!(got.ticket, want.ticket);
     }
 
     /// A ticket for `service` issued at t=1000 for 10 h, as a KDC would,
@@ -684,14 +685,13 @@ pub(crate) mod tests {
         let (cred, keys) = issue("svc/a@EXAMPLE.COM", Etype::Aes128CtsHmacSha196);
         let (req, _) = build_ap_req(&cred, &ApReqParams::default(), at(2000)).unwrap();
         let other = Principal::parse("svc/b@EXAMPLE.COM").unwrap();
-        let err = accept_ap_req(
+        let err = accept_once(
             &req,
             &keys,
             &AcceptParams {
                 service: Some(&other),
                 ..Default::default()
             },
-            &mut ReplayCache::default(),
             at(2000),
         )
         .unwrap_err();
@@ -703,14 +703,7 @@ pub(crate) mod tests {
         // Without a fixed service name, a keytab without that principal has
         // no key for it.
         let (_, other_keys) = issue("svc/b@EXAMPLE.COM", Etype::Aes128CtsHmacSha196);
-        let err = accept_ap_req(
-            &req,
-            &other_keys,
-            &AcceptParams::default(),
-            &mut ReplayCache::default(),
-            at(2000),
-        )
-        .unwrap_err();
+        let err = accept_once(&req, &other_keys, &AcceptParams::default(), at(2000)).unwrap_err();
         assert!(matches!(err, ApError::NoKey { .. }), "{err}");
     }
 
@@ -738,14 +731,7 @@ pub(crate) mod tests {
     fn expired_ticket_is_rejected() {
         let (cred, keys) = issue("svc/a@EXAMPLE.COM", Etype::Aes256CtsHmacSha384192);
         let (req, _) = build_ap_req(&cred, &ApReqParams::default(), at(37400)).unwrap();
-        let err = accept_ap_req(
-            &req,
-            &keys,
-            &AcceptParams::default(),
-            &mut ReplayCache::default(),
-            at(37400),
-        )
-        .unwrap_err();
+        let err = accept_once(&req, &keys, &AcceptParams::default(), at(37400)).unwrap_err();
         assert_eq!(err, ApError::TicketExpired);
     }
 
@@ -758,26 +744,12 @@ pub(crate) mod tests {
             Key::random(Etype::Aes256CtsHmacSha196),
         )]);
         let (req, _) = build_ap_req(&cred, &ApReqParams::default(), at(2000)).unwrap();
-        let err = accept_ap_req(
-            &req,
-            &wrong,
-            &AcceptParams::default(),
-            &mut ReplayCache::default(),
-            at(2000),
-        )
-        .unwrap_err();
+        let err = accept_once(&req, &wrong, &AcceptParams::default(), at(2000)).unwrap_err();
         assert!(matches!(err, ApError::BadTicketIntegrity(_)));
         // Wrong kvno.
         let (_, keys) = issue("svc/a@EXAMPLE.COM", Etype::Aes256CtsHmacSha196);
         let moved = KeySet(keys.0.into_iter().map(|(p, _, k)| (p, 4, k)).collect());
-        let err = accept_ap_req(
-            &req,
-            &moved,
-            &AcceptParams::default(),
-            &mut ReplayCache::default(),
-            at(2000),
-        )
-        .unwrap_err();
+        let err = accept_once(&req, &moved, &AcceptParams::default(), at(2000)).unwrap_err();
         assert_eq!(err.error_code(), error_code::KRB_AP_ERR_BADKEYVER);
     }
 
@@ -788,32 +760,18 @@ pub(crate) mod tests {
             app_data: Some(b"hello"),
             ..Default::default()
         };
+        // The service requires a checksum over `app_data`.
+        let refuse = |req: &[u8], app_data: &[u8]| {
+            let params = AcceptParams {
+                app_data: Some(app_data),
+                ..Default::default()
+            };
+            accept_once(req, &keys, &params, at(2000)).unwrap_err()
+        };
         let (req, _) = build_ap_req(&cred, &params, at(2000)).unwrap();
-        let err = accept_ap_req(
-            &req,
-            &keys,
-            &AcceptParams {
-                app_data: Some(b"HELLO"),
-                ..Default::default()
-            },
-            &mut ReplayCache::default(),
-            at(2000),
-        )
-        .unwrap_err();
-        assert_eq!(err, ApError::ChecksumMismatch);
+        assert_eq!(refuse(&req, b"HELLO"), ApError::ChecksumMismatch);
         let (req, _) = build_ap_req(&cred, &ApReqParams::default(), at(2000)).unwrap();
-        let err = accept_ap_req(
-            &req,
-            &keys,
-            &AcceptParams {
-                app_data: Some(b"hello"),
-                ..Default::default()
-            },
-            &mut ReplayCache::default(),
-            at(2000),
-        )
-        .unwrap_err();
-        assert_eq!(err, ApError::ChecksumMissing);
+        assert_eq!(refuse(&req, b"hello"), ApError::ChecksumMissing);
     }
 
     #[test]
@@ -825,14 +783,7 @@ pub(crate) mod tests {
         };
         let (req1, client1) = build_ap_req(&cred, &mutual, at(2000)).unwrap();
         let (_, client2) = build_ap_req(&cred, &mutual, at(2005)).unwrap();
-        let acc = accept_ap_req(
-            &req1,
-            &keys,
-            &AcceptParams::default(),
-            &mut ReplayCache::default(),
-            at(2000),
-        )
-        .unwrap();
+        let acc = accept_once(&req1, &keys, &AcceptParams::default(), at(2000)).unwrap();
         let rep = acc.ap_rep(None, None);
         client1.verify_ap_rep(&rep).unwrap();
         // An AP-REP for another authenticator does not verify.
@@ -866,14 +817,13 @@ pub(crate) mod tests {
             key,
         });
         let (req, _) = build_ap_req(&cred, &ApReqParams::default(), at(2000)).unwrap();
-        let acc = accept_ap_req(
+        let acc = accept_once(
             &req,
             &kt,
             &AcceptParams {
                 service: Some(&p),
                 ..Default::default()
             },
-            &mut ReplayCache::default(),
             at(2000),
         )
         .unwrap();

@@ -803,9 +803,7 @@ pub async fn get_service_ticket(
     service: Principal,
     clock: impl Fn() -> SystemTime,
 ) -> Result<Credential, ClientError> {
-    let ex = TgsExchange::new(tgt, service, 0)?;
-    let reply = transport.exchange(&ex.request(clock())?).await?;
-    ex.handle_reply(&reply)
+    tgs_round_trip(transport, TgsExchange::new(tgt, service, 0)?, clock).await
 }
 
 /// Gets a forwarded TGT (to put into a KRB-CRED).
@@ -814,7 +812,15 @@ pub async fn get_forwarded_tgt(
     tgt: &Credential,
     clock: impl Fn() -> SystemTime,
 ) -> Result<Credential, ClientError> {
-    let ex = TgsExchange::forwarded_tgt(tgt)?;
+    tgs_round_trip(transport, TgsExchange::forwarded_tgt(tgt)?, clock).await
+}
+
+/// Sends a TGS exchange's request and handles the reply.
+async fn tgs_round_trip(
+    transport: &KdcTransport,
+    ex: TgsExchange,
+    clock: impl Fn() -> SystemTime,
+) -> Result<Credential, ClientError> {
     let reply = transport.exchange(&ex.request(clock())?).await?;
     ex.handle_reply(&reply)
 }
@@ -828,6 +834,26 @@ mod tests {
 
     fn alice() -> Principal {
         Principal::parse("alice@EXAMPLE.COM").unwrap()
+    }
+
+    /// A KRB-ERROR about krbtgt/EXAMPLE.COM, encoded.
+    fn krb_error_bytes(
+        code: i32,
+        client: Option<&Principal>,
+        e_text: Option<&str>,
+        e_data: Option<Vec<u8>>,
+        now: SystemTime,
+    ) -> Vec<u8> {
+        let tgs = Principal::krbtgt("EXAMPLE.COM");
+        let spec = ErrorSpec {
+            code,
+            server: &tgs,
+            client,
+            ctime: None,
+            e_text,
+            e_data,
+        };
+        encode(&messages::krb_error(&spec, now).unwrap())
     }
 
     /// A minimal KDC answering one AS exchange, to drive the core.
@@ -861,36 +887,22 @@ mod tests {
                     s2kparams: None,
                 }];
                 let md = vec![messages::padata(pa_type::ETYPE_INFO2, encode(&info))];
-                return encode(
-                    &messages::krb_error(
-                        &ErrorSpec {
-                            code: error_code::KDC_ERR_PREAUTH_REQUIRED,
-                            server: &tgs,
-                            client: Some(&alice()),
-                            ctime: None,
-                            e_text: None,
-                            e_data: Some(encode(&md)),
-                        },
-                        now,
-                    )
-                    .unwrap(),
+                return krb_error_bytes(
+                    error_code::KDC_ERR_PREAUTH_REQUIRED,
+                    Some(&alice()),
+                    None,
+                    Some(encode(&md)),
+                    now,
                 );
             };
             let enc: rasn_kerberos::EncryptedData = decode(&ts.value).unwrap();
             if messages::open::<_, PaEncTsEnc>(&self.key, 1, &enc).is_err() {
-                return encode(
-                    &messages::krb_error(
-                        &ErrorSpec {
-                            code: error_code::KDC_ERR_PREAUTH_FAILED,
-                            server: &tgs,
-                            client: Some(&alice()),
-                            ctime: None,
-                            e_text: None,
-                            e_data: None,
-                        },
-                        now,
-                    )
-                    .unwrap(),
+                return krb_error_bytes(
+                    error_code::KDC_ERR_PREAUTH_FAILED,
+                    Some(&alice()),
+                    None,
+                    None,
+                    now,
                 );
             }
             let session = Key::random(self.key.etype());
@@ -945,27 +957,31 @@ mod tests {
         }
     }
 
+    /// Runs alice's AS exchange with `password` against `kdc` at t=5000:
+    /// the first request, which the KDC answers with PREAUTH_REQUIRED,
+    /// then the pre-authenticated one. Returns the outcome of the second.
+    fn as_exchange_with_preauth(kdc: &FakeKdc, password: &str) -> Result<AsStep, ClientError> {
+        let mut ex = AsExchange::new(
+            alice(),
+            ClientSecret::password(password),
+            AsOptions::default(),
+        )
+        .unwrap();
+        let r1 = ex.first_request(at(5000)).unwrap();
+        let AsStep::Send(r2) = ex
+            .handle_reply(&kdc.handle(&r1, at(5000)), at(5000))
+            .unwrap()
+        else {
+            panic!("expected a pre-authenticated request");
+        };
+        ex.handle_reply(&kdc.handle(&r2, at(5000)), at(5000))
+    }
+
     #[test]
     fn as_exchange_with_preauth_and_kdc_salt() {
         for etype in Etype::ALL {
             let kdc = FakeKdc::new(etype, "s3cret");
-            let mut ex = AsExchange::new(
-                alice(),
-                ClientSecret::password("s3cret"),
-                AsOptions::default(),
-            )
-            .unwrap();
-            let r1 = ex.first_request(at(5000)).unwrap();
-            let AsStep::Send(r2) = ex
-                .handle_reply(&kdc.handle(&r1, at(5000)), at(5000))
-                .unwrap()
-            else {
-                panic!("expected a pre-authenticated request");
-            };
-            let AsStep::Done(cred) = ex
-                .handle_reply(&kdc.handle(&r2, at(5000)), at(5000))
-                .unwrap()
-            else {
+            let AsStep::Done(cred) = as_exchange_with_preauth(&kdc, "s3cret").unwrap() else {
                 panic!("expected a ticket");
             };
             assert_eq!(cred.server, Principal::krbtgt("EXAMPLE.COM"));
@@ -978,22 +994,7 @@ mod tests {
     #[test]
     fn wrong_password_names_the_principal() {
         let kdc = FakeKdc::new(Etype::Aes256CtsHmacSha196, "s3cret");
-        let mut ex = AsExchange::new(
-            alice(),
-            ClientSecret::password("guess"),
-            AsOptions::default(),
-        )
-        .unwrap();
-        let r1 = ex.first_request(at(5000)).unwrap();
-        let AsStep::Send(r2) = ex
-            .handle_reply(&kdc.handle(&r1, at(5000)), at(5000))
-            .unwrap()
-        else {
-            panic!()
-        };
-        let err = ex
-            .handle_reply(&kdc.handle(&r2, at(5000)), at(5000))
-            .unwrap_err();
+        let err = as_exchange_with_preauth(&kdc, "guess").unwrap_err();
         assert_eq!(
             err.to_string(),
             "preauthentication failed for alice@EXAMPLE.COM: wrong password or key"
@@ -1015,26 +1016,10 @@ mod tests {
 
     #[test]
     fn kdc_errors_map_to_named_causes() {
-        let tgs = Principal::krbtgt("EXAMPLE.COM");
         let mut ex =
             AsExchange::new(alice(), ClientSecret::password("x"), AsOptions::default()).unwrap();
         ex.first_request(at(0)).unwrap();
-        let err = |code| {
-            encode(
-                &messages::krb_error(
-                    &ErrorSpec {
-                        code,
-                        server: &tgs,
-                        client: None,
-                        ctime: None,
-                        e_text: Some("because"),
-                        e_data: None,
-                    },
-                    at(0),
-                )
-                .unwrap(),
-            )
-        };
+        let err = |code| krb_error_bytes(code, None, Some("because"), None, at(0));
         let e = ex.handle_reply(&err(6), at(0)).unwrap_err();
         assert!(
             e.to_string()
@@ -1111,20 +1096,12 @@ mod tests {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = tcp.local_addr().unwrap().port();
         let udp = UdpSocket::bind(("127.0.0.1", port)).await.unwrap();
-        let tgs = Principal::krbtgt("EXAMPLE.COM");
-        let too_big = encode(
-            &messages::krb_error(
-                &ErrorSpec {
-                    code: error_code::KRB_ERR_RESPONSE_TOO_BIG,
-                    server: &tgs,
-                    client: None,
-                    ctime: None,
-                    e_text: None,
-                    e_data: None,
-                },
-                at(0),
-            )
-            .unwrap(),
+        let too_big = krb_error_bytes(
+            error_code::KRB_ERR_RESPONSE_TOO_BIG,
+            None,
+            None,
+            None,
+            at(0),
         );
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];

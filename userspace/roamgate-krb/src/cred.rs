@@ -13,10 +13,8 @@ use rasn_kerberos::{EncKrbCredPart, KrbCred, KrbCredInfo};
 use roamgate_krb_crypto::Key;
 
 use crate::client::Credential;
-use crate::messages::{
-    self, decode, encode, flags_value, int, int_value, msg_type, MessageError, PVNO,
-};
-use crate::replay::{AuthenticatorId, ReplayCache, ReplayError};
+use crate::messages::{self, decode, encode, flags_value, int, msg_type, MessageError, PVNO};
+use crate::replay::{skew_between, AuthenticatorId, ReplayCache, ReplayError};
 use crate::usage;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -95,14 +93,12 @@ pub fn open_krb_cred(
     now: SystemTime,
 ) -> Result<Vec<Credential>, CredError> {
     let msg: KrbCred = decode(bytes)?;
-    if int_value(&msg.pvno) != Some(PVNO) || int_value(&msg.msg_type) != Some(msg_type::KRB_CRED) {
+    if !messages::is_version(&msg.pvno, &msg.msg_type, msg_type::KRB_CRED) {
         return Err(CredError::BadVersion);
     }
     let part: EncKrbCredPart = messages::open(key, usage::KRB_CRED_ENC_PART, &msg.enc_part)
         .map_err(|e| match e {
-            MessageError::Decrypt { .. } | MessageError::EtypeMismatch { .. } => {
-                CredError::Integrity
-            }
+            e if e.is_integrity_failure() => CredError::Integrity,
             other => CredError::Malformed(other),
         })?;
     if part.ticket_info.len() != msg.tickets.len() {
@@ -116,11 +112,7 @@ pub fn open_krb_cred(
     }
     let ts = part.timestamp.as_ref().ok_or(CredError::MissingTimestamp)?;
     let usec = part.usec.clone().unwrap_or_else(|| int(0));
-    let t = messages::from_kerberos_time_usec(ts, &usec);
-    let d = t
-        .duration_since(now)
-        .or_else(|_| now.duration_since(t))
-        .unwrap_or_default();
+    let d = skew_between(messages::from_kerberos_time_usec(ts, &usec), now);
     if d > skew {
         return Err(CredError::Skew(d.as_secs()));
     }
@@ -163,7 +155,7 @@ pub fn open_krb_cred(
                 client: &first,
                 server: "krb-cred",
                 ctime: messages::from_kerberos_time(ts),
-                cusec: u32::try_from(int_value(&usec).unwrap_or(0).clamp(0, 999_999)).unwrap_or(0),
+                cusec: messages::usec_value(&usec),
                 ciphertext: &msg.enc_part.cipher,
             },
             now,
@@ -178,25 +170,27 @@ pub fn open_krb_cred(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ap::tests::{at, issue};
+    use crate::ap::tests::{assert_same_credential, at, issue};
     use crate::replay::CLOCK_SKEW;
     use roamgate_krb_crypto::Etype;
 
+    /// A TGT of `tgt_etype`, forwarded at t=2000 in a KRB-CRED under a
+    /// fresh key of `key_etype`: (the TGT, the key, the KRB-CRED).
+    fn forwarded_tgt(tgt_etype: Etype, key_etype: Etype) -> (Credential, Key, Vec<u8>) {
+        let (tgt, _) = issue("krbtgt/EXAMPLE.COM@EXAMPLE.COM", tgt_etype);
+        let key = Key::random(key_etype);
+        let bytes = build_krb_cred(std::slice::from_ref(&tgt), &key, at(2000)).unwrap();
+        (tgt, key, bytes)
+    }
+
     #[test]
     fn forwards_a_tgt_and_opens_it() {
-        let (tgt, _) = issue("krbtgt/EXAMPLE.COM@EXAMPLE.COM", Etype::Aes256CtsHmacSha196);
-        let key = Key::random(Etype::Aes128CtsHmacSha256128);
-        let bytes = build_krb_cred(std::slice::from_ref(&tgt), &key, at(2000)).unwrap();
+        let (tgt, key, bytes) =
+            forwarded_tgt(Etype::Aes256CtsHmacSha196, Etype::Aes128CtsHmacSha256128);
         let mut rc = ReplayCache::default();
         let got = open_krb_cred(&bytes, &key, CLOCK_SKEW, &mut rc, at(2010)).unwrap();
         assert_eq!(got.len(), 1);
-        let c = &got[0];
-        assert_eq!(c.client, tgt.client);
-        assert_eq!(c.server, tgt.server);
-        assert_eq!(c.session_key, tgt.session_key);
-        assert_eq!(c.end_time, tgt.end_time);
-        assert_eq!(c.flags, tgt.flags);
-        assert_eq!(c.ticket, tgt.ticket);
+        assert_same_credential(&got[0], &tgt);
         assert_eq!(
             open_krb_cred(&bytes, &key, CLOCK_SKEW, &mut rc, at(2011)).unwrap_err(),
             CredError::Replay
@@ -205,9 +199,7 @@ mod tests {
 
     #[test]
     fn wrong_key_skew_and_garbage_are_rejected() {
-        let (tgt, _) = issue("krbtgt/EXAMPLE.COM@EXAMPLE.COM", Etype::Aes128CtsHmacSha196);
-        let key = Key::random(Etype::Aes128CtsHmacSha196);
-        let bytes = build_krb_cred(std::slice::from_ref(&tgt), &key, at(2000)).unwrap();
+        let (_, key, bytes) = forwarded_tgt(Etype::Aes128CtsHmacSha196, Etype::Aes128CtsHmacSha196);
         let mut rc = ReplayCache::default();
         assert_eq!(
             open_krb_cred(

@@ -238,6 +238,17 @@ pub enum MessageError {
     Random,
 }
 
+impl MessageError {
+    /// True when a sealed part did not open with the key: it was modified,
+    /// or sealed with another key or etype.
+    pub fn is_integrity_failure(&self) -> bool {
+        matches!(
+            self,
+            MessageError::Decrypt { .. } | MessageError::EtypeMismatch { .. }
+        )
+    }
+}
+
 /// Short name of a type for error messages (`AsReq`, not the full path).
 fn type_name<T>() -> &'static str {
     let full = std::any::type_name::<T>();
@@ -421,6 +432,18 @@ pub fn int_value(v: &Integer) -> Option<i64> {
     i64::try_from(v).ok()
 }
 
+/// Whether a message's `pvno` is 5 and its `msg-type` is `msg_type`.
+pub fn is_version(pvno: &Integer, msg_type: &Integer, want: i64) -> bool {
+    int_value(pvno) == Some(PVNO) && int_value(msg_type) == Some(want)
+}
+
+/// A microseconds field (cusec, usec, pausec) as a number in
+/// 0..=999999, which RFC 4120 allows; a value out of range is clamped.
+pub fn usec_value(usec: &Integer) -> u32 {
+    // The clamp keeps the value within u32.
+    u32::try_from(int_value(usec).unwrap_or(0).clamp(0, 999_999)).unwrap_or(0)
+}
+
 /// A KerberosString (GeneralString) from text.
 pub fn kstring(field: &'static str, s: &str) -> Result<KerberosString, MessageError> {
     KerberosString::from_bytes(s.as_bytes()).map_err(|_| MessageError::BadString {
@@ -503,8 +526,7 @@ pub fn to_kerberos_time_usec(t: SystemTime) -> Result<(KerberosTime, u32), Messa
 /// Joins KerberosTime and microseconds. Out-of-range microseconds
 /// (RFC 4120 allows 0..=999999) are clamped.
 pub fn from_kerberos_time_usec(t: &KerberosTime, usec: &Integer) -> SystemTime {
-    let us = int_value(usec).unwrap_or(0).clamp(0, 999_999);
-    from_kerberos_time(t) + Duration::from_micros(us.unsigned_abs())
+    from_kerberos_time(t) + Duration::from_micros(u64::from(usec_value(usec)))
 }
 
 // ---------------------------------------------------------------------------

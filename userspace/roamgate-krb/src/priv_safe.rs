@@ -17,9 +17,9 @@ use rasn_kerberos::{EncKrbPrivPart, HostAddress, KrbPriv, KrbSafe, KrbSafeBody};
 use roamgate_krb_crypto::Key;
 
 use crate::messages::{
-    self, decode, encode, error_code, int, int_value, msg_type, MessageError, OctetString, PVNO,
+    self, decode, encode, error_code, int, msg_type, MessageError, OctetString, PVNO,
 };
-use crate::replay::{AuthenticatorId, ReplayCache, ReplayError, CLOCK_SKEW};
+use crate::replay::{skew_between, AuthenticatorId, ReplayCache, ReplayError, CLOCK_SKEW};
 use crate::usage;
 
 /// Which side of the AP exchange this end was.
@@ -59,6 +59,17 @@ pub enum ReplayMode {
     Sequence { local: u32, remote: u32 },
     /// Timestamps within the skew window and a replay cache.
     Timestamp,
+}
+
+impl ReplayMode {
+    /// Sequence numbers if both sides announced an initial one in the AP
+    /// exchange (`local` ours, `remote` the peer's), else timestamps.
+    fn negotiated(local: Option<u32>, remote: Option<u32>) -> Self {
+        match (local, remote) {
+            (Some(local), Some(remote)) => ReplayMode::Sequence { local, remote },
+            _ => ReplayMode::Timestamp,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -133,10 +144,7 @@ impl SecureChannel {
     /// AP-REP settled on, sequence numbers if both sides sent one, else
     /// timestamps.
     pub fn for_initiator(client: &crate::ap::ApClient, rep: &crate::ap::ApRepInfo) -> Self {
-        let mode = match (client.seq_number(), rep.seq_number) {
-            (Some(local), Some(remote)) => ReplayMode::Sequence { local, remote },
-            _ => ReplayMode::Timestamp,
-        };
+        let mode = ReplayMode::negotiated(client.seq_number(), rep.seq_number);
         Self::new(rep.key.clone(), Direction::Initiator, mode)
     }
 
@@ -148,10 +156,7 @@ impl SecureChannel {
         seq_number: Option<u32>,
     ) -> Self {
         let key = subkey.cloned().unwrap_or_else(|| accepted.key());
-        let mode = match (seq_number, accepted.seq_number) {
-            (Some(local), Some(remote)) => ReplayMode::Sequence { local, remote },
-            _ => ReplayMode::Timestamp,
-        };
+        let mode = ReplayMode::negotiated(seq_number, accepted.seq_number);
         Self::new(key, Direction::Acceptor, mode)
     }
 
@@ -212,11 +217,7 @@ impl SecureChannel {
                     .as_ref()
                     .ok_or(PrivSafeError::MissingTimestamp)?;
                 let usec = stamp.usec.clone().unwrap_or_else(|| int(0));
-                let t = messages::from_kerberos_time_usec(ts, &usec);
-                let skew = t
-                    .duration_since(now)
-                    .or_else(|_| now.duration_since(t))
-                    .unwrap_or_default();
+                let skew = skew_between(messages::from_kerberos_time_usec(ts, &usec), now);
                 if skew > self.skew {
                     return Err(PrivSafeError::Skew(skew.as_secs()));
                 }
@@ -227,8 +228,7 @@ impl SecureChannel {
                             client: &peer,
                             server: "krb-priv-safe",
                             ctime: messages::from_kerberos_time(ts),
-                            cusec: u32::try_from(int_value(&usec).unwrap_or(0).clamp(0, 999_999))
-                                .unwrap_or(0),
+                            cusec: messages::usec_value(&usec),
                             ciphertext,
                         },
                         now,
@@ -262,17 +262,13 @@ impl SecureChannel {
     /// Decrypts and checks a KRB-PRIV from the peer.
     pub fn open_priv(&mut self, bytes: &[u8], now: SystemTime) -> Result<Vec<u8>, PrivSafeError> {
         let msg: KrbPriv = decode(bytes)?;
-        if int_value(&msg.pvno) != Some(PVNO)
-            || int_value(&msg.msg_type) != Some(msg_type::KRB_PRIV)
-        {
+        if !messages::is_version(&msg.pvno, &msg.msg_type, msg_type::KRB_PRIV) {
             return Err(PrivSafeError::BadVersion("KRB-PRIV"));
         }
         let part: EncKrbPrivPart =
             messages::open(&self.key, usage::KRB_PRIV_ENC_PART, &msg.enc_part).map_err(
                 |e| match e {
-                    MessageError::Decrypt { .. } | MessageError::EtypeMismatch { .. } => {
-                        PrivSafeError::Integrity("KRB-PRIV")
-                    }
+                    e if e.is_integrity_failure() => PrivSafeError::Integrity("KRB-PRIV"),
                     other => PrivSafeError::Malformed(other),
                 },
             )?;
@@ -308,9 +304,7 @@ impl SecureChannel {
     /// Verifies a KRB-SAFE from the peer and returns its data.
     pub fn open_safe(&mut self, bytes: &[u8], now: SystemTime) -> Result<Vec<u8>, PrivSafeError> {
         let msg: KrbSafe = decode(bytes)?;
-        if int_value(&msg.pvno) != Some(PVNO)
-            || int_value(&msg.msg_type) != Some(msg_type::KRB_SAFE)
-        {
+        if !messages::is_version(&msg.pvno, &msg.msg_type, msg_type::KRB_SAFE) {
             return Err(PrivSafeError::BadVersion("KRB-SAFE"));
         }
         messages::verify_checksum(
@@ -335,12 +329,8 @@ impl SecureChannel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ap::tests::at;
     use roamgate_krb_crypto::Etype;
-    use std::time::UNIX_EPOCH;
-
-    fn at(s: u64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(s)
-    }
 
     fn pair(mode_a: ReplayMode, mode_b: ReplayMode) -> (SecureChannel, SecureChannel) {
         let key = Key::random(Etype::Aes256CtsHmacSha384192);
@@ -384,9 +374,8 @@ mod tests {
 
     #[test]
     fn channels_from_an_ap_exchange_agree() {
-        use crate::ap::tests::issue;
-        use crate::ap::{accept_ap_req, build_ap_req, AcceptParams, ApReqParams};
-        use crate::replay::ReplayCache;
+        use crate::ap::tests::{accept_once, issue};
+        use crate::ap::{build_ap_req, AcceptParams, ApReqParams};
         let (cred, keys) = issue("dir/x@EXAMPLE.COM", Etype::Aes128CtsHmacSha196);
         for (subkeys, seqs) in [(true, true), (false, false), (true, false)] {
             let (req, client) = build_ap_req(
@@ -400,14 +389,7 @@ mod tests {
                 at(2000),
             )
             .unwrap();
-            let acc = accept_ap_req(
-                &req,
-                &keys,
-                &AcceptParams::default(),
-                &mut ReplayCache::default(),
-                at(2000),
-            )
-            .unwrap();
+            let acc = accept_once(&req, &keys, &AcceptParams::default(), at(2000)).unwrap();
             let sk = subkeys.then(|| acc.new_subkey());
             let seq = seqs.then_some(900);
             let rep = acc.ap_rep(sk.as_ref(), seq);

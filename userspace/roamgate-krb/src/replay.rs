@@ -14,6 +14,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// The clock-skew limit of RFC 4120 as roamgate applies it.
 pub const CLOCK_SKEW: Duration = Duration::from_secs(300);
 
+/// How far apart two times are, whichever is the later: the skew of a
+/// peer's clock as a message's time shows it.
+pub fn skew_between(a: SystemTime, b: SystemTime) -> Duration {
+    a.duration_since(b)
+        .or_else(|_| b.duration_since(a))
+        .unwrap_or_default()
+}
+
 /// Default number of authenticators kept.
 pub const DEFAULT_CAPACITY: usize = 100_000;
 

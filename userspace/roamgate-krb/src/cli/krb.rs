@@ -339,18 +339,13 @@ pub fn klist_text(cc: &CCache, path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ap::tests::{at, issue};
+    use crate::ap::tests::{assert_same_credential, at, issue};
 
     #[test]
     fn ccache_round_trip_of_a_credential() {
         let (cred, _) = issue("krbtgt/EXAMPLE.COM@EXAMPLE.COM", Etype::Aes256CtsHmacSha196);
         let back = from_ccache(&to_ccache(&cred)).unwrap();
-        assert_eq!(back.client, cred.client);
-        assert_eq!(back.server, cred.server);
-        assert_eq!(back.session_key, cred.session_key);
-        assert_eq!(back.end_time, cred.end_time);
-        assert_eq!(back.ticket, cred.ticket);
-        assert_eq!(back.flags, cred.flags);
+        assert_same_credential(&back, &cred);
     }
 
     #[test]
