@@ -667,3 +667,37 @@ fn cli_errors_are_one_line_naming_the_cause() {
         "must be mode 0600",
     );
 }
+
+#[test]
+fn mit_kinit_with_exported_keytab_and_host_based_kvno() {
+    if !have("kinit") || !have("kvno") {
+        eprintln!("skipping: krb5-user not installed");
+        return;
+    }
+    let kdc = kdc();
+    let conf = kdc.path("krb5.conf");
+    kdc.write_krb5_conf(&conf, None, false).unwrap();
+    // The service authenticates with the keytab `roamgate kdc export-keytab`
+    // wrote (pre-authentication with the keytab's key).
+    let cc = kdc.path("svc.cc");
+    let mut c = mit(&kdc, &conf, "kinit", &cc);
+    c.args(["-k", "-t"])
+        .arg(kdc.path("svc.keytab"))
+        .arg(format!("{SERVICE}@ROAMGATE.TEST"));
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "kinit -k: {}", text(&out));
+    // A user asks for a host-based service name without a realm: MIT uses
+    // NT-SRV-HST and the referral realm.
+    let cc = kdc.path("alice.cc");
+    let out = kinit(&kdc, &conf, &cc, "alice", PASSWORD);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut kv = mit(&kdc, &conf, "kvno", &cc);
+    kv.args(["-S", "host", "svc.roamgate.test"]);
+    let out = kv.output().unwrap();
+    assert!(out.status.success(), "kvno -S: {}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("kvno = 1"),
+        "{}",
+        text(&out)
+    );
+}
