@@ -235,3 +235,113 @@ async fn write_framed(s: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {
     out.extend_from_slice(msg);
     s.write_all(&out).await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use roamgate_krb_crypto::Etype;
+
+    use super::*;
+    use crate::kdc::db::{MemoryStore, PrincipalFlags};
+    use crate::kdc::probe::{self, RequestSpec};
+    use crate::kdc::KdcConfig;
+    use crate::principal::Principal;
+
+    async fn start(max_udp_reply: usize) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let store = Arc::new(MemoryStore::new("R.TEST"));
+        store.add_random(
+            &Principal::krbtgt("R.TEST"),
+            &Etype::ALL,
+            PrincipalFlags::DEFAULT,
+        );
+        store.add_random(
+            &Principal::parse("alice@R.TEST").unwrap(),
+            &Etype::ALL,
+            PrincipalFlags::DEFAULT,
+        );
+        let kdc = Arc::new(Kdc::new(store, KdcConfig::default()));
+        let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+        cfg.max_udp_reply = max_udp_reply;
+        cfg.max_tcp_request = 4096;
+        let bound = bind(cfg).await.unwrap();
+        let addr = bound.local_addr();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(bound.run(kdc, async move {
+            let _ = rx.await;
+        }));
+        (addr, tx)
+    }
+
+    fn as_req() -> Vec<u8> {
+        probe::as_req(
+            &RequestSpec {
+                client: Principal::parse("alice@R.TEST").unwrap(),
+                server: Principal::krbtgt("R.TEST"),
+                etypes: vec![18],
+                options: 0,
+                till: UNIX_EPOCH + Duration::from_secs(4_000_000_000),
+                rtime: None,
+                nonce: 1,
+            },
+            vec![],
+        )
+        .unwrap()
+    }
+
+    async fn udp(addr: SocketAddr, msg: &[u8]) -> Option<Vec<u8>> {
+        let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        s.send_to(msg, addr).await.unwrap();
+        let mut buf = vec![0u8; 65536];
+        let n = tokio::time::timeout(Duration::from_millis(500), s.recv(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        Some(buf[..n].to_vec())
+    }
+
+    async fn tcp(addr: SocketAddr, prefix: u32, msg: &[u8]) -> Option<Vec<u8>> {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&prefix.to_be_bytes()).await.unwrap();
+        s.write_all(msg).await.unwrap();
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).await.ok()?;
+        let mut rep = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut rep).await.ok()?;
+        Some(rep)
+    }
+
+    #[tokio::test]
+    async fn udp_and_tcp_on_one_port() {
+        let (addr, _stop) = start(ServerConfig::DEFAULT_MAX_UDP_REPLY).await;
+        let req = as_req();
+        let rep = udp(addr, &req).await.unwrap();
+        assert_eq!(probe::error_code(&rep), Some(25));
+        let rep = tcp(addr, req.len() as u32, &req).await.unwrap();
+        assert_eq!(probe::error_code(&rep), Some(25));
+        // Garbage over UDP is dropped.
+        assert_eq!(udp(addr, b"garbage").await, None);
+    }
+
+    #[tokio::test]
+    async fn oversized_udp_reply_is_response_too_big() {
+        let (addr, _stop) = start(64).await;
+        let rep = udp(addr, &as_req()).await.unwrap();
+        assert_eq!(probe::error_code(&rep), Some(52));
+        // TCP has no such limit.
+        let req = as_req();
+        let rep = tcp(addr, req.len() as u32, &req).await.unwrap();
+        assert_eq!(probe::error_code(&rep), Some(25));
+    }
+
+    #[tokio::test]
+    async fn huge_tcp_length_prefix_is_field_toolong() {
+        let (addr, _stop) = start(ServerConfig::DEFAULT_MAX_UDP_REPLY).await;
+        for prefix in [4097u32, 0x7fff_ffff, 0x8000_0010] {
+            let rep = tcp(addr, prefix, &[]).await.unwrap();
+            assert_eq!(probe::error_code(&rep), Some(61), "{prefix:#x}");
+        }
+        // Still serving.
+        assert!(udp(addr, &as_req()).await.is_some());
+    }
+}
