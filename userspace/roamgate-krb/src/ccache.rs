@@ -150,22 +150,24 @@ impl CCache {
         if version != VERSION {
             return Err(CCacheError::UnsupportedVersion(version));
         }
-        let header_start = r.offset() + 2;
-        let header = r.data(Width::U16)?;
+        let header_len = r.len(Width::U16)?;
+        let header_start = r.offset();
+        let header = r.take(header_len)?;
         let mut h = Reader::<CCacheError>::at(header, header_start);
         let mut kdc_offset = None;
         let mut other_tags = Vec::new();
         while h.remaining() > 0 {
             let offset = h.offset();
             let tag = h.u16()?;
-            let body_start = h.offset() + 2;
-            let body = h.data(Width::U16)?;
+            let len = h.len(Width::U16)?;
+            let body_start = h.offset();
+            let body = h.take(len)?;
             if tag == TAG_KDC_OFFSET {
-                if body.len() != 8 {
+                if len != 8 {
                     return Err(CCacheError::BadHeaderTag {
                         offset,
                         tag,
-                        len: body.len(),
+                        len,
                         expected: 8,
                     });
                 }

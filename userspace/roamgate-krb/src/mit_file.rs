@@ -275,3 +275,91 @@ pub(crate) fn write_private_file(path: &Path, data: &[u8]) -> io::Result<()> {
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    enum TestError {
+        Truncated { offset: usize, needed: usize },
+        NonUtf8Name { offset: usize },
+        TooLong(&'static str),
+        Read { path: PathBuf, source: io::Error },
+        Write { path: PathBuf, source: io::Error },
+    }
+    file_error!(TestError);
+
+    #[test]
+    fn data_round_trips_in_both_widths() {
+        for width in [Width::U16, Width::U32] {
+            let mut out = Vec::new();
+            put_data::<TestError>(&mut out, b"EXAMPLE.COM", width, "realm").unwrap();
+            put_len::<TestError>(&mut out, 7, width, "count").unwrap();
+            let prefix = if width == Width::U16 { 2 } else { 4 };
+            assert_eq!(out.len(), 2 * prefix + 11);
+            let mut r = Reader::<TestError>::new(&out);
+            assert_eq!(r.data(width).unwrap(), b"EXAMPLE.COM");
+            assert_eq!(r.len(width).unwrap(), 7);
+            assert_eq!(r.remaining(), 0);
+        }
+    }
+
+    #[test]
+    fn truncation_names_the_file_offset() {
+        // A u16 length of 3 with one byte behind it, 10 bytes into a file.
+        let mut r = Reader::<TestError>::at(&[0, 3, b'a'], 10);
+        match r.data(Width::U16) {
+            Err(TestError::Truncated { offset, needed }) => assert_eq!((offset, needed), (12, 2)),
+            other => panic!("{other:?}"),
+        }
+        let mut r = Reader::<TestError>::new(&[1, 2, 3]);
+        assert!(matches!(
+            r.u32(),
+            Err(TestError::Truncated {
+                offset: 0,
+                needed: 1
+            })
+        ));
+    }
+
+    #[test]
+    fn oversized_fields_and_bad_names_are_refused() {
+        let mut out = Vec::new();
+        assert!(matches!(
+            put_len::<TestError>(&mut out, 70_000, Width::U16, "key"),
+            Err(TestError::TooLong("key"))
+        ));
+        assert!(out.is_empty());
+        put_len::<TestError>(&mut out, 70_000, Width::U32, "key").unwrap();
+        assert_eq!(out, 70_000u32.to_be_bytes());
+        assert!(matches!(
+            name::<TestError>(&[0xff], 4),
+            Err(TestError::NonUtf8Name { offset: 4 })
+        ));
+    }
+
+    #[test]
+    fn load_and_save_name_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        match load(&path, |_| Ok::<_, TestError>(())) {
+            Err(TestError::Read { path: p, source }) => {
+                assert_eq!(p, path);
+                assert_eq!(source.kind(), io::ErrorKind::NotFound);
+            }
+            other => panic!("{other:?}"),
+        }
+        save::<TestError>(&path, b"secret".to_vec()).unwrap();
+        let got = load(&path, |d| Ok::<_, TestError>(d.to_vec())).unwrap();
+        assert_eq!(got, b"secret");
+        let missing = dir.path().join("no/such/dir/f");
+        match save::<TestError>(&missing, Vec::new()) {
+            Err(TestError::Write { path: p, source }) => {
+                assert_eq!(p, missing);
+                assert_eq!(source.kind(), io::ErrorKind::NotFound);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
