@@ -22,6 +22,7 @@ pub mod apply;
 pub mod bindings;
 pub mod config;
 pub mod neigh;
+pub mod netlink;
 
 use std::{
     collections::{BTreeMap, HashSet},

@@ -3,28 +3,15 @@
 //! kernel proxy it, and a gratuitous ARP so hosts on the home link update
 //! their caches at once (RFC 5944 §4.6).
 //!
-//! Proxy entries and routes are programmed with iproute2 (`ip neigh ...
-//! proxy`, `ip route replace`), which speaks rtnetlink; the gratuitous ARP
-//! goes out of a raw `AF_PACKET` socket.
+//! Proxy entries and routes are programmed over rtnetlink (`super::netlink`:
+//! RTM_NEWNEIGH with NTF_PROXY, RTM_NEWROUTE); the gratuitous ARP goes out
+//! of a raw `AF_PACKET` socket.
 
-use std::{net::Ipv4Addr, process::Command};
+use std::net::Ipv4Addr;
 
 use anyhow::{bail, Context as _};
 
-fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .with_context(|| format!("running ip {}", args.join(" ")))?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
+use super::netlink;
 
 /// Answers proxied ARP requests at once (`proxy_delay` 0) on the home
 /// link: the kernel's default delays them by up to 0.8 s.
@@ -33,27 +20,30 @@ pub fn prepare_home_link(iface: &str) -> anyhow::Result<()> {
     std::fs::write(&p, "0").with_context(|| format!("writing {p}"))
 }
 
-/// Proxy ARP for `home` on `iface` (idempotent).
+/// Proxy ARP for `home` on `iface` (idempotent), and the host route that
+/// makes the kernel use it.
 pub fn add_proxy(iface: &str, home: Ipv4Addr, route_via: Option<Ipv4Addr>) -> anyhow::Result<()> {
-    let h = home.to_string();
     if let Some(via) = route_via {
-        ip(&[
-            "route",
-            "replace",
-            &format!("{h}/32"),
-            "via",
-            &via.to_string(),
-        ])?;
+        netlink::request(&netlink::host_route_message(true, home, via, 1))
+            .with_context(|| format!("adding the route {home}/32 via {via}"))?;
     }
-    ip(&["neigh", "replace", "proxy", &h, "dev", iface])
+    let index = netlink::ifindex(iface).with_context(|| format!("interface {iface}"))?;
+    netlink::request(&netlink::neigh_proxy_message(true, index, home, 2))
+        .with_context(|| format!("adding the proxy neighbour {home} on {iface}"))
 }
 
 /// Removes what [`add_proxy`] added; missing entries are not an error.
 pub fn remove_proxy(iface: &str, home: Ipv4Addr, route_via: Option<Ipv4Addr>) {
-    let h = home.to_string();
-    let _ = ip(&["neigh", "del", "proxy", &h, "dev", iface]);
+    if let Ok(index) = netlink::ifindex(iface) {
+        let _ = netlink::request(&netlink::neigh_proxy_message(false, index, home, 3));
+    }
     if route_via.is_some() {
-        let _ = ip(&["route", "del", &format!("{h}/32")]);
+        let _ = netlink::request(&netlink::host_route_message(
+            false,
+            home,
+            Ipv4Addr::UNSPECIFIED,
+            4,
+        ));
     }
 }
 
