@@ -175,18 +175,7 @@ impl TunnelNet {
             tun_children: Vec::new(),
         };
         net.warm_neighbours()?;
-        let key = net.dir.path().join("tunnel.key");
-        std::fs::write(
-            &key,
-            MASTER
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>(),
-        )?;
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
-        }
+        let key = write_master_key(net.dir.path())?;
         match ha {
             End::Xdp => net.ha = Some(net.xdp_end("ha", Role::HomeAgent)?),
             End::Tun => net.tun_end("ha", Role::HomeAgent, &key)?,
@@ -333,6 +322,16 @@ impl TunnelNet {
                 .context("no address in ip -j link")?,
         )
     }
+}
+
+/// Writes [`MASTER`] as a 0600 hex key file in `dir`; returns its path.
+pub fn write_master_key(dir: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let key = dir.join("tunnel.key");
+    let hex: String = MASTER.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(&key, hex)?;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+    Ok(key)
 }
 
 pub fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {

@@ -359,49 +359,43 @@ fn xdp_both_ends_real_traffic_capture_and_injection() {
     ping(&net, "app", &["-I", &HOME.to_string(), &CN.to_string()]);
 }
 
+/// One end in XDP, the other the userspace forwarder: traffic both ways,
+/// every packet through both implementations, nothing dropped.
+fn interop(tag: &str, ha: End, coa: End) {
+    let net = TunnelNet::new(tag, ha, coa).unwrap();
+    let (xdp, tun) = if ha == End::Xdp {
+        ("ha", "coa")
+    } else {
+        ("coa", "ha")
+    };
+    let before = net.counters(xdp).unwrap();
+    traffic_both_ways(&net);
+    let d = net.counters(xdp).unwrap().delta(&before);
+    let each_way = 9 + (udp_sizes().len() * PER_SIZE) as u64;
+    assert!(d.get("tunnel_encap") >= each_way, "{xdp} {d:?}");
+    assert!(d.get("tunnel_decap") >= each_way, "{xdp} {d:?}");
+    for r in DROP_REASONS {
+        assert_eq!(d.get(r), 0, "{xdp} {r}: {d:?}");
+    }
+    let s = net.tun_stats(tun).unwrap();
+    let log = net.tun_log(tun);
+    assert!(
+        s["tunnel_decap"].as_u64().unwrap() >= each_way,
+        "{s}\n{log}"
+    );
+    assert!(s["tunnel_encap"].as_u64().unwrap() >= each_way, "{s}");
+    assert_eq!(s["drop_bad_mac"], 0, "{s}");
+    assert_eq!(s["drop_replayed"], 0, "{s}");
+}
+
 #[test]
 fn interop_xdp_home_agent_userspace_care_of() {
-    let net = TunnelNet::new("dpi1", End::Xdp, End::Tun).unwrap();
-    let ha0 = net.counters("ha").unwrap();
-    traffic_both_ways(&net);
-    let ha = net.counters("ha").unwrap().delta(&ha0);
-    let each_way = 9 + (udp_sizes().len() * PER_SIZE) as u64;
-    assert!(ha.get("tunnel_encap") >= each_way, "ha {ha:?}");
-    assert!(ha.get("tunnel_decap") >= each_way, "ha {ha:?}");
-    let tun = net.tun_stats("coa").unwrap();
-    assert!(
-        tun["tunnel_decap"].as_u64().unwrap() >= each_way,
-        "{tun}\n{}",
-        net.tun_log("coa")
-    );
-    assert!(tun["tunnel_encap"].as_u64().unwrap() >= each_way, "{tun}");
-    assert_eq!(tun["drop_bad_mac"], 0, "{tun}");
-    assert_eq!(tun["drop_replayed"], 0, "{tun}");
-    for r in DROP_REASONS {
-        assert_eq!(ha.get(r), 0, "ha {r}: {ha:?}");
-    }
+    interop("dpi1", End::Xdp, End::Tun);
 }
 
 #[test]
 fn interop_userspace_home_agent_xdp_care_of() {
-    let net = TunnelNet::new("dpi2", End::Tun, End::Xdp).unwrap();
-    let coa0 = net.counters("coa").unwrap();
-    traffic_both_ways(&net);
-    let coa = net.counters("coa").unwrap().delta(&coa0);
-    let each_way = 9 + (udp_sizes().len() * PER_SIZE) as u64;
-    assert!(coa.get("tunnel_encap") >= each_way, "coa {coa:?}");
-    assert!(coa.get("tunnel_decap") >= each_way, "coa {coa:?}");
-    let tun = net.tun_stats("ha").unwrap();
-    assert!(
-        tun["tunnel_decap"].as_u64().unwrap() >= each_way,
-        "{tun}\n{}",
-        net.tun_log("ha")
-    );
-    assert!(tun["tunnel_encap"].as_u64().unwrap() >= each_way, "{tun}");
-    assert_eq!(tun["drop_bad_mac"], 0, "{tun}");
-    for r in DROP_REASONS {
-        assert_eq!(coa.get(r), 0, "coa {r}: {coa:?}");
-    }
+    interop("dpi2", End::Tun, End::Xdp);
 }
 
 #[test]

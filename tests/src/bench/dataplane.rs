@@ -52,7 +52,9 @@ use serde_json::{json, Value};
 use crate::{
     netns::Topology,
     rawbpf::{self, RawProg},
-    tunnel_net::{in_netns, End, TunnelNet, CN, COA_TR, HA_TR, HOME, MASTER, SPI},
+    tunnel_net::{
+        in_netns, write_master_key, End, TunnelNet, CN, COA_TR, HA_TR, HOME, MASTER, SPI,
+    },
 };
 
 /// Inner packet size of every measurement.
@@ -596,18 +598,7 @@ fn tun_pps() -> anyhow::Result<Value> {
     })?;
 
     let dir = tempfile::tempdir()?;
-    let key = dir.path().join("k");
-    std::fs::write(
-        &key,
-        MASTER
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>(),
-    )?;
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
-    }
+    let key = write_master_key(dir.path())?;
     let cfg = TunnelConfig::from_toml(&format!(
         "[tunnel]\nrole = \"home-agent\"\nspi = {SPI}\nlocal = \"{HA_TR}\"\nremote = \"{COA_TR}\"\n\
          home = \"{HOME}\"\nmaster_key_file = \"{}\"\ntun_name = \"rgtun0\"\nmtu = 1500\n\

@@ -55,6 +55,25 @@ fn wait_readable(fd: RawFd, timeout: Duration) {
     unsafe { libc::poll(&mut p, 1, timeout.as_millis() as libc::c_int) };
 }
 
+/// The result of a non-blocking receive: `Some` with data; `None` after
+/// waiting up to [`POLL_INTERVAL`] for more (nothing there), after a signal,
+/// or after logging an error (then it also backs off).
+fn received<T>(r: std::io::Result<T>, fd: RawFd, what: &str) -> Option<T> {
+    match r {
+        Ok(x) => Some(x),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            wait_readable(fd, POLL_INTERVAL);
+            None
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => None,
+        Err(e) => {
+            warn!("{what}: {e}");
+            std::thread::sleep(POLL_INTERVAL);
+            None
+        }
+    }
+}
+
 /// docs/wire.md §1: tunnel packets carry UDP checksum 0 (the tag covers
 /// more than the checksum would); SO_NO_CHECK makes the kernel send 0.
 fn no_udp_checksum(sock: &UdpSocket) -> std::io::Result<()> {
@@ -151,18 +170,8 @@ pub fn run(cfg: &TunnelConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Arc<Forw
                 let mut inner = vec![0u8; BUF_LEN];
                 let mut out = vec![0u8; BUF_LEN + OVERHEAD];
                 while !stop.load(Ordering::Relaxed) {
-                    let n = match dev.recv(&mut inner) {
-                        Ok(n) => n,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            wait_readable(tun_fd, POLL_INTERVAL);
-                            continue;
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            warn!("reading TUN: {e}");
-                            std::thread::sleep(POLL_INTERVAL);
-                            continue;
-                        }
+                    let Some(n) = received(dev.recv(&mut inner), tun_fd, "reading TUN") else {
+                        continue;
                     };
                     match enc.encap(&inner[..n], &mut out) {
                         Ok(len) => match sock.send_to(&out[UDP_PAYLOAD_OFFSET..len], remote) {
@@ -185,18 +194,9 @@ pub fn run(cfg: &TunnelConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Arc<Forw
             .spawn(move || {
                 let mut buf = vec![0u8; BUF_LEN];
                 while !stop.load(Ordering::Relaxed) {
-                    let (n, from) = match sock.recv_from(&mut buf[UDP_PAYLOAD_OFFSET..]) {
-                        Ok(x) => x,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            wait_readable(sock_fd, POLL_INTERVAL);
-                            continue;
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            warn!("receiving on UDP {MIP_PORT}: {e}");
-                            std::thread::sleep(POLL_INTERVAL);
-                            continue;
-                        }
+                    let r = sock.recv_from(&mut buf[UDP_PAYLOAD_OFFSET..]);
+                    let Some((n, from)) = received(r, sock_fd, "receiving on UDP 434") else {
+                        continue;
                     };
                     let std::net::SocketAddr::V4(from) = from else {
                         counters.count_drop(DropReason::NotTunnel);
