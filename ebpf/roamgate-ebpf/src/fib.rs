@@ -28,8 +28,8 @@ pub struct Route {
 /// addresses on success.
 #[inline(always)]
 pub fn forward(ctx: &XdpContext, r: &Route) -> Result<u32, Error> {
-    // SAFETY: bpf_fib_lookup is plain data; all zero is a valid start.
-    let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    let mut buf = core::mem::MaybeUninit::<Params>::uninit();
+    let p = zeroed_params(&mut buf);
     p.family = AF_INET;
     p.__bindgen_anon_1.tot_len = r.tot_len;
     p.ifindex = ctx.ingress_ifindex() as u32;
@@ -40,7 +40,7 @@ pub fn forward(ctx: &XdpContext, r: &Route) -> Result<u32, Error> {
     let rc = unsafe {
         fib_lookup(
             ctx.as_ptr(),
-            &mut p,
+            p,
             core::mem::size_of::<bpf_fib_lookup>() as i32,
             0,
         )
@@ -50,12 +50,52 @@ pub fn forward(ctx: &XdpContext, r: &Route) -> Result<u32, Error> {
         return Ok(xdp_action::XDP_PASS);
     }
     let eth: &mut EthHdr = header_mut(ctx, 0)?;
-    eth.dst = p.dmac;
-    eth.src = p.smac;
+    copy_mac(&mut eth.dst, &p.dmac);
+    copy_mac(&mut eth.src, &p.smac);
     if p.ifindex == ctx.ingress_ifindex() as u32 {
         return Ok(xdp_action::XDP_TX);
     }
     // SAFETY: helper call with a plain ifindex; returns XDP_REDIRECT, or
     // XDP_ABORTED if the target is invalid.
     Ok(unsafe { bpf_redirect(p.ifindex, 0) } as u32)
+}
+
+/// Room for `bpf_fib_lookup`, 8-byte aligned so it can be zeroed in words.
+#[repr(C, align(8))]
+pub union Params {
+    p: bpf_fib_lookup,
+    w: [u64; 8],
+}
+
+const _: () = assert!(core::mem::size_of::<bpf_fib_lookup>() == 64);
+
+/// Zeroes `buf` with eight 8-byte stores and returns it as all-zero
+/// `bpf_fib_lookup` parameters, in place. `core::mem::zeroed()` (and any
+/// by-value copy of the struct) became a call to the byte-at-a-time
+/// `memset`: 64 iterations, about 320 instructions per packet.
+#[inline(always)]
+fn zeroed_params(buf: &mut core::mem::MaybeUninit<Params>) -> &mut bpf_fib_lookup {
+    let w = buf.as_mut_ptr() as *mut u64;
+    let mut i = 0;
+    while i < 8 {
+        // SAFETY: `w` points at the 64 bytes of `buf`, aligned to 8; the
+        // volatile stores keep LLVM from merging them back into `memset`.
+        unsafe { core::ptr::write_volatile(w.add(i), 0) };
+        i += 1;
+    }
+    // SAFETY: every byte was written above, and all zero is a valid
+    // bpf_fib_lookup (plain data).
+    unsafe { &mut (*buf.as_mut_ptr()).p }
+}
+
+/// Copies a MAC address byte by byte; a plain assignment became a call to
+/// the byte-loop `memmove`.
+#[inline(always)]
+fn copy_mac(dst: &mut [u8; 6], src: &[u8; 6]) {
+    let mut i = 0;
+    while i < 6 {
+        // SAFETY: `i < 6` is inside both arrays.
+        unsafe { core::ptr::write_volatile(dst.as_mut_ptr().add(i), src[i]) };
+        i += 1;
+    }
 }
