@@ -41,6 +41,8 @@ pub struct RoamgateKdcOptions {
     /// Use the binary if it is built and wired (default), or force a mode.
     pub mode: Option<Mode>,
     pub config: KdcConfig,
+    /// In-process mode: tokio worker threads and UDP worker tasks.
+    pub threads: usize,
 }
 
 impl Default for RoamgateKdcOptions {
@@ -50,6 +52,7 @@ impl Default for RoamgateKdcOptions {
             max_udp_reply: ServerConfig::DEFAULT_MAX_UDP_REPLY,
             mode: None,
             config: KdcConfig::default(),
+            threads: 2,
         }
     }
 }
@@ -395,8 +398,9 @@ impl RoamgateKdcBuilder {
         // Port 0: the server binds UDP and then TCP on the same port.
         let mut cfg = ServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
         cfg.max_udp_reply = self.opts.max_udp_reply;
+        cfg.udp_workers = self.opts.threads.max(1);
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(self.opts.threads.max(1))
             .thread_name("roamgate-kdc")
             .enable_all()
             .build()?;
@@ -680,6 +684,18 @@ pub fn run() -> Result<serde_json::Value> {
         .block_on(measure(mit2.addr))
         .context("MIT krb5kdc without database writes")?;
     drop(mit2);
+    // roamgate once more on a single thread, like MIT's single process.
+    let b1 = RoamgateKdc::create(&RoamgateKdcOptions {
+        mode: Some(Mode::InProcess),
+        threads: 1,
+        ..RoamgateKdcOptions::default()
+    })?;
+    b1.add_password(USER, PASSWORD, &[])?.add_random(SERVICE)?;
+    let rg1 = b1.start()?;
+    let (rg1_as, rg1_tgs) = rt
+        .block_on(measure(rg1.addr))
+        .context("roamgate KDC on one thread")?;
+    drop(rg1);
 
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
     let r2 = |x: f64| (x * 100.0).round() / 100.0;
@@ -707,7 +723,17 @@ pub fn run() -> Result<serde_json::Value> {
         "mit_no_db_writes_tgs_p99_ms": r3(mit2_tgs.p99_ms),
         "ratio_as_vs_mit_no_db_writes": r3(ratio(rg_as.per_s, mit2_as.per_s)),
         "ratio_tgs_vs_mit_no_db_writes": r3(ratio(rg_tgs.per_s, mit2_tgs.per_s)),
+        "roamgate_1thread_as_per_s": r2(rg1_as.per_s),
+        "roamgate_1thread_tgs_per_s": r2(rg1_tgs.per_s),
+        "roamgate_1thread_as_p50_ms": r3(rg1_as.p50_ms),
+        "roamgate_1thread_as_p99_ms": r3(rg1_as.p99_ms),
+        "roamgate_1thread_tgs_p50_ms": r3(rg1_tgs.p50_ms),
+        "roamgate_1thread_tgs_p99_ms": r3(rg1_tgs.p99_ms),
+        "ratio_as_1thread": r3(ratio(rg1_as.per_s, mit_as.per_s)),
+        "ratio_tgs_1thread": r3(ratio(rg1_tgs.per_s, mit_tgs.per_s)),
         "failures": {
+            "roamgate_1thread_as": rg1_as.failures,
+            "roamgate_1thread_tgs": rg1_tgs.failures,
             "mit_no_db_writes_as": mit2_as.failures,
             "mit_no_db_writes_tgs": mit2_tgs.failures,
             "roamgate_as": rg_as.failures,
