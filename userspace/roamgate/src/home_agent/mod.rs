@@ -49,6 +49,9 @@ use crate::dataplane::{
     AttachMode, DataPlane,
 };
 
+/// Datagrams handled (and journaled) together at most.
+pub const MAX_BATCH: usize = 64;
+
 /// Gratuitous ARPs sent per new binding (RFC 5944 §4.6 suggests a few).
 pub const GRATUITOUS_ARP_COUNT: usize = 2;
 
@@ -291,44 +294,71 @@ impl Engine {
     /// Journal, then data plane, then home link: the order of the core's
     /// contract.
     fn commit(&mut self, out: &Outcome, now: SystemTime) {
-        if !out.journal.is_empty() {
-            if let Err(e) = self.journal.apply(&out.journal) {
+        self.commit_all(std::slice::from_ref(out), now);
+    }
+
+    /// Journal (every outcome's ops in one transaction: a group commit),
+    /// then each outcome's data-plane actions in order, then the home link.
+    fn commit_all(&mut self, outs: &[Outcome], now: SystemTime) {
+        let ops: Vec<_> = outs
+            .iter()
+            .flat_map(|o| o.journal.iter().cloned())
+            .collect();
+        if !ops.is_empty() {
+            if let Err(e) = self.journal.apply(&ops) {
                 self.metrics.journal_errors += 1;
                 warn!(error = %e, "writing the binding journal");
             }
         }
-        if out.actions.is_empty() {
-            return;
-        }
-        match apply::apply(&mut self.maps, &out.actions, self.mtu, now) {
-            Ok(done) => {
-                for d in done {
-                    match d {
-                        Applied::BindingSet {
-                            home,
-                            role: Role::HomeAgent,
-                        } => self.ensure_proxy(home, true),
-                        Applied::BindingRemoved {
-                            home,
-                            role: Role::HomeAgent,
-                        } => self.drop_proxy(home),
-                        _ => {}
+        for out in outs {
+            if out.actions.is_empty() {
+                continue;
+            }
+            match apply::apply(&mut self.maps, &out.actions, self.mtu, now) {
+                Ok(done) => {
+                    for d in done {
+                        match d {
+                            Applied::BindingSet {
+                                home,
+                                role: Role::HomeAgent,
+                            } => self.ensure_proxy(home, true),
+                            Applied::BindingRemoved {
+                                home,
+                                role: Role::HomeAgent,
+                            } => self.drop_proxy(home),
+                            _ => {}
+                        }
                     }
                 }
-            }
-            Err(e) => {
-                self.metrics.dataplane_errors += 1;
-                warn!(error = %e, "applying data-plane actions");
+                Err(e) => {
+                    self.metrics.dataplane_errors += 1;
+                    warn!(error = %e, "applying data-plane actions");
+                }
             }
         }
     }
 
     /// Handles one datagram; returns the reply to send to `src`.
     pub fn handle(&mut self, bytes: &[u8], src: IpAddr, now: SystemTime) -> Option<Vec<u8>> {
-        self.metrics.requests += 1;
+        self.handle_batch(&[(bytes, src)], now).pop().flatten()
+    }
+
+    /// Handles datagrams received together: each through the core in
+    /// arrival order, then one journal transaction for all of them, then
+    /// their data-plane actions; the replies (in order) may only be sent
+    /// after this returns.
+    pub fn handle_batch(
+        &mut self,
+        reqs: &[(&[u8], IpAddr)],
+        now: SystemTime,
+    ) -> Vec<Option<Vec<u8>>> {
         let before = self.core.stats();
-        let out = self.core.handle_request(bytes, src, now);
-        self.commit(&out, now);
+        let outs: Vec<Outcome> = reqs
+            .iter()
+            .map(|(bytes, src)| self.core.handle_request(bytes, *src, now))
+            .collect();
+        self.metrics.requests += reqs.len() as u64;
+        self.commit_all(&outs, now);
         let after = self.core.stats();
         self.metrics.accepted = after.accepted;
         self.metrics.deregistered = after.deregistered;
@@ -336,19 +366,23 @@ impl Engine {
         self.metrics.dropped = after.dropped;
         self.metrics.expired = after.expired;
         self.metrics.bindings = self.core.binding_count();
-        if let Some(c) = out.code {
-            *self.metrics.replies_by_code.entry(c).or_default() += 1;
+        if after.deregistered > before.deregistered {
+            info!(n = after.deregistered - before.deregistered, "deregistered");
         }
-        if let Some(r) = &out.rejection {
-            info!(%src, code = ?out.code, reason = ?r, "registration rejected");
-        } else if let Some(d) = &out.dropped {
-            debug!(%src, reason = ?d, "request dropped");
-        } else if after.accepted > before.accepted {
-            debug!(%src, "registration accepted");
-        } else if after.deregistered > before.deregistered {
-            info!(%src, "deregistered");
-        }
-        out.reply
+        outs.into_iter()
+            .zip(reqs)
+            .map(|(out, (_, src))| {
+                if let Some(c) = out.code {
+                    *self.metrics.replies_by_code.entry(c).or_default() += 1;
+                }
+                if let Some(r) = &out.rejection {
+                    info!(%src, code = ?out.code, reason = ?r, "registration rejected");
+                } else if let Some(d) = &out.dropped {
+                    debug!(%src, reason = ?d, "request dropped");
+                }
+                out.reply
+            })
+            .collect()
     }
 
     /// Expires bindings and retires tunnels whose time has come.
@@ -495,13 +529,26 @@ pub async fn run(
                     Ok(v) => v,
                     Err(e) => { warn!(error = %e, "receiving"); continue; }
                 };
-                let reply = {
+                // Whatever else is already queued joins this batch (one
+                // journal transaction for all of it).
+                let mut batch = vec![(buf[..n].to_vec(), src)];
+                while batch.len() < MAX_BATCH {
+                    match sock.try_recv_from(&mut buf) {
+                        Ok((n, src)) => batch.push((buf[..n].to_vec(), src)),
+                        Err(_) => break,
+                    }
+                }
+                let replies = {
+                    let reqs: Vec<(&[u8], IpAddr)> =
+                        batch.iter().map(|(b, s)| (&b[..], s.ip())).collect();
                     let mut e = engine.lock().map_err(|_| anyhow::anyhow!("engine lock poisoned"))?;
-                    e.handle(&buf[..n], src.ip(), SystemTime::now())
+                    e.handle_batch(&reqs, SystemTime::now())
                 };
-                if let Some(reply) = reply {
-                    if let Err(e) = sock.send_to(&reply, src).await {
-                        warn!(%src, error = %e, "sending the reply");
+                for (reply, (_, src)) in replies.into_iter().zip(&batch) {
+                    if let Some(reply) = reply {
+                        if let Err(e) = sock.send_to(&reply, *src).await {
+                            warn!(%src, error = %e, "sending the reply");
+                        }
                     }
                 }
             }
