@@ -90,6 +90,9 @@ struct Frames {
     /// A tunnel frame care-of -> home agent with sequence `seq`, as the home
     /// agent receives it on ha-tr.
     decap: Box<dyn Fn(u64) -> Vec<u8> + Send + Sync>,
+    /// The same with an inner destination the home agent has no route to
+    /// (diagnostic: decapsulation without the FIB hit and the redirect).
+    decap_unrouted: Box<dyn Fn(u64) -> Vec<u8> + Send + Sync>,
     /// Same, with the tag flipped.
     bad_mac: Vec<u8>,
     /// A frame the program passes (not for a home address).
@@ -128,9 +131,9 @@ fn frames(net: &TunnelNet) -> anyhow::Result<Frames> {
     });
     let coa_keys = derive_keys(&MasterKey::new(MASTER), SPI, HOME, Role::CareOf);
     let tx = coa_keys.tx;
-    let decap = Box::new(move |seq: u64| {
+    let tunnel_frame = move |seq: u64, dst: Ipv4Addr| {
         let inner = FrameBuilder::new()
-            .ipv4(HOME, CN)
+            .ipv4(HOME, dst)
             .udp(6000, 5000)
             .payload_len(INNER_LEN - 28)
             .build_l3();
@@ -144,7 +147,9 @@ fn frames(net: &TunnelNet) -> anyhow::Result<Frames> {
         out[6..12].copy_from_slice(&tr_ha);
         out[12..14].copy_from_slice(&[0x08, 0x00]);
         out
-    });
+    };
+    let decap = Box::new(move |seq: u64| tunnel_frame(seq, CN));
+    let decap_unrouted = Box::new(move |seq: u64| tunnel_frame(seq, Ipv4Addr::new(172, 31, 0, 1)));
     let mut bad_mac = decap(1);
     let n = bad_mac.len();
     bad_mac[n - 1] ^= 0x01;
@@ -152,6 +157,7 @@ fn frames(net: &TunnelNet) -> anyhow::Result<Frames> {
         encap,
         voice,
         decap,
+        decap_unrouted,
         bad_mac,
         foreign,
     })
@@ -245,6 +251,16 @@ pub fn run() -> anyhow::Result<Value> {
             |_| (f.decap)(last_accepted),
             "drop_replayed",
         )?;
+        let unrouted = time_runs(
+            prog,
+            if_tr,
+            &[0, 1, 2, 3, 4],
+            |_| {
+                seq += 1;
+                (f.decap_unrouted)(seq - 1)
+            },
+            "decap_unrouted",
+        )?;
         let voice = time_runs(prog, if_cn, &ok_fwd, |k| (f.voice)(k as u16 + 1), "voice")?;
         let bad = time_runs(
             prog,
@@ -263,6 +279,7 @@ pub fn run() -> anyhow::Result<Value> {
                 "xdp_pass_amortised": amortised.duration_ns,
                 "roamgate_foreign_pass": round(foreign, 1),
                 "drop_replayed": round(replayed, 1),
+                "decap_unrouted": round(unrouted, 1),
                 "method": "repeat=1 x 20000, mean of middle 80%, 142-byte frame (128-byte inner)",
             }),
             seq,
