@@ -8,4 +8,8 @@ pub mod mobility;
 pub type Section = fn() -> anyhow::Result<serde_json::Value>;
 
 /// (JSON key, runner). Sections whose key is empty merge into the top level.
-pub const SECTIONS: &[(&str, Section)] = &[("", dataplane::run), ("kdc", kdc::run), ("mobility", mobility::run)];
+pub const SECTIONS: &[(&str, Section)] = &[
+    ("", dataplane::run),
+    ("kdc", kdc::run),
+    ("mobility", mobility::run),
+];
