@@ -435,7 +435,11 @@ pub fn build_engine(cfg: &HomeAgentFile) -> anyhow::Result<(Engine, Option<DataP
         )
     })?;
     let keys = load_service_keys(cfg)?;
-    let core = HomeAgent::new(cfg.core_config()?, cfg.node_configs()?, keys);
+    let (core_cfg, nodes) = (cfg.core_config()?, cfg.node_configs()?);
+    core_cfg
+        .validate(&nodes)
+        .map_err(|e| anyhow::anyhow!("home agent configuration: {e}"))?;
+    let core = HomeAgent::new(core_cfg, nodes, keys);
     {
         use std::os::unix::fs::DirBuilderExt as _;
         std::fs::DirBuilder::new()

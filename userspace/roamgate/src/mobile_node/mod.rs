@@ -42,6 +42,18 @@ use crate::{
 
 /// How long a shutdown waits for the deregistration reply.
 pub const DEREGISTRATION_WAIT: Duration = Duration::from_secs(2);
+/// The service ticket is renewed this long before it expires.
+pub const TICKET_RENEW_BEFORE: Duration = Duration::from_secs(600);
+/// After a failed renewal, the next attempt comes this much later.
+pub const TICKET_RETRY: Duration = Duration::from_secs(30);
+
+/// When to renew a ticket ending at `end`: `TICKET_RENEW_BEFORE` before
+/// it, or at 80 % of what is left for short tickets.
+pub fn renew_at(end: SystemTime, now: SystemTime) -> SystemTime {
+    let left = end.duration_since(now).unwrap_or_default();
+    let early = TICKET_RENEW_BEFORE.min(left / 5);
+    end.checked_sub(early).unwrap_or(now)
+}
 
 /// The first IPv4 address of the first listed interface that is up and has
 /// one.
@@ -310,6 +322,10 @@ pub async fn run(cfg: MobileNodeFile, shutdown: CancellationToken) -> anyhow::Re
     d.refresh_status();
 
     let mut care_of: Option<Ipv4Addr> = None;
+    let mut renew: Option<SystemTime> = d
+        .core
+        .credential_end_time()
+        .map(|end| renew_at(end, SystemTime::now()));
     let mut tick = tokio::time::interval(Duration::from_millis(m.care_of_poll_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; 65_536];
@@ -319,8 +335,30 @@ pub async fn run(cfg: MobileNodeFile, shutdown: CancellationToken) -> anyhow::Re
             .next_wakeup()
             .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default())
             .unwrap_or(Duration::from_secs(3600));
+        let renew_in = renew
+            .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default())
+            .unwrap_or(Duration::from_secs(3600));
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(renew_in), if renew.is_some() => {
+                let Some(k) = &cfg.kerberos else { renew = None; continue };
+                match tokio::time::timeout(Duration::from_secs(10), fetch_ticket(k)).await {
+                    Ok(Ok(c)) => {
+                        let end = c.end_time;
+                        d.core.set_credential(Some(c));
+                        renew = Some(renew_at(end, SystemTime::now()));
+                        info!(service = %k.service, "service ticket renewed");
+                    }
+                    Ok(Err(e)) => {
+                        warn!(error = %format!("{e:#}"), "renewing the service ticket");
+                        renew = Some(SystemTime::now() + TICKET_RETRY);
+                    }
+                    Err(_) => {
+                        warn!("renewing the service ticket: the KDC did not answer in 10 s");
+                        renew = Some(SystemTime::now() + TICKET_RETRY);
+                    }
+                }
+            }
             _ = tick.tick() => {
                 let now_coa = current_care_of(&m.care_of_interfaces);
                 if now_coa != care_of {
@@ -388,4 +426,33 @@ pub async fn run(cfg: MobileNodeFile, shutdown: CancellationToken) -> anyhow::Re
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickets_are_renewed_before_they_end() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let day = now + Duration::from_secs(86_400);
+        assert_eq!(renew_at(day, now), day - TICKET_RENEW_BEFORE);
+        let short = now + Duration::from_secs(100);
+        assert_eq!(renew_at(short, now), now + Duration::from_secs(80));
+        assert_eq!(renew_at(now, now), now);
+        assert_eq!(
+            renew_at(now - Duration::from_secs(5), now),
+            now - Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn care_of_from_the_first_listed_interface_with_an_address() {
+        // Loopback always has 127.0.0.1 and is up.
+        assert_eq!(
+            current_care_of(&["no-such-if0".into(), "lo".into()]),
+            Some(Ipv4Addr::LOCALHOST)
+        );
+        assert_eq!(current_care_of(&["no-such-if0".into()]), None);
+    }
 }
