@@ -62,7 +62,7 @@ pub fn forward(ctx: &XdpContext, r: &Route) -> Result<u32, Error> {
 
 /// Room for `bpf_fib_lookup`, 8-byte aligned so it can be zeroed in words.
 #[repr(C, align(8))]
-pub union Params {
+union Params {
     p: bpf_fib_lookup,
     w: [u64; 8],
 }
