@@ -163,8 +163,10 @@ fn load(name: String, obj: &[u8], k: usize) -> Loaded {
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&pin);
-    let mut dp = DataPlane::load_object(obj, &pin).expect("load data plane");
+    let loaded = DataPlane::load_object(obj, &pin);
+    // The maps live on through the program's fds; the pins are not needed.
     let _ = std::fs::remove_dir_all(&pin);
+    let mut dp = loaded.expect("load data plane");
     let mut t: HashMap<_, TunnelKey, TunnelValue> =
         HashMap::try_from(dp.ebpf_mut().map_mut(TUNNELS).unwrap()).unwrap();
     t.insert(
