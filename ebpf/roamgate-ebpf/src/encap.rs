@@ -4,7 +4,11 @@
 //! and the MAC.
 
 use aya_ebpf::{
-    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    cty::c_void,
+    helpers::{
+        bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+        generated::{bpf_xdp_load_bytes, bpf_xdp_store_bytes},
+    },
     programs::XdpContext,
 };
 use roamgate_common::{
@@ -109,7 +113,10 @@ pub fn encap(ctx: &XdpContext) -> Result<Option<u32>, Error> {
     }
     // SAFETY: as above.
     if unsafe { bpf_xdp_adjust_tail(ctx.ctx, grow_tail) } != 0 {
-        return Err(Error::Resize);
+        // No tailroom (veth, for one, copies a frame into a buffer rounded up
+        // to 64 bytes): take the trailer's room at the front as well and
+        // slide the inner packet up to its place.
+        make_room_in_front(ctx, inner_tot)?;
     }
 
     let eth: &mut EthHdr = header_mut(ctx, 0)?;
@@ -155,4 +162,60 @@ pub fn encap(ctx: &XdpContext) -> Result<Option<u32>, Error> {
         },
     )
     .map(Some)
+}
+
+/// Bytes moved per helper call when sliding a packet.
+const MOVE_CHUNK: u32 = 64;
+
+/// Fallback when the tail cannot grow. The frame is `[outer room][eth][inner]
+/// [link padding]`; grow the head by the trailer's length too, move the inner
+/// packet forward over that extra room, and cut what is left behind it, giving
+/// `[eth][outer room][inner][trailer room]`.
+///
+/// A BPF-to-BPF call, not inlined: the copy loop's states stay in the callee's
+/// frame, so the verifier does not walk the rest of encap once per iteration.
+#[inline(never)]
+fn make_room_in_front(ctx: &XdpContext, inner_tot: usize) -> Result<(), Error> {
+    // SAFETY: helper on our own context; pointers are re-derived afterwards.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(Trailer::LEN as i32)) } != 0 {
+        return Err(Error::Resize);
+    }
+    let to = (EthHdr::LEN + OUTER_HDRS_LEN) as u32;
+    let from = to + Trailer::LEN as u32;
+    let len = inner_tot as u32;
+    let mut buf = [0u8; MOVE_CHUNK as usize];
+    let mut done = 0u32;
+    for _ in 0..(MAX_INNER_LEN as u32 / MOVE_CHUNK + 1) {
+        if done >= len {
+            break;
+        }
+        let rest = len - done;
+        // 1..=MOVE_CHUNK in a form the verifier can bound (rest > 0 here).
+        let n = if rest >= MOVE_CHUNK {
+            MOVE_CHUNK
+        } else {
+            ((rest - 1) & (MOVE_CHUNK - 1)) + 1
+        };
+        let p = buf.as_mut_ptr() as *mut c_void;
+        // SAFETY: `buf` holds MOVE_CHUNK >= n bytes; the helpers check the
+        // frame offsets themselves. Chunks go front to back and `to < from`,
+        // so no byte is overwritten before it is read.
+        if unsafe { bpf_xdp_load_bytes(ctx.ctx, from + done, p, n) } != 0
+            || unsafe { bpf_xdp_store_bytes(ctx.ctx, to + done, p, n) } != 0
+        {
+            return Err(Error::Resize);
+        }
+        done += n;
+    }
+    // The loop bound covers MAX_INNER_LEN, which encap checked before. Not
+    // testing `done` here keeps it dead, so the verifier can merge the states
+    // leaving the loop instead of walking the MAC loop once for each.
+    let want = EthHdr::LEN + OVERHEAD + inner_tot;
+    let shrink = want as i32 - frame_len(ctx) as i32;
+    // SAFETY: as above; `shrink` is never positive here (the frame already
+    // holds eth + OVERHEAD + inner + any padding).
+    if shrink != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, shrink) } != 0 {
+        return Err(Error::Resize);
+    }
+    Ok(())
 }
