@@ -27,6 +27,8 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("bpftool", "BTF and program inspection"),
     ("iproute2", "namespaces and veth for the integration tests"),
     ("ethtool", "turning off TX checksum offload on test veths"),
+    ("iputils-ping", "ping between test hosts"),
+    ("python3", "scapy and small HTTP probes in tests"),
     ("tshark", "independent decoder of captured traffic"),
     ("python3-scapy", "independent packet builder"),
     ("krb5-kdc", "MIT KDC interop peer"),
