@@ -26,6 +26,12 @@
 //!
 //! A request that fails any check yields no data-plane action and no
 //! binding change.
+//!
+//! An accepted request carries an [`Undo`]. When the daemon cannot journal
+//! it or apply its actions, [`HomeAgent::rollback`] takes the binding change
+//! back, says how to undo the part the data plane did apply, and turns the
+//! reply into 130 (insufficient resources): the node is never told
+//! "accepted" for a binding the home agent does not hold.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -267,13 +273,41 @@ pub enum Rejection {
     Encapsulation,
     ReverseTunnelUnavailable,
     ReverseTunnelMandatory,
-    UnsupportedCvse { vendor_id: u32, cvse_type: u16 },
+    UnsupportedCvse {
+        vendor_id: u32,
+        cvse_type: u16,
+    },
     KerberosMissing,
     Kerberos(String),
     KerberosWrongClient(String),
     KerberosNoSubkey,
     TooManyBindings,
     SpiCollision(u32),
+    /// The request was accepted, but the journal or the data plane could
+    /// not take the binding change ([`HomeAgent::rollback`]).
+    ApplyFailed,
+}
+
+/// What an accepted registration or deregistration changed in the binding
+/// cache, so that [`HomeAgent::rollback`] can take it back. Opaque; its
+/// `Debug` never shows a key (the binding's master key redacts itself).
+#[derive(Debug)]
+pub struct Undo {
+    repr: RequestRepr,
+    /// The MN-HA SPI the request was authenticated with (for the reply).
+    auth_spi: u32,
+    deregistration: bool,
+    /// The node's binding before the request.
+    previous: Option<Binding>,
+    /// The node's tunnels in their grace period before the request.
+    retiring: Vec<(SystemTime, Ipv4Addr, u32)>,
+}
+
+impl Undo {
+    /// The home address whose binding the request changed.
+    pub fn home(&self) -> Ipv4Addr {
+        self.repr.home_address
+    }
 }
 
 /// What the home agent decided about one request.
@@ -289,6 +323,9 @@ pub struct Outcome {
     pub journal: Vec<JournalOp>,
     pub dropped: Option<DropReason>,
     pub rejection: Option<Rejection>,
+    /// Set on an accepted registration or deregistration: hand it to
+    /// [`HomeAgent::rollback`] if the journal or the actions fail.
+    pub undo: Option<Undo>,
 }
 
 /// Counters.
@@ -299,6 +336,9 @@ pub struct Stats {
     pub rejected: u64,
     pub dropped: u64,
     pub expired: u64,
+    /// Accepted requests taken back because the journal or the data plane
+    /// failed (they are counted as rejected instead of accepted).
+    pub apply_failed: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -655,6 +695,7 @@ impl HomeAgent {
             );
         }
         if repr.is_deregistration() {
+            out.undo = Some(self.undo_point(&repr, spi, true));
             self.remove_binding(repr.home_address, &mut out);
             self.stats.deregistered += 1;
             return self.reply(out, &repr, Some(spi), code::ACCEPTED, 0, now);
@@ -836,6 +877,7 @@ impl HomeAgent {
             reverse_tunnel: reverse,
             client,
         };
+        out.undo = Some(self.undo_point(&repr, spi, false));
         // Install the new tunnel (receive side ready), then point the
         // binding at it; the replaced tunnel stays for the grace period.
         out.actions.push(Action::InstallTunnel(TunnelInstall {
@@ -868,6 +910,121 @@ impl HomeAgent {
             code::ACCEPTED
         };
         self.reply(out, &repr, Some(spi), c, lifetime, now)
+    }
+
+    /// The node's binding state before an accepted request changes it.
+    fn undo_point(&self, repr: &RequestRepr, auth_spi: u32, deregistration: bool) -> Undo {
+        let home = repr.home_address;
+        Undo {
+            repr: *repr,
+            auth_spi,
+            deregistration,
+            previous: self.bindings.get(&home).cloned(),
+            retiring: self
+                .retiring
+                .iter()
+                .filter(|(_, h, _)| *h == home)
+                .copied()
+                .collect(),
+        }
+    }
+
+    /// Takes back an accepted registration or deregistration whose journal
+    /// write or data-plane actions failed. `applied` is the prefix of that
+    /// outcome's actions the data plane did apply (empty when the journal
+    /// failed, since the journal comes first).
+    ///
+    /// The node's binding and grace-period tunnels return to what they were
+    /// before the request, except tunnels the data plane already removed
+    /// (they cannot come back with their sequence numbers). The returned
+    /// outcome holds:
+    /// - the actions that undo `applied` in the safe order: the binding is
+    ///   restored (or removed) first, then the tunnels the request installed
+    ///   are removed, so nothing is ever sent into a missing tunnel;
+    /// - one journal op that records the node's binding as it is now;
+    /// - the reply, 130 (insufficient resources, RFC 5944 §3.4): the home
+    ///   agent could not commit the binding for a reason of its own (a full
+    ///   map, a failed disk write), not because of anything in the request,
+    ///   and the node may try again later. 128 (reason unspecified) would
+    ///   tell the node less; the other codes name faults of the request.
+    pub fn rollback(&mut self, undo: Undo, applied: &[Action], now: SystemTime) -> Outcome {
+        let home = undo.repr.home_address;
+        let mut out = Outcome::default();
+        let removed: HashSet<u32> = applied
+            .iter()
+            .filter_map(|a| match a {
+                Action::RemoveTunnel { spi } => Some(*spi),
+                _ => None,
+            })
+            .collect();
+        let binding_touched = applied.iter().any(|a| {
+            matches!(a, Action::SetBinding { home: h, .. } | Action::RemoveBinding { home: h, .. } if *h == home)
+        });
+        let restorable = undo.previous.filter(|b| !removed.contains(&b.spi));
+        if binding_touched {
+            out.actions.push(match &restorable {
+                Some(b) => Action::SetBinding {
+                    home,
+                    role: TunnelRole::HomeAgent,
+                    remote: b.care_of,
+                    spi: b.spi,
+                    expires: b.expires,
+                    reverse_tunnel: b.reverse_tunnel,
+                },
+                None => Action::RemoveBinding {
+                    home,
+                    role: TunnelRole::HomeAgent,
+                },
+            });
+        }
+        for a in applied.iter().rev() {
+            if let Action::InstallTunnel(t) = a {
+                if restorable.as_ref().map(|b| b.spi) != Some(t.spi) {
+                    out.actions.push(Action::RemoveTunnel { spi: t.spi });
+                }
+            }
+        }
+        // The binding cache as the request found it.
+        if let Some(cur) = self.bindings.remove(&home) {
+            self.spis.remove(&cur.spi);
+        }
+        let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retiring)
+            .into_iter()
+            .partition(|(_, h, _)| *h == home);
+        self.retiring = others;
+        for (_, _, spi) in mine {
+            self.spis.remove(&spi);
+        }
+        for r in undo.retiring {
+            if !removed.contains(&r.2) {
+                self.spis.insert(r.2);
+                self.retiring.push(r);
+            }
+        }
+        match restorable {
+            Some(b) => {
+                self.spis.insert(b.spi);
+                out.journal.push(JournalOp::PutBinding(b.record()));
+                self.bindings.insert(home, b);
+            }
+            None => out.journal.push(JournalOp::RemoveBinding(home)),
+        }
+        if undo.deregistration {
+            self.stats.deregistered = self.stats.deregistered.saturating_sub(1);
+        } else {
+            self.stats.accepted = self.stats.accepted.saturating_sub(1);
+        }
+        self.stats.apply_failed += 1;
+        self.stats.rejected += 1;
+        out.rejection = Some(Rejection::ApplyFailed);
+        self.reply(
+            out,
+            &undo.repr,
+            Some(undo.auth_spi),
+            code::INSUFFICIENT_RESOURCES,
+            0,
+            now,
+        )
     }
 
     /// Queues a replaced tunnel for removal after the grace period. A node

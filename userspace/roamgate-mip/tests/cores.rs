@@ -1095,3 +1095,169 @@ fn renewed_ticket_is_used_for_the_next_registration() {
     let out = ha.handle_request(&req, SRC, late + secs(1));
     assert_eq!(out.code, Some(0), "{:?}", out.rejection);
 }
+
+/// The node asks for a binding; the home agent accepts it in the core, the
+/// daemon applies `applied_actions` of its actions (the rest failed) and
+/// rolls it back. Returns (accepted outcome's actions, rollback outcome).
+fn accept_then_roll_back(
+    w: &mut World,
+    coa: Ipv4Addr,
+    now: SystemTime,
+    applied_actions: usize,
+) -> (Vec<Action>, Outcome) {
+    let req = w.mn.register(coa, now).unwrap().send.unwrap();
+    let mut out = w.ha.handle_request(&req, IpAddr::V4(coa), now);
+    assert_eq!(out.code, Some(code::ACCEPTED), "{:?}", out.rejection);
+    let undo = out.undo.take().expect("an accepted request can be undone");
+    assert_eq!(undo.home(), HOME);
+    let rb = w.ha.rollback(undo, &out.actions[..applied_actions], now);
+    (out.actions, rb)
+}
+
+#[test]
+fn rejections_carry_no_undo() {
+    let mut w = world();
+    let now = t0();
+    let mut r = repr_at(now, HOME);
+    r.home_agent = Ipv4Addr::new(10, 9, 9, 9);
+    let out = w.ha.handle_request(&request(r, &[]), SRC, now);
+    assert_eq!(out.code, Some(code::UNKNOWN_HOME_AGENT));
+    assert!(out.undo.is_none());
+}
+
+#[test]
+fn rollback_of_a_new_binding_whose_binding_update_failed() {
+    let mut c = ha_config();
+    c.max_bindings = 1;
+    let mut w = world_with(c);
+    let now = t0();
+    // The tunnel went in, the binding did not (a full bindings map).
+    let (actions, rb) = accept_then_roll_back(&mut w, COA_A, now, 1);
+    let (spi, ..) = install_of(&actions);
+    assert_eq!(rb.code, Some(code::INSUFFICIENT_RESOURCES));
+    assert_eq!(rb.rejection, Some(Rejection::ApplyFailed));
+    assert_eq!(rb.actions, vec![Action::RemoveTunnel { spi }]);
+    assert_eq!(rb.journal, vec![JournalOp::RemoveBinding(HOME)]);
+    assert!(rb.undo.is_none());
+    assert_eq!(w.ha.binding_count(), 0);
+    let st = w.ha.stats();
+    assert_eq!((st.accepted, st.rejected, st.apply_failed), (0, 1, 1));
+    // The reply is authenticated and the node drops its own new tunnel.
+    let reply = wire::parse_reply(rb.reply.as_ref().unwrap()).unwrap();
+    assert_eq!(reply.repr.code, code::INSUFFICIENT_RESOURCES);
+    assert_eq!(reply.repr.lifetime, 0);
+    let mn_out = w.mn.handle_reply(rb.reply.as_ref().unwrap(), now).unwrap();
+    assert_eq!(mn_out.events, vec![Event::Rejected { code: 130 }]);
+    assert_eq!(mn_out.actions, vec![Action::RemoveTunnel { spi }]);
+    // The slot (max_bindings = 1) and the SPI are free again.
+    let out = register(&mut w, COA_A, now + secs(1));
+    assert_eq!(out.code, Some(code::ACCEPTED), "{:?}", out.rejection);
+    assert_eq!(w.ha.binding_count(), 1);
+}
+
+#[test]
+fn rollback_after_a_journal_failure_undoes_nothing_in_the_data_plane() {
+    let mut w = world();
+    let now = t0();
+    let (_, rb) = accept_then_roll_back(&mut w, COA_A, now, 0);
+    assert_eq!(rb.code, Some(code::INSUFFICIENT_RESOURCES));
+    assert!(rb.actions.is_empty(), "{:?}", rb.actions);
+    assert_eq!(w.ha.binding_count(), 0);
+    assert_eq!(w.ha.next_wakeup(), None, "nothing left to expire or retire");
+}
+
+#[test]
+fn rollback_of_a_handover_restores_the_old_binding_before_removing_the_new_tunnel() {
+    let mut w = world();
+    let now = t0();
+    let old_spi = install_of(&register(&mut w, COA_A, now).actions).0;
+    let before = w.ha.binding(HOME).unwrap().clone();
+    let at = now + secs(30);
+    let out = w.mn.set_care_of(COA_B, at).unwrap();
+    let mut ha_out =
+        w.ha.handle_request(&out.send.unwrap(), IpAddr::V4(COA_B), at);
+    assert_eq!(ha_out.code, Some(code::ACCEPTED));
+    let new_spi = install_of(&ha_out.actions).0;
+    // Tunnel and binding applied, then something after them failed.
+    let undo = ha_out.undo.take().unwrap();
+    let rb = w.ha.rollback(undo, &ha_out.actions[..2], at);
+    assert_eq!(rb.code, Some(code::INSUFFICIENT_RESOURCES));
+    assert_eq!(
+        rb.actions,
+        vec![
+            Action::SetBinding {
+                home: HOME,
+                role: TunnelRole::HomeAgent,
+                remote: COA_A,
+                spi: old_spi,
+                expires: before.expires,
+                reverse_tunnel: true,
+            },
+            Action::RemoveTunnel { spi: new_spi },
+        ],
+        "binding back on its old tunnel first, then the new tunnel goes"
+    );
+    assert_eq!(w.ha.binding(HOME), Some(&before));
+    match &rb.journal[..] {
+        [JournalOp::PutBinding(r)] => {
+            assert_eq!((r.care_of, r.spi), (COA_A, old_spi));
+        }
+        other => panic!("journal {other:?}"),
+    }
+    // The old tunnel is no longer "retiring": the grace period passes
+    // without removing it, the binding expires on its own schedule.
+    assert_eq!(w.ha.next_wakeup(), Some(before.expires));
+    assert!(w.ha.poll(at + secs(6)).actions.is_empty());
+    assert_eq!(w.ha.stats().apply_failed, 1);
+}
+
+#[test]
+fn rollback_of_a_deregistration_keeps_the_binding() {
+    let mut w = world();
+    let now = t0();
+    let spi = install_of(&register(&mut w, COA_A, now).actions).0;
+    let before = w.ha.binding(HOME).unwrap().clone();
+    let later = now + secs(10);
+    let req = w.mn.deregister(later).unwrap().send.unwrap();
+    let mut out = w.ha.handle_request(&req, SRC, later);
+    assert_eq!(out.code, Some(code::ACCEPTED));
+    assert_eq!(w.ha.binding_count(), 0);
+    // The journal write failed: nothing reached the data plane.
+    let rb = w.ha.rollback(out.undo.take().unwrap(), &[], later);
+    assert_eq!(rb.code, Some(code::INSUFFICIENT_RESOURCES));
+    assert!(rb.actions.is_empty());
+    assert_eq!(w.ha.binding(HOME), Some(&before));
+    assert_eq!(w.ha.stats().deregistered, 0);
+    // Retried, it is accepted and removes the binding and its tunnel.
+    let mn_out =
+        w.mn.handle_reply(rb.reply.as_ref().unwrap(), later)
+            .unwrap();
+    assert_eq!(mn_out.events, vec![Event::Rejected { code: 130 }]);
+    let req = w.mn.deregister(later + secs(1)).unwrap().send.unwrap();
+    let out = w.ha.handle_request(&req, SRC, later + secs(1));
+    assert_eq!(out.code, Some(code::ACCEPTED));
+    assert!(out.actions.contains(&Action::RemoveTunnel { spi }));
+    assert_eq!(w.ha.binding_count(), 0);
+}
+
+#[test]
+fn rollback_of_a_deregistration_whose_tunnel_is_gone_keeps_it_gone() {
+    let mut w = world();
+    let now = t0();
+    register(&mut w, COA_A, now);
+    let later = now + secs(10);
+    let req = w.mn.deregister(later).unwrap().send.unwrap();
+    let mut out = w.ha.handle_request(&req, SRC, later);
+    // Binding and tunnel removed; a later action failed.
+    let rb =
+        w.ha.rollback(out.undo.take().unwrap(), &out.actions[..2], later);
+    assert_eq!(
+        rb.actions,
+        vec![Action::RemoveBinding {
+            home: HOME,
+            role: TunnelRole::HomeAgent
+        }]
+    );
+    assert_eq!(rb.journal, vec![JournalOp::RemoveBinding(HOME)]);
+    assert_eq!(w.ha.binding_count(), 0);
+}
