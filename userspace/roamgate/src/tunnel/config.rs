@@ -102,8 +102,8 @@ impl TunnelConfig {
             bail!("tunnel.local and tunnel.remote must be real addresses, not 0.0.0.0");
         }
         for r in &t.routes {
-            if r.parse::<Ipv4Addr>().is_err() && !is_cidr(r) {
-                bail!("tunnel.routes: {r:?} is not an IPv4 address or prefix");
+            if let Err(e) = r.parse::<super::route::Prefix>() {
+                bail!("tunnel.routes: {e} (write ADDR/LEN, e.g. \"10.1.0.0/24\")");
             }
         }
         if let Some(a) = &t.tun_address {

@@ -48,10 +48,15 @@ pub enum DropReason {
     TooOld,
     /// Decapsulated, but the inner addresses do not match the home address.
     Spoofed,
+    /// From TUN: no binding carries this packet (none set, or its inner
+    /// address is not the binding's home address).
+    NoBinding,
+    /// The binding or the tunnel has expired.
+    Expired,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::NotIpv4,
         DropReason::OverMtu,
         DropReason::NotTunnel,
@@ -63,6 +68,8 @@ impl DropReason {
         DropReason::Replayed,
         DropReason::TooOld,
         DropReason::Spoofed,
+        DropReason::NoBinding,
+        DropReason::Expired,
     ];
 
     /// Counter name, the same as the XDP program's where the reason exists
@@ -80,6 +87,8 @@ impl DropReason {
             DropReason::Replayed => "drop_replayed",
             DropReason::TooOld => "drop_too_old",
             DropReason::Spoofed => "drop_spoofed",
+            DropReason::NoBinding => "drop_no_binding",
+            DropReason::Expired => "drop_expired",
         }
     }
 
@@ -294,34 +303,77 @@ impl Decapsulator {
         buf: &mut [u8],
         payload_len: usize,
     ) -> Result<std::ops::Range<usize>, DropReason> {
-        let total = UDP_PAYLOAD_OFFSET + payload_len;
-        if total > buf.len() || total > u16::MAX as usize {
-            return Err(DropReason::Truncated);
-        }
-        let repr = EncapRepr {
-            src: src.octets(),
-            dst: self.local,
-            src_port,
-            dst_port: tunnel::MIP_PORT,
-            spi: self.spi,
-            seq: 0,
-        };
-        let (ip_b, rest) = buf.split_at_mut(Ipv4Hdr::LEN);
-        let ip = Ipv4Hdr::from_bytes_mut(ip_b).ok_or(DropReason::Truncated)?;
-        *ip = tunnel::outer_ipv4(&repr, 0, total as u16);
-        let udp = UdpHdr::from_bytes_mut(rest).ok_or(DropReason::Truncated)?;
-        *udp = UdpHdr {
-            src_port: src_port.to_be_bytes(),
-            dst_port: tunnel::MIP_PORT.to_be_bytes(),
-            len: ((UdpHdr::LEN + payload_len) as u16).to_be_bytes(),
-            check: [0, 0],
-        };
+        let total = rebuild_outer(src, src_port, self.local, buf, payload_len)?;
         self.decap(&buf[..total])
     }
 
     pub fn window(&self) -> &ReplayWindow {
         &self.window
     }
+}
+
+/// Writes the outer IPv4 and UDP headers a UDP socket stripped in front of
+/// the payload at `buf[UDP_PAYLOAD_OFFSET..UDP_PAYLOAD_OFFSET + payload_len]`:
+/// from `src:src_port` to `dst:434`. Returns the outer packet's length.
+pub fn rebuild_outer(
+    src: Ipv4Addr,
+    src_port: u16,
+    dst: [u8; 4],
+    buf: &mut [u8],
+    payload_len: usize,
+) -> Result<usize, DropReason> {
+    let total = UDP_PAYLOAD_OFFSET + payload_len;
+    if total > buf.len() || total > u16::MAX as usize {
+        return Err(DropReason::Truncated);
+    }
+    let repr = EncapRepr {
+        src: src.octets(),
+        dst,
+        src_port,
+        dst_port: tunnel::MIP_PORT,
+        spi: [0; 4],
+        seq: 0,
+    };
+    let (ip_b, rest) = buf.split_at_mut(Ipv4Hdr::LEN);
+    let ip = Ipv4Hdr::from_bytes_mut(ip_b).ok_or(DropReason::Truncated)?;
+    *ip = tunnel::outer_ipv4(&repr, 0, total as u16);
+    let udp = UdpHdr::from_bytes_mut(rest).ok_or(DropReason::Truncated)?;
+    *udp = UdpHdr {
+        src_port: src_port.to_be_bytes(),
+        dst_port: tunnel::MIP_PORT.to_be_bytes(),
+        len: ((UdpHdr::LEN + payload_len) as u16).to_be_bytes(),
+        check: [0, 0],
+    };
+    Ok(total)
+}
+
+/// Why a received datagram whose SPI selects no tunnel is dropped: the
+/// parse error if it is not well-formed tunnel data, else unknown SPI.
+pub fn classify_unknown(
+    src: Ipv4Addr,
+    src_port: u16,
+    buf: &mut [u8],
+    payload_len: usize,
+) -> DropReason {
+    match rebuild_outer(src, src_port, [0; 4], buf, payload_len) {
+        Ok(total) => match tunnel::parse(&buf[..total]) {
+            Ok(_) => DropReason::UnknownSpi,
+            Err(e) => DropReason::from_tunnel(e),
+        },
+        Err(r) => r,
+    }
+}
+
+/// The SPI of a tunnel-data UDP payload, read from its trailer (`None` if
+/// the payload is too short to have one).
+pub fn peek_spi(payload: &[u8]) -> Option<u32> {
+    let n = payload.len();
+    if n < tunnel::TunnelHdr::LEN + tunnel::Trailer::LEN {
+        return None;
+    }
+    let at = n - tunnel::Trailer::LEN;
+    let b = payload.get(at..at + 4)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// Both halves of a tunnel for one end, from its keys.

@@ -13,11 +13,21 @@
 //! within [`POLL_INTERVAL`].
 //!
 //! The UDP socket hands over only the UDP payload, so the receiver rebuilds
-//! the outer IPv4 and UDP headers from the sender's address and `local`
-//! before it checks the MAC (which covers the outer addresses).
+//! the outer IPv4 and UDP headers from the sender's address and the
+//! tunnel's `local` before it checks the MAC (which covers the outer
+//! addresses).
+//!
+//! The threads read their keys, SPIs, addresses and binding from a
+//! [`table::TunnelTable`] that the control plane may change while they run:
+//! `roamgate tunnel` fills it once from its config, the mobile node's TUN
+//! data plane (`mobile_node::tun`) rekeys it on every registration and
+//! moves it to the new care-of address on a handover. Each packet is sent
+//! with its tunnel's local address as source (IP_PKTINFO).
 
 pub mod config;
 pub mod core;
+pub mod route;
+pub mod table;
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
@@ -26,15 +36,17 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use tracing::{info, warn};
 
 use self::{
     config::TunnelConfig,
-    core::{halves, DropReason, ForwarderCounters, UDP_PAYLOAD_OFFSET},
+    core::{DropReason, ForwarderCounters, UDP_PAYLOAD_OFFSET},
+    route::{DevRoute, Prefix},
+    table::{SharedTable, TableBinding, TableTunnel, TunnelTable},
 };
 use crate::dataplane::maps::derive_keys;
 use roamgate_common::wire::tunnel::{MIP_PORT, OVERHEAD};
@@ -107,6 +119,211 @@ fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Sends a tunnel packet's UDP payload to `remote` with outer source
+/// `local` (IP_PKTINFO), whatever address the socket is bound to: a mobile
+/// node's tunnel follows its care-of address without a new socket.
+fn send_from(
+    fd: RawFd,
+    payload: &[u8],
+    local: Ipv4Addr,
+    remote: SocketAddrV4,
+) -> std::io::Result<usize> {
+    // SAFETY: sockaddr_in, msghdr and in_pktinfo are plain old data; zero
+    // is a valid value of each.
+    let (mut dst, mut msg): (libc::sockaddr_in, libc::msghdr) =
+        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    dst.sin_family = libc::AF_INET as libc::sa_family_t;
+    dst.sin_port = remote.port().to_be();
+    dst.sin_addr.s_addr = u32::from(*remote.ip()).to_be();
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr() as *mut libc::c_void,
+        iov_len: payload.len(),
+    };
+    let mut control = [0u64; 8];
+    let info_len = std::mem::size_of::<libc::in_pktinfo>() as u32;
+    msg.msg_name = (&mut dst as *mut libc::sockaddr_in).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is arithmetic only.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(info_len) } as usize;
+    // SAFETY: the control buffer (64 bytes, 8-aligned) holds one cmsghdr
+    // with an in_pktinfo (CMSG_SPACE = 32); CMSG_FIRSTHDR is non-null for a
+    // buffer that large. `msg` points at live `dst`, `iov` and `control`
+    // for the sendmsg call, and `payload` is only read.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::IPPROTO_IP;
+        (*c).cmsg_type = libc::IP_PKTINFO;
+        (*c).cmsg_len = libc::CMSG_LEN(info_len) as usize;
+        let info = libc::in_pktinfo {
+            ipi_ifindex: 0,
+            ipi_spec_dst: libc::in_addr {
+                s_addr: u32::from(local).to_be(),
+            },
+            ipi_addr: libc::in_addr { s_addr: 0 },
+        };
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
+        let n = libc::sendmsg(fd, &msg, 0);
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
+/// Creates a TUN device whose MTU leaves room for the tunnel overhead
+/// under `outer_mtu`, with an optional address, up.
+pub fn create_tun(
+    name: &str,
+    outer_mtu: u16,
+    address: Option<(Ipv4Addr, u8)>,
+) -> anyhow::Result<tun::Device> {
+    let mut tc = tun::Configuration::default();
+    tc.tun_name(name)
+        .mtu(outer_mtu.saturating_sub(OVERHEAD as u16))
+        .up();
+    if let Some((addr, len)) = address {
+        let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+        tc.address(addr).netmask(Ipv4Addr::from(mask));
+    }
+    tun::create(&tc).with_context(|| format!("creating TUN device {name}"))
+}
+
+/// Binds the tunnel's UDP socket (port 434 of `local`, or of every address
+/// for a mobile node), non-blocking, sending checksum 0.
+pub fn bind_tunnel_socket(local: Ipv4Addr) -> anyhow::Result<UdpSocket> {
+    let sock = UdpSocket::bind(SocketAddrV4::new(local, MIP_PORT))
+        .with_context(|| format!("binding UDP {local}:{MIP_PORT}"))?;
+    sock.set_nonblocking(true)?;
+    no_udp_checksum(&sock).context("setting SO_NO_CHECK on the tunnel socket")?;
+    Ok(sock)
+}
+
+/// The two forwarding threads over one TUN device, one UDP socket and a
+/// tunnel table the control plane may change at any time.
+pub struct Forwarder {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    counters: Arc<ForwarderCounters>,
+    dev: Arc<tun::Device>,
+}
+
+impl Forwarder {
+    /// Starts forwarding between `dev` and `sock` under `table`.
+    pub fn spawn(dev: tun::Device, sock: UdpSocket, table: SharedTable) -> anyhow::Result<Self> {
+        let tun_fd = dev.as_raw_fd();
+        set_nonblocking(tun_fd).context("making the TUN device non-blocking")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(ForwarderCounters::default());
+        let dev = Arc::new(dev);
+        let tx = {
+            let (dev, sock, counters, stop, table) = (
+                dev.clone(),
+                sock.try_clone()?,
+                counters.clone(),
+                stop.clone(),
+                table.clone(),
+            );
+            std::thread::Builder::new()
+                .name("tun-to-udp".into())
+                .spawn(move || {
+                    let mut inner = vec![0u8; BUF_LEN];
+                    let mut out = vec![0u8; BUF_LEN + OVERHEAD];
+                    while !stop.load(Ordering::Relaxed) {
+                        let Some(n) = received(dev.recv(&mut inner), tun_fd, "reading TUN") else {
+                            continue;
+                        };
+                        let r = table::read(&table).encap(&inner[..n], &mut out, Instant::now());
+                        match r {
+                            Ok((len, route)) => {
+                                let to = SocketAddrV4::new(route.remote, MIP_PORT);
+                                let payload = &out[UDP_PAYLOAD_OFFSET..len];
+                                match send_from(sock.as_raw_fd(), payload, route.local, to) {
+                                    Ok(_) => {
+                                        counters.encap.fetch_add(1, Ordering::Relaxed);
+                                        counters.encap_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                                    }
+                                    Err(_) => counters.count_send_error(),
+                                }
+                            }
+                            Err(r) => counters.count_drop(r),
+                        }
+                    }
+                })?
+        };
+        let rx = {
+            let (dev, counters, stop) = (dev.clone(), counters.clone(), stop.clone());
+            let sock_fd = sock.as_raw_fd();
+            std::thread::Builder::new()
+                .name("udp-to-tun".into())
+                .spawn(move || {
+                    let mut buf = vec![0u8; BUF_LEN];
+                    while !stop.load(Ordering::Relaxed) {
+                        let r = sock.recv_from(&mut buf[UDP_PAYLOAD_OFFSET..]);
+                        let Some((n, from)) = received(r, sock_fd, "receiving on UDP 434") else {
+                            continue;
+                        };
+                        let std::net::SocketAddr::V4(from) = from else {
+                            counters.count_drop(DropReason::NotTunnel);
+                            continue;
+                        };
+                        let r = table::read(&table).decap_udp(
+                            *from.ip(),
+                            from.port(),
+                            &mut buf,
+                            n,
+                            Instant::now(),
+                        );
+                        match r {
+                            Ok(r) => {
+                                let len = r.len();
+                                match dev.send(&buf[r]) {
+                                    Ok(_) => {
+                                        counters.decap.fetch_add(1, Ordering::Relaxed);
+                                        counters
+                                            .decap_bytes
+                                            .fetch_add(len as u64, Ordering::Relaxed);
+                                    }
+                                    Err(_) => counters.count_send_error(),
+                                }
+                            }
+                            Err(r) => counters.count_drop(r),
+                        }
+                    }
+                })?
+        };
+        Ok(Self {
+            stop,
+            threads: vec![tx, rx],
+            counters,
+            dev,
+        })
+    }
+
+    pub fn counters(&self) -> &Arc<ForwarderCounters> {
+        &self.counters
+    }
+
+    /// The TUN device's interface index.
+    pub fn tun_index(&self) -> anyhow::Result<u32> {
+        use tun::AbstractDevice as _;
+        let i = self.dev.tun_index().context("TUN interface index")?;
+        u32::try_from(i).context("TUN interface index")
+    }
+
+    /// Stops both threads (within [`POLL_INTERVAL`]) and closes the TUN
+    /// device, which removes it with its routes.
+    pub fn stop(mut self) -> Arc<ForwarderCounters> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.counters.clone()
+    }
+}
+
 /// Creates the TUN device and routes, opens the socket, and forwards until
 /// `stop` is set. Returns the final counters.
 pub fn run(cfg: &TunnelConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Arc<ForwarderCounters>> {
@@ -114,120 +331,63 @@ pub fn run(cfg: &TunnelConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Arc<Forw
     let master = cfg.master_key()?;
     let keys = derive_keys(&master, t.spi, t.home, t.role);
     drop(master);
-    let (mut enc, mut dec) = halves(t.spi, t.role, t.local, t.remote, t.home, &keys, t.mtu);
+    let mut table = TunnelTable::default();
+    table.install(&TableTunnel {
+        spi: t.spi,
+        role: t.role,
+        local: t.local,
+        remote: t.remote,
+        home: t.home,
+        keys: &keys,
+        mtu: t.mtu,
+        expires: None,
+    })?;
+    table.set_binding(TableBinding {
+        home: t.home,
+        remote: t.remote,
+        spi: t.spi,
+        expires: None,
+    })?;
     drop(keys);
 
-    let tun_mtu = t.mtu - OVERHEAD as u16;
-    let mut tc = tun::Configuration::default();
-    tc.tun_name(&t.tun_name).mtu(tun_mtu).up();
-    if let Some(cidr) = &t.tun_address {
-        let (addr, len) = cidr.split_once('/').context("tun_address")?;
-        let addr: Ipv4Addr = addr.parse().context("tun_address")?;
-        let len: u32 = len.parse().context("tun_address")?;
-        let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-        tc.address(addr).netmask(Ipv4Addr::from(mask));
-    }
-    let dev = tun::create(&tc).with_context(|| format!("creating TUN device {}", t.tun_name))?;
-    for r in &t.routes {
-        let out = std::process::Command::new("ip")
-            .args(["route", "replace", r, "dev", &t.tun_name])
-            .output()
-            .context("running ip route")?;
-        if !out.status.success() {
-            bail!(
-                "ip route replace {r} dev {}: {}",
-                t.tun_name,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+    let address = match &t.tun_address {
+        Some(cidr) => {
+            let (addr, len) = cidr.split_once('/').context("tun_address")?;
+            Some((
+                addr.parse().context("tun_address")?,
+                len.parse().context("tun_address")?,
+            ))
         }
+        None => None,
+    };
+    let dev = create_tun(&t.tun_name, t.mtu, address)?;
+    let sock = bind_tunnel_socket(t.local)?;
+    let fwd = Forwarder::spawn(dev, sock, table.shared())?;
+    let oif = fwd.tun_index()?;
+    for r in &t.routes {
+        let dst: Prefix = r.parse().with_context(|| format!("tunnel.routes {r:?}"))?;
+        let route = DevRoute {
+            dst,
+            oif,
+            prefsrc: None,
+            table: route::TABLE_MAIN,
+        };
+        route::add_route(&route)
+            .with_context(|| format!("adding route {dst} dev {}", t.tun_name))?;
     }
-    let sock = UdpSocket::bind(SocketAddrV4::new(t.local, MIP_PORT))
-        .with_context(|| format!("binding UDP {}:{MIP_PORT}", t.local))?;
-    sock.set_nonblocking(true)?;
-    no_udp_checksum(&sock).context("setting SO_NO_CHECK on the tunnel socket")?;
-    let tun_fd = dev.as_raw_fd();
-    set_nonblocking(tun_fd).context("making the TUN device non-blocking")?;
     info!(
-        tun = %t.tun_name, tun_mtu, local = %t.local, remote = %t.remote, home = %t.home,
+        tun = %t.tun_name, tun_mtu = t.mtu - OVERHEAD as u16, local = %t.local,
+        remote = %t.remote, home = %t.home,
         spi = format_args!("{:#010x}", t.spi), role = ?t.role,
         "tunnel forwarder running"
     );
-
-    let counters = Arc::new(ForwarderCounters::default());
-    let dev = Arc::new(dev);
-    let remote = SocketAddrV4::new(t.remote, MIP_PORT);
-
-    let tx = {
-        let (dev, sock, counters, stop) = (
-            dev.clone(),
-            sock.try_clone()?,
-            counters.clone(),
-            stop.clone(),
-        );
-        std::thread::Builder::new()
-            .name("tun-to-udp".into())
-            .spawn(move || {
-                let mut inner = vec![0u8; BUF_LEN];
-                let mut out = vec![0u8; BUF_LEN + OVERHEAD];
-                while !stop.load(Ordering::Relaxed) {
-                    let Some(n) = received(dev.recv(&mut inner), tun_fd, "reading TUN") else {
-                        continue;
-                    };
-                    match enc.encap(&inner[..n], &mut out) {
-                        Ok(len) => match sock.send_to(&out[UDP_PAYLOAD_OFFSET..len], remote) {
-                            Ok(_) => {
-                                counters.encap.fetch_add(1, Ordering::Relaxed);
-                                counters.encap_bytes.fetch_add(n as u64, Ordering::Relaxed);
-                            }
-                            Err(_) => counters.count_send_error(),
-                        },
-                        Err(r) => counters.count_drop(r),
-                    }
-                }
-            })?
-    };
-    let rx = {
-        let (dev, counters, stop) = (dev.clone(), counters.clone(), stop.clone());
-        let sock_fd = sock.as_raw_fd();
-        std::thread::Builder::new()
-            .name("udp-to-tun".into())
-            .spawn(move || {
-                let mut buf = vec![0u8; BUF_LEN];
-                while !stop.load(Ordering::Relaxed) {
-                    let r = sock.recv_from(&mut buf[UDP_PAYLOAD_OFFSET..]);
-                    let Some((n, from)) = received(r, sock_fd, "receiving on UDP 434") else {
-                        continue;
-                    };
-                    let std::net::SocketAddr::V4(from) = from else {
-                        counters.count_drop(DropReason::NotTunnel);
-                        continue;
-                    };
-                    match dec.decap_udp(*from.ip(), from.port(), &mut buf, n) {
-                        Ok(r) => {
-                            let len = r.len();
-                            match dev.send(&buf[r]) {
-                                Ok(_) => {
-                                    counters.decap.fetch_add(1, Ordering::Relaxed);
-                                    counters
-                                        .decap_bytes
-                                        .fetch_add(len as u64, Ordering::Relaxed);
-                                }
-                                Err(_) => counters.count_send_error(),
-                            }
-                        }
-                        Err(r) => counters.count_drop(r),
-                    }
-                }
-            })?
-    };
-
+    let counters = fwd.counters().clone();
     let interval = Duration::from_millis(t.stats_interval_ms.max(50));
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(POLL_INTERVAL.min(interval));
         write_stats(cfg, &counters);
     }
-    let _ = tx.join();
-    let _ = rx.join();
+    fwd.stop();
     write_stats(cfg, &counters);
     info!(counters = %counters.to_json(), "tunnel forwarder stopped");
     Ok(counters)
