@@ -72,6 +72,19 @@ pub enum DataplaneMode {
     Xdp,
     /// Another process owns the data plane; only its pinned maps are used.
     Pinned,
+    /// The userspace forwarder over a TUN device (hosts without XDP): the
+    /// home address sits on the device and `routes` lead into it.
+    Tun,
+}
+
+impl DataplaneMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            DataplaneMode::Xdp => "xdp",
+            DataplaneMode::Pinned => "pinned",
+            DataplaneMode::Tun => "tun",
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,7 +94,21 @@ pub struct DataplaneSection {
     pub interfaces: Vec<String>,
     pub xdp_mode: AttachMode,
     pub pin_dir: PathBuf,
+    /// Largest outer IPv4 packet of the tunnel (TUN mode: the device's MTU
+    /// is 60 bytes less).
     pub tunnel_mtu: u16,
+    /// TUN mode: the device to create.
+    pub tun_name: String,
+    /// TUN mode: the prefixes whose traffic goes through the tunnel, from
+    /// the home address. `0.0.0.0/0` sends everything but the more specific
+    /// routes of the main table (the local networks) and the home agent
+    /// and KDC, which stay on the physical interfaces.
+    pub routes: Vec<String>,
+    /// TUN mode: the routing table that holds the TUN routes.
+    pub route_table: u32,
+    /// TUN mode: the policy rules' priorities (this one, +1, +2; below the
+    /// main table's 32766).
+    pub rule_priority: u32,
 }
 
 impl Default for DataplaneSection {
@@ -92,9 +119,20 @@ impl Default for DataplaneSection {
             xdp_mode: AttachMode::Native,
             pin_dir: PathBuf::from("/sys/fs/bpf/roamgate-mn"),
             tunnel_mtu: 1500,
+            tun_name: "rgmn0".to_owned(),
+            routes: vec!["0.0.0.0/0".to_owned()],
+            route_table: DEFAULT_ROUTE_TABLE,
+            rule_priority: DEFAULT_RULE_PRIORITY,
         }
     }
 }
+
+/// TUN mode: the routing table of the TUN routes (434, after the port).
+pub const DEFAULT_ROUTE_TABLE: u32 = 434;
+/// TUN mode: the first policy rule's priority.
+pub const DEFAULT_RULE_PRIORITY: u32 = 4340;
+/// The main table's rule priority: ours must come first.
+const MAIN_RULE_PRIORITY: u32 = 32766;
 
 fn default_lifetime() -> u16 {
     300
@@ -126,6 +164,57 @@ impl MobileNodeFile {
         Self::from_toml(&text).with_context(|| format!("in config {}", path.display()))
     }
 
+    fn validate_tun(&self) -> anyhow::Result<()> {
+        let d = &self.dataplane;
+        if !d.interfaces.is_empty() {
+            bail!(
+                "dataplane.interfaces: TUN mode attaches to no interface; remove the key \
+                 (the care-of address comes from mobile_node.care_of_interfaces)"
+            );
+        }
+        if !valid_ifname(&d.tun_name) {
+            bail!(
+                "dataplane.tun_name: {:?} is not a valid interface name (1-15 characters, no '/' or spaces)",
+                d.tun_name
+            );
+        }
+        if self.mobile_node.care_of_interfaces.contains(&d.tun_name) {
+            bail!(
+                "dataplane.tun_name: {:?} is also listed in mobile_node.care_of_interfaces; \
+                 the tunnel cannot carry its own care-of address",
+                d.tun_name
+            );
+        }
+        if d.routes.is_empty() {
+            bail!(
+                "dataplane.routes: TUN mode needs at least one prefix to send through the tunnel \
+                 (\"0.0.0.0/0\" for everything)"
+            );
+        }
+        for r in &d.routes {
+            if let Err(e) = r.parse::<crate::tunnel::route::Prefix>() {
+                bail!("dataplane.routes: {e} (write ADDR/LEN, e.g. \"10.1.0.0/16\")");
+            }
+        }
+        // 0 is unspecified, 253-255 are the kernel's default, main and local.
+        if d.route_table == 0 || (253..=255).contains(&d.route_table) || d.route_table == u32::MAX {
+            bail!(
+                "dataplane.route_table: {} is reserved (0, 253 default, 254 main, 255 local); \
+                 pick an unused table such as {DEFAULT_ROUTE_TABLE}",
+                d.route_table
+            );
+        }
+        if d.rule_priority == 0 || d.rule_priority + 2 >= MAIN_RULE_PRIORITY {
+            bail!(
+                "dataplane.rule_priority: {} must be 1 to {} so that the three rules come \
+                 before the main table's (32766)",
+                d.rule_priority,
+                MAIN_RULE_PRIORITY - 3
+            );
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
         let m = &self.mobile_node;
         if roamgate_mip::auth::Algorithm::for_spi(m.spi).is_none() {
@@ -149,8 +238,19 @@ impl MobileNodeFile {
                 bail!("{i:?} is not a valid interface name");
             }
         }
-        if self.dataplane.mode == DataplaneMode::Xdp && self.dataplane.interfaces.is_empty() {
+        let d = &self.dataplane;
+        if d.mode == DataplaneMode::Xdp && d.interfaces.is_empty() {
             bail!("dataplane.interfaces: XDP mode needs the interfaces to attach to");
+        }
+        if d.tunnel_mtu < crate::tunnel::config::MIN_MTU {
+            bail!(
+                "dataplane.tunnel_mtu: {} is below the IPv4 minimum of {}",
+                d.tunnel_mtu,
+                crate::tunnel::config::MIN_MTU
+            );
+        }
+        if d.mode == DataplaneMode::Tun {
+            self.validate_tun()?;
         }
         if !self.dataplane.pin_dir.is_absolute() {
             bail!("dataplane.pin_dir: must be an absolute path on a bpffs");
@@ -192,5 +292,61 @@ mod tests {
         assert!(e.to_string().contains("dataplane.interfaces"), "{e}");
         let e = MobileNodeFile::from_toml(&ok.replace("spi = 256", "spi = 7")).unwrap_err();
         assert!(e.to_string().contains("reserved"), "{e}");
+    }
+
+    #[test]
+    fn tun_mode_defaults_and_refusals() {
+        let base = "[mobile_node]\nhome_address = \"10.1.0.50\"\nhome_agent = \"192.0.2.1\"\nspi = 256\nkey_file = \"/k\"\ncare_of_interfaces = [\"eth0\"]\n";
+        let tun = format!("{base}[dataplane]\nmode = \"tun\"\n");
+        let cfg = MobileNodeFile::from_toml(&tun).unwrap();
+        let d = &cfg.dataplane;
+        assert_eq!(d.mode, DataplaneMode::Tun);
+        assert_eq!(d.tun_name, "rgmn0");
+        assert_eq!(d.routes, vec!["0.0.0.0/0"]);
+        assert_eq!((d.route_table, d.rule_priority), (434, 4340));
+        let err = |extra: &str| {
+            let e = MobileNodeFile::from_toml(&format!("{tun}{extra}\n")).unwrap_err();
+            format!("{e:#}")
+        };
+        let e = err("interfaces = [\"eth0\"]");
+        assert!(
+            e.contains("dataplane.interfaces") && e.contains("remove"),
+            "{e}"
+        );
+        let e = err("routes = [\"10.1.0.1/16\"]");
+        assert!(
+            e.contains("dataplane.routes") && e.contains("host bits"),
+            "{e}"
+        );
+        let e = err("routes = [\"10.1/16\"]");
+        assert!(
+            e.contains("dataplane.routes") && e.contains("not an IPv4 address"),
+            "{e}"
+        );
+        let e = err("routes = []");
+        assert!(
+            e.contains("dataplane.routes") && e.contains("0.0.0.0/0"),
+            "{e}"
+        );
+        let e = err("route_table = 254");
+        assert!(
+            e.contains("dataplane.route_table") && e.contains("main"),
+            "{e}"
+        );
+        let e = err("rule_priority = 32765");
+        assert!(e.contains("dataplane.rule_priority"), "{e}");
+        let e = err("tun_name = \"a/b\"");
+        assert!(e.contains("dataplane.tun_name"), "{e}");
+        let e = err("tun_name = \"eth0\"");
+        assert!(e.contains("care_of_interfaces"), "{e}");
+        let e = err("tunnel_mtu = 100");
+        assert!(e.contains("dataplane.tunnel_mtu"), "{e}");
+        let e = MobileNodeFile::from_toml(&tun.replace("\"tun\"", "\"ebpf\"")).unwrap_err();
+        assert!(format!("{e:#}").contains("unknown variant"), "{e:#}");
+        let ok = MobileNodeFile::from_toml(&format!(
+            "{tun}routes = [\"10.1.0.0/16\", \"192.0.2.128/25\"]\nroute_table = 1000\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.dataplane.routes.len(), 2);
     }
 }

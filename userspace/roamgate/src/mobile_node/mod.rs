@@ -5,15 +5,17 @@
 //!   the home agent's principal; every registration carries an AP-REQ with
 //!   a fresh subkey from which both ends derive the tunnel key.
 //! - Its side of the tunnel is the XDP data plane (loaded and attached here,
-//!   or pinned by another process). The core's actions are applied *before*
-//!   its request is sent, so the home agent's first packet under a new key
-//!   already verifies.
+//!   or pinned by another process), or where XDP is not available the
+//!   userspace forwarder over a TUN device ([`tun`]). The core's actions are
+//!   applied *before* its request is sent, so the home agent's first packet
+//!   under a new key already verifies.
 //! - The care-of address is polled from the configured interfaces (every
 //!   `care_of_poll_ms`); a change registers at once (handover).
 //! - SIGINT/SIGTERM: deregisters (lifetime 0), waits briefly for the reply,
 //!   removes its bindings and detaches.
 
 pub mod config;
+pub mod tun;
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -34,7 +36,10 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use self::config::{DataplaneMode, KerberosSection, MobileNodeFile};
+use self::{
+    config::{DataplaneMode, KerberosSection, MobileNodeFile},
+    tun::TunPlane,
+};
 use crate::{
     dataplane::{maps::Maps, DataPlane},
     home_agent::{apply, config::read_hex_key},
@@ -46,6 +51,8 @@ pub const DEREGISTRATION_WAIT: Duration = Duration::from_secs(2);
 pub const TICKET_RENEW_BEFORE: Duration = Duration::from_secs(600);
 /// After a failed renewal, the next attempt comes this much later.
 pub const TICKET_RETRY: Duration = Duration::from_secs(30);
+/// TUN mode: how often the status file gets fresh forwarder counters.
+pub const COUNTERS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// When to renew a ticket ending at `end`: `TICKET_RENEW_BEFORE` before
 /// it, or at 80 % of what is left for short tickets.
@@ -150,6 +157,14 @@ struct Status {
     care_of_changed_at: f64,
     registered_at: f64,
     pid: u32,
+    /// `xdp`, `pinned` or `tun`.
+    dataplane: &'static str,
+    /// TUN mode: the forwarder's counters (packets, bytes, drops by
+    /// reason), and the SPIs it holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forwarder: Option<std::collections::BTreeMap<&'static str, u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tunnel_spis: Option<Vec<u32>>,
 }
 
 fn epoch_secs() -> f64 {
@@ -169,9 +184,17 @@ fn write_status(path: Option<&Path>, s: &Status) {
     }
 }
 
+/// Where the core's actions go.
+enum Plane {
+    Maps(Maps),
+    Tun(TunPlane),
+    /// After shutdown.
+    Stopped,
+}
+
 struct Daemon {
     core: MobileNode,
-    maps: Maps,
+    plane: Plane,
     mtu: u16,
     sock: UdpSocket,
     ha: SocketAddr,
@@ -185,7 +208,14 @@ impl Daemon {
     async fn run_output(&mut self, out: Output, new_attempt: bool) {
         let now = SystemTime::now();
         if !out.actions.is_empty() {
-            if let Err(e) = apply::apply(&mut self.maps, &out.actions, self.mtu, now) {
+            let r = match &mut self.plane {
+                Plane::Maps(maps) => apply::apply(maps, &out.actions, self.mtu, now)
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from),
+                Plane::Tun(t) => t.apply(&out.actions, now).map_err(anyhow::Error::from),
+                Plane::Stopped => Ok(()),
+            };
+            if let Err(e) = r {
                 warn!(error = %e, "applying data-plane actions");
             }
         }
@@ -240,6 +270,10 @@ impl Daemon {
         self.status.state = format!("{:?}", self.core.state()).to_lowercase();
         self.status.care_of = self.core.binding().map(|b| b.care_of);
         self.status.spi = self.core.binding().map(|b| b.spi);
+        if let Plane::Tun(t) = &self.plane {
+            self.status.forwarder = Some(t.counters());
+            self.status.tunnel_spis = Some(t.state().1);
+        }
         write_status(self.status_path.as_deref(), &self.status);
     }
 }
@@ -281,9 +315,27 @@ pub async fn run(cfg: MobileNodeFile, shutdown: CancellationToken) -> anyhow::Re
             }
             Some(dp)
         }
-        DataplaneMode::Pinned => None,
+        DataplaneMode::Pinned | DataplaneMode::Tun => None,
     };
-    let maps = Maps::open(&cfg.dataplane.pin_dir)?;
+    let plane = match cfg.dataplane.mode {
+        DataplaneMode::Tun => {
+            // The home agent and the KDC stay reachable outside the tunnel.
+            let mut bypass = vec![m.home_agent];
+            if let Some(SocketAddr::V4(kdc)) = cfg.kerberos.as_ref().map(|k| k.kdc) {
+                bypass.push(*kdc.ip());
+            }
+            let t = TunPlane::start(&cfg.dataplane, m.home_address, &bypass)?;
+            info!(
+                tun = %cfg.dataplane.tun_name, home = %m.home_address,
+                routes = ?cfg.dataplane.routes, table = cfg.dataplane.route_table,
+                "TUN data plane running"
+            );
+            Plane::Tun(t)
+        }
+        DataplaneMode::Xdp | DataplaneMode::Pinned => {
+            Plane::Maps(Maps::open(&cfg.dataplane.pin_dir)?)
+        }
+    };
 
     let rng = ring::rand::SystemRandom::new();
     let core = MobileNode::new(
@@ -308,12 +360,13 @@ pub async fn run(cfg: MobileNodeFile, shutdown: CancellationToken) -> anyhow::Re
         .context("binding a UDP socket")?;
     let mut d = Daemon {
         core,
-        maps,
+        plane,
         mtu: cfg.dataplane.tunnel_mtu,
         sock,
         ha: SocketAddr::new(m.home_agent.into(), roamgate_mip::wire::MIP_PORT),
         status: Status {
             pid: std::process::id(),
+            dataplane: cfg.dataplane.mode.name(),
             ..Status::default()
         },
         status_path: m.status_file.clone(),
@@ -328,6 +381,8 @@ pub async fn run(cfg: MobileNodeFile, shutdown: CancellationToken) -> anyhow::Re
         .map(|end| renew_at(end, SystemTime::now()));
     let mut tick = tokio::time::interval(Duration::from_millis(m.care_of_poll_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut counters_tick = tokio::time::interval(COUNTERS_INTERVAL);
+    let tun_mode = matches!(d.plane, Plane::Tun(_));
     let mut buf = vec![0u8; 65_536];
     loop {
         let sleep = d
@@ -340,6 +395,7 @@ pub async fn run(cfg: MobileNodeFile, shutdown: CancellationToken) -> anyhow::Re
             .unwrap_or(Duration::from_secs(3600));
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = counters_tick.tick(), if tun_mode => d.refresh_status(),
             _ = tokio::time::sleep(renew_in), if renew.is_some() => {
                 let Some(k) = &cfg.kerberos else { renew = None; continue };
                 match tokio::time::timeout(Duration::from_secs(10), fetch_ticket(k)).await {
@@ -418,6 +474,10 @@ pub async fn run(cfg: MobileNodeFile, shutdown: CancellationToken) -> anyhow::Re
         }
     }
     d.refresh_status();
+    if let Plane::Tun(t) = std::mem::replace(&mut d.plane, Plane::Stopped) {
+        let counters = t.stop();
+        info!(%counters, "TUN data plane stopped; device, routes and rules removed");
+    }
     if let Some(dp) = dp.as_mut() {
         for (i, r) in dp.detach_all() {
             if let Err(e) = r {
