@@ -410,6 +410,62 @@ pub enum MapsError {
     MasterKeyLength(usize),
     #[error("a tunnel master key in hex has only the digits 0-9a-f")]
     MasterKeyHex,
+    #[error("creating map {map}: {source}")]
+    Create {
+        map: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("pinning map {path}: {source}")]
+    Pin {
+        path: String,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("creating the pin directory {path}: {source}")]
+    PinDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How many entries each map created by [`Maps::create_pinned`] holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    pub bindings: u32,
+    pub tunnels: u32,
+    pub voice_ports: u32,
+    pub voice_flows: u32,
+}
+
+impl Default for Capacity {
+    /// The data plane's own sizes.
+    fn default() -> Self {
+        Self {
+            bindings: BINDINGS_MAX,
+            tunnels: TUNNELS_MAX,
+            voice_ports: VOICE_PORTS_MAX,
+            voice_flows: VOICE_FLOWS_MAX,
+        }
+    }
+}
+
+/// Creates a hash map like the data plane's `name` with `max_entries` and
+/// pins it at `<pin_dir>/<name>`.
+fn create_pinned<K: aya::Pod, V: aya::Pod>(
+    pin_dir: &Path,
+    name: &'static str,
+    max_entries: u32,
+    flags: u32,
+) -> Result<(), MapsError> {
+    let map = HashMap::<MapData, K, V>::create(max_entries, flags)
+        .map_err(|source| MapsError::Create { map: name, source })?;
+    let path = pin_dir.join(name);
+    map.pin(&path).map_err(|source| MapsError::Pin {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(MapError) -> MapsError {
@@ -471,6 +527,34 @@ fn open<K: aya::Pod, V: aya::Pod>(
 }
 
 impl Maps {
+    /// Creates the bindings, tunnels and voice maps with the capacities of
+    /// `cap` (same types, key and value sizes and flags as the program's)
+    /// and pins them by name under `pin_dir`, then opens them. A data plane
+    /// loaded afterwards with this `pin_dir` reuses them. Tests use it to
+    /// get maps that really fill up (an insert into a full map fails with
+    /// E2BIG); an existing pin is an error, never replaced.
+    pub fn create_pinned(pin_dir: &Path, cap: Capacity) -> Result<Self, MapsError> {
+        std::fs::create_dir_all(pin_dir).map_err(|source| MapsError::PinDir {
+            path: pin_dir.display().to_string(),
+            source,
+        })?;
+        create_pinned::<BindingKey, BindingValue>(
+            pin_dir,
+            m::BINDINGS,
+            cap.bindings,
+            BPF_F_NO_PREALLOC,
+        )?;
+        create_pinned::<TunnelKey, TunnelValue>(
+            pin_dir,
+            m::TUNNELS,
+            cap.tunnels,
+            BPF_F_NO_PREALLOC,
+        )?;
+        create_pinned::<VoicePortKey, u32>(pin_dir, m::VOICE_PORTS, cap.voice_ports, 0)?;
+        create_pinned::<VoiceFlowKey, VoiceFlowValue>(pin_dir, m::VOICE_FLOWS, cap.voice_flows, 0)?;
+        Self::open(pin_dir)
+    }
+
     /// Opens the maps a loaded data plane pinned under `pin_dir`.
     pub fn open(pin_dir: &Path) -> Result<Self, MapsError> {
         Ok(Self {

@@ -47,6 +47,21 @@ pub fn apply(
     mtu: u16,
     now: SystemTime,
 ) -> Result<Vec<Applied>, MapsError> {
+    match apply_prefix(maps, actions, mtu, now) {
+        (done, None) => Ok(done),
+        (_, Some(e)) => Err(e),
+    }
+}
+
+/// Like [`apply`], but also says how far it got: one [`Applied`] per action
+/// that took effect (so `done.len()` actions are the applied prefix), and
+/// the error of the first one that did not.
+pub fn apply_prefix(
+    maps: &mut Maps,
+    actions: &[Action],
+    mtu: u16,
+    now: SystemTime,
+) -> (Vec<Applied>, Option<MapsError>) {
     let mut done = Vec::with_capacity(actions.len());
     for a in actions {
         match a {
@@ -55,7 +70,9 @@ pub fn apply(
                 let mut spec = TunnelSpec::new(t.spi, role(t.role), t.local, t.home, &master);
                 spec.mtu = mtu;
                 spec.expires = expiry(t.expires, now);
-                maps.install_tunnel(&spec)?;
+                if let Err(e) = maps.install_tunnel(&spec) {
+                    return (done, Some(e));
+                }
                 done.push(Applied::Other);
             }
             Action::SetBinding {
@@ -66,20 +83,24 @@ pub fn apply(
                 expires,
                 ..
             } => {
-                maps.set_binding(&Binding {
+                if let Err(e) = maps.set_binding(&Binding {
                     home: *home,
                     role: role(*r),
                     remote: *remote,
                     spi: *spi,
                     expires: expiry(*expires, now),
-                })?;
+                }) {
+                    return (done, Some(e));
+                }
                 done.push(Applied::BindingSet {
                     home: *home,
                     role: role(*r),
                 });
             }
             Action::RemoveBinding { home, role: r } => {
-                maps.remove(*home, role(*r))?;
+                if let Err(e) = maps.remove(*home, role(*r)) {
+                    return (done, Some(e));
+                }
                 done.push(Applied::BindingRemoved {
                     home: *home,
                     role: role(*r),
@@ -88,12 +109,12 @@ pub fn apply(
             Action::RemoveTunnel { spi } => {
                 match maps.remove_tunnel(*spi) {
                     // Still referenced (a newer binding reuses it): keep it.
-                    Err(MapsError::TunnelInUse { .. }) => {}
-                    r => r?,
+                    Ok(()) | Err(MapsError::TunnelInUse { .. }) => {}
+                    Err(e) => return (done, Some(e)),
                 }
                 done.push(Applied::Other);
             }
         }
     }
-    Ok(done)
+    (done, None)
 }

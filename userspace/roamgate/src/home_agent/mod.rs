@@ -7,6 +7,11 @@
 //!   `dataplane::maps` (tunnel before binding, binding removal before tunnel
 //!   removal), then the proxy ARP entry and gratuitous ARP on the home
 //!   link, and only then the reply is sent;
+//! - if the journal write or a map update fails, the accepted request is
+//!   rolled back (`HomeAgent::rollback`): the part the maps did apply is
+//!   undone (binding restored or removed before its new tunnel goes), the
+//!   journal is set back, the node gets 130 instead of "accepted", and
+//!   `apply_failed` counts it;
 //! - expiry and tunnel retirement run at the core's `next_wakeup`.
 //!
 //! **Forwarding survives the daemon.** The XDP links are *pinned* next to
@@ -124,6 +129,9 @@ pub struct Metrics {
     pub replies_by_code: BTreeMap<u8, u64>,
     pub dataplane_errors: u64,
     pub journal_errors: u64,
+    /// Accepted requests rolled back and answered 130 because the journal
+    /// or the data plane could not take them.
+    pub apply_failed: u64,
     pub bindings: usize,
     pub restored_bindings: usize,
     pub reinstalled_bindings: usize,
@@ -145,6 +153,7 @@ impl Metrics {
         c("expired", self.expired);
         c("dataplane_errors", self.dataplane_errors);
         c("journal_errors", self.journal_errors);
+        c("apply_failed", self.apply_failed);
         s.push_str("# TYPE roamgate_ha_replies_total counter\n");
         for (code, v) in &self.replies_by_code {
             s.push_str(&format!(
@@ -211,8 +220,8 @@ impl Engine {
     /// ones are removed.
     pub fn restore(&mut self, now: SystemTime) -> anyhow::Result<()> {
         let state = self.journal.load().context("reading the binding journal")?;
-        let out = self.core.restore(state, now);
-        self.commit(&out, now);
+        let mut out = self.core.restore(state, now);
+        self.commit(&mut out, now);
         let restored: Vec<_> = self.core.bindings().cloned().collect();
         self.metrics.restored_bindings = restored.len();
         for b in restored {
@@ -293,47 +302,105 @@ impl Engine {
 
     /// Journal, then data plane, then home link: the order of the core's
     /// contract.
-    fn commit(&mut self, out: &Outcome, now: SystemTime) {
-        self.commit_all(std::slice::from_ref(out), now);
+    fn commit(&mut self, out: &mut Outcome, now: SystemTime) {
+        self.commit_all(std::slice::from_mut(out), now);
+    }
+
+    /// The home-link side effects of what the maps did.
+    fn follow_home_link(&mut self, done: &[Applied]) {
+        for d in done {
+            match *d {
+                Applied::BindingSet {
+                    home,
+                    role: Role::HomeAgent,
+                } => self.ensure_proxy(home, true),
+                Applied::BindingRemoved {
+                    home,
+                    role: Role::HomeAgent,
+                } => self.drop_proxy(home),
+                _ => {}
+            }
+        }
     }
 
     /// Journal (every outcome's ops in one transaction: a group commit),
     /// then each outcome's data-plane actions in order, then the home link.
-    fn commit_all(&mut self, outs: &[Outcome], now: SystemTime) {
+    ///
+    /// An accepted outcome whose journal write or actions failed is rolled
+    /// back in the core: what its actions did apply is undone in the safe
+    /// order, the journal is set back, and its reply becomes the core's 130.
+    /// A later outcome of the same batch for the same home address is not
+    /// applied but rolled back too (it built on the failed one); rollbacks
+    /// run newest first, so each restores what the one before it left.
+    fn commit_all(&mut self, outs: &mut [Outcome], now: SystemTime) {
         let ops: Vec<_> = outs
             .iter()
             .flat_map(|o| o.journal.iter().cloned())
             .collect();
-        if !ops.is_empty() {
-            if let Err(e) = self.journal.apply(&ops) {
-                self.metrics.journal_errors += 1;
-                warn!(error = %e, "writing the binding journal");
+        let journaled = ops.is_empty()
+            || match self.journal.apply(&ops) {
+                Ok(()) => true,
+                Err(e) => {
+                    self.metrics.journal_errors += 1;
+                    warn!(error = %e, "writing the binding journal");
+                    false
+                }
+            };
+        // (outcome index, how many of its actions the maps applied)
+        let mut failed: Vec<(usize, usize)> = Vec::new();
+        let mut failed_homes: HashSet<Ipv4Addr> = HashSet::new();
+        for (i, out) in outs.iter().enumerate() {
+            let undo_home = out.undo.as_ref().map(|u| u.home());
+            if let Some(home) = undo_home {
+                if !journaled || failed_homes.contains(&home) {
+                    failed.push((i, 0));
+                    failed_homes.insert(home);
+                    continue;
+                }
             }
-        }
-        for out in outs {
             if out.actions.is_empty() {
                 continue;
             }
-            match apply::apply(&mut self.maps, &out.actions, self.mtu, now) {
-                Ok(done) => {
-                    for d in done {
-                        match d {
-                            Applied::BindingSet {
-                                home,
-                                role: Role::HomeAgent,
-                            } => self.ensure_proxy(home, true),
-                            Applied::BindingRemoved {
-                                home,
-                                role: Role::HomeAgent,
-                            } => self.drop_proxy(home),
-                            _ => {}
-                        }
-                    }
+            let (done, err) = apply::apply_prefix(&mut self.maps, &out.actions, self.mtu, now);
+            match (err, undo_home) {
+                (None, _) => self.follow_home_link(&done),
+                (Some(e), Some(home)) => {
+                    self.metrics.dataplane_errors += 1;
+                    warn!(%home, error = %e, applied = done.len(), "applying a registration to the data plane");
+                    failed.push((i, done.len()));
+                    failed_homes.insert(home);
                 }
-                Err(e) => {
+                (Some(e), None) => {
                     self.metrics.dataplane_errors += 1;
                     warn!(error = %e, "applying data-plane actions");
+                    self.follow_home_link(&done);
                 }
+            }
+        }
+        let mut undo_ops = Vec::new();
+        for (i, n) in failed.into_iter().rev() {
+            let out = &mut outs[i];
+            let Some(undo) = out.undo.take() else {
+                continue;
+            };
+            let home = undo.home();
+            let rb = self.core.rollback(undo, &out.actions[..n], now);
+            out.reply = rb.reply;
+            out.code = rb.code;
+            out.rejection = rb.rejection;
+            undo_ops.extend(rb.journal);
+            let (done, err) = apply::apply_prefix(&mut self.maps, &rb.actions, self.mtu, now);
+            if let Some(e) = err {
+                self.metrics.dataplane_errors += 1;
+                warn!(%home, error = %e, "undoing a failed registration in the data plane");
+            }
+            self.follow_home_link(&done);
+            warn!(%home, code = ?out.code, "registration not committed: rolled back");
+        }
+        if !undo_ops.is_empty() {
+            if let Err(e) = self.journal.apply(&undo_ops) {
+                self.metrics.journal_errors += 1;
+                warn!(error = %e, "writing the binding journal after a rollback");
             }
         }
     }
@@ -353,18 +420,19 @@ impl Engine {
         now: SystemTime,
     ) -> Vec<Option<Vec<u8>>> {
         let before = self.core.stats();
-        let outs: Vec<Outcome> = reqs
+        let mut outs: Vec<Outcome> = reqs
             .iter()
             .map(|(bytes, src)| self.core.handle_request(bytes, *src, now))
             .collect();
         self.metrics.requests += reqs.len() as u64;
-        self.commit_all(&outs, now);
+        self.commit_all(&mut outs, now);
         let after = self.core.stats();
         self.metrics.accepted = after.accepted;
         self.metrics.deregistered = after.deregistered;
         self.metrics.rejected = after.rejected;
         self.metrics.dropped = after.dropped;
         self.metrics.expired = after.expired;
+        self.metrics.apply_failed = after.apply_failed;
         self.metrics.bindings = self.core.binding_count();
         if after.deregistered > before.deregistered {
             info!(n = after.deregistered - before.deregistered, "deregistered");
@@ -387,8 +455,8 @@ impl Engine {
 
     /// Expires bindings and retires tunnels whose time has come.
     pub fn poll(&mut self, now: SystemTime) {
-        let out = self.core.poll(now);
-        self.commit(&out, now);
+        let mut out = self.core.poll(now);
+        self.commit(&mut out, now);
         let s = self.core.stats();
         if s.expired > self.metrics.expired {
             info!(

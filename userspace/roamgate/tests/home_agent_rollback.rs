@@ -1,0 +1,308 @@
+//! The home agent never answers "accepted" for a binding it could not
+//! commit. The maps here are real pinned BPF hash maps, created small
+//! (`Maps::create_pinned`), so an insert into a full one fails in the kernel
+//! with E2BIG, as it would on a gateway at capacity. Needs root.
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc,
+    },
+    time::{Duration, SystemTime},
+};
+
+use roamgate::{
+    dataplane::maps::{Binding, Capacity, Expiry, Maps, MasterKey, Role, TunnelSpec},
+    home_agent::{Engine, HomeLink},
+};
+use roamgate_krb::ap::KeySet;
+use roamgate_mip::{
+    auth::SecurityAssociation,
+    home_agent::{HomeAgent, HomeAgentConfig, NodeConfig},
+    journal::{BindingJournal, JournalError, JournalOp, JournalState, SqliteJournal},
+    mobile_node::{Event, MobileNode, MobileNodeConfig},
+    wire::{self, code},
+};
+
+const HA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const HOME: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);
+const COA_A: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
+const COA_B: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 30);
+/// Another node's binding that fills the map.
+const OTHER: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 99);
+const OTHER_SPI: u32 = 0x00f0_0001;
+const MN_HA_SPI: u32 = 0x1000;
+const MN_HA_KEY: &[u8] = b"mn-ha shared key 16+";
+
+/// A private pin directory under bpffs, removed on drop (also when the
+/// test panics).
+struct PinDir(PathBuf);
+
+impl PinDir {
+    fn new(tag: &str) -> Self {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let p = PathBuf::from(format!(
+            "/sys/fs/bpf/roamgate-test-{tag}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        Self(p)
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn sa() -> SecurityAssociation {
+    SecurityAssociation::new(MN_HA_SPI, MN_HA_KEY).unwrap()
+}
+
+fn mobile_node() -> MobileNode {
+    let mut n = 0u32;
+    MobileNode::new(
+        MobileNodeConfig {
+            home_address: HOME,
+            home_agent: HA,
+            security_association: sa(),
+            credential: None,
+            lifetime: 300,
+            reverse_tunnel: true,
+            co_located: true,
+            tunnel_grace: Duration::from_secs(5),
+        },
+        Box::new(move || {
+            n = n.wrapping_add(0x9e37);
+            n
+        }),
+    )
+}
+
+fn engine(maps: Maps, journal: Box<dyn BindingJournal + Send>) -> Engine {
+    let core = HomeAgent::new(
+        HomeAgentConfig::new(HA),
+        vec![NodeConfig {
+            home_address: HOME,
+            security_associations: vec![sa()],
+            principal: None,
+            require_kerberos: false,
+        }],
+        Arc::new(KeySet::default()),
+    );
+    Engine::new(core, journal, maps, 1500, HomeLink::default())
+}
+
+fn sqlite_journal() -> (tempfile::TempDir, Box<dyn BindingJournal + Send>) {
+    let dir = tempfile::tempdir().unwrap();
+    let j = SqliteJournal::open(&dir.path().join("bindings.sqlite")).unwrap();
+    (dir, Box::new(j))
+}
+
+/// Another node's binding and tunnel, straight through the map API.
+fn occupy(maps: &mut Maps) {
+    let mk = MasterKey::new([7; 32]);
+    maps.install(
+        &Binding {
+            home: OTHER,
+            role: Role::HomeAgent,
+            remote: COA_B,
+            spi: OTHER_SPI,
+            expires: Expiry::Never,
+        },
+        &TunnelSpec::new(OTHER_SPI, Role::HomeAgent, HA, OTHER, &mk),
+    )
+    .unwrap();
+}
+
+/// The node registers from `coa`; returns the reply code, after the node
+/// has handled the reply.
+fn register(e: &mut Engine, mn: &mut MobileNode, coa: Ipv4Addr, now: SystemTime) -> u8 {
+    let req = if mn.binding().is_none() {
+        mn.register(coa, now)
+    } else {
+        mn.set_care_of(coa, now)
+    }
+    .unwrap()
+    .send
+    .expect("a request to send");
+    let reply = e
+        .handle(&req, IpAddr::V4(coa), now)
+        .expect("a registration gets a reply");
+    let c = wire::parse_reply(&reply).unwrap().repr.code;
+    let out = mn.handle_reply(&reply, now).unwrap();
+    if c == code::INSUFFICIENT_RESOURCES {
+        assert_eq!(out.events, vec![Event::Rejected { code: c }]);
+    }
+    c
+}
+
+/// The home agent's binding of HOME in the maps: (remote, spi, tunnel present).
+fn map_binding(maps: &Maps) -> Option<(Ipv4Addr, u32, bool)> {
+    maps.list()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.binding.home == HOME && s.binding.role == Role::HomeAgent)
+        .map(|s| (s.binding.remote, s.binding.spi, s.tunnel_present))
+}
+
+fn journal_binding(e: &Engine) -> Option<(Ipv4Addr, u32)> {
+    e.journal
+        .load()
+        .unwrap()
+        .bindings
+        .iter()
+        .find(|b| b.home == HOME)
+        .map(|b| (b.care_of, b.spi))
+}
+
+#[test]
+fn full_bindings_map_gets_130_and_leaves_nothing_behind() {
+    let pin = PinDir::new("ha-rollback");
+    let cap = Capacity {
+        bindings: 1,
+        tunnels: 4,
+        ..Capacity::default()
+    };
+    let mut maps = Maps::create_pinned(&pin.0, cap).expect("creating maps (are you root?)");
+    occupy(&mut maps);
+    let (_dir, journal) = sqlite_journal();
+    let mut e = engine(maps, journal);
+    let mut mn = mobile_node();
+    let now = SystemTime::now();
+
+    // The tunnel goes in, the binding does not fit: the tunnel is taken out
+    // again and the node is refused.
+    let c = register(&mut e, &mut mn, COA_A, now);
+    assert_eq!(c, code::INSUFFICIENT_RESOURCES);
+    assert_eq!(map_binding(&e.maps), None);
+    assert_eq!(
+        e.maps.tunnel_count(),
+        1,
+        "only the other node's tunnel is left"
+    );
+    assert!(e.maps.tunnel(OTHER_SPI).unwrap().is_some());
+    assert_eq!(journal_binding(&e), None);
+    assert_eq!(e.core.binding_count(), 0);
+    assert_eq!(e.metrics.apply_failed, 1);
+    assert_eq!(e.metrics.accepted, 0);
+    assert_eq!(e.metrics.dataplane_errors, 1);
+    assert_eq!(e.metrics.replies_by_code.get(&130), Some(&1));
+    assert_eq!(e.metrics.replies_by_code.get(&0), None);
+    assert_eq!(e.metrics.bindings, 0);
+
+    // Room again: the next registration is accepted and installed.
+    e.maps.remove(OTHER, Role::HomeAgent).unwrap();
+    let later = now + Duration::from_secs(1);
+    assert_eq!(register(&mut e, &mut mn, COA_A, later), code::ACCEPTED);
+    let (remote, spi, tunnel) = map_binding(&e.maps).expect("binding installed");
+    assert_eq!((remote, tunnel), (COA_A, true));
+    assert_eq!(journal_binding(&e), Some((COA_A, spi)));
+    assert_eq!(e.metrics.apply_failed, 1);
+    assert_eq!(e.metrics.accepted, 1);
+}
+
+#[test]
+fn full_tunnels_map_refuses_a_handover_and_keeps_the_old_binding() {
+    let pin = PinDir::new("ha-rollback");
+    let cap = Capacity {
+        bindings: 4,
+        tunnels: 2,
+        ..Capacity::default()
+    };
+    let maps = Maps::create_pinned(&pin.0, cap).expect("creating maps (are you root?)");
+    let (_dir, journal) = sqlite_journal();
+    let mut e = engine(maps, journal);
+    let mut mn = mobile_node();
+    let now = SystemTime::now();
+    assert_eq!(register(&mut e, &mut mn, COA_A, now), code::ACCEPTED);
+    let (_, old_spi, _) = map_binding(&e.maps).unwrap();
+    occupy(&mut e.maps); // the second and last tunnel slot
+
+    let at = now + Duration::from_secs(30);
+    assert_eq!(
+        register(&mut e, &mut mn, COA_B, at),
+        code::INSUFFICIENT_RESOURCES
+    );
+    assert_eq!(map_binding(&e.maps), Some((COA_A, old_spi, true)));
+    assert_eq!(e.maps.tunnel_count(), 2);
+    assert_eq!(journal_binding(&e), Some((COA_A, old_spi)));
+    assert_eq!(e.core.binding(HOME).map(|b| b.care_of), Some(COA_A));
+    assert_eq!(e.metrics.apply_failed, 1);
+    // The old tunnel is not retired: nothing is due before the binding
+    // expires.
+    assert_eq!(
+        e.core.next_wakeup(),
+        e.core.binding(HOME).map(|b| b.expires)
+    );
+
+    e.maps.remove(OTHER, Role::HomeAgent).unwrap();
+    let at = at + Duration::from_secs(1);
+    assert_eq!(register(&mut e, &mut mn, COA_B, at), code::ACCEPTED);
+    let (remote, new_spi, tunnel) = map_binding(&e.maps).unwrap();
+    assert_eq!((remote, tunnel), (COA_B, true));
+    assert_ne!(new_spi, old_spi);
+    assert_eq!(journal_binding(&e), Some((COA_B, new_spi)));
+}
+
+/// A journal whose writes fail once `broken` is set.
+struct BreakableJournal {
+    inner: SqliteJournal,
+    broken: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BindingJournal for BreakableJournal {
+    fn apply(&mut self, ops: &[JournalOp]) -> Result<(), JournalError> {
+        if self.broken.load(Ordering::Relaxed) {
+            // The error SQLite gives when the database cannot be written.
+            return SqliteJournal::open(std::path::Path::new("/nonexistent/journal.sqlite"))
+                .and_then(|mut j| j.apply(ops));
+        }
+        self.inner.apply(ops)
+    }
+
+    fn load(&self) -> Result<JournalState, JournalError> {
+        self.inner.load()
+    }
+}
+
+#[test]
+fn journal_failure_gets_130_and_touches_no_map() {
+    let pin = PinDir::new("ha-rollback");
+    let maps = Maps::create_pinned(
+        &pin.0,
+        Capacity {
+            bindings: 4,
+            tunnels: 4,
+            ..Capacity::default()
+        },
+    )
+    .expect("creating maps (are you root?)");
+    let broken = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let journal = BreakableJournal {
+        inner: SqliteJournal::in_memory().unwrap(),
+        broken: broken.clone(),
+    };
+    let mut e = engine(maps, Box::new(journal));
+    let mut mn = mobile_node();
+    let now = SystemTime::now();
+    assert_eq!(
+        register(&mut e, &mut mn, COA_A, now),
+        code::INSUFFICIENT_RESOURCES
+    );
+    assert_eq!(map_binding(&e.maps), None);
+    assert_eq!(e.maps.tunnel_count(), 0);
+    assert_eq!(e.core.binding_count(), 0);
+    assert_eq!(e.metrics.apply_failed, 1);
+    assert!(e.metrics.journal_errors >= 1);
+
+    broken.store(false, Ordering::Relaxed);
+    let later = now + Duration::from_secs(1);
+    assert_eq!(register(&mut e, &mut mn, COA_A, later), code::ACCEPTED);
+    assert!(map_binding(&e.maps).is_some());
+    assert!(journal_binding(&e).is_some());
+}
