@@ -60,7 +60,7 @@ const VOICE_PORT_CN: u16 = 5006;
 
 /// Runs `f` on a new thread inside network namespace `ns` (only the network
 /// namespace: bpffs stays visible).
-fn spawn_in_netns<T: Send + 'static>(
+pub fn spawn_in_netns<T: Send + 'static>(
     ns: &str,
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> std::thread::JoinHandle<anyhow::Result<T>> {
@@ -486,11 +486,11 @@ impl Drop for Scenario {
 }
 
 impl Scenario {
-    fn path(&self, name: &str) -> PathBuf {
+    pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    fn log(&self, name: &str) -> String {
+    pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.path(name)).unwrap_or_default()
     }
 
@@ -788,6 +788,15 @@ level = "info"
     }
 
     pub fn start_mn(&mut self) -> anyhow::Result<()> {
+        let xdp = format!(
+            "mode = \"xdp\"\ninterfaces = [\"mna\", \"mnb\", \"mn-app\"]\npin_dir = \"{}\"\n",
+            self.pin_mn.display()
+        );
+        self.start_mn_with(&xdp)
+    }
+
+    /// Starts the mobile node with `dataplane` as its `[dataplane]` section.
+    pub fn start_mn_with(&mut self, dataplane: &str) -> anyhow::Result<()> {
         let key = self.path("mn-ha.key");
         let cfg = self.path("mn.toml");
         std::fs::write(
@@ -810,17 +819,13 @@ keytab = "{kt}"
 service = "mip/ha@{REALM}"
 
 [dataplane]
-mode = "xdp"
-interfaces = ["mna", "mnb", "mn-app"]
-pin_dir = "{pin}"
-
+{dataplane}
 [log]
 level = "info"
 "#,
                 key = key.display(),
                 status = self.path("mn-status.json").display(),
                 kt = self.path("mn.keytab").display(),
-                pin = self.pin_mn.display(),
             ),
         )?;
         let mut cmd = self.roamgate()?;
@@ -828,6 +833,14 @@ level = "info"
         let idx = self.topo.spawn("mn", cmd, Some(&self.path("mn.log")))?;
         self.mn_child = Some(idx);
         Ok(())
+    }
+
+    /// SIGTERM to the mobile node (it deregisters); its exit status.
+    pub fn stop_mn(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let idx = self.mn_child.take().context("no mobile node")?;
+        let c = self.topo.child_mut(idx);
+        kill(c.id(), libc::SIGTERM);
+        Ok(c.wait()?)
     }
 
     pub fn mn_status(&self) -> Value {
@@ -838,7 +851,7 @@ level = "info"
         read_json(&self.path("ha-stats.json"))
     }
 
-    fn wait_registered(&mut self, n: u64, care_of: Ipv4Addr) -> anyhow::Result<()> {
+    pub fn wait_registered(&mut self, n: u64, care_of: Ipv4Addr) -> anyhow::Result<()> {
         let idx = self.mn_child.context("no mobile node")?;
         wait_for(
             &format!("registration {n} from {care_of}"),
@@ -891,7 +904,7 @@ level = "info"
         let _ = c.wait();
     }
 
-    fn ha_bindings(&self) -> anyhow::Result<Vec<Value>> {
+    pub fn ha_bindings(&self) -> anyhow::Result<Vec<Value>> {
         let out = Command::new(roamgate_bin()?)
             .args(["bindings", "--json", "--pin-dir"])
             .arg(&self.pin_ha)
