@@ -28,6 +28,7 @@ fn engine_restores_journaled_bindings_into_the_maps() {
 
     use roamgate::{
         dataplane::{
+            fixture::TestPinDir,
             maps::{Maps, Role},
             DataPlane,
         },
@@ -48,11 +49,9 @@ fn engine_restores_journaled_bindings_into_the_maps() {
     let ha = Ipv4Addr::new(192, 0, 2, 1);
     let home = Ipv4Addr::new(10, 1, 0, 77);
     let coa = Ipv4Addr::new(198, 51, 100, 7);
-    let pin = std::path::PathBuf::from(format!(
-        "/sys/fs/bpf/rg-test-ha-restore-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&pin);
+    // Removed on drop, also when an assertion below fails.
+    let pin_dir = TestPinDir::new("ha-restore");
+    let pin = pin_dir.path().to_owned();
     let _dp = DataPlane::load(&pin).expect("data plane loads");
     let dir = tempfile::tempdir().unwrap();
     let jpath = dir.path().join("bindings.sqlite");
@@ -127,6 +126,4 @@ fn engine_restores_journaled_bindings_into_the_maps() {
     // The restarted home agent still refuses the old request (replay).
     let reply = e.handle(&req, IpAddr::V4(coa), SystemTime::now()).unwrap();
     assert_eq!(reply[1], 133);
-    drop(e);
-    let _ = std::fs::remove_dir_all(&pin);
 }

@@ -5,16 +5,15 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr},
-    path::PathBuf,
-    sync::{
-        atomic::{AtomicU32, Ordering},
-        Arc,
-    },
+    sync::{atomic::Ordering, Arc},
     time::{Duration, SystemTime},
 };
 
 use roamgate::{
-    dataplane::maps::{Binding, Capacity, Expiry, Maps, MasterKey, Role, TunnelSpec},
+    dataplane::{
+        fixture::TestPinDir,
+        maps::{Binding, Capacity, Expiry, Maps, MasterKey, Role, TunnelSpec},
+    },
     home_agent::{Engine, HomeLink},
 };
 use roamgate_krb::ap::KeySet;
@@ -35,29 +34,6 @@ const OTHER: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 99);
 const OTHER_SPI: u32 = 0x00f0_0001;
 const MN_HA_SPI: u32 = 0x1000;
 const MN_HA_KEY: &[u8] = b"mn-ha shared key 16+";
-
-/// A private pin directory under bpffs, removed on drop (also when the
-/// test panics).
-struct PinDir(PathBuf);
-
-impl PinDir {
-    fn new(tag: &str) -> Self {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let p = PathBuf::from(format!(
-            "/sys/fs/bpf/roamgate-test-{tag}-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        Self(p)
-    }
-}
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn sa() -> SecurityAssociation {
     SecurityAssociation::new(MN_HA_SPI, MN_HA_KEY).unwrap()
@@ -162,13 +138,13 @@ fn journal_binding(e: &Engine) -> Option<(Ipv4Addr, u32)> {
 
 #[test]
 fn full_bindings_map_gets_130_and_leaves_nothing_behind() {
-    let pin = PinDir::new("ha-rollback");
+    let pin = TestPinDir::new("ha-rollback");
     let cap = Capacity {
         bindings: 1,
         tunnels: 4,
         ..Capacity::default()
     };
-    let mut maps = Maps::create_pinned(&pin.0, cap).expect("creating maps (are you root?)");
+    let mut maps = Maps::create_pinned(pin.path(), cap).expect("creating maps (are you root?)");
     occupy(&mut maps);
     let (_dir, journal) = sqlite_journal();
     let mut e = engine(maps, journal);
@@ -208,13 +184,13 @@ fn full_bindings_map_gets_130_and_leaves_nothing_behind() {
 
 #[test]
 fn full_tunnels_map_refuses_a_handover_and_keeps_the_old_binding() {
-    let pin = PinDir::new("ha-rollback");
+    let pin = TestPinDir::new("ha-rollback");
     let cap = Capacity {
         bindings: 4,
         tunnels: 2,
         ..Capacity::default()
     };
-    let maps = Maps::create_pinned(&pin.0, cap).expect("creating maps (are you root?)");
+    let maps = Maps::create_pinned(pin.path(), cap).expect("creating maps (are you root?)");
     let (_dir, journal) = sqlite_journal();
     let mut e = engine(maps, journal);
     let mut mn = mobile_node();
@@ -272,9 +248,9 @@ impl BindingJournal for BreakableJournal {
 
 #[test]
 fn journal_failure_gets_130_and_touches_no_map() {
-    let pin = PinDir::new("ha-rollback");
+    let pin = TestPinDir::new("ha-rollback");
     let maps = Maps::create_pinned(
-        &pin.0,
+        pin.path(),
         Capacity {
             bindings: 4,
             tunnels: 4,

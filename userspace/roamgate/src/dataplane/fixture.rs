@@ -8,7 +8,7 @@
 
 use std::{
     fmt::Write as _,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::atomic::{AtomicU32, Ordering},
 };
 
@@ -103,25 +103,89 @@ pub enum FixtureError {
     Mismatch(String),
 }
 
+/// Where tests pin their maps: `<this><pid>-<n>[-<tag>]`.
+pub const TEST_PIN_PREFIX: &str = "/sys/fs/bpf/roamgate-test-";
+
+static PIN_SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A test's private bpffs pin directory, removed on drop: when the test
+/// ends, fails or panics (unwinding), and when a data plane loaded into it
+/// fails halfway (its maps are pinned before the program is verified). A
+/// test process that was killed cannot clean up; its directories are swept
+/// by the next [`TestPinDir::new`] once its pid no longer exists.
+#[derive(Debug)]
+pub struct TestPinDir(PathBuf);
+
+impl TestPinDir {
+    /// A new, empty directory name (nothing is created until something pins).
+    pub fn new(tag: &str) -> Self {
+        sweep_stale_test_pins();
+        let mut p = format!(
+            "{TEST_PIN_PREFIX}{}-{}",
+            std::process::id(),
+            PIN_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        if !tag.is_empty() {
+            p.push('-');
+            p.push_str(tag);
+        }
+        let p = PathBuf::from(p);
+        let _ = std::fs::remove_dir_all(&p);
+        Self(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TestPinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Removes the test pin directories of processes that no longer exist.
+fn sweep_stale_test_pins() {
+    let prefix = Path::new(TEST_PIN_PREFIX);
+    let (Some(dir), Some(stem)) = (prefix.parent(), prefix.file_name()) else {
+        return;
+    };
+    let stem = stem.to_string_lossy();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(stem.as_ref())
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// Runs fixtures against a freshly loaded data plane whose maps are pinned in
 /// a private directory, so tests never touch a running gateway's state.
 pub struct FixtureRunner {
+    // Dropped in this order: the program goes, then its pin directory.
     dp: DataPlane,
-    pin_dir: PathBuf,
+    _pin_dir: TestPinDir,
 }
-
-static RUNNER_SEQ: AtomicU32 = AtomicU32::new(0);
 
 impl FixtureRunner {
     pub fn new() -> Result<Self, FixtureError> {
-        let pin_dir = PathBuf::from(format!(
-            "/sys/fs/bpf/roamgate-test-{}-{}",
-            std::process::id(),
-            RUNNER_SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&pin_dir);
-        let dp = DataPlane::load(&pin_dir)?;
-        Ok(Self { dp, pin_dir })
+        let pin_dir = TestPinDir::new("");
+        let dp = DataPlane::load(pin_dir.path())?;
+        Ok(Self {
+            dp,
+            _pin_dir: pin_dir,
+        })
     }
 
     pub fn data_plane(&mut self) -> &mut DataPlane {
@@ -201,12 +265,6 @@ impl FixtureRunner {
         } else {
             Err(FixtureError::Mismatch(failures))
         }
-    }
-}
-
-impl Drop for FixtureRunner {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.pin_dir);
     }
 }
 
