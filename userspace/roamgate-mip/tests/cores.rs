@@ -1114,6 +1114,22 @@ fn accept_then_roll_back(
     (out.actions, rb)
 }
 
+/// Registers from A at `now`, then the node deregisters at `later`: the
+/// binding before and the home agent's outcome (accepted by the core).
+fn register_then_deregister(
+    w: &mut World,
+    now: SystemTime,
+    later: SystemTime,
+) -> (roamgate_mip::home_agent::Binding, Outcome) {
+    register(w, COA_A, now);
+    let before = w.ha.binding(HOME).unwrap().clone();
+    let req = w.mn.deregister(later).unwrap().send.unwrap();
+    let out = w.ha.handle_request(&req, SRC, later);
+    assert_eq!(out.code, Some(code::ACCEPTED));
+    assert_eq!(w.ha.binding_count(), 0);
+    (before, out)
+}
+
 #[test]
 fn rejections_carry_no_undo() {
     let mut w = world();
@@ -1215,13 +1231,9 @@ fn rollback_of_a_handover_restores_the_old_binding_before_removing_the_new_tunne
 fn rollback_of_a_deregistration_keeps_the_binding() {
     let mut w = world();
     let now = t0();
-    let spi = install_of(&register(&mut w, COA_A, now).actions).0;
-    let before = w.ha.binding(HOME).unwrap().clone();
     let later = now + secs(10);
-    let req = w.mn.deregister(later).unwrap().send.unwrap();
-    let mut out = w.ha.handle_request(&req, SRC, later);
-    assert_eq!(out.code, Some(code::ACCEPTED));
-    assert_eq!(w.ha.binding_count(), 0);
+    let (before, mut out) = register_then_deregister(&mut w, now, later);
+    let spi = before.spi;
     // The journal write failed: nothing reached the data plane.
     let rb = w.ha.rollback(out.undo.take().unwrap(), &[], later);
     assert_eq!(rb.code, Some(code::INSUFFICIENT_RESOURCES));
@@ -1244,11 +1256,19 @@ fn rollback_of_a_deregistration_keeps_the_binding() {
 fn rollback_of_a_deregistration_whose_tunnel_is_gone_keeps_it_gone() {
     let mut w = world();
     let now = t0();
-    register(&mut w, COA_A, now);
-    let later = now + secs(10);
+    let old_spi = install_of(&register(&mut w, COA_A, now).actions).0;
+    let at = now + secs(10);
+    let out = w.mn.set_care_of(COA_B, at).unwrap();
+    let ha_out =
+        w.ha.handle_request(&out.send.unwrap(), IpAddr::V4(COA_B), at);
+    w.mn.handle_reply(ha_out.reply.as_ref().unwrap(), at)
+        .unwrap();
+    let later = at + secs(1);
     let req = w.mn.deregister(later).unwrap().send.unwrap();
     let mut out = w.ha.handle_request(&req, SRC, later);
-    // Binding and tunnel removed; a later action failed.
+    assert_eq!(out.actions.len(), 3, "{:?}", out.actions);
+    assert_eq!(out.actions[2], Action::RemoveTunnel { spi: old_spi });
+    // Binding and its tunnel removed; removing the replaced tunnel failed.
     let rb =
         w.ha.rollback(out.undo.take().unwrap(), &out.actions[..2], later);
     assert_eq!(
@@ -1260,4 +1280,10 @@ fn rollback_of_a_deregistration_whose_tunnel_is_gone_keeps_it_gone() {
     );
     assert_eq!(rb.journal, vec![JournalOp::RemoveBinding(HOME)]);
     assert_eq!(w.ha.binding_count(), 0);
+    // The replaced tunnel is still installed: it goes after its grace.
+    assert_eq!(w.ha.next_wakeup(), Some(at + secs(5)));
+    assert_eq!(
+        w.ha.poll(at + secs(5)).actions,
+        vec![Action::RemoveTunnel { spi: old_spi }]
+    );
 }

@@ -136,15 +136,21 @@ fn journal_binding(e: &Engine) -> Option<(Ipv4Addr, u32)> {
         .map(|b| (b.care_of, b.spi))
 }
 
-#[test]
-fn full_bindings_map_gets_130_and_leaves_nothing_behind() {
+/// Real pinned maps this small (removed with the returned directory).
+fn small_maps(bindings: u32, tunnels: u32) -> (TestPinDir, Maps) {
     let pin = TestPinDir::new("ha-rollback");
     let cap = Capacity {
-        bindings: 1,
-        tunnels: 4,
+        bindings,
+        tunnels,
         ..Capacity::default()
     };
-    let mut maps = Maps::create_pinned(pin.path(), cap).expect("creating maps (are you root?)");
+    let maps = Maps::create_pinned(pin.path(), cap).expect("creating maps (are you root?)");
+    (pin, maps)
+}
+
+#[test]
+fn full_bindings_map_gets_130_and_leaves_nothing_behind() {
+    let (_pin, mut maps) = small_maps(1, 4);
     occupy(&mut maps);
     let (_dir, journal) = sqlite_journal();
     let mut e = engine(maps, journal);
@@ -184,13 +190,7 @@ fn full_bindings_map_gets_130_and_leaves_nothing_behind() {
 
 #[test]
 fn full_tunnels_map_refuses_a_handover_and_keeps_the_old_binding() {
-    let pin = TestPinDir::new("ha-rollback");
-    let cap = Capacity {
-        bindings: 4,
-        tunnels: 2,
-        ..Capacity::default()
-    };
-    let maps = Maps::create_pinned(pin.path(), cap).expect("creating maps (are you root?)");
+    let (_pin, maps) = small_maps(4, 2);
     let (_dir, journal) = sqlite_journal();
     let mut e = engine(maps, journal);
     let mut mn = mobile_node();
@@ -248,16 +248,7 @@ impl BindingJournal for BreakableJournal {
 
 #[test]
 fn journal_failure_gets_130_and_touches_no_map() {
-    let pin = TestPinDir::new("ha-rollback");
-    let maps = Maps::create_pinned(
-        pin.path(),
-        Capacity {
-            bindings: 4,
-            tunnels: 4,
-            ..Capacity::default()
-        },
-    )
-    .expect("creating maps (are you root?)");
+    let (_pin, maps) = small_maps(4, 4);
     let broken = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let journal = BreakableJournal {
         inner: SqliteJournal::in_memory().unwrap(),
