@@ -651,3 +651,29 @@ pub async fn run(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apply_failed_is_exported_in_prometheus_and_the_stats_file() {
+        let m = Metrics {
+            apply_failed: 3,
+            ..Metrics::default()
+        };
+        let text = m.prometheus();
+        assert!(
+            text.contains(
+                "# TYPE roamgate_ha_apply_failed_total counter\nroamgate_ha_apply_failed_total 3\n"
+            ),
+            "{text}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("stats.json");
+        write_stats(&p, &m);
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        assert_eq!(v["apply_failed"], 3);
+    }
+}
