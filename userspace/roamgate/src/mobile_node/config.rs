@@ -280,6 +280,17 @@ mod tests {
     }
 
     #[test]
+    fn shipped_tun_example_parses() {
+        let text = include_str!("../../../../config/mobile-node-tun.toml");
+        let cfg = MobileNodeFile::from_toml(text).unwrap();
+        let d = &cfg.dataplane;
+        assert_eq!(d.mode, DataplaneMode::Tun);
+        assert_eq!((d.tun_name.as_str(), d.route_table), ("rgmn0", 434));
+        assert_eq!(d.routes, vec!["0.0.0.0/0"]);
+        assert!(d.interfaces.is_empty());
+    }
+
+    #[test]
     fn refuses_unknown_keys_and_bad_values() {
         let base = "[mobile_node]\nhome_address = \"10.1.0.50\"\nhome_agent = \"192.0.2.1\"\nspi = 256\nkey_file = \"/k\"\ncare_of_interfaces = [\"eth0\"]\n";
         let ok = format!("{base}[dataplane]\nmode = \"pinned\"\n");

@@ -186,7 +186,7 @@ fn write_status(path: Option<&Path>, s: &Status) {
 
 /// Where the core's actions go.
 enum Plane {
-    Maps(Maps),
+    Maps(Box<Maps>),
     Tun(TunPlane),
     /// After shutdown.
     Stopped,
@@ -333,7 +333,7 @@ pub async fn run(cfg: MobileNodeFile, shutdown: CancellationToken) -> anyhow::Re
             Plane::Tun(t)
         }
         DataplaneMode::Xdp | DataplaneMode::Pinned => {
-            Plane::Maps(Maps::open(&cfg.dataplane.pin_dir)?)
+            Plane::Maps(Box::new(Maps::open(&cfg.dataplane.pin_dir)?))
         }
     };
 

@@ -341,7 +341,7 @@ mod tests {
             expires: now + Duration::from_secs(30),
             reverse_tunnel: true,
         };
-        apply_actions(&table, &[install.clone()], 1500, now).unwrap();
+        apply_actions(&table, std::slice::from_ref(&install), 1500, now).unwrap();
         let inner = FrameBuilder::new()
             .ipv4(HOME, CN)
             .udp(1, 2)
@@ -354,7 +354,7 @@ mod tests {
             table::read(&table).encap(&inner, &mut out, mono),
             Err(crate::tunnel::core::DropReason::NoBinding)
         );
-        apply_actions(&table, &[bind.clone()], 1500, now).unwrap();
+        apply_actions(&table, std::slice::from_ref(&bind), 1500, now).unwrap();
         let (n, r) = table::read(&table).encap(&inner, &mut out, mono).unwrap();
         assert_eq!((r.local, r.remote), (COA, HA));
         // The home agent's side as the XDP path keys it.
