@@ -151,6 +151,14 @@ impl Streams {
     }
 }
 
+/// The node's TUN routing table, as `ip route` shows it.
+fn tun_table(s: &Scenario) -> String {
+    let table = TABLE.to_string();
+    s.topo
+        .exec_ok("mn", &["ip", "-4", "route", "show", "table", &table])
+        .unwrap()
+}
+
 fn counter(status: &Value, name: &str) -> u64 {
     status["forwarder"][name].as_u64().unwrap_or(0)
 }
@@ -216,13 +224,7 @@ fn tun_mobile_node_with_an_xdp_home_agent() {
         .exec_ok("mn", &["ip", "-4", "-o", "addr", "show", "dev", TUN])
         .unwrap();
     assert!(addr.contains(&format!("{HOME}/32")), "{addr}");
-    let table = s
-        .topo
-        .exec_ok(
-            "mn",
-            &["ip", "-4", "route", "show", "table", &TABLE.to_string()],
-        )
-        .unwrap();
+    let table = tun_table(&s);
     assert!(
         table.contains(&format!("default dev {TUN}")) && table.contains(&format!("src {HOME}")),
         "{table}"
@@ -369,13 +371,7 @@ fn tun_mobile_node_with_an_xdp_home_agent() {
             && !rules.contains(&format!("{}:", PRIORITY + 2)),
         "rules left:\n{rules}"
     );
-    let table = s
-        .topo
-        .exec_ok(
-            "mn",
-            &["ip", "-4", "route", "show", "table", &TABLE.to_string()],
-        )
-        .unwrap();
+    let table = tun_table(&s);
     assert!(
         table.trim().is_empty(),
         "routes left in table {TABLE}: {table}"

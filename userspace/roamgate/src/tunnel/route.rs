@@ -8,28 +8,22 @@ use std::net::Ipv4Addr;
 
 use crate::home_agent::netlink::{request, NetlinkError};
 
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_REPLACE: u16 = 0x100;
-const NLM_F_CREATE: u16 = 0x400;
-const RTM_NEWROUTE: u16 = 24;
-const RTM_DELROUTE: u16 = 25;
-const RTM_NEWRULE: u16 = 32;
-const RTM_DELRULE: u16 = 33;
-const RTA_DST: u16 = 1;
-const RTA_OIF: u16 = 4;
-const RTA_PREFSRC: u16 = 7;
-const RTA_TABLE: u16 = 15;
+// rtnetlink(7) values from libc; the fib_rules.h ones libc lacks below.
+const NLM_F_REQUEST: u16 = libc::NLM_F_REQUEST as u16;
+const NLM_F_ACK: u16 = libc::NLM_F_ACK as u16;
+const NLM_F_REPLACE: u16 = libc::NLM_F_REPLACE as u16;
+const NLM_F_CREATE: u16 = libc::NLM_F_CREATE as u16;
+use libc::{
+    RTA_DST, RTA_OIF, RTA_PREFSRC, RTA_TABLE, RTM_DELROUTE, RTM_DELRULE, RTM_NEWROUTE, RTM_NEWRULE,
+    RTN_UNICAST, RTPROT_STATIC, RT_SCOPE_LINK,
+};
 const FRA_DST: u16 = 1;
 const FRA_PRIORITY: u16 = 6;
 const FRA_SUPPRESS_PREFIXLEN: u16 = 14;
 const FRA_TABLE: u16 = 15;
 const FR_ACT_TO_TBL: u8 = 1;
-const RTPROT_STATIC: u8 = 4;
-const RT_SCOPE_LINK: u8 = 253;
-const RTN_UNICAST: u8 = 1;
 /// The kernel's main routing table.
-pub const TABLE_MAIN: u32 = 254;
+pub const TABLE_MAIN: u32 = libc::RT_TABLE_MAIN as u32;
 
 /// An IPv4 prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
