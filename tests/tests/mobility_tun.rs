@@ -7,9 +7,10 @@
 //! 50 packets/s UDP stream runs each way (the node's sender is bound to no
 //! address, so the kernel's choice of source is checked to be the home
 //! address); the node moves to B (A's link goes down) and the stream keeps
-//! flowing; forged tunnel packets sent to the node are dropped and counted
-//! by reason; SIGTERM deregisters (0 bindings at the home agent) and removes
-//! the TUN device, its routes and its policy rules.
+//! flowing, also across a kill -9 and restart of the home agent; forged
+//! tunnel packets sent to the node are dropped and counted by reason;
+//! SIGTERM deregisters (0 bindings at the home agent) and removes the TUN
+//! device, its routes and its policy rules.
 
 use std::{
     collections::HashMap,
@@ -285,6 +286,14 @@ fn tun_mobile_node_with_an_xdp_home_agent() {
     std::thread::sleep(Duration::from_millis(1500));
     let end = streams.mark();
 
+    // The home agent is killed (-9) and restarted mid-stream: its pinned
+    // XDP data plane keeps forwarding, the node's forwarder notices nothing.
+    s.kill_ha().expect("kill -9 the home agent");
+    std::thread::sleep(Duration::from_secs(1));
+    s.start_ha(2).expect("home agent restarted");
+    std::thread::sleep(Duration::from_millis(500));
+    let restarted = streams.mark();
+
     // Forged tunnel packets to the new care-of address (from the transit
     // router): one under the live SPI with a zero tag, one not tunnel data.
     let spi = s.mn_status()["spi"].as_u64().expect("spi in status") as u32;
@@ -304,14 +313,16 @@ fn tun_mobile_node_with_an_xdp_home_agent() {
 
     let lost = |d: usize, a: [u32; 2], b: [u32; 2]| streams.lost(d, a[d], b[d]);
     let report = format!(
-        "sent before/after/end {before:?} {after:?} {end:?}; lost before {}/{}, handover {}/{}, after {}/{}; \
-         handover {handover_ms:.1} ms; status {c1}",
+        "sent before/after/end/restarted {before:?} {after:?} {end:?} {restarted:?}; lost before {}/{}, \
+         handover {}/{}, after {}/{}, across the HA restart {}/{}; handover {handover_ms:.1} ms; status {c1}",
         lost(0, [0, 0], before),
         lost(1, [0, 0], before),
         lost(0, before, after),
         lost(1, before, after),
         lost(0, after, end),
         lost(1, after, end),
+        lost(0, end, restarted),
+        lost(1, end, restarted),
     );
     println!("{report}");
     for d in 0..2 {
@@ -323,6 +334,11 @@ fn tun_mobile_node_with_an_xdp_home_agent() {
         );
         assert_eq!(lost(d, after, end), 0, "loss after the handover: {report}");
         assert!(lost(d, before, after) <= 25, "handover loss: {report}");
+        assert_eq!(
+            lost(d, end, restarted),
+            0,
+            "loss across the home-agent restart: {report}"
+        );
     }
     // The node's applications used the home address, unchanged.
     assert_eq!(streams.sources(1), vec![HOME], "{report}");

@@ -182,6 +182,12 @@ impl TunPlane {
             .collect::<Result<Vec<_>, _>>()
             .context("dataplane.routes")?;
         let dev = tunnel::create_tun(&d.tun_name, d.tunnel_mtu, Some((home, 32)))?;
+        // The tunnel is IPv4 only: without IPv6 on the device, IPv6
+        // applications fail at once instead of being dropped in the tunnel.
+        let v6 = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", d.tun_name);
+        if let Err(e) = std::fs::write(&v6, "1") {
+            warn!(error = %e, path = %v6, "could not disable IPv6 on the TUN device");
+        }
         let sock = tunnel::bind_tunnel_socket(Ipv4Addr::UNSPECIFIED)?;
         let table = TunnelTable::default().shared();
         let fwd = Forwarder::spawn(dev, sock, table.clone())?;
