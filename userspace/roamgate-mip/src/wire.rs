@@ -2,7 +2,8 @@
 //!
 //! Two layers per message:
 //! - zero-copy views, [`RequestPacket`] and [`ReplyPacket`], with getters
-//!   and (for `T: AsMut<[u8]>`) setters;
+//!   and (for `T: AsMut<[u8]>`) setters; both are a [`Packet`] of one
+//!   [`kind`], which holds the accessors of the fields they share;
 //! - small `Copy` representations, [`RequestRepr`] and [`ReplyRepr`], with
 //!   `parse`, `emit` and `buffer_len`.
 //!
@@ -26,6 +27,7 @@
 //!   whose first data byte is a sub-type: [`ExtensionRepr::Skipped`] keeps the
 //!   data, so a caller that knows a short-form type reads `data[0]`.
 
+use std::marker::PhantomData;
 use std::net::Ipv4Addr;
 
 /// The Mobile IP control port (RFC 5944 §3.1).
@@ -128,26 +130,71 @@ pub enum WireError {
 
 mod field {
     pub type Field = core::ops::Range<usize>;
-    // Common to both messages.
+    // The part both messages share (RFC 5944 §3.3, §3.4).
     pub const TYPE: usize = 0;
+    /// Flags in a request, Code in a reply.
+    pub const FLAGS_OR_CODE: usize = 1;
     pub const LIFETIME: Field = 2..4;
     pub const HOME_ADDRESS: Field = 4..8;
     pub const HOME_AGENT: Field = 8..12;
-    // Request.
-    pub const FLAGS: usize = 1;
+    // Request: the care-of address, then Identification.
     pub const CARE_OF: Field = 12..16;
     pub const REQ_IDENTIFICATION: Field = 16..24;
-    pub const REQ_EXTENSIONS: usize = REQ_IDENTIFICATION.end;
-    // Reply.
-    pub const CODE: usize = 1;
+    // Reply: Identification right after the home agent.
     pub const REP_IDENTIFICATION: Field = 12..20;
-    pub const REP_EXTENSIONS: usize = REP_IDENTIFICATION.end;
 }
 
+/// The two registration messages, as type parameters of [`Packet`]: what
+/// tells their fixed parts apart.
+pub mod kind {
+    use super::field;
+
+    mod sealed {
+        pub trait Sealed {}
+        impl Sealed for super::Request {}
+        impl Sealed for super::Reply {}
+    }
+
+    /// A registration message kind; sealed, the two are [`Request`] and
+    /// [`Reply`].
+    pub trait Kind: sealed::Sealed {
+        /// The Type field's value.
+        const MSG_TYPE: u8;
+        /// How [`WireError::WrongType`](super::WireError::WrongType) names it.
+        const NAME: &'static str;
+        /// Where Identification sits; the fixed part ends with it.
+        const IDENTIFICATION: core::ops::Range<usize>;
+        /// Length of the fixed part, derived from its last field.
+        const HEADER_LEN: usize = Self::IDENTIFICATION.end;
+    }
+
+    /// A Registration Request (RFC 5944 §3.3).
+    #[derive(Debug, Clone, Copy)]
+    pub enum Request {}
+
+    /// A Registration Reply (RFC 5944 §3.4).
+    #[derive(Debug, Clone, Copy)]
+    pub enum Reply {}
+
+    impl Kind for Request {
+        const MSG_TYPE: u8 = super::msg_type::REGISTRATION_REQUEST;
+        const NAME: &'static str = "request";
+        const IDENTIFICATION: core::ops::Range<usize> = field::REQ_IDENTIFICATION;
+    }
+
+    impl Kind for Reply {
+        const MSG_TYPE: u8 = super::msg_type::REGISTRATION_REPLY;
+        const NAME: &'static str = "reply";
+        const IDENTIFICATION: core::ops::Range<usize> = field::REP_IDENTIFICATION;
+    }
+}
+
+use kind::Kind;
+
 /// Length of a Registration Request's fixed part.
-pub const REQUEST_HEADER_LEN: usize = field::REQ_EXTENSIONS;
+pub const REQUEST_HEADER_LEN: usize = kind::Request::HEADER_LEN;
 /// Length of a Registration Reply's fixed part.
-pub const REPLY_HEADER_LEN: usize = field::REP_EXTENSIONS;
+pub const REPLY_HEADER_LEN: usize = kind::Reply::HEADER_LEN;
 
 fn addr(b: &[u8], f: field::Field) -> Ipv4Addr {
     let mut a = [0u8; 4];
@@ -166,17 +213,28 @@ fn u16_at(b: &[u8], f: field::Field) -> u16 {
 }
 
 // ---------------------------------------------------------------------------
-// Registration Request
+// The fixed part of either message
 
-/// A read/write view of a Registration Request.
+/// A read/write view of a registration message of kind `K`: the accessors
+/// of the fields both kinds share live here, [`RequestPacket`] and
+/// [`ReplyPacket`] add their own.
 #[derive(Debug, Clone)]
-pub struct RequestPacket<T: AsRef<[u8]>> {
+pub struct Packet<T: AsRef<[u8]>, K: Kind> {
     buffer: T,
+    kind: PhantomData<K>,
 }
 
-impl<T: AsRef<[u8]>> RequestPacket<T> {
+/// A read/write view of a Registration Request.
+pub type RequestPacket<T> = Packet<T, kind::Request>;
+/// A read/write view of a Registration Reply.
+pub type ReplyPacket<T> = Packet<T, kind::Reply>;
+
+impl<T: AsRef<[u8]>, K: Kind> Packet<T, K> {
     pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
+        Self {
+            buffer,
+            kind: PhantomData,
+        }
     }
 
     pub fn new_checked(buffer: T) -> Result<Self, WireError> {
@@ -189,10 +247,10 @@ impl<T: AsRef<[u8]>> RequestPacket<T> {
     /// [`MAX_MESSAGE_LEN`].
     pub fn check_len(&self) -> Result<(), WireError> {
         let len = self.buffer.as_ref().len();
-        if len < REQUEST_HEADER_LEN {
+        if len < K::HEADER_LEN {
             return Err(WireError::Truncated {
                 len,
-                need: REQUEST_HEADER_LEN,
+                need: K::HEADER_LEN,
             });
         }
         if len > MAX_MESSAGE_LEN {
@@ -201,15 +259,20 @@ impl<T: AsRef<[u8]>> RequestPacket<T> {
         Ok(())
     }
 
+    /// The Type field names this kind of message.
+    pub fn check_type(&self) -> Result<(), WireError> {
+        match self.msg_type() {
+            t if t == K::MSG_TYPE => Ok(()),
+            t => Err(WireError::WrongType(t, K::NAME)),
+        }
+    }
+
     pub fn into_inner(self) -> T {
         self.buffer
     }
 
     pub fn msg_type(&self) -> u8 {
         self.buffer.as_ref()[field::TYPE]
-    }
-    pub fn flags(&self) -> u8 {
-        self.buffer.as_ref()[field::FLAGS]
     }
     pub fn lifetime(&self) -> u16 {
         u16_at(self.buffer.as_ref(), field::LIFETIME)
@@ -220,28 +283,22 @@ impl<T: AsRef<[u8]>> RequestPacket<T> {
     pub fn home_agent(&self) -> Ipv4Addr {
         addr(self.buffer.as_ref(), field::HOME_AGENT)
     }
-    pub fn care_of_address(&self) -> Ipv4Addr {
-        addr(self.buffer.as_ref(), field::CARE_OF)
-    }
     pub fn identification(&self) -> u64 {
-        u64_at(self.buffer.as_ref(), field::REQ_IDENTIFICATION)
+        u64_at(self.buffer.as_ref(), K::IDENTIFICATION)
     }
     /// The fixed part (type through Identification).
     pub fn header(&self) -> &[u8] {
-        &self.buffer.as_ref()[..REQUEST_HEADER_LEN]
+        &self.buffer.as_ref()[..K::HEADER_LEN]
     }
     /// The extensions, as bytes.
     pub fn extensions(&self) -> &[u8] {
-        &self.buffer.as_ref()[field::REQ_EXTENSIONS..]
+        &self.buffer.as_ref()[K::HEADER_LEN..]
     }
 }
 
-impl<T: AsRef<[u8]> + AsMut<[u8]>> RequestPacket<T> {
+impl<T: AsRef<[u8]> + AsMut<[u8]>, K: Kind> Packet<T, K> {
     pub fn set_msg_type(&mut self, v: u8) {
         self.buffer.as_mut()[field::TYPE] = v;
-    }
-    pub fn set_flags(&mut self, v: u8) {
-        self.buffer.as_mut()[field::FLAGS] = v;
     }
     pub fn set_lifetime(&mut self, v: u16) {
         self.buffer.as_mut()[field::LIFETIME].copy_from_slice(&v.to_be_bytes());
@@ -252,11 +309,52 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> RequestPacket<T> {
     pub fn set_home_agent(&mut self, v: Ipv4Addr) {
         self.buffer.as_mut()[field::HOME_AGENT].copy_from_slice(&v.octets());
     }
+    pub fn set_identification(&mut self, v: u64) {
+        self.buffer.as_mut()[K::IDENTIFICATION].copy_from_slice(&v.to_be_bytes());
+    }
+
+    /// Writes this kind's Type and the fields both kinds share; `byte1` is
+    /// the request's Flags or the reply's Code.
+    fn emit_common(
+        &mut self,
+        byte1: u8,
+        lifetime: u16,
+        home_address: Ipv4Addr,
+        home_agent: Ipv4Addr,
+        identification: u64,
+    ) {
+        self.set_msg_type(K::MSG_TYPE);
+        self.buffer.as_mut()[field::FLAGS_OR_CODE] = byte1;
+        self.set_lifetime(lifetime);
+        self.set_home_address(home_address);
+        self.set_home_agent(home_agent);
+        self.set_identification(identification);
+    }
+}
+
+/// The extensions of a message of kind `K` whose fixed part has been checked.
+fn extension_list<K: Kind>(bytes: &[u8]) -> Result<ExtensionList<'_>, WireError> {
+    Extensions::new(&bytes[K::HEADER_LEN..], K::HEADER_LEN).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Registration Request
+
+impl<T: AsRef<[u8]>> RequestPacket<T> {
+    pub fn flags(&self) -> u8 {
+        self.buffer.as_ref()[field::FLAGS_OR_CODE]
+    }
+    pub fn care_of_address(&self) -> Ipv4Addr {
+        addr(self.buffer.as_ref(), field::CARE_OF)
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> RequestPacket<T> {
+    pub fn set_flags(&mut self, v: u8) {
+        self.buffer.as_mut()[field::FLAGS_OR_CODE] = v;
+    }
     pub fn set_care_of_address(&mut self, v: Ipv4Addr) {
         self.buffer.as_mut()[field::CARE_OF].copy_from_slice(&v.octets());
-    }
-    pub fn set_identification(&mut self, v: u64) {
-        self.buffer.as_mut()[field::REQ_IDENTIFICATION].copy_from_slice(&v.to_be_bytes());
     }
 }
 
@@ -276,9 +374,7 @@ pub struct RequestRepr {
 impl RequestRepr {
     pub fn parse<T: AsRef<[u8]>>(p: &RequestPacket<T>) -> Result<Self, WireError> {
         p.check_len()?;
-        if p.msg_type() != msg_type::REGISTRATION_REQUEST {
-            return Err(WireError::WrongType(p.msg_type(), "request"));
-        }
+        p.check_type()?;
         Ok(Self {
             flags: p.flags(),
             lifetime: p.lifetime(),
@@ -295,13 +391,14 @@ impl RequestRepr {
 
     /// Writes the fixed part; the buffer must be at least `buffer_len()`.
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, p: &mut RequestPacket<T>) {
-        p.set_msg_type(msg_type::REGISTRATION_REQUEST);
-        p.set_flags(self.flags);
-        p.set_lifetime(self.lifetime);
-        p.set_home_address(self.home_address);
-        p.set_home_agent(self.home_agent);
+        p.emit_common(
+            self.flags,
+            self.lifetime,
+            self.home_address,
+            self.home_agent,
+            self.identification,
+        );
         p.set_care_of_address(self.care_of_address);
-        p.set_identification(self.identification);
     }
 
     /// The fixed part as bytes.
@@ -325,82 +422,15 @@ impl RequestRepr {
 // ---------------------------------------------------------------------------
 // Registration Reply
 
-/// A read/write view of a Registration Reply.
-#[derive(Debug, Clone)]
-pub struct ReplyPacket<T: AsRef<[u8]>> {
-    buffer: T,
-}
-
 impl<T: AsRef<[u8]>> ReplyPacket<T> {
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Self { buffer }
-    }
-
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
-    pub fn check_len(&self) -> Result<(), WireError> {
-        let len = self.buffer.as_ref().len();
-        if len < REPLY_HEADER_LEN {
-            return Err(WireError::Truncated {
-                len,
-                need: REPLY_HEADER_LEN,
-            });
-        }
-        if len > MAX_MESSAGE_LEN {
-            return Err(WireError::Oversized(len));
-        }
-        Ok(())
-    }
-
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    pub fn msg_type(&self) -> u8 {
-        self.buffer.as_ref()[field::TYPE]
-    }
     pub fn code(&self) -> u8 {
-        self.buffer.as_ref()[field::CODE]
-    }
-    pub fn lifetime(&self) -> u16 {
-        u16_at(self.buffer.as_ref(), field::LIFETIME)
-    }
-    pub fn home_address(&self) -> Ipv4Addr {
-        addr(self.buffer.as_ref(), field::HOME_ADDRESS)
-    }
-    pub fn home_agent(&self) -> Ipv4Addr {
-        addr(self.buffer.as_ref(), field::HOME_AGENT)
-    }
-    pub fn identification(&self) -> u64 {
-        u64_at(self.buffer.as_ref(), field::REP_IDENTIFICATION)
-    }
-    pub fn extensions(&self) -> &[u8] {
-        &self.buffer.as_ref()[field::REP_EXTENSIONS..]
+        self.buffer.as_ref()[field::FLAGS_OR_CODE]
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> ReplyPacket<T> {
-    pub fn set_msg_type(&mut self, v: u8) {
-        self.buffer.as_mut()[field::TYPE] = v;
-    }
     pub fn set_code(&mut self, v: u8) {
-        self.buffer.as_mut()[field::CODE] = v;
-    }
-    pub fn set_lifetime(&mut self, v: u16) {
-        self.buffer.as_mut()[field::LIFETIME].copy_from_slice(&v.to_be_bytes());
-    }
-    pub fn set_home_address(&mut self, v: Ipv4Addr) {
-        self.buffer.as_mut()[field::HOME_ADDRESS].copy_from_slice(&v.octets());
-    }
-    pub fn set_home_agent(&mut self, v: Ipv4Addr) {
-        self.buffer.as_mut()[field::HOME_AGENT].copy_from_slice(&v.octets());
-    }
-    pub fn set_identification(&mut self, v: u64) {
-        self.buffer.as_mut()[field::REP_IDENTIFICATION].copy_from_slice(&v.to_be_bytes());
+        self.buffer.as_mut()[field::FLAGS_OR_CODE] = v;
     }
 }
 
@@ -418,9 +448,7 @@ pub struct ReplyRepr {
 impl ReplyRepr {
     pub fn parse<T: AsRef<[u8]>>(p: &ReplyPacket<T>) -> Result<Self, WireError> {
         p.check_len()?;
-        if p.msg_type() != msg_type::REGISTRATION_REPLY {
-            return Err(WireError::WrongType(p.msg_type(), "reply"));
-        }
+        p.check_type()?;
         Ok(Self {
             code: p.code(),
             lifetime: p.lifetime(),
@@ -435,12 +463,13 @@ impl ReplyRepr {
     }
 
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, p: &mut ReplyPacket<T>) {
-        p.set_msg_type(msg_type::REGISTRATION_REPLY);
-        p.set_code(self.code);
-        p.set_lifetime(self.lifetime);
-        p.set_home_address(self.home_address);
-        p.set_home_agent(self.home_agent);
-        p.set_identification(self.identification);
+        p.emit_common(
+            self.code,
+            self.lifetime,
+            self.home_address,
+            self.home_agent,
+            self.identification,
+        );
     }
 
     pub fn to_bytes(&self) -> [u8; REPLY_HEADER_LEN] {
@@ -758,19 +787,15 @@ pub fn find_mn_ha_auth<'a>(exts: &ExtensionList<'a>) -> Option<(usize, u32, &'a 
 
 /// Parses a whole Registration Request (fixed part and extensions).
 pub fn parse_request(bytes: &[u8]) -> Result<Request<'_>, WireError> {
-    let p = RequestPacket::new_checked(bytes)?;
-    let repr = RequestRepr::parse(&p)?;
-    let extensions = Extensions::new(&bytes[REQUEST_HEADER_LEN..], REQUEST_HEADER_LEN)
-        .collect::<Result<Vec<_>, _>>()?;
+    let repr = RequestRepr::parse(&RequestPacket::new_checked(bytes)?)?;
+    let extensions = extension_list::<kind::Request>(bytes)?;
     Ok(Request { repr, extensions })
 }
 
 /// Parses a whole Registration Reply.
 pub fn parse_reply(bytes: &[u8]) -> Result<Reply<'_>, WireError> {
-    let p = ReplyPacket::new_checked(bytes)?;
-    let repr = ReplyRepr::parse(&p)?;
-    let extensions = Extensions::new(&bytes[REPLY_HEADER_LEN..], REPLY_HEADER_LEN)
-        .collect::<Result<Vec<_>, _>>()?;
+    let repr = ReplyRepr::parse(&ReplyPacket::new_checked(bytes)?)?;
+    let extensions = extension_list::<kind::Reply>(bytes)?;
     Ok(Reply { repr, extensions })
 }
 
