@@ -75,6 +75,13 @@ pub const RX_MIP_CONTROL: u32 = 28;
 pub const FIB_PASS: u32 = 29;
 /// Dropped: another CPU kept moving the replay window (see replay.rs).
 pub const DROP_REPLAY_CONTENDED: u32 = 30;
+/// `bpf_fib_lookup` calls: forwarded packets whose next hop was not in the
+/// per-CPU next-hop cache (see fib.rs), and transit checks.
+pub const FIB_LOOKUPS: u32 = 31;
+/// Tunnel frames addressed to another host (an SPI this gateway does not
+/// hold, or one whose MAC it cannot verify, on its way through): passed to
+/// the stack to be routed, never dropped here.
+pub const RX_TRANSIT: u32 = 32;
 
 /// Number of slots in the `COUNTERS` array. Kept larger than the highest index
 /// so later counters do not change the map's definition.
@@ -113,6 +120,8 @@ pub const NAMES: &[(u32, &str)] = &[
     (RX_MIP_CONTROL, "rx_mip_control"),
     (FIB_PASS, "fib_pass"),
     (DROP_REPLAY_CONTENDED, "drop_replay_contended"),
+    (FIB_LOOKUPS, "fib_lookups"),
+    (RX_TRANSIT, "rx_transit"),
 ];
 
 /// The counter that records a final XDP action (`xdp_action` numbering).

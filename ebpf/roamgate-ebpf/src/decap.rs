@@ -1,10 +1,13 @@
 //! The receiving end: parse, then SPI lookup, then the MAC (constant time),
 //! then the replay window, and only then forward the inner packet.
 
-use aya_ebpf::{helpers::bpf_xdp_adjust_head, helpers::bpf_xdp_adjust_tail, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action, helpers::bpf_xdp_adjust_head, helpers::bpf_xdp_adjust_tail,
+    programs::XdpContext,
+};
 use roamgate_common::{
     counters,
-    maps::{TunnelKey, ROLE_CARE_OF, ROLE_HOME_AGENT},
+    maps::{TunnelKey, TunnelValue, ROLE_CARE_OF, ROLE_HOME_AGENT},
     replay::{accept_shared, ReplayError},
     siphash::{tags_equal, SipHash24},
     wire::{
@@ -19,7 +22,7 @@ use roamgate_common::{
 use crate::{
     atomic::BpfAtomics,
     error::Error,
-    fib::{forward, Route},
+    fib::{forward, is_transit, Route},
     mac::{finish_over_packet, key_words, MAX_INNER_LEN},
     maps::{count, now_ns, TUNNELS},
     packet::{frame_len, header, header_mut, load_u64},
@@ -76,32 +79,31 @@ pub fn decap(ctx: &XdpContext, hl: usize) -> Result<u32, Error> {
     // SAFETY: the outer header is inside the frame; src|dst is bytes 12..20.
     let addr_word = unsafe { load_u64::<12>(ip as *const Ipv4Hdr as usize) };
 
-    // SPI lookup.
-    let tunnel = TUNNELS
-        .get_ptr_mut(TunnelKey { spi })
-        .ok_or(Error::UnknownSpi)?;
+    let now = now_ns();
+    // SPI lookup, expiry, MTU and MAC. A frame that fails here may simply
+    // not be ours: an SPI of another endpoint's tunnel (or one that collides
+    // with ours) on its way through this gateway. Only frames addressed to
+    // this host are dropped; the others are the stack's to route.
+    let tunnel = match authenticate(ctx, spi, seq_word, tag, addr_word, tot, inner_off, inner_tot, now) {
+        Ok(t) => t,
+        Err(e) => {
+            let ip: &Ipv4Hdr = header(ctx, EthHdr::LEN)?;
+            let outer = Route {
+                src: ip.src,
+                dst: ip.dst,
+                tos: ip.tos,
+                tot_len: tot as u16,
+            };
+            if is_transit(ctx, &outer, now) {
+                count(counters::RX_TRANSIT, 1);
+                return Ok(xdp_action::XDP_PASS);
+            }
+            return Err(e);
+        }
+    };
     // SAFETY: a live map value. The fields read here are written only by
     // userspace, which replaces a tunnel whole.
     let t = unsafe { &*tunnel };
-    let now = now_ns();
-    if now >= t.expires_ns {
-        return Err(Error::Expired);
-    }
-    if tot > t.mtu as usize {
-        return Err(Error::OverMtu);
-    }
-
-    // MAC, compared in constant time.
-    // SAFETY: `key_rx` of a live, 8-byte aligned map value, at offset 16.
-    let (k0, k1) = unsafe { key_words(core::ptr::addr_of!((*tunnel).key_rx)) };
-    let mut s = SipHash24::new128(k0, k1);
-    s.compress(addr_word);
-    s.compress(u32::from_le_bytes(spi) as u64 | TunnelHdr::MAC_WORD_HIGH);
-    s.compress(seq_word);
-    let got = finish_over_packet(ctx, s, inner_off, inner_tot)?;
-    if !tags_equal(got, tag) {
-        return Err(Error::BadMac);
-    }
 
     // Replay window, only for authenticated packets.
     // SAFETY: a live, 8-byte aligned map value; `rx` is only touched
@@ -160,5 +162,45 @@ pub fn decap(ctx: &XdpContext, hl: usize) -> Result<u32, Error> {
     eth.src = src_mac;
     eth.set_ether_type(ETHERTYPE_IPV4);
     count(counters::TUNNEL_DECAP, 1);
-    forward(ctx, &route)
+    forward(ctx, &route, now)
+}
+
+/// The tunnel of `spi`, if it is live, the frame fits its MTU and the MAC
+/// (compared in constant time) verifies.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn authenticate(
+    ctx: &XdpContext,
+    spi: [u8; 4],
+    seq_word: u64,
+    tag: (u64, u64),
+    addr_word: u64,
+    tot: usize,
+    inner_off: usize,
+    inner_tot: usize,
+    now: u64,
+) -> Result<*mut TunnelValue, Error> {
+    let tunnel = TUNNELS
+        .get_ptr_mut(TunnelKey { spi })
+        .ok_or(Error::UnknownSpi)?;
+    // SAFETY: a live map value. The fields read here are written only by
+    // userspace, which replaces a tunnel whole.
+    let t = unsafe { &*tunnel };
+    if now >= t.expires_ns {
+        return Err(Error::Expired);
+    }
+    if tot > t.mtu as usize {
+        return Err(Error::OverMtu);
+    }
+    // SAFETY: `key_rx` of a live, 8-byte aligned map value, at offset 16.
+    let (k0, k1) = unsafe { key_words(core::ptr::addr_of!((*tunnel).key_rx)) };
+    let mut s = SipHash24::new128(k0, k1);
+    s.compress(addr_word);
+    s.compress(u32::from_le_bytes(spi) as u64 | TunnelHdr::MAC_WORD_HIGH);
+    s.compress(seq_word);
+    let got = finish_over_packet(ctx, s, inner_off, inner_tot)?;
+    if !tags_equal(got, tag) {
+        return Err(Error::BadMac);
+    }
+    Ok(tunnel)
 }

@@ -160,6 +160,7 @@ pub fn encap(ctx: &XdpContext) -> Result<Option<u32>, Error> {
             tos,
             tot_len: total,
         },
+        now,
     )
     .map(Some)
 }

@@ -954,6 +954,104 @@ fn fib_redirect_rewrites_macs() {
     );
 }
 
+/// A gateway the tunnel only passes through: tunnel frames for another
+/// host pass to the stack (counted as transit) whether their SPI is unknown
+/// here or collides with one of ours, while the same frames addressed to this
+/// host are dropped. And the next-hop cache: a repeated route skips the FIB,
+/// and a neighbour change is picked up once the entry is older than its TTL.
+#[test]
+fn transit_frames_pass_and_next_hops_are_cached() {
+    let r = runner();
+    let sh = |cmd: &str| {
+        let st = Command::new("sh").arg("-c").arg(cmd).status().expect("sh");
+        assert!(st.success(), "{cmd}");
+    };
+    sh("ip link set lo up \
+        && ip link add rgfix0 address 02:00:00:00:99:01 type veth peer name rgfix1 \
+        && ip link set rgfix0 up && ip link set rgfix1 up \
+        && ip addr add 203.0.113.1/24 dev rgfix0 \
+        && ip neigh replace 203.0.113.2 lladdr 02:00:00:00:99:02 nud permanent dev rgfix0 \
+        && ip route add 198.51.100.0/24 via 203.0.113.2 dev rgfix0 \
+        && sysctl -qw net.ipv4.conf.all.forwarding=1 net.ipv4.conf.lo.forwarding=1");
+    let local = Ipv4Addr::new(203, 0, 113, 1);
+    let elsewhere = Ipv4Addr::new(198, 51, 100, 77);
+    let inner = icmp(HOME, CORR, 64, 56);
+    let transit = |name: &str, f: Vec<u8>| {
+        // Pass defaults to Expect::Unchanged: not a byte touched.
+        Fixture::new(name, f, XdpAction::Pass)
+            .counter("rx_transit", 1)
+            .counter("action_pass", 1)
+            .counter("action_drop", 0)
+            .counter("drop_unknown_spi", 0)
+            .counter("drop_bad_mac", 0)
+    };
+    let dropped_local = |name: &str, f: Vec<u8>, counter: &'static str| {
+        drop(name, f, counter).counter("rx_transit", 0)
+    };
+    let rows = [
+        transit(
+            "unknown SPI, for another host",
+            tunnel_frame(COA, elsewhere, SPI_MISSING, 1, &KEY_MN2HA, &inner),
+        ),
+        transit(
+            "our SPI, another endpoint's key, for another host",
+            tunnel_frame(COA, elsewhere, SPI_HA, 1, b"someone else key", &inner),
+        ),
+        dropped_local(
+            "unknown SPI, for this host",
+            tunnel_frame(COA, local, SPI_MISSING, 1, &KEY_MN2HA, &inner),
+            "drop_unknown_spi",
+        ),
+        dropped_local(
+            "our SPI, forged, for this host",
+            tunnel_frame(COA, local, SPI_HA, 1, b"someone else key", &inner),
+            "drop_bad_mac",
+        ),
+    ];
+    run(&r, &rows);
+
+    let with_macs = |f: &[u8], dst: [u8; 6]| {
+        let mut f = f.to_vec();
+        f[..6].copy_from_slice(&dst);
+        f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0x99, 0x01]);
+        f
+    };
+    let enc = |seq| tunnel_frame(HA, COA, SPI_HA, seq, &KEY_HA2MN, &icmp(CORR, HOME, 63, 56));
+    let first_hop = [0x02, 0, 0, 0, 0x99, 0x02];
+    let new_hop = [0x02, 0, 0, 0, 0x99, 0x03];
+    run(
+        &r,
+        &[
+            Fixture::new(
+                "encap, FIB",
+                eth(&icmp(CORR, HOME, 64, 56)),
+                XdpAction::Redirect,
+            )
+            .output(with_macs(&enc(1), first_hop))
+            .counter("fib_lookups", 1),
+            Fixture::new(
+                "encap, cached",
+                eth(&icmp(CORR, HOME, 64, 56)),
+                XdpAction::Redirect,
+            )
+            .output(with_macs(&enc(2), first_hop))
+            .counter("fib_lookups", 0),
+        ],
+    );
+    sh("ip neigh replace 203.0.113.2 lladdr 02:00:00:00:99:03 nud permanent dev rgfix0");
+    std::thread::sleep(std::time::Duration::from_millis(40));
+    run(
+        &r,
+        &[Fixture::new(
+            "encap, entry expired",
+            eth(&icmp(CORR, HOME, 64, 56)),
+            XdpAction::Redirect,
+        )
+        .output(with_macs(&enc(3), new_hop))
+        .counter("fib_lookups", 1)],
+    );
+}
+
 /// The frames the XDP program writes, decoded by tshark with checksum
 /// validation on: outer IPv4, UDP 434, RFC 3519 tunnel data, inner IPv4 and
 /// ICMP, all with good checksums. Skipped (with a notice) without tshark.
