@@ -432,6 +432,43 @@ fn delta(a: &Value, b: &Value, k: &str) -> u64 {
         .saturating_sub(a[k].as_u64().unwrap_or(0))
 }
 
+/// Drop reasons of tunnel frames (docs/wire.md): a gateway the tunnel only
+/// passes through must count none of them.
+const TUNNEL_DROPS: [&str; 11] = [
+    "drop_malformed",
+    "drop_truncated",
+    "drop_fragmented",
+    "drop_unknown_spi",
+    "drop_bad_mac",
+    "drop_replayed",
+    "drop_too_old",
+    "drop_expired",
+    "drop_spoofed",
+    "drop_no_tunnel",
+    "drop_replay_contended",
+];
+
+/// What a foreign gateway's XDP program did between two counter readings.
+fn gateway_counters(a: &Value, b: &Value) -> Value {
+    let d = |k: &str| delta(a, b, k);
+    let by_reason: serde_json::Map<String, Value> = TUNNEL_DROPS
+        .iter()
+        .filter(|k| d(k) > 0)
+        .map(|k| ((*k).to_owned(), json!(d(k))))
+        .collect();
+    json!({
+        "rx_packets": d("rx_packets"),
+        "rx_transit": d("rx_transit"),
+        "tunnel_frames_dropped": TUNNEL_DROPS.iter().map(|k| d(k)).sum::<u64>(),
+        "tunnel_drops_by_reason": by_reason,
+        "action_pass": d("action_pass"),
+        "action_drop": d("action_drop"),
+        "action_redirect": d("action_redirect"),
+        "tunnel_decap": d("tunnel_decap"),
+        "tunnel_encap": d("tunnel_encap"),
+    })
+}
+
 fn percentile(v: &[f64], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -704,8 +741,13 @@ impl Scenario {
             let log = self.path(&format!("{h}.log"));
             self.topo.spawn(h, cmd, Some(&log))?;
         }
-        for (h, i) in [("gwa", "gwa-mn"), ("gwb", "gwb-mn")] {
-            wait_for(&format!("XDP on {h}"), Duration::from_secs(20), || {
+        for (h, i) in [
+            ("gwa", "gwa-mn"),
+            ("gwa", "gwa-tr"),
+            ("gwb", "gwb-mn"),
+            ("gwb", "gwb-tr"),
+        ] {
+            wait_for(&format!("XDP on {h} {i}"), Duration::from_secs(20), || {
                 self.topo.xdp_attached(h, i)
             })
             .with_context(|| self.log(&format!("{h}.log")))?;
@@ -939,14 +981,12 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
     };
     let mut s = Scenario::build()?;
     s.start_kdc()?;
-    // The foreign gateways forward with the kernel: roamgate's XDP program
-    // treats every RFC 3519 tunnel-data frame it sees as addressed to
-    // itself and drops the ones whose SPI it does not know, so a gateway
-    // running it in front of a node with a co-located care-of address cuts
-    // that node's tunnel (MOBILITY_E2E_GATEWAY_XDP=1 shows it).
-    if std::env::var_os("MOBILITY_E2E_GATEWAY_XDP").is_some() {
-        s.start_gateways()?;
-    }
+    // The foreign gateways run roamgate's XDP data plane (native mode, both
+    // links). The node's tunnel (co-located care-of address <-> home agent)
+    // only passes through them: they must pass its frames (rx_transit) and
+    // drop none.
+    s.start_gateways()?;
+    let gw_before = [counters(&s.pin_gwa)?, counters(&s.pin_gwb)?];
     let reg_pcap = s.path("registrations.pcap");
     let cap = s.start_capture("tr-ha", &reg_pcap, "udp port 434 and udp[8] != 4", None)?;
     s.start_ha(1)?;
@@ -1189,6 +1229,40 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
         !neigh_proxy.contains(&HOME.to_string()),
         format!("proxy entry left: {neigh_proxy}"),
     );
+    let gw_after = [counters(&s.pin_gwa)?, counters(&s.pin_gwb)?];
+    let mut gateways: Vec<Value> = gw_before
+        .iter()
+        .zip(&gw_after)
+        .map(|(a, b)| gateway_counters(a, b))
+        .collect();
+    for (g, h) in gateways.iter_mut().zip(["gwa", "gwb"]) {
+        let mut modes = serde_json::Map::new();
+        for i in [format!("{h}-tr"), format!("{h}-mn")] {
+            let link = s
+                .topo
+                .exec_ok(h, &["ip", "-d", "link", "show", "dev", &i])?;
+            let mode = if link.contains("prog/xdpgeneric") {
+                "skb"
+            } else if link.contains("prog/xdp ") {
+                "native"
+            } else {
+                "none"
+            };
+            expect(mode == "native", format!("XDP on {h} {i}: {mode}"));
+            modes.insert(i, json!(mode));
+        }
+        g["xdp"] = Value::Object(modes);
+    }
+    for (name, g) in ["A", "B"].iter().zip(&gateways) {
+        expect(
+            g["rx_transit"].as_u64().unwrap_or(0) > 0,
+            format!("gateway {name} counted no transit tunnel frames: {g}"),
+        );
+        expect(
+            g["tunnel_frames_dropped"] == 0,
+            format!("gateway {name} dropped tunnel frames: {g}"),
+        );
+    }
 
     // tshark decodes the registrations as Mobile IP, cleanly.
     let decode = Command::new("tshark")
@@ -1258,6 +1332,8 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
         "replayed_frames_dropped": replayed_frames_dropped,
         "injected_frames": frames.len(),
         "bindings_after_deregistration": bindings_after,
+        "gateway_a": gateways[0],
+        "gateway_b": gateways[1],
         "proxy_arp": proxy_arp_ok,
         "restored_bindings_after_restart": restored,
         "ha_replies_by_code": ha["replies_by_code"],
