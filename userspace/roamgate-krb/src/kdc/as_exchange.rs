@@ -6,22 +6,18 @@
 
 use std::time::SystemTime;
 
-use rasn_kerberos::{
-    AsRep, AsReq, EncAsRepPart, EncKdcRepPart, EncTicketPart, KdcRep, LastReqValue, PaEncTsEnc,
-    Ticket, TransitedEncoding,
-};
-use roamgate_krb_crypto::{Etype, Key};
+use rasn_kerberos::{AsRep, AsReq, EncAsRepPart, LastReqValue, PaEncTsEnc, TransitedEncoding};
+use roamgate_krb_crypto::Etype;
 
 use super::db::{PrincipalEntry, PrincipalFlags};
 use super::errors::KdcError;
-use super::policy::Requested;
+use super::exchange::{check_header, check_service, failing, lookup, requested, NewTicket};
 use super::{
     choose_etype, etype_info2, ktime, ktime_secs, principal_of, seal, unix_secs, unseal, Failure,
     Kdc,
 };
 use crate::messages::{
-    self, decode, encode, flags_value, int, int_value, kdc_options as opt, msg_type, pa_type,
-    ticket_flags as tf, PVNO,
+    self, decode, encode, flags_value, kdc_options as opt, msg_type, pa_type, ticket_flags as tf,
 };
 use crate::usage;
 
@@ -30,41 +26,23 @@ pub(crate) const TR_DOMAIN_X500_COMPRESS: i32 = 1;
 
 pub(crate) fn handle(kdc: &Kdc, raw: &[u8], now: SystemTime) -> Result<Vec<u8>, Failure> {
     let AsReq(req) = decode::<AsReq>(raw).map_err(|_| KdcError::MalformedRequest)?;
-    let pvno = int_value(&req.pvno).unwrap_or(-1);
-    if pvno != PVNO {
-        return Err(KdcError::BadProtocolVersion(pvno).into());
-    }
-    let mt = int_value(&req.msg_type).unwrap_or(-1);
-    if mt != msg_type::AS_REQ {
-        return Err(KdcError::WrongMessageType(mt).into());
-    }
+    check_header(&req.pvno, &req.msg_type, msg_type::AS_REQ)?;
     let body = &req.req_body;
     let cname = body.cname.as_ref().ok_or(KdcError::MissingClientName)?;
     let sname = body.sname.as_ref().ok_or(KdcError::MissingServerName)?;
     let client = principal_of(cname, &body.realm, "cname")?;
     let server = principal_of(sname, &body.realm, "sname")?;
-    let fail = |e: KdcError| Failure::from(e).with_client(&client).with_server(&server);
+    let fail = failing(&client, &server);
     if client.realm != kdc.realm() {
         return Err(fail(KdcError::WrongRealm(client.realm.clone())));
     }
 
-    let store = kdc.store();
-    let c_entry = store
-        .get(&client)
-        .map_err(|_| fail(KdcError::Database))?
-        .ok_or_else(|| fail(KdcError::ClientUnknown))?;
-    let s_entry = store
-        .get(&server)
-        .map_err(|_| fail(KdcError::Database))?
-        .ok_or_else(|| fail(KdcError::ServerUnknown))?;
+    let c_entry = lookup(kdc, &client, KdcError::ClientUnknown).map_err(&fail)?;
+    let s_entry = lookup(kdc, &server, KdcError::ServerUnknown).map_err(&fail)?;
     if c_entry.flags.has(PrincipalFlags::DISABLED) {
         return Err(fail(KdcError::ClientRevoked));
     }
-    if s_entry.flags.has(PrincipalFlags::DISABLED)
-        || !s_entry.flags.has(PrincipalFlags::ALLOW_SERVICE)
-    {
-        return Err(fail(KdcError::ServiceRevoked));
-    }
+    check_service(&s_entry).map_err(&fail)?;
 
     // The client's reply key: the first requested etype it has a key for.
     let reply_etype = choose_etype(&body.etype, |e| c_entry.key(e).is_some())
@@ -133,13 +111,7 @@ pub(crate) fn handle(kdc: &Kdc, raw: &[u8], now: SystemTime) -> Result<Vec<u8>, 
     }
 
     // Times.
-    let requested = Requested {
-        from: body.from.as_ref().map(ktime_secs),
-        till: ktime_secs(&body.till),
-        rtime: body.rtime.as_ref().map(ktime_secs),
-        renewable: options & opt::RENEWABLE != 0,
-        renewable_ok: options & opt::RENEWABLE_OK != 0,
-    };
+    let requested = requested(body, options);
     let renewable_allowed = c_entry.flags.has(PrincipalFlags::ALLOW_RENEWABLE)
         && s_entry.flags.has(PrincipalFlags::ALLOW_RENEWABLE);
     let granted = policy
@@ -152,7 +124,7 @@ pub(crate) fn handle(kdc: &Kdc, raw: &[u8], now: SystemTime) -> Result<Vec<u8>, 
             None,
             None,
         )
-        .map_err(fail)?;
+        .map_err(&fail)?;
 
     let mut flags = tf::INITIAL;
     if preauthenticated {
@@ -168,75 +140,42 @@ pub(crate) fn handle(kdc: &Kdc, raw: &[u8], now: SystemTime) -> Result<Vec<u8>, 
         flags |= tf::RENEWABLE;
     }
 
-    let session = Key::random(session_etype);
-    let session_wire = messages::encryption_key(session_etype.to_i32(), session.as_bytes());
-    let fail_internal = |_| fail(KdcError::Internal);
-    let authtime = ktime(now_s).map_err(fail_internal)?;
-    let starttime = ktime(granted.start).map_err(fail_internal)?;
-    let endtime = ktime(granted.end).map_err(fail_internal)?;
-    let renew_till = granted
-        .renew_till
-        .map(ktime)
-        .transpose()
-        .map_err(fail_internal)?;
-
-    let enc_ticket = EncTicketPart {
-        flags: messages::ticket_flags(flags),
-        key: session_wire.clone(),
-        crealm: body.realm.clone(),
-        cname: cname.clone(),
+    let last_req = vec![LastReqValue {
+        r#type: 0,
+        value: ktime(0).map_err(&fail)?,
+    }];
+    let issued = NewTicket {
+        flags,
+        session_etype,
+        crealm: &body.realm,
+        cname,
+        srealm: &body.realm,
+        sname,
         transited: TransitedEncoding {
             r#type: TR_DOMAIN_X500_COMPRESS,
             contents: Vec::new().into(),
         },
-        auth_time: authtime.clone(),
-        start_time: Some(starttime.clone()),
-        end_time: endtime.clone(),
-        renew_till: renew_till.clone(),
+        auth_time: ktime(now_s).map_err(&fail)?,
+        granted,
         caddr: body.addresses.clone(),
         authorization_data: None,
-    };
-    let ticket = Ticket {
-        tkt_vno: int(PVNO),
-        realm: body.realm.clone(),
-        sname: sname.clone(),
-        enc_part: seal(
-            &ticket_key.key,
-            usage::KDC_REP_TICKET,
-            Some(ticket_key.kvno),
-            &enc_ticket,
-        ),
-    };
-    let enc_rep = EncAsRepPart(EncKdcRepPart {
-        key: session_wire,
-        last_req: vec![LastReqValue {
-            r#type: 0,
-            value: ktime(0).map_err(fail_internal)?,
-        }],
-        nonce: body.nonce,
-        key_expiration: None,
-        flags: messages::ticket_flags(flags),
-        auth_time: authtime,
-        start_time: Some(starttime),
-        end_time: endtime,
-        renew_till,
-        srealm: body.realm.clone(),
-        sname: sname.clone(),
-        caddr: body.addresses.clone(),
-        encrypted_pa_data: None,
-    });
+        ticket_key,
+    }
+    .issue(body.nonce, last_req)
+    .map_err(&fail)?;
+    // The reply is sealed in the key the client proved (or, without
+    // pre-authentication, its key of the first etype it asked for).
     let (rkey, rkvno) = reply_key;
     let padata = etype_info2(&c_entry, rkey.etype()).map(|p| vec![p]);
-    let rep = AsRep(KdcRep {
-        pvno: int(PVNO),
-        msg_type: int(msg_type::AS_REP),
-        padata,
-        crealm: body.realm.clone(),
-        cname: cname.clone(),
-        ticket,
-        enc_part: seal(&rkey, usage::AS_REP_ENC_PART, Some(rkvno), &enc_rep),
+    let rep = issued.reply(msg_type::AS_REP, padata, |enc| {
+        seal(
+            &rkey,
+            usage::AS_REP_ENC_PART,
+            Some(rkvno),
+            &EncAsRepPart(enc),
+        )
     });
-    Ok(encode(&rep))
+    Ok(encode(&AsRep(rep)))
 }
 
 fn forwardable_allowed(c: &PrincipalEntry, s: &PrincipalEntry) -> bool {

@@ -8,7 +8,8 @@
 //!
 //! Modules:
 //! - [`db`]: the principal database (SQLite behind [`db::PrincipalStore`]).
-//! - [`as_exchange`], [`tgs`]: the two exchanges.
+//! - [`as_exchange`], [`tgs`]: the two exchanges; `exchange`: what they
+//!   share (request checks, issuing the ticket, the KDC-REP).
 //! - [`policy`]: ticket lifetime, renew-until and clock-skew policy.
 //! - [`errors`]: KRB-ERROR codes and the typed failures behind them.
 //! - [`cache`]: bounded lookaside and authenticator replay caches.
@@ -18,6 +19,7 @@ pub mod as_exchange;
 pub mod cache;
 pub mod db;
 pub mod errors;
+mod exchange;
 pub mod policy;
 pub mod probe;
 pub mod server;
@@ -329,27 +331,26 @@ impl Kdc {
     /// KRB_ERR_RESPONSE_TOO_BIG, sent over UDP when the reply does not fit,
     /// so that the client retries over TCP.
     pub fn response_too_big(&self, now: SystemTime) -> Vec<u8> {
-        let spec = messages::ErrorSpec {
-            code: errors::code::KRB_ERR_RESPONSE_TOO_BIG,
-            server: &self.tgs_principal,
-            client: None,
-            ctime: None,
-            e_text: Some("response too big for UDP, retry with TCP"),
-            e_data: None,
-        };
-        messages::krb_error(&spec, now)
-            .map(|e| encode(&e))
-            .unwrap_or_default()
+        self.own_error(
+            errors::code::KRB_ERR_RESPONSE_TOO_BIG,
+            "response too big for UDP, retry with TCP",
+            now,
+        )
     }
 
     /// KRB_ERR_FIELD_TOOLONG, for a TCP request longer than the KDC accepts.
     pub fn field_too_long(&self, now: SystemTime) -> Vec<u8> {
+        self.own_error(errors::code::KRB_ERR_FIELD_TOOLONG, "request too long", now)
+    }
+
+    /// A KRB-ERROR of `code` that names only this KDC.
+    fn own_error(&self, code: i32, text: &str, now: SystemTime) -> Vec<u8> {
         let spec = messages::ErrorSpec {
-            code: errors::code::KRB_ERR_FIELD_TOOLONG,
+            code,
             server: &self.tgs_principal,
             client: None,
             ctime: None,
-            e_text: Some("request too long"),
+            e_text: Some(text),
             e_data: None,
         };
         messages::krb_error(&spec, now)

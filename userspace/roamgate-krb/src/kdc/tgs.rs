@@ -7,19 +7,19 @@
 use std::time::SystemTime;
 
 use rasn_kerberos::{
-    ApReq, Authenticator, AuthorizationData, EncKdcRepPart, EncTgsRepPart, EncTicketPart, KdcRep,
-    TgsRep, TgsReq, Ticket,
+    ApReq, Authenticator, AuthorizationData, EncTgsRepPart, EncTicketPart, TgsRep, TgsReq,
 };
 use roamgate_krb_crypto::{Etype, Key};
 
 use super::db::PrincipalFlags;
 use super::errors::KdcError;
-use super::policy::{Granted, Requested};
-use super::{choose_etype, ktime, ktime_secs, principal_of, raw_req_body, seal, unix_secs, unseal};
+use super::exchange::{check_header, failing, lookup, requested, service_entry, NewTicket};
+use super::policy::Granted;
+use super::{choose_etype, ktime_secs, principal_of, raw_req_body, seal, unix_secs, unseal};
 use super::{Failure, Kdc};
 use crate::messages::{
-    self, decode, encode, flags_value, int, int_value, kdc_options as opt, msg_type, pa_type,
-    same_principal, ticket_flags as tf, PVNO,
+    self, decode, encode, flags_value, kdc_options as opt, msg_type, pa_type, same_principal,
+    ticket_flags as tf,
 };
 use crate::usage;
 
@@ -38,21 +38,12 @@ fn verify_ap_req(
 ) -> Result<VerifiedTgt, Failure> {
     let pa = messages::find_padata(req_padata, pa_type::TGS_REQ).ok_or(KdcError::MissingApReq)?;
     let ap: ApReq = decode(&pa.value).map_err(|_| KdcError::MalformedRequest)?;
-    if int_value(&ap.pvno) != Some(PVNO) {
-        return Err(KdcError::BadProtocolVersion(int_value(&ap.pvno).unwrap_or(-1)).into());
-    }
-    if int_value(&ap.msg_type) != Some(msg_type::AP_REQ) {
-        return Err(KdcError::WrongMessageType(int_value(&ap.msg_type).unwrap_or(-1)).into());
-    }
+    check_header(&ap.pvno, &ap.msg_type, msg_type::AP_REQ)?;
     let tkt_server = principal_of(&ap.ticket.sname, &ap.ticket.realm, "ticket sname")?;
     if !same_principal(&tkt_server, kdc.tgs_principal()) {
         return Err(Failure::from(KdcError::NotOurTgt).with_server(&tkt_server));
     }
-    let tgs_entry = kdc
-        .store()
-        .get(kdc.tgs_principal())
-        .map_err(|_| KdcError::Database)?
-        .ok_or(KdcError::Internal)?;
+    let tgs_entry = lookup(kdc, kdc.tgs_principal(), KdcError::Internal)?;
     let etype = Etype::from_i32(ap.ticket.enc_part.etype).ok_or(KdcError::EtypeNotSupported)?;
     let tkey = tgs_entry
         .key_version(etype, ap.ticket.enc_part.kvno)
@@ -138,14 +129,7 @@ fn verify_ap_req(
 
 pub(crate) fn handle(kdc: &Kdc, raw: &[u8], now: SystemTime) -> Result<Vec<u8>, Failure> {
     let TgsReq(req) = decode::<TgsReq>(raw).map_err(|_| KdcError::MalformedRequest)?;
-    let pvno = int_value(&req.pvno).unwrap_or(-1);
-    if pvno != PVNO {
-        return Err(KdcError::BadProtocolVersion(pvno).into());
-    }
-    let mt = int_value(&req.msg_type).unwrap_or(-1);
-    if mt != msg_type::TGS_REQ {
-        return Err(KdcError::WrongMessageType(mt).into());
-    }
+    check_header(&req.pvno, &req.msg_type, msg_type::TGS_REQ)?;
     let now_s = unix_secs(now);
     let VerifiedTgt {
         tgt,
@@ -157,20 +141,11 @@ pub(crate) fn handle(kdc: &Kdc, raw: &[u8], now: SystemTime) -> Result<Vec<u8>, 
     let body = &req.req_body;
     let sname = body.sname.as_ref().ok_or(KdcError::MissingServerName)?;
     let server = principal_of(sname, &body.realm, "sname")?;
-    let fail = |e: KdcError| Failure::from(e).with_client(&client).with_server(&server);
+    let fail = failing(&client, &server);
     if server.realm != kdc.realm() {
         return Err(fail(KdcError::WrongRealm(server.realm.clone())));
     }
-    let s_entry = kdc
-        .store()
-        .get(&server)
-        .map_err(|_| fail(KdcError::Database))?
-        .ok_or_else(|| fail(KdcError::ServerUnknown))?;
-    if s_entry.flags.has(PrincipalFlags::DISABLED)
-        || !s_entry.flags.has(PrincipalFlags::ALLOW_SERVICE)
-    {
-        return Err(fail(KdcError::ServiceRevoked));
-    }
+    let s_entry = service_entry(kdc, &server).map_err(&fail)?;
     // A client disabled since its TGT was issued gets nothing more.
     if let Ok(Some(c)) = kdc.store().get(&client) {
         if c.flags.has(PrincipalFlags::DISABLED) {
@@ -251,13 +226,7 @@ pub(crate) fn handle(kdc: &Kdc, raw: &[u8], now: SystemTime) -> Result<Vec<u8>, 
             renew_till: Some(renew_till),
         }
     } else {
-        let requested = Requested {
-            from: body.from.as_ref().map(ktime_secs),
-            till: ktime_secs(&body.till),
-            rtime: body.rtime.as_ref().map(ktime_secs),
-            renewable: options & opt::RENEWABLE != 0,
-            renewable_ok: options & opt::RENEWABLE_OK != 0,
-        };
+        let requested = requested(body, options);
         let renewable_allowed =
             tflags & tf::RENEWABLE != 0 && s_entry.flags.has(PrincipalFlags::ALLOW_RENEWABLE);
         let g = policy
@@ -270,7 +239,7 @@ pub(crate) fn handle(kdc: &Kdc, raw: &[u8], now: SystemTime) -> Result<Vec<u8>, 
                 Some(tgt_end),
                 tgt_renew,
             )
-            .map_err(fail)?;
+            .map_err(&fail)?;
         if g.renew_till.is_some() {
             flags |= tf::RENEWABLE;
         }
@@ -290,72 +259,30 @@ pub(crate) fn handle(kdc: &Kdc, raw: &[u8], now: SystemTime) -> Result<Vec<u8>, 
         authz.get_or_insert_with(Vec::new).extend(extra);
     }
 
-    let new_session = Key::random(session_etype);
-    let session_wire = messages::encryption_key(session_etype.to_i32(), new_session.as_bytes());
-    let fail_internal = |_| fail(KdcError::Internal);
-    let starttime = ktime(granted.start).map_err(fail_internal)?;
-    let endtime = ktime(granted.end).map_err(fail_internal)?;
-    let renew_till = granted
-        .renew_till
-        .map(ktime)
-        .transpose()
-        .map_err(fail_internal)?;
-    let enc_ticket = EncTicketPart {
-        flags: messages::ticket_flags(flags),
-        key: session_wire.clone(),
-        crealm: tgt.crealm.clone(),
-        cname: tgt.cname.clone(),
+    let issued = NewTicket {
+        flags,
+        session_etype,
+        crealm: &tgt.crealm,
+        cname: &tgt.cname,
+        srealm: &body.realm,
+        sname,
         transited: tgt.transited.clone(),
         auth_time: tgt.auth_time.clone(),
-        start_time: Some(starttime.clone()),
-        end_time: endtime.clone(),
-        renew_till: renew_till.clone(),
-        caddr: caddr.clone(),
-        authorization_data: authz,
-    };
-    let ticket = Ticket {
-        tkt_vno: int(PVNO),
-        realm: body.realm.clone(),
-        sname: sname.clone(),
-        enc_part: seal(
-            &ticket_key.key,
-            usage::KDC_REP_TICKET,
-            Some(ticket_key.kvno),
-            &enc_ticket,
-        ),
-    };
-    let enc_rep = EncTgsRepPart(EncKdcRepPart {
-        key: session_wire,
-        last_req: Vec::new(),
-        nonce: body.nonce,
-        key_expiration: None,
-        flags: messages::ticket_flags(flags),
-        auth_time: tgt.auth_time.clone(),
-        start_time: Some(starttime),
-        end_time: endtime,
-        renew_till,
-        srealm: body.realm.clone(),
-        sname: sname.clone(),
+        granted,
         caddr,
-        encrypted_pa_data: None,
+        authorization_data: authz,
+        ticket_key,
+    }
+    .issue(body.nonce, Vec::new())
+    .map_err(&fail)?;
+    // The reply is sealed in the authenticator's subkey if it has one, else
+    // in the TGT's session key.
+    let rep = issued.reply(msg_type::TGS_REP, None, |enc| {
+        let enc = EncTgsRepPart(enc);
+        match &subkey {
+            Some(sk) => seal(sk, usage::TGS_REP_ENC_PART_SUBKEY, None, &enc),
+            None => seal(&session, usage::TGS_REP_ENC_PART_SESSION_KEY, None, &enc),
+        }
     });
-    let enc_part = match &subkey {
-        Some(sk) => seal(sk, usage::TGS_REP_ENC_PART_SUBKEY, None, &enc_rep),
-        None => seal(
-            &session,
-            usage::TGS_REP_ENC_PART_SESSION_KEY,
-            None,
-            &enc_rep,
-        ),
-    };
-    let rep = TgsRep(KdcRep {
-        pvno: int(PVNO),
-        msg_type: int(msg_type::TGS_REP),
-        padata: None,
-        crealm: tgt.crealm.clone(),
-        cname: tgt.cname.clone(),
-        ticket,
-        enc_part,
-    });
-    Ok(encode(&rep))
+    Ok(encode(&TgsRep(rep)))
 }
