@@ -432,34 +432,27 @@ fn delta(a: &Value, b: &Value, k: &str) -> u64 {
         .saturating_sub(a[k].as_u64().unwrap_or(0))
 }
 
-/// Drop reasons of tunnel frames (docs/wire.md): a gateway the tunnel only
-/// passes through must count none of them.
-const TUNNEL_DROPS: [&str; 11] = [
-    "drop_malformed",
-    "drop_truncated",
-    "drop_fragmented",
-    "drop_unknown_spi",
-    "drop_bad_mac",
-    "drop_replayed",
-    "drop_too_old",
-    "drop_expired",
-    "drop_spoofed",
-    "drop_no_tunnel",
-    "drop_replay_contended",
-];
+/// The data plane's drop reasons for tunnel and forwarded frames (every
+/// `drop_*` counter but the voice ones): a gateway the tunnel only passes
+/// through must count none of them.
+fn tunnel_drop_counters() -> impl Iterator<Item = &'static str> {
+    roamgate_common::counters::NAMES
+        .iter()
+        .map(|(_, n)| *n)
+        .filter(|n| n.starts_with("drop_") && !n.starts_with("drop_voice"))
+}
 
 /// What a foreign gateway's XDP program did between two counter readings.
 fn gateway_counters(a: &Value, b: &Value) -> Value {
     let d = |k: &str| delta(a, b, k);
-    let by_reason: serde_json::Map<String, Value> = TUNNEL_DROPS
-        .iter()
+    let by_reason: serde_json::Map<String, Value> = tunnel_drop_counters()
         .filter(|k| d(k) > 0)
-        .map(|k| ((*k).to_owned(), json!(d(k))))
+        .map(|k| (k.to_owned(), json!(d(k))))
         .collect();
     json!({
         "rx_packets": d("rx_packets"),
         "rx_transit": d("rx_transit"),
-        "tunnel_frames_dropped": TUNNEL_DROPS.iter().map(|k| d(k)).sum::<u64>(),
+        "tunnel_frames_dropped": tunnel_drop_counters().map(d).sum::<u64>(),
         "tunnel_drops_by_reason": by_reason,
         "action_pass": d("action_pass"),
         "action_drop": d("action_drop"),
