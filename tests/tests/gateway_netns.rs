@@ -4,6 +4,7 @@
 
 use std::{process::Command, time::Duration};
 
+use roamgate::dataplane::fixture::TestPinDir;
 use roamgate_integration::netns::{roamgate_bin, wait_for, Topology};
 
 fn counters(pin_dir: &str) -> serde_json::Value {
@@ -46,8 +47,9 @@ fn gateway_attaches_counts_and_detaches() {
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let pin_dir = format!("/sys/fs/bpf/{}test", topo.prefix());
-    let _ = std::fs::remove_dir_all(&pin_dir);
+    // Removed on drop, also when an assertion fails.
+    let pin = TestPinDir::new("gateway");
+    let pin_dir = pin.path().display().to_string();
 
     let gw = start_gateway(&mut topo, dir.path(), &pin_dir);
     wait_for("XDP on gw0", Duration::from_secs(20), || {
@@ -146,7 +148,6 @@ fn gateway_attaches_counts_and_detaches() {
         !topo.xdp_attached("gw", "gw0").unwrap(),
         "XDP left attached after SIGINT"
     );
-    let _ = std::fs::remove_dir_all(&pin_dir);
 }
 
 #[test]
@@ -155,7 +156,8 @@ fn gateway_refuses_a_missing_interface_with_a_clear_error() {
     topo.add_host("gw").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("g.toml");
-    let pin_dir = format!("/sys/fs/bpf/{}test", topo.prefix());
+    let pin = TestPinDir::new("gateway");
+    let pin_dir = pin.path().display().to_string();
     std::fs::write(
         &cfg,
         format!("[gateway]\ninterfaces = [\"nope0\"]\npin_dir = \"{pin_dir}\"\n[metrics]\nlisten = \"\"\n"),
@@ -171,5 +173,4 @@ fn gateway_refuses_a_missing_interface_with_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("attaching XDP to nope0"), "{err}");
-    let _ = std::fs::remove_dir_all(&pin_dir);
 }
