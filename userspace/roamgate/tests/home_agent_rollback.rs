@@ -273,3 +273,41 @@ fn journal_failure_gets_130_and_touches_no_map() {
     assert!(map_binding(&e.maps).is_some());
     assert!(journal_binding(&e).is_some());
 }
+
+/// Two requests of one node in one batch: a handover that does not fit,
+/// then a deregistration that would. The deregistration was decided on top
+/// of the failed handover, so it is not applied either: both get 130 and
+/// the maps, the journal and the core keep the binding from A.
+#[test]
+fn a_request_built_on_a_failed_one_in_the_same_batch_is_refused_too() {
+    let (_pin, maps) = small_maps(4, 2);
+    let (_dir, journal) = sqlite_journal();
+    let mut e = engine(maps, journal);
+    let mut mn = mobile_node();
+    let now = SystemTime::now();
+    assert_eq!(register(&mut e, &mut mn, COA_A, now), code::ACCEPTED);
+    let (_, spi_a, _) = map_binding(&e.maps).unwrap();
+    occupy(&mut e.maps);
+
+    let at = now + Duration::from_secs(10);
+    let handover = mn.set_care_of(COA_B, at).unwrap().send.unwrap();
+    let later = at + Duration::from_secs(1);
+    let dereg = mn.deregister(later).unwrap().send.unwrap();
+    let replies = e.handle_batch(
+        &[
+            (&handover[..], IpAddr::V4(COA_B)),
+            (&dereg[..], IpAddr::V4(COA_B)),
+        ],
+        later,
+    );
+    let codes: Vec<u8> = replies
+        .iter()
+        .map(|r| wire::parse_reply(r.as_ref().unwrap()).unwrap().repr.code)
+        .collect();
+    assert_eq!(codes, vec![130, 130]);
+    assert_eq!(map_binding(&e.maps), Some((COA_A, spi_a, true)));
+    assert_eq!(journal_binding(&e), Some((COA_A, spi_a)));
+    assert_eq!(e.core.binding(HOME).map(|b| b.care_of), Some(COA_A));
+    assert_eq!(e.metrics.apply_failed, 2);
+    assert_eq!(e.metrics.deregistered, 0);
+}
