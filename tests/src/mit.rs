@@ -10,6 +10,11 @@
 //!
 //! Needs the Debian packages krb5-kdc, krb5-user and krb5-admin-server; not
 //! root.
+//!
+//! For the interop tests against either KDC: [`have`] and [`skip_without`]
+//! check for the tools, and [`KerberosCapture`] records a KDC's traffic with
+//! tshark and decodes it, decrypted with a keytab (tshark on `lo` needs root
+//! or capture rights).
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -36,6 +41,134 @@ pub fn enctype_name(etype: i32) -> Option<&'static str> {
         20 => "aes256-cts-hmac-sha384-192",
         _ => return None,
     })
+}
+
+/// Whether `tool` is on the `PATH`.
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `true`, after saying which test is skipped and why, when one of `tools`
+/// is missing; `packages` names what to install.
+pub fn skip_without(tools: &[&str], packages: &str) -> bool {
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| !have(t)).collect();
+    if missing.is_empty() {
+        return false;
+    }
+    eprintln!(
+        "skipping: {} not installed ({packages})",
+        missing.join(", ")
+    );
+    true
+}
+
+/// How long tshark may take to start capturing.
+const CAPTURE_START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Waits after tshark says it captures and before it is stopped, so that
+/// no packet of the exchange in between is lost.
+const CAPTURE_SETTLE_AFTER_START: Duration = Duration::from_millis(300);
+const CAPTURE_SETTLE_BEFORE_STOP: Duration = Duration::from_millis(500);
+
+/// A tshark capture on `lo` of one KDC port, written to a pcap file.
+/// Dropping it stops tshark.
+pub struct KerberosCapture {
+    child: Option<Child>,
+    pcap: PathBuf,
+    port: u16,
+}
+
+impl KerberosCapture {
+    /// Starts tshark and returns once it is capturing. tshark drops its
+    /// privileges to write: `pcap`'s directory must be writable by it.
+    pub fn start(port: u16, pcap: &Path) -> Result<Self> {
+        use std::io::Read;
+        let mut child = Command::new("tshark")
+            .args(["-i", "lo", "-f", &format!("port {port}"), "-w"])
+            .arg(pcap)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting tshark")?;
+        let mut stderr = child.stderr.take().context("tshark's stderr")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut acc = Vec::new();
+            let mut b = [0u8; 256];
+            let mut told = false;
+            while let Ok(n) = stderr.read(&mut b) {
+                if n == 0 {
+                    break;
+                }
+                acc.extend_from_slice(&b[..n]);
+                if !told && String::from_utf8_lossy(&acc).contains("Capturing on") {
+                    let _ = tx.send(());
+                    told = true;
+                }
+            }
+        });
+        let capture = Self {
+            child: Some(child),
+            pcap: pcap.to_owned(),
+            port,
+        };
+        rx.recv_timeout(CAPTURE_START_TIMEOUT)
+            .context("tshark did not start capturing")?;
+        std::thread::sleep(CAPTURE_SETTLE_AFTER_START);
+        Ok(capture)
+    }
+
+    /// Stops tshark with SIGINT, which makes it flush and close the file.
+    pub fn stop(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        std::thread::sleep(CAPTURE_SETTLE_BEFORE_STOP);
+        Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .context("sending SIGINT to tshark")?;
+        child.wait().context("waiting for tshark")?;
+        Ok(())
+    }
+
+    /// tshark's reading of the capture with `extra` arguments (`-V`, or
+    /// `-q -z expert`): the KDC port decoded as Kerberos, decrypted with
+    /// the keys in `keytab`. An error if tshark fails.
+    pub fn decode(&self, keytab: &Path, extra: &[&str]) -> Result<String> {
+        let port = self.port;
+        let out = Command::new("tshark")
+            .arg("-r")
+            .arg(&self.pcap)
+            .args(["-d", &format!("udp.port=={port},kerberos")])
+            .args(["-d", &format!("tcp.port=={port},kerberos")])
+            .args(["-o", "kerberos.decrypt:TRUE", "-o"])
+            .arg(format!("kerberos.file:{}", keytab.display()))
+            .args(extra)
+            .output()
+            .context("running tshark -r")?;
+        if !out.status.success() {
+            bail!(
+                "tshark -r {} failed ({}): {}",
+                self.pcap.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for KerberosCapture {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// How the KDC is set up.

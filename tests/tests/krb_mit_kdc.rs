@@ -12,7 +12,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use roamgate_integration::mit::{enctype_name, MitKdc, MitKdcConfig};
+use roamgate_integration::mit::{
+    enctype_name, skip_without, KerberosCapture, MitKdc, MitKdcConfig,
+};
 use roamgate_integration::netns::roamgate_bin;
 use roamgate_krb::ap::{self, AcceptParams, ApError, ApReqParams, KeySet};
 use roamgate_krb::client::{self, AsOptions, ClientError, ClientSecret, Credential, KdcTransport};
@@ -27,20 +29,22 @@ use roamgate_krb_crypto::{Etype, Key};
 const PASSWORD: &str = "Tr0ub4dor&3";
 
 fn have_mit() -> bool {
-    let ok = ["krb5kdc", "kdb5_util", "kadmin.local", "kinit", "klist"]
-        .iter()
-        .all(|p| {
-            Command::new("sh")
-                .args(["-c", &format!("command -v {p}")])
-                .stdout(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-        });
-    if !ok {
-        eprintln!("skipping: MIT krb5 (krb5-kdc, krb5-user, krb5-admin-server) not installed");
-    }
-    ok
+    !skip_without(
+        &["krb5kdc", "kdb5_util", "kadmin.local", "kinit", "klist"],
+        "krb5-kdc, krb5-user, krb5-admin-server",
+    )
+}
+
+/// A fresh MIT KDC; `None`, and the test is skipped, without MIT krb5.
+fn start_mit() -> Option<MitKdc> {
+    have_mit().then(|| MitKdc::start().unwrap())
+}
+
+/// [`start_mit`] with the user alice (password [`PASSWORD`], all etypes).
+fn mit_with_alice() -> Option<MitKdc> {
+    let kdc = start_mit()?;
+    kdc.add_principal("alice", PASSWORD, &[]).unwrap();
+    Some(kdc)
 }
 
 fn transport(kdc: &MitKdc) -> KdcTransport {
@@ -114,6 +118,52 @@ fn run_krb(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     )
 }
 
+/// How `roamgate krb kinit` proves the client's identity.
+enum Secret<'a> {
+    /// A password, on stdin.
+    Password(&'a str),
+    /// The keys of a keytab file.
+    Keytab(&'a str),
+}
+
+/// `roamgate krb kinit` of `user` in the fixture's realm, at `kdc_addr`,
+/// into the cache file `cc`, with `extra` arguments (`--tcp`).
+fn rg_kinit(
+    kdc: &MitKdc,
+    kdc_addr: &str,
+    user: &str,
+    secret: Secret<'_>,
+    cc: &str,
+    extra: &[&str],
+) -> (bool, String, String) {
+    let mut args = vec![
+        "kinit", "--realm", &kdc.realm, "--kdc", kdc_addr, user, "--ccache", cc,
+    ];
+    let stdin = match secret {
+        Secret::Password(pw) => {
+            args.push("--password-stdin");
+            Some(pw)
+        }
+        Secret::Keytab(keytab) => {
+            args.extend(["--keytab", keytab]);
+            None
+        }
+    };
+    args.extend_from_slice(extra);
+    run_krb(&args, stdin)
+}
+
+/// `roamgate krb kvno` of `service` at the fixture's KDC, with the TGT in
+/// the cache file `cc` and `extra` arguments (`--tcp`).
+fn rg_kvno(kdc: &MitKdc, cc: &str, service: &str, extra: &[&str]) -> (bool, String, String) {
+    let addr = kdc.kdc_arg();
+    let mut args = vec![
+        "kvno", "--realm", &kdc.realm, "--kdc", &addr, "--ccache", cc, service,
+    ];
+    args.extend_from_slice(extra);
+    run_krb(&args, None)
+}
+
 /// MIT `klist -e -f` of a cache file; panics if klist cannot read it.
 fn mit_klist(kdc: &MitKdc, cc: &Path) -> String {
     let mut c = kdc.command("klist");
@@ -124,10 +174,9 @@ fn mit_klist(kdc: &MitKdc, cc: &Path) -> String {
 
 #[tokio::test]
 async fn as_tgs_and_ap_for_each_etype() {
-    if !have_mit() {
+    let Some(kdc) = start_mit() else {
         return;
-    }
-    let kdc = MitKdc::start().unwrap();
+    };
     for etype in Etype::ALL {
         let e = etype.to_i32();
         let name = enctype_name(e).unwrap();
@@ -211,11 +260,9 @@ async fn as_tgs_and_ap_for_each_etype() {
 
 #[tokio::test]
 async fn wrong_password_and_unknown_principal_are_named() {
-    if !have_mit() {
+    let Some(kdc) = mit_with_alice() else {
         return;
-    }
-    let kdc = MitKdc::start().unwrap();
-    kdc.add_principal("alice", PASSWORD, &[]).unwrap();
+    };
     let err = tgt(&kdc, "alice", "not it").await.unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -234,11 +281,9 @@ async fn wrong_password_and_unknown_principal_are_named() {
 
 #[tokio::test]
 async fn tcp_only_and_unknown_service() {
-    if !have_mit() {
+    let Some(kdc) = mit_with_alice() else {
         return;
-    }
-    let kdc = MitKdc::start().unwrap();
-    kdc.add_principal("alice", PASSWORD, &[]).unwrap();
+    };
     let mut t = transport(&kdc);
     t.tcp_only = true;
     let tgt = client::get_tgt(
@@ -275,10 +320,9 @@ async fn kdc_with_skewed_clock_is_refused() {
 
 #[tokio::test]
 async fn forwarded_tgt_travels_in_krb_cred() {
-    if !have_mit() {
+    let Some(kdc) = start_mit() else {
         return;
-    }
-    let kdc = MitKdc::start().unwrap();
+    };
     kdc.add_principal("unit1", PASSWORD, &[]).unwrap();
     kdc.add_principal("pm/imu", PASSWORD, &["aes256-cts-hmac-sha1-96"])
         .unwrap();
@@ -333,11 +377,9 @@ async fn forwarded_tgt_travels_in_krb_cred() {
 
 #[tokio::test]
 async fn service_side_rejects_replay_other_service_and_skew() {
-    if !have_mit() {
+    let Some(kdc) = mit_with_alice() else {
         return;
-    }
-    let kdc = MitKdc::start().unwrap();
-    kdc.add_principal("alice", PASSWORD, &[]).unwrap();
+    };
     kdc.add_random_principal("dir/a", &["aes128-cts-hmac-sha256-128"])
         .unwrap();
     let t = transport(&kdc);
@@ -384,10 +426,9 @@ async fn service_side_rejects_replay_other_service_and_skew() {
 
 #[test]
 fn cli_kinit_kvno_against_mit_for_each_etype_udp_and_tcp() {
-    if !have_mit() {
+    let Some(kdc) = start_mit() else {
         return;
-    }
-    let kdc = MitKdc::start().unwrap();
+    };
     let addr = kdc.kdc_arg();
     for etype in Etype::ALL {
         let e = etype.to_i32();
@@ -399,21 +440,9 @@ fn cli_kinit_kvno_against_mit_for_each_etype_udp_and_tcp() {
         for tcp in [false, true] {
             let cc = kdc.path(&format!("cli{e}-{tcp}.cc"));
             let cc_s = cc.display().to_string();
-            let mut args = vec![
-                "kinit",
-                "--realm",
-                &kdc.realm,
-                "--kdc",
-                &addr,
-                &user,
-                "--password-stdin",
-                "--ccache",
-                &cc_s,
-            ];
-            if tcp {
-                args.push("--tcp");
-            }
-            let (ok, _, err) = run_krb(&args, Some(PASSWORD));
+            let extra: &[&str] = if tcp { &["--tcp"] } else { &[] };
+            let (ok, _, err) =
+                rg_kinit(&kdc, &addr, &user, Secret::Password(PASSWORD), &cc_s, extra);
             assert!(ok, "kinit etype {e} tcp={tcp}: {err}\n{}", kdc.log());
             // MIT's klist reads the cache roamgate wrote.
             let listing = mit_klist(&kdc, &cc);
@@ -425,13 +454,7 @@ fn cli_kinit_kvno_against_mit_for_each_etype_udp_and_tcp() {
                 listing.contains(&format!("krbtgt/{r}@{r}", r = kdc.realm)),
                 "{listing}"
             );
-            let mut args = vec![
-                "kvno", "--realm", &kdc.realm, "--kdc", &addr, "--ccache", &cc_s, &svc,
-            ];
-            if tcp {
-                args.push("--tcp");
-            }
-            let (ok, out, err) = run_krb(&args, None);
+            let (ok, out, err) = rg_kvno(&kdc, &cc_s, &svc, extra);
             assert!(ok, "kvno etype {e} tcp={tcp}: {err}\n{}", kdc.log());
             assert_eq!(out.trim(), format!("{svc}@{}: kvno = 1", kdc.realm));
             // The service ticket is in the cache, encrypted in the
@@ -452,10 +475,9 @@ fn cli_kinit_kvno_against_mit_for_each_etype_udp_and_tcp() {
 
 #[tokio::test]
 async fn mit_keytab_gets_a_tgt_library_and_cli() {
-    if !have_mit() {
+    let Some(kdc) = start_mit() else {
         return;
-    }
-    let kdc = MitKdc::start().unwrap();
+    };
     kdc.add_random_principal("unit/a", &[]).unwrap();
     let kt_path = kdc.path("unit.keytab");
     kdc.export_keytab("unit/a", &kt_path).unwrap();
@@ -475,20 +497,13 @@ async fn mit_keytab_gets_a_tgt_library_and_cli() {
     assert_eq!(cred.client, me);
 
     let cc = kdc.path("unit.cc");
-    let (ok, _, err) = run_krb(
-        &[
-            "kinit",
-            "--realm",
-            &kdc.realm,
-            "--kdc",
-            &kdc.kdc_arg(),
-            "unit/a",
-            "--keytab",
-            &kt_path.display().to_string(),
-            "--ccache",
-            &cc.display().to_string(),
-        ],
-        None,
+    let (ok, _, err) = rg_kinit(
+        &kdc,
+        &kdc.kdc_arg(),
+        "unit/a",
+        Secret::Keytab(&kt_path.display().to_string()),
+        &cc.display().to_string(),
+        &[],
     );
     assert!(ok, "{err}");
     assert!(mit_klist(&kdc, &cc).contains(&format!("Default principal: unit/a@{}", kdc.realm)));
@@ -496,11 +511,9 @@ async fn mit_keytab_gets_a_tgt_library_and_cli() {
 
 #[test]
 fn roamgate_reads_mit_ccache() {
-    if !have_mit() {
+    let Some(kdc) = mit_with_alice() else {
         return;
-    }
-    let kdc = MitKdc::start().unwrap();
-    kdc.add_principal("alice", PASSWORD, &[]).unwrap();
+    };
     kdc.add_random_principal("host/x", &[]).unwrap();
     let cc = kdc.path("mit.cc");
     kdc.kinit_password("alice", PASSWORD, &cc).unwrap();
@@ -516,19 +529,7 @@ fn roamgate_reads_mit_ccache() {
         "{out}"
     );
     // roamgate uses MIT's TGT for a service ticket, and MIT reads the result.
-    let (ok, out, err) = run_krb(
-        &[
-            "kvno",
-            "--realm",
-            &kdc.realm,
-            "--kdc",
-            &kdc.kdc_arg(),
-            "--ccache",
-            &cc_s,
-            "host/x",
-        ],
-        None,
-    );
+    let (ok, out, err) = rg_kvno(&kdc, &cc_s, "host/x", &[]);
     assert!(ok, "{err}");
     assert_eq!(out.trim(), format!("host/x@{}: kvno = 1", kdc.realm));
     assert!(mit_klist(&kdc, &cc).contains(&format!("host/x@{}", kdc.realm)));
@@ -536,27 +537,12 @@ fn roamgate_reads_mit_ccache() {
 
 #[test]
 fn cli_errors_are_one_line_and_name_the_cause() {
-    if !have_mit() {
+    let Some(kdc) = mit_with_alice() else {
         return;
-    }
-    let kdc = MitKdc::start().unwrap();
-    kdc.add_principal("alice", PASSWORD, &[]).unwrap();
+    };
     let cc = kdc.path("err.cc").display().to_string();
     let kinit = |name: &str, kdc_addr: &str, pw: &str| {
-        run_krb(
-            &[
-                "kinit",
-                "--realm",
-                &kdc.realm,
-                "--kdc",
-                kdc_addr,
-                name,
-                "--password-stdin",
-                "--ccache",
-                &cc,
-            ],
-            Some(pw),
-        )
+        rg_kinit(&kdc, kdc_addr, name, Secret::Password(pw), &cc, &[])
     };
     let one_line = |err: &str| {
         assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
@@ -591,20 +577,13 @@ fn cli_errors_are_one_line_and_name_the_cause() {
     let (ok, _, err) = run_krb(&["klist", "--ccache", &bad.display().to_string()], None);
     assert!(!ok);
     assert!(one_line(&err).contains("corrupt credential cache"), "{err}");
-    let (ok, _, err) = run_krb(
-        &[
-            "kinit",
-            "--realm",
-            &kdc.realm,
-            "--kdc",
-            &kdc.kdc_arg(),
-            "alice",
-            "--keytab",
-            &bad.display().to_string(),
-            "--ccache",
-            &cc,
-        ],
-        None,
+    let (ok, _, err) = rg_kinit(
+        &kdc,
+        &kdc.kdc_arg(),
+        "alice",
+        Secret::Keytab(&bad.display().to_string()),
+        &cc,
+        &[],
     );
     assert!(!ok);
     assert!(one_line(&err).contains("corrupt keytab"), "{err}");
@@ -615,19 +594,12 @@ fn cli_errors_are_one_line_and_name_the_cause() {
 /// field.
 #[test]
 fn tshark_decodes_roamgate_client_exchanges_without_malformed_fields() {
-    use std::io::Read;
-    if !have_mit()
-        || !Command::new("sh")
-            .args(["-c", "command -v tshark"])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    {
-        eprintln!("skipping: tshark not installed");
+    if skip_without(&["tshark"], "tshark") {
         return;
     }
-    let kdc = MitKdc::start().unwrap();
-    kdc.add_principal("alice", PASSWORD, &[]).unwrap();
+    let Some(kdc) = mit_with_alice() else {
+        return;
+    };
     kdc.add_random_principal("host/cap", &[]).unwrap();
     let keytab = kdc.path("all.keytab");
     for p in [
@@ -637,86 +609,24 @@ fn tshark_decodes_roamgate_client_exchanges_without_malformed_fields() {
     ] {
         kdc.export_keytab(&p, &keytab).unwrap();
     }
-    let port = kdc.addr.port();
-    let pcap = kdc.path("client.pcap");
     // tshark writes as an unprivileged user; let it write the directory.
     let _ = Command::new("chmod").arg("0777").arg(kdc.dir()).status();
-    let mut cap = Command::new("tshark")
-        .args(["-i", "lo", "-f", &format!("port {port}"), "-w"])
-        .arg(&pcap)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting tshark");
-    let mut stderr = cap.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut acc = Vec::new();
-        let mut b = [0u8; 256];
-        let mut told = false;
-        while let Ok(n) = stderr.read(&mut b) {
-            if n == 0 {
-                break;
-            }
-            acc.extend_from_slice(&b[..n]);
-            if !told && String::from_utf8_lossy(&acc).contains("Capturing on") {
-                let _ = tx.send(());
-                told = true;
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(20))
-        .expect("tshark did not start capturing");
-    std::thread::sleep(Duration::from_millis(300));
-    let addr = kdc.kdc_arg();
+    let mut cap = KerberosCapture::start(kdc.addr.port(), &kdc.path("client.pcap")).unwrap();
     let cc = kdc.path("cap.cc").display().to_string();
-    let (ok, _, err) = run_krb(
-        &[
-            "kinit",
-            "--realm",
-            &kdc.realm,
-            "--kdc",
-            &addr,
-            "alice",
-            "--password-stdin",
-            "--ccache",
-            &cc,
-        ],
-        Some(PASSWORD),
+    let (ok, _, err) = rg_kinit(
+        &kdc,
+        &kdc.kdc_arg(),
+        "alice",
+        Secret::Password(PASSWORD),
+        &cc,
+        &[],
     );
     assert!(ok, "{err}");
-    let (ok, _, err) = run_krb(
-        &[
-            "kvno", "--realm", &kdc.realm, "--kdc", &addr, "--ccache", &cc, "host/cap",
-        ],
-        None,
-    );
+    let (ok, _, err) = rg_kvno(&kdc, &cc, "host/cap", &[]);
     assert!(ok, "{err}");
-    std::thread::sleep(Duration::from_millis(500));
-    Command::new("kill")
-        .args(["-INT", &cap.id().to_string()])
-        .status()
-        .unwrap();
-    cap.wait().unwrap();
+    cap.stop().unwrap();
 
-    let tshark = |extra: &[&str]| {
-        let out = Command::new("tshark")
-            .arg("-r")
-            .arg(&pcap)
-            .args(["-d", &format!("udp.port=={port},kerberos")])
-            .args(["-d", &format!("tcp.port=={port},kerberos")])
-            .args(["-o", "kerberos.decrypt:TRUE", "-o"])
-            .arg(format!("kerberos.file:{}", keytab.display()))
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let tshark = |extra: &[&str]| cap.decode(&keytab, extra).unwrap();
     let v = tshark(&["-V"]);
     for want in [
         "as-req",
@@ -764,11 +674,9 @@ fn roamgate_verifies_an_ap_req_built_by_mit() {
     use std::net::UdpSocket;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
-    if !have_mit() {
+    let Some(kdc) = mit_with_alice() else {
         return;
-    }
-    let kdc = MitKdc::start().unwrap();
-    kdc.add_principal("alice", PASSWORD, &[]).unwrap();
+    };
     kdc.add_random_principal("host/mit", &[]).unwrap();
     let krbtgt = format!("krbtgt/{}", kdc.realm);
     let kt = mit_keytab(&kdc, &krbtgt);
@@ -1004,26 +912,18 @@ async fn roamgate_client_and_service_against_roamgate_kdc() {
 /// ticket and times in roamgate's ccache are what MIT expects.
 #[test]
 fn mit_kvno_uses_a_roamgate_tgt() {
-    if !have_mit() {
+    let Some(kdc) = mit_with_alice() else {
         return;
-    }
-    let kdc = MitKdc::start().unwrap();
-    kdc.add_principal("alice", PASSWORD, &[]).unwrap();
+    };
     kdc.add_random_principal("host/y", &[]).unwrap();
     let cc = kdc.path("rg.cc");
-    let (ok, _, err) = run_krb(
-        &[
-            "kinit",
-            "--realm",
-            &kdc.realm,
-            "--kdc",
-            &kdc.kdc_arg(),
-            "alice",
-            "--password-stdin",
-            "--ccache",
-            &cc.display().to_string(),
-        ],
-        Some(PASSWORD),
+    let (ok, _, err) = rg_kinit(
+        &kdc,
+        &kdc.kdc_arg(),
+        "alice",
+        Secret::Password(PASSWORD),
+        &cc.display().to_string(),
+        &[],
     );
     assert!(ok, "{err}");
     let mut kvno = kdc.command("kvno");

@@ -16,21 +16,13 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use roamgate_integration::bench::kdc::{RoamgateKdc, RoamgateKdcOptions};
-use roamgate_integration::mit::enctype_name;
+use roamgate_integration::mit::{enctype_name, have, skip_without, KerberosCapture};
 use roamgate_krb::kdc::probe::{self, RequestSpec};
 use roamgate_krb::Principal;
 use roamgate_krb_crypto::{Etype, Key};
 
 const PASSWORD: &str = "roamgate-alice-pw";
 const SERVICE: &str = "host/svc.roamgate.test";
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 fn kdc_with(opts: RoamgateKdcOptions) -> RoamgateKdc {
     let b = RoamgateKdc::create(&opts).unwrap();
@@ -52,6 +44,24 @@ fn kdc_with(opts: RoamgateKdcOptions) -> RoamgateKdc {
 
 fn kdc() -> RoamgateKdc {
     kdc_with(RoamgateKdcOptions::default())
+}
+
+/// The KDC and its [`default_conf`]; `None`, and the test is skipped,
+/// without the MIT `tools` (from `packages`).
+fn kdc_for_mit(tools: &[&str], packages: &str) -> Option<(RoamgateKdc, PathBuf)> {
+    if skip_without(tools, packages) {
+        return None;
+    }
+    let kdc = kdc();
+    let conf = default_conf(&kdc);
+    Some((kdc, conf))
+}
+
+/// `krb5.conf` in the KDC's directory: its realm, all etypes, UDP first.
+fn default_conf(kdc: &RoamgateKdc) -> PathBuf {
+    let conf = kdc.path("krb5.conf");
+    kdc.write_krb5_conf(&conf, None, false).unwrap();
+    conf
 }
 
 /// An MIT tool configured by `conf`, tracing to stderr.
@@ -85,8 +95,7 @@ fn text(o: &Output) -> String {
 
 #[test]
 fn mit_kinit_and_kvno_over_udp_and_tcp_for_each_etype() {
-    if !have("kinit") || !have("kvno") {
-        eprintln!("skipping: krb5-user (kinit, kvno) not installed");
+    if skip_without(&["kinit", "kvno"], "krb5-user") {
         return;
     }
     let kdc = kdc();
@@ -176,13 +185,9 @@ fn mit_kinit_and_kvno_over_udp_and_tcp_for_each_etype() {
 
 #[test]
 fn mit_reports_roamgate_errors() {
-    if !have("kinit") {
-        eprintln!("skipping: krb5-user not installed");
+    let Some((kdc, conf)) = kdc_for_mit(&["kinit"], "krb5-user") else {
         return;
-    }
-    let kdc = kdc();
-    let conf = kdc.path("krb5.conf");
-    kdc.write_krb5_conf(&conf, None, false).unwrap();
+    };
     let cc = kdc.path("cc");
     // Wrong password: PREAUTH_FAILED (24), "Password incorrect".
     let out = kinit(&kdc, &conf, &cc, "alice", "wrong password");
@@ -213,13 +218,9 @@ fn mit_reports_roamgate_errors() {
 
 #[test]
 fn mit_forwardable_tgt_and_renewal() {
-    if !have("kinit") {
-        eprintln!("skipping: krb5-user not installed");
+    let Some((kdc, conf)) = kdc_for_mit(&["kinit"], "krb5-user") else {
         return;
-    }
-    let kdc = kdc();
-    let conf = kdc.path("krb5.conf");
-    kdc.write_krb5_conf(&conf, None, false).unwrap();
+    };
     let cc = kdc.path("cc");
     let mut c = mit(&kdc, &conf, "kinit", &cc);
     c.args(["-f", "-r", "2d", "-l", "1h", "alice"])
@@ -244,16 +245,14 @@ fn mit_forwardable_tgt_and_renewal() {
 
 #[test]
 fn oversized_udp_reply_makes_mit_retry_over_tcp() {
-    if !have("kinit") {
-        eprintln!("skipping: krb5-user not installed");
+    if skip_without(&["kinit"], "krb5-user") {
         return;
     }
     let kdc = kdc_with(RoamgateKdcOptions {
         max_udp_reply: 300,
         ..RoamgateKdcOptions::default()
     });
-    let conf = kdc.path("krb5.conf");
-    kdc.write_krb5_conf(&conf, None, false).unwrap();
+    let conf = default_conf(&kdc);
     let cc = kdc.path("cc");
     let out = kinit(&kdc, &conf, &cc, "alice", PASSWORD);
     assert!(out.status.success(), "{}", text(&out));
@@ -419,8 +418,7 @@ fn abuse_gets_errors_or_drops_and_the_kdc_keeps_serving() {
         );
     }
     if have("kinit") {
-        let conf = kdc.path("krb5.conf");
-        kdc.write_krb5_conf(&conf, None, false).unwrap();
+        let conf = default_conf(&kdc);
         let out = kinit(&kdc, &conf, &kdc.path("cc"), "alice", PASSWORD);
         assert!(
             out.status.success(),
@@ -432,68 +430,16 @@ fn abuse_gets_errors_or_drops_and_the_kdc_keeps_serving() {
 
 #[test]
 fn tshark_decodes_an_as_exchange_without_malformed_fields() {
-    if !have("tshark") || !have("kinit") {
-        eprintln!("skipping: tshark or krb5-user not installed");
+    let Some((kdc, conf)) = kdc_for_mit(&["tshark", "kinit"], "tshark, krb5-user") else {
         return;
-    }
-    let kdc = kdc();
-    let conf = kdc.path("krb5.conf");
-    kdc.write_krb5_conf(&conf, None, false).unwrap();
-    let pcap: PathBuf = kdc.path("as.pcap");
-    // tshark drops privileges to write; the file must be writable by it.
-    let mut cap = Command::new("tshark")
-        .args(["-i", "lo", "-f", &format!("port {}", kdc.addr.port()), "-w"])
-        .arg(&pcap)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting tshark");
-    // Wait until tshark says it is capturing.
-    let mut stderr = cap.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut acc = Vec::new();
-        let mut b = [0u8; 256];
-        let mut told = false;
-        while let Ok(n) = stderr.read(&mut b) {
-            if n == 0 {
-                break;
-            }
-            acc.extend_from_slice(&b[..n]);
-            if !told && String::from_utf8_lossy(&acc).contains("Capturing on") {
-                let _ = tx.send(());
-                told = true;
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(20))
-        .expect("tshark did not start capturing");
-    std::thread::sleep(Duration::from_millis(300));
+    };
+    let all_keytab = kdc.path("all.keytab");
+    let mut cap = KerberosCapture::start(kdc.addr.port(), &kdc.path("as.pcap")).unwrap();
     let out = kinit(&kdc, &conf, &kdc.path("cc"), "alice", PASSWORD);
     assert!(out.status.success(), "{}", text(&out));
-    std::thread::sleep(Duration::from_millis(500));
-    // SIGINT makes tshark flush and close the file.
-    Command::new("kill")
-        .args(["-INT", &cap.id().to_string()])
-        .status()
-        .unwrap();
-    cap.wait().unwrap();
+    cap.stop().unwrap();
 
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(&pcap)
-        .args(["-d", &format!("udp.port=={},kerberos", kdc.addr.port())])
-        .args(["-d", &format!("tcp.port=={},kerberos", kdc.addr.port())])
-        .args(["-o", "kerberos.decrypt:TRUE", "-o"])
-        .arg(format!(
-            "kerberos.file:{}",
-            kdc.path("all.keytab").display()
-        ))
-        .arg("-V")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let v = String::from_utf8_lossy(&out.stdout);
+    let v = cap.decode(&all_keytab, &["-V"]).unwrap();
     assert!(v.contains("as-req"), "no AS-REQ in the capture:\n{v}");
     assert!(v.contains("as-rep"), "no AS-REP in the capture:\n{v}");
     assert!(v.contains("eRR-PREAUTH-REQUIRED (25)"), "{v}");
@@ -518,18 +464,7 @@ fn tshark_decodes_an_as_exchange_without_malformed_fields() {
         assert!(!v.contains(bad), "tshark reports {bad:?}:\n{v}");
     }
     // The expert summary agrees.
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(&pcap)
-        .args(["-o", "kerberos.decrypt:TRUE", "-o"])
-        .arg(format!(
-            "kerberos.file:{}",
-            kdc.path("all.keytab").display()
-        ))
-        .args(["-q", "-z", "expert"])
-        .output()
-        .unwrap();
-    let e = String::from_utf8_lossy(&out.stdout);
+    let e = cap.decode(&all_keytab, &["-q", "-z", "expert"]).unwrap();
     assert!(
         !e.contains("Errors (") && !e.contains("Warnings ("),
         "expert info:\n{e}"
@@ -670,13 +605,9 @@ fn cli_errors_are_one_line_naming_the_cause() {
 
 #[test]
 fn mit_kinit_with_exported_keytab_and_host_based_kvno() {
-    if !have("kinit") || !have("kvno") {
-        eprintln!("skipping: krb5-user not installed");
+    let Some((kdc, conf)) = kdc_for_mit(&["kinit", "kvno"], "krb5-user") else {
         return;
-    }
-    let kdc = kdc();
-    let conf = kdc.path("krb5.conf");
-    kdc.write_krb5_conf(&conf, None, false).unwrap();
+    };
     // The service authenticates with the keytab `roamgate kdc export-keytab`
     // wrote (pre-authentication with the keytab's key).
     let cc = kdc.path("svc.cc");
