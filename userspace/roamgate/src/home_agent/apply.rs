@@ -99,6 +99,18 @@ pub fn apply_prefix(
             }
             Action::RemoveBinding { home, role: r } => {
                 if let Err(e) = maps.remove(*home, role(*r)) {
+                    // `remove` takes the binding out before its tunnel: when
+                    // only the tunnel part failed, the binding is gone.
+                    let still_bound = maps.list().map_or(true, |l| {
+                        l.iter()
+                            .any(|s| s.binding.home == *home && s.binding.role == role(*r))
+                    });
+                    if !still_bound {
+                        done.push(Applied::BindingRemoved {
+                            home: *home,
+                            role: role(*r),
+                        });
+                    }
                     return (done, Some(e));
                 }
                 done.push(Applied::BindingRemoved {
