@@ -188,25 +188,46 @@ fn full_bindings_map_gets_130_and_leaves_nothing_behind() {
     assert_eq!(e.metrics.accepted, 1);
 }
 
-#[test]
-fn full_tunnels_map_refuses_a_handover_and_keeps_the_old_binding() {
+/// The node bound from A; the tunnels map (room for two) is then filled by
+/// another node's tunnel.
+struct BoundAtA {
+    _pin: TestPinDir,
+    _dir: tempfile::TempDir,
+    e: Engine,
+    mn: MobileNode,
+    now: SystemTime,
+    spi: u32,
+}
+
+fn bound_at_a_with_tunnels_full() -> BoundAtA {
     let (_pin, maps) = small_maps(4, 2);
     let (_dir, journal) = sqlite_journal();
     let mut e = engine(maps, journal);
     let mut mn = mobile_node();
     let now = SystemTime::now();
     assert_eq!(register(&mut e, &mut mn, COA_A, now), code::ACCEPTED);
-    let (_, old_spi, _) = map_binding(&e.maps).unwrap();
-    occupy(&mut e.maps); // the second and last tunnel slot
+    let (_, spi, _) = map_binding(&e.maps).unwrap();
+    occupy(&mut e.maps);
+    BoundAtA {
+        _pin,
+        _dir,
+        e,
+        mn,
+        now,
+        spi,
+    }
+}
+
+#[test]
+fn full_tunnels_map_refuses_a_handover_and_keeps_the_old_binding() {
+    let mut b = bound_at_a_with_tunnels_full();
+    let (e, mn, now, old_spi) = (&mut b.e, &mut b.mn, b.now, b.spi);
 
     let at = now + Duration::from_secs(30);
-    assert_eq!(
-        register(&mut e, &mut mn, COA_B, at),
-        code::INSUFFICIENT_RESOURCES
-    );
+    assert_eq!(register(e, mn, COA_B, at), code::INSUFFICIENT_RESOURCES);
     assert_eq!(map_binding(&e.maps), Some((COA_A, old_spi, true)));
     assert_eq!(e.maps.tunnel_count(), 2);
-    assert_eq!(journal_binding(&e), Some((COA_A, old_spi)));
+    assert_eq!(journal_binding(e), Some((COA_A, old_spi)));
     assert_eq!(e.core.binding(HOME).map(|b| b.care_of), Some(COA_A));
     assert_eq!(e.metrics.apply_failed, 1);
     // The old tunnel is not retired: nothing is due before the binding
@@ -218,11 +239,11 @@ fn full_tunnels_map_refuses_a_handover_and_keeps_the_old_binding() {
 
     e.maps.remove(OTHER, Role::HomeAgent).unwrap();
     let at = at + Duration::from_secs(1);
-    assert_eq!(register(&mut e, &mut mn, COA_B, at), code::ACCEPTED);
+    assert_eq!(register(e, mn, COA_B, at), code::ACCEPTED);
     let (remote, new_spi, tunnel) = map_binding(&e.maps).unwrap();
     assert_eq!((remote, tunnel), (COA_B, true));
     assert_ne!(new_spi, old_spi);
-    assert_eq!(journal_binding(&e), Some((COA_B, new_spi)));
+    assert_eq!(journal_binding(e), Some((COA_B, new_spi)));
 }
 
 /// A journal whose writes fail once `broken` is set.
@@ -280,14 +301,8 @@ fn journal_failure_gets_130_and_touches_no_map() {
 /// the maps, the journal and the core keep the binding from A.
 #[test]
 fn a_request_built_on_a_failed_one_in_the_same_batch_is_refused_too() {
-    let (_pin, maps) = small_maps(4, 2);
-    let (_dir, journal) = sqlite_journal();
-    let mut e = engine(maps, journal);
-    let mut mn = mobile_node();
-    let now = SystemTime::now();
-    assert_eq!(register(&mut e, &mut mn, COA_A, now), code::ACCEPTED);
-    let (_, spi_a, _) = map_binding(&e.maps).unwrap();
-    occupy(&mut e.maps);
+    let mut b = bound_at_a_with_tunnels_full();
+    let (e, mn, now, spi_a) = (&mut b.e, &mut b.mn, b.now, b.spi);
 
     let at = now + Duration::from_secs(10);
     let handover = mn.set_care_of(COA_B, at).unwrap().send.unwrap();
@@ -306,7 +321,7 @@ fn a_request_built_on_a_failed_one_in_the_same_batch_is_refused_too() {
         .collect();
     assert_eq!(codes, vec![130, 130]);
     assert_eq!(map_binding(&e.maps), Some((COA_A, spi_a, true)));
-    assert_eq!(journal_binding(&e), Some((COA_A, spi_a)));
+    assert_eq!(journal_binding(e), Some((COA_A, spi_a)));
     assert_eq!(e.core.binding(HOME).map(|b| b.care_of), Some(COA_A));
     assert_eq!(e.metrics.apply_failed, 2);
     assert_eq!(e.metrics.deregistered, 0);
