@@ -38,6 +38,7 @@ pub const XDP_PASS: i32 = 2;
 const HELPER_MAP_LOOKUP: i32 = 1;
 const HELPER_XDP_ADJUST_HEAD: i32 = 44;
 const HELPER_XDP_ADJUST_TAIL: i32 = 65;
+const HELPER_REDIRECT: i32 = 23;
 
 fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> std::io::Result<i64> {
     // SAFETY: `attr` is a zero-initialised 128-byte buffer laid out as the
@@ -253,6 +254,18 @@ pub fn constant(action: i32) -> anyhow::Result<RawProg> {
     )
 }
 
+/// `return bpf_redirect(ifindex, 0)`: the cost of the redirect alone, as
+/// the baseline for the forwarding figures.
+pub fn redirect(ifindex: u32) -> anyhow::Result<RawProg> {
+    let mut asm = Asm::default();
+    asm.mov_imm(1, ifindex as i32);
+    asm.mov_imm(2, 0);
+    asm.call(HELPER_REDIRECT);
+    asm.insns.push(i(0x95, 0, 0, 0, 0));
+    let code: Vec<u8> = asm.insns.iter().flat_map(|x| x.bytes()).collect();
+    load("rg_redirect", &code, Vec::new())
+}
+
 /// A sink that writes `frame` back at `data + offset` and drops.
 pub fn restoring_sink(frame: &[u8], offset: usize) -> anyhow::Result<RawProg> {
     let mut a = Asm::default();
@@ -340,6 +353,85 @@ pub fn reseeding_sink(
     a.stx_dw(2, 5, (layout.tag_off + 8) as i16);
     a.store_bytes(2, layout.tag_off + 16, &frame[layout.tag_off + 16..]);
     load("rg_reseed", &a.finish(), vec![counter, tag_map])
+}
+
+/// Sequence numbers and tags a [`generator`] stamps into its frames.
+pub struct Stamp<'a> {
+    /// Offset of the 8-byte sequence number in the frame.
+    pub seq_off: usize,
+    /// Offset of the 16-byte tag.
+    pub tag_off: usize,
+    /// Sequence number of the first frame.
+    pub first_seq: u64,
+    /// The tag of each frame in turn; after the last, frames are dropped.
+    pub tags: &'a [[u8; 16]],
+}
+
+/// A traffic generator for the live-frames mode of BPF_PROG_TEST_RUN: it
+/// writes `frame` at the start of every page it is given (the page may come
+/// back rewritten by the program under test), stamps the `n`-th frame with
+/// its sequence number and tag if asked to, and redirects it out of
+/// `out_ifindex`, so the program under test runs where it is deployed: as
+/// the native XDP program of the veth the frame arrives on.
+pub fn generator(frame: &[u8], stamp: Option<&Stamp>, out_ifindex: u32) -> anyhow::Result<RawProg> {
+    let mut maps = Vec::new();
+    let mut a = Asm::default();
+    a.mov_reg(6, 1);
+    if let Some(st) = stamp {
+        let counter = array_map(8, 1)?;
+        map_update(&counter, 0, &0u64.to_ne_bytes())?;
+        let tag_map = array_map(16, st.tags.len() as u32)?;
+        for (k, t) in st.tags.iter().enumerate() {
+            map_update(&tag_map, k as u32, t)?;
+        }
+        // n = counter++
+        a.st_w(10, -8, 0);
+        a.ld_map_fd(1, counter.as_raw_fd());
+        a.mov_reg(2, 10);
+        a.add_imm(2, -8);
+        a.call(HELPER_MAP_LOOKUP);
+        a.jeq_imm_drop(0, 0);
+        a.ldx_dw(7, 0, 0);
+        a.mov_reg(8, 7);
+        a.add_imm(8, 1);
+        a.stx_dw(0, 8, 0);
+        a.jge_imm_drop(7, st.tags.len() as i32);
+        // tag = tags[n]
+        a.stx_w(10, 7, -8);
+        a.ld_map_fd(1, tag_map.as_raw_fd());
+        a.mov_reg(2, 10);
+        a.add_imm(2, -8);
+        a.call(HELPER_MAP_LOOKUP);
+        a.jeq_imm_drop(0, 0);
+        a.mov_reg(9, 0);
+        maps.push(counter);
+        maps.push(tag_map);
+    }
+    a.ldx_w(2, 6, 0); // data
+    a.ldx_w(3, 6, 4); // data_end
+    a.mov_reg(4, 2);
+    a.add_imm(4, frame.len() as i32);
+    a.jgt_reg_drop(4, 3);
+    match stamp {
+        None => a.store_bytes(2, 0, frame),
+        Some(st) => {
+            a.store_bytes(2, 0, &frame[..st.seq_off]);
+            a.mov_reg(5, 7);
+            a.add_imm(5, st.first_seq as i32);
+            a.be64(5);
+            a.stx_dw(2, 5, st.seq_off as i16);
+            a.ldx_dw(5, 9, 0);
+            a.stx_dw(2, 5, st.tag_off as i16);
+            a.ldx_dw(5, 9, 8);
+            a.stx_dw(2, 5, (st.tag_off + 8) as i16);
+            a.store_bytes(2, st.tag_off + 16, &frame[st.tag_off + 16..]);
+        }
+    }
+    a.mov_imm(1, out_ifindex as i32);
+    a.mov_imm(2, 0);
+    a.call(HELPER_REDIRECT);
+    a.insns.push(i(0x95, 0, 0, 0, 0));
+    load("rg_generator", &a.finish(), maps)
 }
 
 impl RawProg {
