@@ -18,6 +18,19 @@ pub const TUNNELS: &str = "RG_TUNNELS";
 pub const VOICE_PORTS: &str = "RG_VOICE_PORTS";
 /// Hash: [`VoiceFlowKey`] → [`VoiceFlowValue`]. Authorised voice flows.
 pub const VOICE_FLOWS: &str = "RG_VOICE_FLOWS";
+/// Array: word index → `u64`, one bit per UDP port ([`voice_port_bit`]). A
+/// port's bit is set while some [`VOICE_PORTS`] entry has that port, so the
+/// data plane skips the hash lookup (a helper call) for every other
+/// datagram. A superset is harmless: the hash decides.
+pub const VOICE_PORT_BITS: &str = "RG_VOICE_BITS";
+/// Words in [`VOICE_PORT_BITS`]: 65 536 bits.
+pub const VOICE_PORT_BITS_WORDS: u32 = 1024;
+
+/// The word index and bit mask of UDP `port` in [`VOICE_PORT_BITS`].
+#[inline(always)]
+pub fn voice_port_bit(port: u16) -> (u32, u64) {
+    ((port >> 6) as u32, 1u64 << (port & 63))
+}
 
 /// Capacity of [`BINDINGS`] (allocated on demand: `BPF_F_NO_PREALLOC`).
 pub const BINDINGS_MAX: u32 = 1 << 20;
@@ -226,7 +239,14 @@ mod tests {
 
     #[test]
     fn map_names_fit_the_kernel_limit() {
-        for n in [COUNTERS, BINDINGS, TUNNELS, VOICE_PORTS, VOICE_FLOWS] {
+        for n in [
+            COUNTERS,
+            BINDINGS,
+            TUNNELS,
+            VOICE_PORTS,
+            VOICE_FLOWS,
+            VOICE_PORT_BITS,
+        ] {
             assert!(n.len() < 16, "{n}");
         }
     }

@@ -3,14 +3,14 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
 };
 use roamgate_common::{
     counters,
     maps::{
         BindingKey, BindingValue, TunnelKey, TunnelValue, VoiceFlowKey, VoiceFlowValue,
         VoicePortKey, BINDINGS_MAX, BPF_F_NO_PREALLOC, TUNNELS_MAX, VOICE_FLOWS_MAX,
-        VOICE_PORTS_MAX,
+        VOICE_PORTS_MAX, VOICE_PORT_BITS_WORDS,
     },
 };
 
@@ -27,6 +27,9 @@ pub static TUNNELS: HashMap<TunnelKey, TunnelValue> =
 
 #[map(name = "RG_VOICE_PORTS")]
 pub static VOICE_PORTS: HashMap<VoicePortKey, u32> = HashMap::pinned(VOICE_PORTS_MAX, 0);
+
+#[map(name = "RG_VOICE_BITS")]
+pub static VOICE_PORT_BITS: Array<u64> = Array::pinned(VOICE_PORT_BITS_WORDS, 0);
 
 #[map(name = "RG_VOICE_FLOWS")]
 pub static VOICE_FLOWS: HashMap<VoiceFlowKey, VoiceFlowValue> = HashMap::pinned(VOICE_FLOWS_MAX, 0);

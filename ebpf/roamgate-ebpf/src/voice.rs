@@ -5,7 +5,7 @@
 use aya_ebpf::programs::XdpContext;
 use roamgate_common::{
     flow::{extend_rtp_seq, RtpHdr, VoicePacket},
-    maps::{VoiceFlowKey, VoicePortKey},
+    maps::{voice_port_bit, VoiceFlowKey, VoicePortKey},
     replay::accept_shared,
     wire::{
         ipv4::{Ipv4Hdr, PROTO_UDP},
@@ -17,7 +17,7 @@ use roamgate_common::{
 use crate::{
     atomic::BpfAtomics,
     error::Error,
-    maps::{VOICE_FLOWS, VOICE_PORTS},
+    maps::{VOICE_FLOWS, VOICE_PORTS, VOICE_PORT_BITS},
     packet::header,
 };
 
@@ -34,6 +34,13 @@ pub fn check(ctx: &XdpContext, ip_off: usize, now: u64) -> Result<bool, Error> {
     let Ok(udp) = header::<UdpHdr>(ctx, udp_off) else {
         return Ok(false);
     };
+    // The port bitmap first: an inlined array lookup, where the hash
+    // lookup below is a helper call.
+    let (word, bit) = voice_port_bit(u16::from_be_bytes(udp.dst_port));
+    match VOICE_PORT_BITS.get(word) {
+        Some(w) if *w & bit != 0 => {}
+        _ => return Ok(false),
+    }
     let port = VoicePortKey {
         addr: ip.dst,
         port: udp.dst_port,

@@ -16,16 +16,16 @@
 
 use std::{net::Ipv4Addr, process::Command};
 
-use aya::maps::HashMap;
+use aya::maps::{Array, HashMap};
 use roamgate::dataplane::{
     fixture::{Fixture, FixtureRunner, XdpAction},
     frame::{FrameBuilder, MAC_A, MAC_B},
 };
 use roamgate_common::{
     maps::{
-        BindingKey, BindingValue, TunnelKey, TunnelValue, VoiceFlowKey, VoiceFlowValue,
-        VoicePortKey, BINDINGS, BINDING_CARE_OF, BINDING_HOME_AGENT, NEVER_EXPIRES, ROLE_CARE_OF,
-        ROLE_HOME_AGENT, TUNNELS, VOICE_FLOWS, VOICE_PORTS,
+        voice_port_bit, BindingKey, BindingValue, TunnelKey, TunnelValue, VoiceFlowKey,
+        VoiceFlowValue, VoicePortKey, BINDINGS, BINDING_CARE_OF, BINDING_HOME_AGENT, NEVER_EXPIRES,
+        ROLE_CARE_OF, ROLE_HOME_AGENT, TUNNELS, VOICE_FLOWS, VOICE_PORTS, VOICE_PORT_BITS,
     },
     replay::WINDOW,
     siphash::Key,
@@ -191,6 +191,15 @@ fn runner() -> FixtureRunner {
             0,
         )
         .unwrap();
+    }
+    {
+        let mut bits: Array<_, u64> =
+            Array::try_from(ebpf.map_mut(VOICE_PORT_BITS).unwrap()).unwrap();
+        for port in [VOICE_PORT, CORR_RTP_PORT] {
+            let (word, bit) = voice_port_bit(port);
+            let w = bits.get(&word, 0).unwrap();
+            bits.set(word, w | bit, 0).unwrap();
+        }
     }
     {
         let mut p: HashMap<_, VoicePortKey, u32> =

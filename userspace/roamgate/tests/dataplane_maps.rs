@@ -210,6 +210,55 @@ fn voice_flows_authorise_and_revoke() {
     assert!(maps.is_voice_port(HOME, 6004).unwrap(), "b still uses it");
     maps.revoke_voice(&b).unwrap();
     assert!(!maps.is_voice_port(HOME, 6004).unwrap());
+    assert!(!maps.voice_port_bit(6004).unwrap());
     assert!(maps.voice_flows().unwrap().is_empty());
     maps.revoke_voice(&b).unwrap();
+}
+
+/// The data plane's port bitmap follows the voice ports by port number: a
+/// port stays marked while any address still uses it as a voice port, and
+/// neighbouring ports in the same bitmap word are left alone.
+#[test]
+fn voice_port_bitmap_follows_the_ports() {
+    let mut runner = FixtureRunner::new().expect("load data plane (are you root?)");
+    let pin = runner.data_plane().pin_dir().to_owned();
+    let mut maps = Maps::open(&pin).unwrap();
+    let to_home = VoiceFlow {
+        src: CN,
+        dst: HOME,
+        src_port: 5004,
+        dst_port: 6004,
+        ssrc: 1,
+    };
+    let to_cn = VoiceFlow {
+        src: HOME,
+        dst: CN,
+        src_port: 6004,
+        dst_port: 6004,
+        ssrc: 2,
+    };
+    let neighbour = VoiceFlow {
+        dst_port: 6005,
+        ssrc: 3,
+        ..to_home
+    };
+    assert!(!maps.voice_port_bit(6004).unwrap());
+    maps.authorise_voice(&to_home, Expiry::Never).unwrap();
+    maps.authorise_voice(&to_cn, Expiry::Never).unwrap();
+    maps.authorise_voice(&neighbour, Expiry::Never).unwrap();
+    assert!(maps.voice_port_bit(6004).unwrap());
+    assert!(maps.voice_port_bit(6005).unwrap());
+    assert!(!maps.voice_port_bit(6006).unwrap());
+    maps.revoke_voice(&to_home).unwrap();
+    assert!(!maps.is_voice_port(HOME, 6004).unwrap());
+    assert!(maps.is_voice_port(CN, 6004).unwrap());
+    assert!(
+        maps.voice_port_bit(6004).unwrap(),
+        "CN still uses port 6004"
+    );
+    maps.revoke_voice(&to_cn).unwrap();
+    assert!(!maps.voice_port_bit(6004).unwrap());
+    assert!(maps.voice_port_bit(6005).unwrap(), "same word, other port");
+    maps.revoke_voice(&neighbour).unwrap();
+    assert!(!maps.voice_port_bit(6005).unwrap());
 }

@@ -20,7 +20,7 @@
 
 use std::{net::Ipv4Addr, path::Path, time::Duration};
 
-use aya::maps::{HashMap, Map, MapData, MapError};
+use aya::maps::{Array, HashMap, Map, MapData, MapError};
 use ring::hkdf;
 use roamgate_common::{maps as m, replay::ReplayWindow, siphash::Key, wire::tunnel::MIP_PORT};
 
@@ -504,6 +504,7 @@ pub struct Maps {
     tunnels: HashMap<MapData, TunnelKey, TunnelValue>,
     voice_ports: HashMap<MapData, VoicePortKey, u32>,
     voice_flows: HashMap<MapData, VoiceFlowKey, VoiceFlowValue>,
+    voice_port_bits: Array<MapData, u64>,
 }
 
 impl std::fmt::Debug for Maps {
@@ -524,6 +525,17 @@ fn open<K: aya::Pod, V: aya::Pod>(
     let data = MapData::from_pin(&path).map_err(open_err)?;
     let map = Map::from_map_data(data).map_err(open_err)?;
     HashMap::try_from(map).map_err(open_err)
+}
+
+fn open_array(pin_dir: &Path, name: &'static str) -> Result<Array<MapData, u64>, MapsError> {
+    let path = pin_dir.join(name);
+    let open_err = |source| MapsError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    let data = MapData::from_pin(&path).map_err(open_err)?;
+    let map = Map::from_map_data(data).map_err(open_err)?;
+    Array::try_from(map).map_err(open_err)
 }
 
 impl Maps {
@@ -552,6 +564,18 @@ impl Maps {
         )?;
         create_pinned::<VoicePortKey, u32>(pin_dir, m::VOICE_PORTS, cap.voice_ports, 0)?;
         create_pinned::<VoiceFlowKey, VoiceFlowValue>(pin_dir, m::VOICE_FLOWS, cap.voice_flows, 0)?;
+        let bits =
+            Array::<MapData, u64>::create(m::VOICE_PORT_BITS_WORDS, 0).map_err(|source| {
+                MapsError::Create {
+                    map: m::VOICE_PORT_BITS,
+                    source,
+                }
+            })?;
+        let path = pin_dir.join(m::VOICE_PORT_BITS);
+        bits.pin(&path).map_err(|source| MapsError::Pin {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::open(pin_dir)
     }
 
@@ -562,6 +586,7 @@ impl Maps {
             tunnels: open(pin_dir, m::TUNNELS)?,
             voice_ports: open(pin_dir, m::VOICE_PORTS)?,
             voice_flows: open(pin_dir, m::VOICE_FLOWS)?,
+            voice_port_bits: open_array(pin_dir, m::VOICE_PORT_BITS)?,
         })
     }
 
@@ -766,7 +791,25 @@ impl Maps {
             .map_err(map_err(m::VOICE_FLOWS))?;
         self.voice_ports
             .insert(f.port_key(), 0, 0)
-            .map_err(map_err(m::VOICE_PORTS))
+            .map_err(map_err(m::VOICE_PORTS))?;
+        // Last: until its bit is set the data plane does not look the port up.
+        self.set_port_bit(f.dst_port, true)
+    }
+
+    /// Sets or clears UDP `port`'s bit in the voice-port bitmap.
+    fn set_port_bit(&mut self, port: u16, on: bool) -> Result<(), MapsError> {
+        let (word, bit) = m::voice_port_bit(port);
+        let old = self
+            .voice_port_bits
+            .get(&word, 0)
+            .map_err(map_err(m::VOICE_PORT_BITS))?;
+        let new = if on { old | bit } else { old & !bit };
+        if new != old {
+            self.voice_port_bits
+                .set(word, new, 0)
+                .map_err(map_err(m::VOICE_PORT_BITS))?;
+        }
+        Ok(())
     }
 
     /// Revokes a voice flow. The voice port stays a voice port while another
@@ -784,6 +827,19 @@ impl Maps {
         }
         if !still_used {
             remove_opt(&mut self.voice_ports, &port, m::VOICE_PORTS)?;
+            // The bit is per port number: clear it only when no address
+            // keeps that port as a voice port.
+            let mut number_used = false;
+            for item in self.voice_ports.keys() {
+                let k = item.map_err(map_err(m::VOICE_PORTS))?;
+                if k.port == port.port {
+                    number_used = true;
+                    break;
+                }
+            }
+            if !number_used {
+                self.set_port_bit(f.dst_port, false)?;
+            }
         }
         Ok(())
     }
@@ -807,14 +863,25 @@ impl Maps {
         Ok(out)
     }
 
-    /// Whether `(addr, port)` is a voice port.
+    /// Whether `(addr, port)` is a voice port, as the data plane sees it:
+    /// the port's bit is set and the (address, port) entry exists.
     pub fn is_voice_port(&self, addr: Ipv4Addr, port: u16) -> Result<bool, MapsError> {
         let k = VoicePortKey {
             addr: addr.octets(),
             port: port.to_be_bytes(),
             pad: [0; 2],
         };
-        Ok(get_opt(&self.voice_ports, &k, m::VOICE_PORTS)?.is_some())
+        Ok(self.voice_port_bit(port)? && get_opt(&self.voice_ports, &k, m::VOICE_PORTS)?.is_some())
+    }
+
+    /// Whether UDP `port`'s bit is set in the voice-port bitmap.
+    pub fn voice_port_bit(&self, port: u16) -> Result<bool, MapsError> {
+        let (word, bit) = m::voice_port_bit(port);
+        let w = self
+            .voice_port_bits
+            .get(&word, 0)
+            .map_err(map_err(m::VOICE_PORT_BITS))?;
+        Ok(w & bit != 0)
     }
 
     /// The raw tunnel value (tests, diagnostics). Its `Debug` redacts keys.
