@@ -1,4 +1,12 @@
 //! `cargo xtask fuzz`: every cargo-fuzz target under fuzz/, for a bounded time.
+//!
+//! Each target reads two corpus directories: `fuzz/corpus/<target>/`
+//! (git-ignored; what libFuzzer finds is written there) and, when present,
+//! `fuzz/seeds/<target>/`: a few valid inputs per target, committed, made
+//! by roamgate's own encoders so that a fresh checkout starts past each
+//! parser's first checks (a tunnel frame with a correct MAC, an AP-REQ the
+//! service accepts, ...). Regenerate them with
+//! `cargo run --manifest-path fuzz/seedgen/Cargo.toml -- fuzz/seeds`.
 
 use std::process::Command;
 
@@ -54,10 +62,21 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let fuzz_dir = util::root().join("fuzz");
     for t in &chosen {
         util::step(&format!("fuzz {t} for {} s", opts.seconds));
+        // The first directory is where libFuzzer adds new inputs; cargo-fuzz
+        // makes it only when given no directories at all.
+        let corpus = fuzz_dir.join("corpus").join(t);
+        std::fs::create_dir_all(&corpus)
+            .with_context(|| format!("creating {}", corpus.display()))?;
+        let seeds = fuzz_dir.join("seeds").join(t);
+        let mut cmd = Command::new("cargo");
+        cmd.current_dir(&fuzz_dir)
+            .args(["+nightly", "fuzz", "run", t])
+            .arg(&corpus);
+        if seeds.is_dir() {
+            cmd.arg(&seeds);
+        }
         util::run(
-            Command::new("cargo")
-                .current_dir(&fuzz_dir)
-                .args(["+nightly", "fuzz", "run", t, "--"])
+            cmd.arg("--")
                 .arg(format!("-max_total_time={}", opts.seconds))
                 .arg("-rss_limit_mb=2048"),
         )

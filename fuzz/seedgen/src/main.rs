@@ -1,0 +1,544 @@
+//! Writes the committed fuzz seeds, `<dir>/<target>/<name>`: a few valid
+//! inputs per fuzz target, made by roamgate's own encoders with the keys,
+//! names and clock the targets use, so that fuzzing starts past the first
+//! checks of each parser: a tunnel frame whose MAC verifies, an AP-REQ the
+//! service accepts, an AS-REP the client decrypts, a registration that
+//! reaches the MN-HA check.
+//!
+//! `cargo xtask fuzz --write-seeds` runs it; `cargo xtask fuzz` hands each
+//! target's seed directory to cargo-fuzz after its corpus.
+//!
+//! Kerberos messages carry random confounders, keys and nonces, so each
+//! run writes different bytes of the same shape.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use roamgate_common::wire::ipv4::{self, Ipv4Hdr, PROTO_ICMP, PROTO_UDP};
+use roamgate_common::wire::tunnel::{self, EncapRepr, MIP_PORT, OVERHEAD};
+use roamgate_common::wire::udp::UdpHdr;
+use roamgate_common::wire::Header;
+use roamgate_krb::ap::{self, AcceptParams, ApReqParams, KeySet};
+use roamgate_krb::ccache::CCache;
+use roamgate_krb::cli::krb::to_ccache;
+use roamgate_krb::client::{AsExchange, AsOptions, AsStep, ClientSecret, Credential, TgsExchange};
+use roamgate_krb::cred::build_krb_cred;
+use roamgate_krb::kdc::db::{KeyEntry, MemoryStore, PrincipalEntry, PrincipalFlags};
+use roamgate_krb::kdc::probe::{self, RequestSpec};
+use roamgate_krb::kdc::{Kdc, KdcConfig};
+use roamgate_krb::keytab::{Keytab, KeytabEntry};
+use roamgate_krb::priv_safe::{Direction, ReplayMode, SecureChannel};
+use roamgate_krb::replay::ReplayCache;
+use roamgate_krb::Principal;
+use roamgate_krb_crypto::{Etype, Key};
+use roamgate_mip::auth::SecurityAssociation;
+use roamgate_mip::home_agent::{HomeAgent, HomeAgentConfig, NodeConfig};
+use roamgate_mip::mobile_node::{MobileNode, MobileNodeConfig};
+use roamgate_mip::testing::issue_ticket;
+
+/// The clock of every fuzz target.
+fn now() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
+
+/// fuzz_targets/tunnel.rs: the tunnel key.
+const TUNNEL_KEY: [u8; 16] = *b"fuzzing key 16 B";
+
+/// fuzz_targets/krb_reply.rs: the client and its password; ap_req.rs: the
+/// service, its key and the application data the authenticator covers.
+const REPLY_REALM: &str = "FUZZ.TEST";
+const REPLY_CLIENT: &str = "alice@FUZZ.TEST";
+const REPLY_PASSWORD: &str = "fuzz";
+const AP_SERVICE: &str = "svc/host@FUZZ.TEST";
+const AP_SERVICE_KEY: (Etype, [u8; 16]) = (Etype::Aes128CtsHmacSha196, [0x42; 16]);
+const AP_APP_DATA: &[u8] = b"fuzz";
+
+/// fuzz_targets/kdc_request.rs: the KDC's realm and principals.
+const KDC_REALM: &str = "EXAMPLE.COM";
+const KDC_CLIENT: &str = "alice@EXAMPLE.COM";
+const KDC_SERVICE: &str = "host/svc@EXAMPLE.COM";
+
+/// fuzz_targets/krb_priv.rs and krb_cred.rs: the keys.
+const PRIV_KEY: (Etype, [u8; 32]) = (Etype::Aes256CtsHmacSha196, [0x17; 32]);
+const CRED_KEY: (Etype, [u8; 16]) = (Etype::Aes128CtsHmacSha256128, [0x33; 16]);
+
+/// fuzz_targets/mip_registration.rs: the home agent, its nodes (10.0.0.6
+/// requires Kerberos) and their SPIs. The seeds are authenticated with
+/// another key than the target's: a request that authenticated would make
+/// the home agent act, which the target treats as a failure.
+const MIP_HA: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const MIP_NODES: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 0, 0, 5), Ipv4Addr::new(10, 0, 0, 6)];
+const MIP_SPIS: [u32; 2] = [0x100, 0x8000_0000];
+const MIP_SEED_KEY: &[u8] = b"seed key, not the target's";
+const MIP_CARE_OF: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const MIP_SERVICE: &str = "mip/ha@FUZZ.TEST";
+
+/// Where the seeds go.
+struct Seeds {
+    dir: PathBuf,
+    written: usize,
+}
+
+impl Seeds {
+    fn put(&mut self, target: &str, name: &str, bytes: &[u8]) -> Result<()> {
+        let dir = self.dir.join(target);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        self.written += 1;
+        Ok(())
+    }
+}
+
+fn main() -> Result<()> {
+    let dir = std::env::args_os()
+        .nth(1)
+        .map(PathBuf::from)
+        .context("usage: roamgate-fuzz-seedgen <seed directory>")?;
+    let mut seeds = Seeds { dir, written: 0 };
+    tunnel_and_ipv4(&mut seeds)?;
+    mip_registration(&mut seeds)?;
+    kdc_request(&mut seeds)?;
+    krb_client_side(&mut seeds)?;
+    krb_priv(&mut seeds)?;
+    eprintln!(
+        "wrote {} seeds under {}",
+        seeds.written,
+        seeds.dir.display()
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Data plane
+
+/// An option-less IPv4 packet around `payload`, checksummed.
+fn ipv4_packet(src: [u8; 4], dst: [u8; 4], proto: u8, payload: &[u8]) -> Result<Vec<u8>> {
+    let mut p = vec![0u8; Ipv4Hdr::LEN + payload.len()];
+    let len = u16::try_from(p.len())?;
+    let h = Ipv4Hdr::from_bytes_mut(&mut p).context("IPv4 header")?;
+    h.version_ihl = 0x45;
+    h.ttl = 64;
+    h.proto = proto;
+    h.src = src;
+    h.dst = dst;
+    h.set_total_len(len);
+    h.fill_checksum();
+    p[Ipv4Hdr::LEN..].copy_from_slice(payload);
+    Ok(p)
+}
+
+/// A UDP datagram (checksum 0: none, as IPv4 allows).
+fn udp(src_port: u16, dst_port: u16, data: &[u8]) -> Result<Vec<u8>> {
+    let mut d = vec![0u8; UdpHdr::LEN + data.len()];
+    let len = u16::try_from(d.len())?;
+    let h = UdpHdr::from_bytes_mut(&mut d).context("UDP header")?;
+    h.src_port = src_port.to_be_bytes();
+    h.dst_port = dst_port.to_be_bytes();
+    h.len = len.to_be_bytes();
+    d[UdpHdr::LEN..].copy_from_slice(data);
+    Ok(d)
+}
+
+/// An ICMP echo request.
+fn icmp_echo(id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
+    let mut m = vec![8, 0, 0, 0];
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(data);
+    let c = ipv4::checksum(&m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    m
+}
+
+fn tunnel_and_ipv4(seeds: &mut Seeds) -> Result<()> {
+    let home = [10, 0, 0, 5];
+    let peer = [10, 9, 0, 1];
+    let voice: Vec<u8> = (0..172u8).collect();
+    let inners = [
+        (
+            "udp-voice",
+            ipv4_packet(peer, home, PROTO_UDP, &udp(40000, 5004, &voice)?)?,
+        ),
+        (
+            "icmp-echo",
+            ipv4_packet(home, peer, PROTO_ICMP, &icmp_echo(7, 1, &[0xab; 56]))?,
+        ),
+        // The smallest inner packet: a bare header.
+        ("bare-header", ipv4_packet(home, peer, 253, &[])?),
+    ];
+    for (i, (name, inner)) in inners.iter().enumerate() {
+        let repr = EncapRepr {
+            src: [192, 0, 2, 1],
+            dst: [198, 51, 100, 7],
+            src_port: MIP_PORT,
+            dst_port: MIP_PORT,
+            spi: [0, 0, 1, u8::try_from(i)?],
+            seq: 1 << (8 * i),
+        };
+        let mut buf = vec![0u8; inner.len() + OVERHEAD];
+        let n = tunnel::emit(&repr, &TUNNEL_KEY, inner, &mut buf)
+            .map_err(|e| anyhow!("tunnel emit of {name}: {e:?}"))?;
+        let frame = &buf[..n];
+        // What the target checks first: it parses and its MAC verifies.
+        let parsed = tunnel::parse(frame).map_err(|e| anyhow!("{name}: {e:?}"))?;
+        parsed
+            .verify(&TUNNEL_KEY)
+            .map_err(|e| anyhow!("{name}: {e:?}"))?;
+        seeds.put("tunnel", name, frame)?;
+        seeds.put("ipv4", &format!("tunnel-{name}"), frame)?;
+        seeds.put("ipv4", name, inner)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Mobile IP
+
+fn mip_registration(seeds: &mut Seeds) -> Result<()> {
+    let (cred, keys) = issue_ticket(
+        "mn@FUZZ.TEST",
+        MIP_SERVICE,
+        Etype::Aes256CtsHmacSha196,
+        now() - Duration::from_secs(60),
+        Duration::from_secs(36_000),
+    );
+    // A home agent that knows the seed key answers the requests, so that
+    // the replies are real too.
+    let nodes = MIP_NODES
+        .iter()
+        .map(|&home| {
+            Ok(NodeConfig {
+                home_address: home,
+                security_associations: MIP_SPIS
+                    .iter()
+                    .map(|&spi| SecurityAssociation::new(spi, MIP_SEED_KEY))
+                    .collect::<Result<_, _>>()?,
+                principal: None,
+                require_kerberos: false,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut config = HomeAgentConfig::new(MIP_HA);
+    config.service = Some(Principal::parse(MIP_SERVICE)?);
+    let mut ha = HomeAgent::new(config, nodes, Arc::new(keys));
+    let src = IpAddr::V4(MIP_CARE_OF);
+
+    // (name, node, SPI, AP-REQ credential, the low bits of Identification)
+    let cases = [
+        ("request-md5", MIP_NODES[0], MIP_SPIS[0], None, 1),
+        ("request-sha256", MIP_NODES[0], MIP_SPIS[1], None, 2),
+        ("request-kerberos", MIP_NODES[1], MIP_SPIS[0], Some(cred), 3),
+    ];
+    for (name, home, spi, credential, nonce) in cases {
+        let mut mn = MobileNode::new(
+            MobileNodeConfig {
+                home_address: home,
+                home_agent: MIP_HA,
+                security_association: SecurityAssociation::new(spi, MIP_SEED_KEY)?,
+                credential,
+                lifetime: 300,
+                reverse_tunnel: true,
+                co_located: true,
+                tunnel_grace: Duration::from_secs(5),
+            },
+            Box::new(move || nonce),
+        );
+        let request = mn
+            .register(MIP_CARE_OF, now())?
+            .send
+            .context("the mobile node sends a registration")?;
+        seeds.put("mip_registration", name, &request)?;
+        let reply = ha
+            .handle_request(&request, src, now())
+            .reply
+            .context("the home agent replies")?;
+        seeds.put("mip_registration", &format!("reply-to-{name}"), &reply)?;
+        if name == "request-md5" {
+            // The same request again: refused (133, Identification).
+            let again = ha
+                .handle_request(&request, src, now())
+                .reply
+                .context("the home agent replies to a replay")?;
+            seeds.put("mip_registration", "reply-identification-mismatch", &again)?;
+            let dereg = mn
+                .deregister(now())?
+                .send
+                .context("the mobile node sends a deregistration")?;
+            seeds.put("mip_registration", "deregistration", &dereg)?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Kerberos
+
+/// A KDC core for `realm` with a krbtgt, `users` (name, password; they must
+/// pre-authenticate) and `services` (name, its only key).
+fn kdc(realm: &str, users: &[(&str, &str)], services: &[(&str, &Key)]) -> Result<Kdc> {
+    let store = Arc::new(MemoryStore::new(realm));
+    store.add_random(
+        &Principal::krbtgt(realm),
+        &Etype::ALL,
+        PrincipalFlags(PrincipalFlags::DEFAULT.0 & !PrincipalFlags::REQUIRES_PREAUTH),
+    );
+    for (name, password) in users {
+        store.add_password(
+            &Principal::parse(name)?,
+            password.as_bytes(),
+            &Etype::ALL,
+            PrincipalFlags::DEFAULT,
+        )?;
+    }
+    for (name, key) in services {
+        let principal = Principal::parse(name)?;
+        store.insert(PrincipalEntry {
+            kvno: 1,
+            flags: PrincipalFlags::DEFAULT,
+            max_life: Duration::ZERO,
+            max_renew: Duration::ZERO,
+            keys: vec![KeyEntry {
+                kvno: 1,
+                key: (*key).clone(),
+                salt: principal.default_salt(),
+                s2kparams: key.etype().default_s2kparams(),
+            }],
+            principal,
+        });
+    }
+    Ok(Kdc::new(store, KdcConfig::default()))
+}
+
+fn ask(kdc: &Kdc, request: &[u8]) -> Result<Vec<u8>> {
+    kdc.handle(request, now())
+        .context("the KDC dropped a request")
+}
+
+/// An AS exchange: what the client sent, what the KDC answered, the TGT.
+struct AsRun {
+    requests: Vec<Vec<u8>>,
+    replies: Vec<Vec<u8>>,
+    tgt: Credential,
+}
+
+/// The AS exchange as the client runs it.
+fn as_exchange(kdc: &Kdc, client: &str, password: &str) -> Result<AsRun> {
+    let mut ex = AsExchange::new(
+        Principal::parse(client)?,
+        ClientSecret::password(password),
+        AsOptions {
+            forwardable: true,
+            renewable: Some(Duration::from_secs(7 * 86_400)),
+            ..AsOptions::default()
+        },
+    )?;
+    let mut requests = vec![ex.first_request(now())?];
+    let mut replies = Vec::new();
+    loop {
+        let reply = ask(kdc, requests.last().context("a request")?)?;
+        let step = ex.handle_reply(&reply, now())?;
+        replies.push(reply);
+        match step {
+            AsStep::Send(next) => requests.push(next),
+            AsStep::Done(tgt) => {
+                return Ok(AsRun {
+                    requests,
+                    replies,
+                    tgt: *tgt,
+                })
+            }
+        }
+    }
+}
+
+/// A service ticket with `tgt`: (request, reply, ticket).
+fn tgs_exchange(
+    kdc: &Kdc,
+    tgt: &Credential,
+    service: &str,
+    options: u32,
+) -> Result<(Vec<u8>, Vec<u8>, Credential)> {
+    let ex = TgsExchange::new(tgt, Principal::parse(service)?, options)?;
+    let request = ex.request(now())?;
+    let reply = ask(kdc, &request)?;
+    let ticket = ex.handle_reply(&reply)?;
+    Ok((request, reply, ticket))
+}
+
+/// What the KDC target receives: AS-REQs with and without pre-auth, for
+/// the TGS and for a service, and a TGS-REQ.
+fn kdc_request(seeds: &mut Seeds) -> Result<()> {
+    const T: &str = "kdc_request";
+    let kdc = kdc(KDC_REALM, &[(KDC_CLIENT, "kdc seed password")], &[])?;
+    let AsRun { requests, tgt, .. } = as_exchange(&kdc, KDC_CLIENT, "kdc seed password")?;
+    seeds.put(T, "as-req", &requests[0])?;
+    seeds.put(
+        T,
+        "as-req-enc-timestamp",
+        requests.last().context("AS-REQ")?,
+    )?;
+    let spec = RequestSpec {
+        client: Principal::parse(KDC_CLIENT)?,
+        server: Principal::parse(KDC_SERVICE)?,
+        etypes: vec![17, 18, 19, 20],
+        options: roamgate_krb::messages::kdc_options::FORWARDABLE,
+        till: now() + Duration::from_secs(3600),
+        rtime: None,
+        nonce: 1,
+    };
+    seeds.put(T, "as-req-service", &probe::as_req(&spec, vec![])?)?;
+    // A TGS-REQ for the service. The target's KDC has other keys: it gets
+    // as far as decrypting the TGT.
+    let request = TgsExchange::new(&tgt, Principal::parse(KDC_SERVICE)?, 0)?.request(now())?;
+    seeds.put(T, "tgs-req", &request)?;
+    Ok(())
+}
+
+/// What a client receives (krb_reply), what a service receives (ap_req),
+/// forwarded tickets (krb_cred) and the files (keytab, ccache).
+fn krb_client_side(seeds: &mut Seeds) -> Result<()> {
+    let service_key = Key::new(AP_SERVICE_KEY.0, &AP_SERVICE_KEY.1)?;
+    let kdc = kdc(
+        REPLY_REALM,
+        &[(REPLY_CLIENT, REPLY_PASSWORD)],
+        &[(AP_SERVICE, &service_key)],
+    )?;
+    let AsRun { replies, tgt, .. } = as_exchange(&kdc, REPLY_CLIENT, REPLY_PASSWORD)?;
+    let [preauth_required, as_rep] = replies.as_slice() else {
+        bail!("the AS exchange took {} replies, not 2", replies.len());
+    };
+    seeds.put("krb_reply", "krb-error-preauth-required", preauth_required)?;
+    seeds.put("krb_reply", "as-rep", as_rep)?;
+    let unknown = AsExchange::new(
+        Principal::parse(&format!("nobody@{REPLY_REALM}"))?,
+        ClientSecret::password(REPLY_PASSWORD),
+        AsOptions::default(),
+    )?
+    .first_request(now())?;
+    seeds.put(
+        "krb_reply",
+        "krb-error-client-unknown",
+        &ask(&kdc, &unknown)?,
+    )?;
+    let (_, tgs_rep, service_ticket) = tgs_exchange(&kdc, &tgt, AP_SERVICE, 0)?;
+    seeds.put("krb_reply", "tgs-rep", &tgs_rep)?;
+    let forwarded = TgsExchange::forwarded_tgt(&tgt)?;
+    let fwd_reply = ask(&kdc, &forwarded.request(now())?)?;
+    let forwarded_tgt = forwarded.handle_reply(&fwd_reply)?;
+
+    // AP-REQs the target's service accepts, and the AP-REPs.
+    let service = Principal::parse(AP_SERVICE)?;
+    let keys = KeySet(vec![(service.clone(), 1, service_key)]);
+    let cases = [
+        (
+            "mutual-subkey-seq",
+            ApReqParams {
+                mutual: true,
+                subkey: true,
+                seq_number: Some(1),
+                app_data: Some(AP_APP_DATA),
+            },
+        ),
+        (
+            "plain",
+            ApReqParams {
+                app_data: Some(AP_APP_DATA),
+                ..ApReqParams::default()
+            },
+        ),
+    ];
+    for (name, params) in cases {
+        let (req, _) = ap::build_ap_req(&service_ticket, &params, now())?;
+        let accepted = ap::accept_ap_req(
+            &req,
+            &keys,
+            &AcceptParams {
+                service: Some(&service),
+                app_data: Some(AP_APP_DATA),
+                ..AcceptParams::default()
+            },
+            &mut ReplayCache::new(Duration::from_secs(300), 16),
+            now(),
+        )?;
+        seeds.put("ap_req", &format!("ap-req-{name}"), &req)?;
+        let rep = accepted.ap_rep(Some(&accepted.new_subkey()), params.seq_number);
+        seeds.put("ap_req", &format!("ap-rep-{name}"), &rep)?;
+        seeds.put("krb_reply", &format!("ap-rep-{name}"), &rep)?;
+    }
+
+    let cred_key = Key::new(CRED_KEY.0, &CRED_KEY.1)?;
+    seeds.put(
+        "krb_cred",
+        "forwarded-tgt",
+        &build_krb_cred(std::slice::from_ref(&forwarded_tgt), &cred_key, now())?,
+    )?;
+    seeds.put(
+        "krb_cred",
+        "tgt-and-service-ticket",
+        &build_krb_cred(&[tgt.clone(), service_ticket.clone()], &cred_key, now())?,
+    )?;
+
+    let mut keytab = Keytab::new();
+    let client = Principal::parse(REPLY_CLIENT)?;
+    for etype in Etype::ALL {
+        keytab.push(KeytabEntry::from_password(
+            client.clone(),
+            1,
+            etype,
+            REPLY_PASSWORD.as_bytes(),
+            1_800_000_000,
+        )?);
+    }
+    seeds.put("keytab", "password-keys", &keytab.to_bytes()?)?;
+    let mut keytab = Keytab::new();
+    keytab.push(KeytabEntry {
+        principal: service.clone(),
+        timestamp: 1_800_000_000,
+        kvno: 1,
+        key: Key::new(AP_SERVICE_KEY.0, &AP_SERVICE_KEY.1)?,
+    });
+    keytab.push(KeytabEntry {
+        principal: service,
+        timestamp: 1_800_000_000,
+        kvno: 300,
+        key: Key::random(Etype::Aes256CtsHmacSha384192),
+    });
+    seeds.put("keytab", "service-keys", &keytab.to_bytes()?)?;
+
+    let mut ccache = CCache::new(client);
+    ccache.store(to_ccache(&tgt));
+    seeds.put("ccache", "tgt", &ccache.to_bytes()?)?;
+    ccache.store(to_ccache(&service_ticket));
+    ccache.store(to_ccache(&forwarded_tgt));
+    seeds.put("ccache", "tgt-and-tickets", &ccache.to_bytes()?)?;
+    Ok(())
+}
+
+/// KRB-PRIV and KRB-SAFE that the target's channels open: with sequence
+/// numbers from the initiator, with timestamps from the acceptor.
+fn krb_priv(seeds: &mut Seeds) -> Result<()> {
+    let key = Key::new(PRIV_KEY.0, &PRIV_KEY.1)?;
+    let seq = SecureChannel::new(
+        key.clone(),
+        Direction::Initiator,
+        ReplayMode::Sequence {
+            local: 0,
+            remote: 0,
+        },
+    );
+    let ts = SecureChannel::new(key, Direction::Acceptor, ReplayMode::Timestamp);
+    for (mode, mut channel, data) in [
+        ("seq", seq, &b"call setup"[..]),
+        ("timestamp", ts, &b"charge 1"[..]),
+    ] {
+        let sealed = channel.seal_priv(data, now())?;
+        seeds.put("krb_priv", &format!("priv-{mode}"), &sealed)?;
+        let sealed = channel.seal_safe(data, now())?;
+        seeds.put("krb_priv", &format!("safe-{mode}"), &sealed)?;
+    }
+    Ok(())
+}
