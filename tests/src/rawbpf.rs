@@ -28,6 +28,7 @@ const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_PROG_TYPE_XDP: u32 = 6;
+const BPF_MAP_TYPE_HASH: u32 = 1;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_XDP: u32 = 37;
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
@@ -171,6 +172,10 @@ impl Asm {
     }
     /// Places the drop label (r0 = XDP_DROP; exit) and resolves the jumps.
     fn finish(mut self) -> Vec<u8> {
+        if self.to_drop.is_empty() {
+            // No jump to it: the verifier refuses unreachable code.
+            return self.insns.iter().flat_map(|x| x.bytes()).collect();
+        }
         let label = self.insns.len();
         self.mov_imm(0, XDP_DROP);
         self.insns.push(i(0x95, 0, 0, 0, 0));
@@ -218,8 +223,13 @@ fn load(name: &str, code: &[u8], maps: Vec<OwnedFd>) -> anyhow::Result<RawProg> 
 }
 
 fn array_map(value_size: u32, entries: u32) -> anyhow::Result<OwnedFd> {
+    map_create(BPF_MAP_TYPE_ARRAY, value_size, entries)
+}
+
+/// A map with 4-byte keys.
+fn map_create(kind: u32, value_size: u32, entries: u32) -> anyhow::Result<OwnedFd> {
     let mut a = [0u8; 128];
-    put_u32(&mut a, 0, BPF_MAP_TYPE_ARRAY);
+    put_u32(&mut a, 0, kind);
     put_u32(&mut a, 4, 4);
     put_u32(&mut a, 8, value_size);
     put_u32(&mut a, 12, entries);
@@ -257,13 +267,33 @@ pub fn constant(action: i32) -> anyhow::Result<RawProg> {
 /// `return bpf_redirect(ifindex, 0)`: the cost of the redirect alone, as
 /// the baseline for the forwarding figures.
 pub fn redirect(ifindex: u32) -> anyhow::Result<RawProg> {
+    redirect_after_lookups(ifindex, 0)
+}
+
+/// [`redirect`] after `lookups` hits in a one-entry hash map (4-byte key,
+/// 8-byte value): what one hash-map lookup, a helper call, costs a
+/// forwarding program on this machine.
+pub fn redirect_after_lookups(ifindex: u32, lookups: usize) -> anyhow::Result<RawProg> {
     let mut asm = Asm::default();
+    let mut maps = Vec::new();
+    if lookups > 0 {
+        let h = map_create(BPF_MAP_TYPE_HASH, 8, 16)?;
+        map_update(&h, 7, &1u64.to_ne_bytes())?;
+        asm.st_w(10, -8, 7);
+        for _ in 0..lookups {
+            asm.ld_map_fd(1, h.as_raw_fd());
+            asm.mov_reg(2, 10);
+            asm.add_imm(2, -8);
+            asm.call(HELPER_MAP_LOOKUP);
+            asm.jeq_imm_drop(0, 0);
+        }
+        maps.push(h);
+    }
     asm.mov_imm(1, ifindex as i32);
     asm.mov_imm(2, 0);
     asm.call(HELPER_REDIRECT);
     asm.insns.push(i(0x95, 0, 0, 0, 0));
-    let code: Vec<u8> = asm.insns.iter().flat_map(|x| x.bytes()).collect();
-    load("rg_redirect", &code, Vec::new())
+    load("rg_redirect", &asm.finish(), maps)
 }
 
 /// A sink that writes `frame` back at `data + offset` and drops.
@@ -542,6 +572,42 @@ mod tests {
             let r = test_run(p.fd(), &frame, 1000, 0, None, None).unwrap();
             assert_eq!(r.retval, action as u32);
         }
+    }
+
+    #[test]
+    fn redirect_programs_redirect_after_their_lookups() {
+        let frame = [0u8; 64];
+        for lookups in [0, 4] {
+            let p = redirect_after_lookups(1, lookups).unwrap();
+            let r = test_run(p.fd(), &frame, 1, 0, None, None).unwrap();
+            assert_eq!(r.retval, 4, "{lookups} lookups: XDP_REDIRECT");
+        }
+    }
+
+    #[test]
+    fn generator_stamps_sequence_and_tag_then_redirects() {
+        let frame: Vec<u8> = (0..100u32).map(|k| k as u8).collect();
+        let tags = [[0xaa; 16], [0xbb; 16]];
+        let st = Stamp {
+            seq_off: 60,
+            tag_off: 68,
+            first_seq: 41,
+            tags: &tags,
+        };
+        let g = generator(&frame, Some(&st), 1).unwrap();
+        let mut out = vec![0u8; 256];
+        let zero = vec![0u8; 100];
+        for (n, tag) in tags.iter().enumerate() {
+            let r = test_run(g.fd(), &zero, 1, 0, None, Some(&mut out)).unwrap();
+            assert_eq!(r.retval, 4);
+            let o = &out[..r.data_out_len as usize];
+            assert_eq!(&o[..60], &frame[..60]);
+            assert_eq!(o[60..68], (41 + n as u64).to_be_bytes());
+            assert_eq!(&o[68..84], tag);
+            assert_eq!(&o[84..], &frame[84..]);
+        }
+        let r = test_run(g.fd(), &zero, 1, 0, None, None).unwrap();
+        assert_eq!(r.retval, XDP_DROP as u32, "out of tags: dropped");
     }
 
     #[test]

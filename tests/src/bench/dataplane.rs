@@ -525,21 +525,35 @@ fn zero_work_ceiling(frame: &[u8], batch: u32, n: u32) -> anyhow::Result<Value> 
         })
     };
     let fwd = in_netns(&fw, || rawbpf::redirect(rawbpf::ifindex("f1")?))?;
+    // The same with four hash-map lookups first: the price of helper calls,
+    // which roamgate's forwarding paths make three to five of.
+    let fwd4 = in_netns(&fw, || {
+        rawbpf::redirect_after_lookups(rawbpf::ifindex("f1")?, 4)
+    })?;
     let l2 = in_netns(&sk, || drop_prog.attach_xdp(rawbpf::ifindex("s1")?))?;
-    let (mut drops, mut fwds) = (Vec::new(), Vec::new());
+    let (mut drops, mut fwds, mut fwds4) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..LIVE_ROUNDS {
-        let link = in_netns(&fw, || drop_prog.attach_xdp(rawbpf::ifindex("f0")?))?;
-        drops.push(run()?);
-        drop(link);
-        let link = in_netns(&fw, || fwd.attach_xdp(rawbpf::ifindex("f0")?))?;
-        fwds.push(run()?);
-        drop(link);
+        for (prog, out) in [
+            (&drop_prog, &mut drops),
+            (&fwd, &mut fwds),
+            (&fwd4, &mut fwds4),
+        ] {
+            let link = in_netns(&fw, || prog.attach_xdp(rawbpf::ifindex("f0")?))?;
+            out.push(run()?);
+            drop(link);
+        }
     }
     drop(l2);
-    let (drop_v, fwd_v) = (mean_run(&drops), mean_run(&fwds));
-    let ratio =
-        fwd_v["mpps"].as_f64().unwrap_or(f64::NAN) / drop_v["mpps"].as_f64().unwrap_or(f64::NAN);
-    Ok(json!({"xdp_drop": drop_v, "bare_redirect": fwd_v, "ratio": round(ratio, 3)}))
+    let (drop_v, fwd_v, fwd4_v) = (mean_run(&drops), mean_run(&fwds), mean_run(&fwds4));
+    let mpps = |v: &Value| v["mpps"].as_f64().unwrap_or(f64::NAN);
+    let kns = |v: &Value| v["kernel_ns"].as_f64().unwrap_or(f64::NAN);
+    Ok(json!({
+        "xdp_drop": drop_v,
+        "bare_redirect": fwd_v,
+        "redirect_after_4_hash_lookups": fwd4_v,
+        "ratio": round(mpps(&fwd_v) / mpps(&drop_v), 3),
+        "ns_per_hash_lookup": round((kns(&fwd4_v) - kns(&fwd_v)) / 4.0, 1),
+    }))
 }
 
 /// Live-frames Mpps of the drop baseline, encapsulation and decapsulation,
