@@ -170,6 +170,51 @@ impl Asm {
             k += 1;
         }
     }
+    /// `r7 = n = counter++` and `r9 = &tags[n]` (drops after the last tag);
+    /// returns the two maps the program needs to keep alive.
+    fn next_tag(&mut self, tags: &[[u8; 16]]) -> anyhow::Result<Vec<OwnedFd>> {
+        let counter = array_map(8, 1)?;
+        map_update(&counter, 0, &0u64.to_ne_bytes())?;
+        let tag_map = array_map(16, tags.len() as u32)?;
+        for (k, t) in tags.iter().enumerate() {
+            map_update(&tag_map, k as u32, t)?;
+        }
+        self.st_w(10, -8, 0);
+        self.ld_map_fd(1, counter.as_raw_fd());
+        self.mov_reg(2, 10);
+        self.add_imm(2, -8);
+        self.call(HELPER_MAP_LOOKUP);
+        self.jeq_imm_drop(0, 0);
+        self.ldx_dw(7, 0, 0);
+        self.mov_reg(8, 7);
+        self.add_imm(8, 1);
+        self.stx_dw(0, 8, 0);
+        self.jge_imm_drop(7, tags.len() as i32);
+        self.stx_w(10, 7, -8);
+        self.ld_map_fd(1, tag_map.as_raw_fd());
+        self.mov_reg(2, 10);
+        self.add_imm(2, -8);
+        self.call(HELPER_MAP_LOOKUP);
+        self.jeq_imm_drop(0, 0);
+        self.mov_reg(9, 0);
+        Ok(vec![counter, tag_map])
+    }
+
+    /// Writes `frame` at `r2` with sequence number `first_seq + r7` at
+    /// `seq_off` and the tag at `r9` at `tag_off` (after [`Self::next_tag`]).
+    fn store_stamped(&mut self, frame: &[u8], seq_off: usize, tag_off: usize, first_seq: u64) {
+        self.store_bytes(2, 0, &frame[..seq_off]);
+        self.mov_reg(5, 7);
+        self.add_imm(5, first_seq as i32);
+        self.be64(5);
+        self.stx_dw(2, 5, seq_off as i16);
+        self.ldx_dw(5, 9, 0);
+        self.stx_dw(2, 5, tag_off as i16);
+        self.ldx_dw(5, 9, 8);
+        self.stx_dw(2, 5, (tag_off + 8) as i16);
+        self.store_bytes(2, tag_off + 16, &frame[tag_off + 16..]);
+    }
+
     /// Places the drop label (r0 = XDP_DROP; exit) and resolves the jumps.
     fn finish(mut self) -> Vec<u8> {
         if self.to_drop.is_empty() {
@@ -330,12 +375,6 @@ pub fn reseeding_sink(
     first_seq: u64,
     tags: &[[u8; 16]],
 ) -> anyhow::Result<RawProg> {
-    let counter = array_map(8, 1)?;
-    map_update(&counter, 0, &0u64.to_ne_bytes())?;
-    let tag_map = array_map(16, tags.len() as u32)?;
-    for (k, t) in tags.iter().enumerate() {
-        map_update(&tag_map, k as u32, t)?;
-    }
     let mut a = Asm::default();
     a.mov_reg(6, 1);
     a.mov_reg(1, 6);
@@ -346,43 +385,15 @@ pub fn reseeding_sink(
     a.mov_imm(2, layout.tail_delta);
     a.call(HELPER_XDP_ADJUST_TAIL);
     a.jne_imm_drop(0, 0);
-    // n = counter++
-    a.st_w(10, -8, 0);
-    a.ld_map_fd(1, counter.as_raw_fd());
-    a.mov_reg(2, 10);
-    a.add_imm(2, -8);
-    a.call(HELPER_MAP_LOOKUP);
-    a.jeq_imm_drop(0, 0);
-    a.ldx_dw(7, 0, 0);
-    a.mov_reg(8, 7);
-    a.add_imm(8, 1);
-    a.stx_dw(0, 8, 0);
-    a.jge_imm_drop(7, tags.len() as i32);
-    // tag = tags[n]
-    a.stx_w(10, 7, -8);
-    a.ld_map_fd(1, tag_map.as_raw_fd());
-    a.mov_reg(2, 10);
-    a.add_imm(2, -8);
-    a.call(HELPER_MAP_LOOKUP);
-    a.jeq_imm_drop(0, 0);
-    a.mov_reg(9, 0);
+    let maps = a.next_tag(tags)?;
     // the frame
     a.ldx_w(2, 6, 0);
     a.ldx_w(3, 6, 4);
     a.mov_reg(4, 2);
     a.add_imm(4, frame.len() as i32);
     a.jgt_reg_drop(4, 3);
-    a.store_bytes(2, 0, &frame[..layout.seq_off]);
-    a.mov_reg(5, 7);
-    a.add_imm(5, first_seq as i32);
-    a.be64(5);
-    a.stx_dw(2, 5, layout.seq_off as i16);
-    a.ldx_dw(5, 9, 0);
-    a.stx_dw(2, 5, layout.tag_off as i16);
-    a.ldx_dw(5, 9, 8);
-    a.stx_dw(2, 5, (layout.tag_off + 8) as i16);
-    a.store_bytes(2, layout.tag_off + 16, &frame[layout.tag_off + 16..]);
-    load("rg_reseed", &a.finish(), vec![counter, tag_map])
+    a.store_stamped(frame, layout.seq_off, layout.tag_off, first_seq);
+    load("rg_reseed", &a.finish(), maps)
 }
 
 /// Sequence numbers and tags a [`generator`] stamps into its frames.
@@ -408,34 +419,7 @@ pub fn generator(frame: &[u8], stamp: Option<&Stamp>, out_ifindex: u32) -> anyho
     let mut a = Asm::default();
     a.mov_reg(6, 1);
     if let Some(st) = stamp {
-        let counter = array_map(8, 1)?;
-        map_update(&counter, 0, &0u64.to_ne_bytes())?;
-        let tag_map = array_map(16, st.tags.len() as u32)?;
-        for (k, t) in st.tags.iter().enumerate() {
-            map_update(&tag_map, k as u32, t)?;
-        }
-        // n = counter++
-        a.st_w(10, -8, 0);
-        a.ld_map_fd(1, counter.as_raw_fd());
-        a.mov_reg(2, 10);
-        a.add_imm(2, -8);
-        a.call(HELPER_MAP_LOOKUP);
-        a.jeq_imm_drop(0, 0);
-        a.ldx_dw(7, 0, 0);
-        a.mov_reg(8, 7);
-        a.add_imm(8, 1);
-        a.stx_dw(0, 8, 0);
-        a.jge_imm_drop(7, st.tags.len() as i32);
-        // tag = tags[n]
-        a.stx_w(10, 7, -8);
-        a.ld_map_fd(1, tag_map.as_raw_fd());
-        a.mov_reg(2, 10);
-        a.add_imm(2, -8);
-        a.call(HELPER_MAP_LOOKUP);
-        a.jeq_imm_drop(0, 0);
-        a.mov_reg(9, 0);
-        maps.push(counter);
-        maps.push(tag_map);
+        maps = a.next_tag(st.tags)?;
     }
     a.ldx_w(2, 6, 0); // data
     a.ldx_w(3, 6, 4); // data_end
@@ -444,18 +428,7 @@ pub fn generator(frame: &[u8], stamp: Option<&Stamp>, out_ifindex: u32) -> anyho
     a.jgt_reg_drop(4, 3);
     match stamp {
         None => a.store_bytes(2, 0, frame),
-        Some(st) => {
-            a.store_bytes(2, 0, &frame[..st.seq_off]);
-            a.mov_reg(5, 7);
-            a.add_imm(5, st.first_seq as i32);
-            a.be64(5);
-            a.stx_dw(2, 5, st.seq_off as i16);
-            a.ldx_dw(5, 9, 0);
-            a.stx_dw(2, 5, st.tag_off as i16);
-            a.ldx_dw(5, 9, 8);
-            a.stx_dw(2, 5, (st.tag_off + 8) as i16);
-            a.store_bytes(2, st.tag_off + 16, &frame[st.tag_off + 16..]);
-        }
+        Some(st) => a.store_stamped(frame, st.seq_off, st.tag_off, st.first_seq),
     }
     a.mov_imm(1, out_ifindex as i32);
     a.mov_imm(2, 0);

@@ -383,12 +383,29 @@ pub fn run() -> anyhow::Result<Value> {
     }))
 }
 
-/// One live-frames run of a generator; (kernel ns per frame, wall Mpps).
-fn gen_run(gen: &RawProg, frame: &[u8], ingress: u32, batch: u32, n: u32) -> anyhow::Result<Value> {
-    let (wall, kns) = live(gen.fd(), frame, ingress, batch, n)?;
+/// The tags of the decap frames with sequence numbers `seqs`.
+fn decap_tags(f: &Frames, seqs: std::ops::Range<u64>) -> Vec<[u8; 16]> {
+    seqs.map(|seq| {
+        let fr = (f.decap)(seq);
+        let mut t = [0u8; 16];
+        t.copy_from_slice(&fr[fr.len() - 16..]);
+        t
+    })
+    .collect()
+}
+
+/// One live-frames run as a JSON figure: Mpps from the kernel's ns per
+/// frame, wall-clock Mpps beside it.
+fn live_json(prog: i32, frame: &[u8], ingress: u32, batch: u32, n: u32) -> anyhow::Result<Value> {
+    let (wall, kns) = live(prog, frame, ingress, batch, n)?;
     Ok(
         json!({"mpps": round(1e3 / kns.max(1) as f64, 3), "wall_mpps": round(wall, 3), "kernel_ns": kns}),
     )
+}
+
+/// [`live_json`] of a generator program.
+fn gen_run(gen: &RawProg, frame: &[u8], ingress: u32, batch: u32, n: u32) -> anyhow::Result<Value> {
+    live_json(gen.fd(), frame, ingress, batch, n)
 }
 
 /// The headline veth figures: roamgate runs as the native XDP program of the
@@ -424,15 +441,7 @@ fn veth_rx(net: &TunnelNet, f: &Frames, next_seq: &mut u64) -> anyhow::Result<Va
 
         // Decapsulation: tr-ha -> ha-tr (roamgate) -> ha-cn -> cn0, dropped.
         let first = *next_seq;
-        let tags: Vec<[u8; 16]> = (0..n as u64)
-            .map(|k| {
-                let fr = (f.decap)(first + k);
-                let l = fr.len();
-                let mut t = [0u8; 16];
-                t.copy_from_slice(&fr[l - 16..]);
-                t
-            })
-            .collect();
+        let tags = decap_tags(f, first..first + n as u64);
         let frame0 = (f.decap)(first);
         let l = frame0.len();
         let stamp = rawbpf::Stamp {
@@ -613,10 +622,9 @@ fn veth_live(
         rawbpf::pin_to_cpu(BENCH_CPU)?;
         let if_cn = rawbpf::ifindex("ha-cn")?;
         for b in [batch_main, 1] {
-            let (mpps, kns) = live(drop_prog.fd(), &f.encap, if_cn, b, LIVE_FRAMES)?;
             res.insert(
                 format!("xdp_drop_b{b}"),
-                json!({"mpps": round(1e3 / kns.max(1) as f64, 3), "wall_mpps": round(mpps, 3), "kernel_ns": kns}),
+                live_json(drop_prog.fd(), &f.encap, if_cn, b, LIVE_FRAMES)?,
             );
         }
         Ok(())
@@ -631,10 +639,9 @@ fn veth_live(
         let redirect = rawbpf::redirect(rawbpf::ifindex("ha-tr")?)?;
         let if_cn = rawbpf::ifindex("ha-cn")?;
         for b in [batch_main, 1] {
-            let (mpps, kns) = live(redirect.fd(), &f.encap, if_cn, b, LIVE_FRAMES)?;
             res.insert(
                 format!("redirect_only_b{b}"),
-                json!({"mpps": round(1e3 / kns.max(1) as f64, 3), "wall_mpps": round(mpps, 3), "kernel_ns": kns}),
+                live_json(redirect.fd(), &f.encap, if_cn, b, LIVE_FRAMES)?,
             );
         }
         Ok(())
@@ -649,10 +656,9 @@ fn veth_live(
         rawbpf::pin_to_cpu(BENCH_CPU)?;
         let if_cn = rawbpf::ifindex("ha-cn")?;
         for b in [batch_main, 1] {
-            let (mpps, kns) = live(prog, &f.encap, if_cn, b, LIVE_FRAMES)?;
             res.insert(
                 format!("ha_encap_redirect_b{b}"),
-                json!({"mpps": round(1e3 / kns.max(1) as f64, 3), "wall_mpps": round(mpps, 3), "kernel_ns": kns}),
+                live_json(prog, &f.encap, if_cn, b, LIVE_FRAMES)?,
             );
         }
         Ok(())
@@ -672,17 +678,7 @@ fn veth_live(
     // reseeded, so only batch size 1 keeps one page cycling cleanly.
     let first = *next_seq;
     let n = LIVE_FRAMES as u64;
-    let coa_keys = derive_keys(&MasterKey::new(MASTER), SPI, HOME, Role::CareOf);
-    let tags: Vec<[u8; 16]> = (1..=n)
-        .map(|k| {
-            let fr = (f.decap)(first + k);
-            let l = fr.len();
-            let mut t = [0u8; 16];
-            t.copy_from_slice(&fr[l - 16..]);
-            t
-        })
-        .collect();
-    drop(coa_keys);
+    let tags = decap_tags(f, first + 1..first + n + 1);
     let frame0 = (f.decap)(first);
     let l = frame0.len();
     let layout = rawbpf::TunnelFrameLayout {

@@ -917,15 +917,15 @@ fn foreign_traffic_passes_untouched() {
 
 /// Builds a veth with a static neighbour in the test's namespace so the FIB
 /// lookup succeeds, and checks XDP_REDIRECT with rewritten MACs.
-#[test]
-fn fib_redirect_rewrites_macs() {
-    let r = runner();
-    let sh = |cmd: &str| {
-        let st = Command::new("sh").arg("-c").arg(cmd).status().expect("sh");
-        assert!(st.success(), "{cmd}");
-    };
-    let out_mac = [0x02, 0, 0, 0, 0x99, 0x01];
-    let nh_mac = [0x02, 0, 0, 0, 0x99, 0x02];
+fn sh(cmd: &str) {
+    let st = Command::new("sh").arg("-c").arg(cmd).status().expect("sh");
+    assert!(st.success(), "{cmd}");
+}
+
+/// In the test's namespace: a veth rgfix0 (02:..:99:01, 203.0.113.1/24) with
+/// a permanent neighbour 203.0.113.2 (02:..:99:02) as the next hop to
+/// 198.51.100.0/24 and 10.9.0.0/24, and forwarding on.
+fn routed_veth() {
     sh("ip link set lo up \
         && ip link add rgfix0 address 02:00:00:00:99:01 type veth peer name rgfix1 \
         && ip link set rgfix0 up && ip link set rgfix1 up \
@@ -934,6 +934,14 @@ fn fib_redirect_rewrites_macs() {
         && ip route add 198.51.100.0/24 via 203.0.113.2 dev rgfix0 \
         && ip route add 10.9.0.0/24 via 203.0.113.2 dev rgfix0 \
         && sysctl -qw net.ipv4.conf.all.forwarding=1 net.ipv4.conf.lo.forwarding=1");
+}
+
+#[test]
+fn fib_redirect_rewrites_macs() {
+    let r = runner();
+    routed_veth();
+    let out_mac = [0x02, 0, 0, 0, 0x99, 0x01];
+    let nh_mac = [0x02, 0, 0, 0, 0x99, 0x02];
     let mut enc = tunnel_frame(HA, COA, SPI_HA, 1, &KEY_HA2MN, &icmp(CORR, HOME, 63, 56));
     enc[..6].copy_from_slice(&nh_mac);
     enc[6..12].copy_from_slice(&out_mac);
@@ -971,17 +979,7 @@ fn fib_redirect_rewrites_macs() {
 #[test]
 fn transit_frames_pass_and_next_hops_are_cached() {
     let r = runner();
-    let sh = |cmd: &str| {
-        let st = Command::new("sh").arg("-c").arg(cmd).status().expect("sh");
-        assert!(st.success(), "{cmd}");
-    };
-    sh("ip link set lo up \
-        && ip link add rgfix0 address 02:00:00:00:99:01 type veth peer name rgfix1 \
-        && ip link set rgfix0 up && ip link set rgfix1 up \
-        && ip addr add 203.0.113.1/24 dev rgfix0 \
-        && ip neigh replace 203.0.113.2 lladdr 02:00:00:00:99:02 nud permanent dev rgfix0 \
-        && ip route add 198.51.100.0/24 via 203.0.113.2 dev rgfix0 \
-        && sysctl -qw net.ipv4.conf.all.forwarding=1 net.ipv4.conf.lo.forwarding=1");
+    routed_veth();
     let local = Ipv4Addr::new(203, 0, 113, 1);
     let elsewhere = Ipv4Addr::new(198, 51, 100, 77);
     let inner = icmp(HOME, CORR, 64, 56);

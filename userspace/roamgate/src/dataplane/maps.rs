@@ -513,10 +513,11 @@ impl std::fmt::Debug for Maps {
     }
 }
 
-fn open<K: aya::Pod, V: aya::Pod>(
+/// Opens the map pinned at `<pin_dir>/<name>` as `M` (a typed aya map).
+fn open<M: TryFrom<Map, Error = MapError>>(
     pin_dir: &Path,
     name: &'static str,
-) -> Result<HashMap<MapData, K, V>, MapsError> {
+) -> Result<M, MapsError> {
     let path = pin_dir.join(name);
     let open_err = |source| MapsError::Open {
         path: path.display().to_string(),
@@ -524,18 +525,7 @@ fn open<K: aya::Pod, V: aya::Pod>(
     };
     let data = MapData::from_pin(&path).map_err(open_err)?;
     let map = Map::from_map_data(data).map_err(open_err)?;
-    HashMap::try_from(map).map_err(open_err)
-}
-
-fn open_array(pin_dir: &Path, name: &'static str) -> Result<Array<MapData, u64>, MapsError> {
-    let path = pin_dir.join(name);
-    let open_err = |source| MapsError::Open {
-        path: path.display().to_string(),
-        source,
-    };
-    let data = MapData::from_pin(&path).map_err(open_err)?;
-    let map = Map::from_map_data(data).map_err(open_err)?;
-    Array::try_from(map).map_err(open_err)
+    M::try_from(map).map_err(open_err)
 }
 
 impl Maps {
@@ -586,7 +576,7 @@ impl Maps {
             tunnels: open(pin_dir, m::TUNNELS)?,
             voice_ports: open(pin_dir, m::VOICE_PORTS)?,
             voice_flows: open(pin_dir, m::VOICE_FLOWS)?,
-            voice_port_bits: open_array(pin_dir, m::VOICE_PORT_BITS)?,
+            voice_port_bits: open(pin_dir, m::VOICE_PORT_BITS)?,
         })
     }
 
