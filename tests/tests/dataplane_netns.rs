@@ -438,15 +438,3 @@ fn userspace_forwarder_both_ends() {
     assert_eq!(delta("drop_bad_mac"), 1, "{after}");
     assert_eq!(delta("tunnel_decap"), 0, "{after}");
 }
-
-#[test]
-#[ignore]
-fn debug_hold() {
-    let end = |v: &str| match std::env::var(v).as_deref() {
-        Ok("tun") => End::Tun,
-        _ => End::Xdp,
-    };
-    let net = TunnelNet::new("dbg", end("RG_HA"), end("RG_COA")).unwrap();
-    eprintln!("DIR {}", net.dir.path().display());
-    std::thread::sleep(Duration::from_secs(90));
-}
