@@ -42,6 +42,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use roamgate::{
+    config::ConfigFile,
     dataplane::{
         fixture::TestPinDir,
         frame::FrameBuilder,

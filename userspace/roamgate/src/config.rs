@@ -1,12 +1,39 @@
 //! The gateway's TOML configuration: every key optional, named defaults,
 //! unknown keys refused, and a `validate()` step that names what is wrong.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{bail, Context as _};
 use serde::Deserialize;
 
 use crate::dataplane::AttachMode;
+
+/// A role's TOML configuration file: unknown keys refused by its serde
+/// types, then [`ConfigFile::validate`] for what the types cannot say.
+pub trait ConfigFile: serde::de::DeserializeOwned {
+    /// Checks the parsed values; errors name the setting and the fix.
+    fn validate(&self) -> anyhow::Result<()>;
+
+    fn from_toml(text: &str) -> anyhow::Result<Self> {
+        let cfg: Self = toml::from_str(text)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("in config {}", path.display()))
+    }
+}
+
+/// A Linux interface name: 1-15 bytes, no '/' or whitespace.
+pub fn valid_ifname(i: &str) -> bool {
+    !i.is_empty() && i.len() <= 15 && !i.contains('/') && !i.contains(char::is_whitespace)
+}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -77,22 +104,10 @@ pub enum LogFormat {
     Json,
 }
 
-impl GatewayConfig {
-    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
-        let cfg: Self = toml::from_str(text)?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
-    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config {}", path.display()))?;
-        Self::from_toml(&text).with_context(|| format!("in config {}", path.display()))
-    }
-
-    pub fn validate(&self) -> anyhow::Result<()> {
+impl ConfigFile for GatewayConfig {
+    fn validate(&self) -> anyhow::Result<()> {
         for i in &self.gateway.interfaces {
-            if i.is_empty() || i.len() > 15 || i.contains('/') || i.contains(char::is_whitespace) {
+            if !valid_ifname(i) {
                 bail!("gateway.interfaces: {i:?} is not a valid interface name (1-15 characters, no '/' or spaces)");
             }
         }
@@ -109,7 +124,9 @@ impl GatewayConfig {
         }
         Ok(())
     }
+}
 
+impl GatewayConfig {
     pub fn metrics_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
         if self.metrics.listen.is_empty() {
             return Ok(None);

@@ -1,7 +1,7 @@
 use clap::Parser as _;
 use roamgate::{
     cli::{Cli, Command},
-    config::GatewayConfig,
+    config::{ConfigFile, GatewayConfig},
     counters_cmd, gateway, logging,
 };
 use tokio_util::sync::CancellationToken;

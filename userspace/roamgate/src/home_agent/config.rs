@@ -16,7 +16,10 @@ use roamgate_mip::{
 };
 use serde::Deserialize;
 
-use crate::{config::LogSection, dataplane::AttachMode};
+use crate::{
+    config::{ConfigFile, LogSection},
+    dataplane::AttachMode,
+};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:434";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/roamgate";
@@ -179,20 +182,8 @@ fn default_true() -> bool {
     true
 }
 
-impl HomeAgentFile {
-    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
-        let cfg: Self = toml::from_str(text)?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config {}", path.display()))?;
-        Self::from_toml(&text).with_context(|| format!("in config {}", path.display()))
-    }
-
-    pub fn validate(&self) -> anyhow::Result<()> {
+impl ConfigFile for HomeAgentFile {
+    fn validate(&self) -> anyhow::Result<()> {
         let ha = &self.home_agent;
         if ha.addresses.is_empty() {
             bail!("home_agent.addresses: give at least one address");
@@ -261,7 +252,9 @@ impl HomeAgentFile {
         }
         Ok(())
     }
+}
 
+impl HomeAgentFile {
     pub fn journal_path(&self) -> PathBuf {
         self.home_agent.state_dir.join("bindings.sqlite")
     }

@@ -2,14 +2,17 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
-    path::{Path, PathBuf},
+    path::PathBuf,
 };
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use roamgate_krb::Principal;
 use serde::Deserialize;
 
-use crate::{config::LogSection, dataplane::AttachMode};
+use crate::{
+    config::{valid_ifname, ConfigFile, LogSection},
+    dataplane::AttachMode,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,23 +150,7 @@ fn default_grace() -> u64 {
     roamgate_mip::home_agent::DEFAULT_TUNNEL_GRACE.as_secs()
 }
 
-fn valid_ifname(i: &str) -> bool {
-    !i.is_empty() && i.len() <= 15 && !i.contains('/') && !i.contains(char::is_whitespace)
-}
-
 impl MobileNodeFile {
-    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
-        let cfg: Self = toml::from_str(text)?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config {}", path.display()))?;
-        Self::from_toml(&text).with_context(|| format!("in config {}", path.display()))
-    }
-
     fn validate_tun(&self) -> anyhow::Result<()> {
         let d = &self.dataplane;
         if !d.interfaces.is_empty() {
@@ -214,8 +201,10 @@ impl MobileNodeFile {
         }
         Ok(())
     }
+}
 
-    pub fn validate(&self) -> anyhow::Result<()> {
+impl ConfigFile for MobileNodeFile {
+    fn validate(&self) -> anyhow::Result<()> {
         let m = &self.mobile_node;
         if roamgate_mip::auth::Algorithm::for_spi(m.spi).is_none() {
             bail!("mobile_node.spi: {} is reserved (use 256 or above)", m.spi);

@@ -10,7 +10,7 @@ use anyhow::{bail, Context as _};
 use serde::Deserialize;
 
 use crate::{
-    config::LogSection,
+    config::{ConfigFile, LogSection},
     dataplane::maps::{MasterKey, Role},
 };
 
@@ -73,20 +73,8 @@ fn default_stats_interval() -> u64 {
 /// Smallest sensible outer MTU: the IPv4 minimum (RFC 791) of 576.
 pub const MIN_MTU: u16 = 576;
 
-impl TunnelConfig {
-    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
-        let cfg: Self = toml::from_str(text)?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config {}", path.display()))?;
-        Self::from_toml(&text).with_context(|| format!("in config {}", path.display()))
-    }
-
-    pub fn validate(&self) -> anyhow::Result<()> {
+impl ConfigFile for TunnelConfig {
+    fn validate(&self) -> anyhow::Result<()> {
         let t = &self.tunnel;
         if t.spi == 0 {
             bail!("tunnel.spi: 0 is reserved");
@@ -113,7 +101,9 @@ impl TunnelConfig {
         }
         Ok(())
     }
+}
 
+impl TunnelConfig {
     /// Reads the master key, refusing a file others can read.
     pub fn master_key(&self) -> anyhow::Result<MasterKey> {
         read_master_key(&self.tunnel.master_key_file)
