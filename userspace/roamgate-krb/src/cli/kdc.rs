@@ -2,7 +2,7 @@
 
 use std::io::{BufRead as _, Write as _};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,6 +14,58 @@ use crate::kdc::server::{self, ServerConfig};
 use crate::kdc::{Kdc, KdcConfig};
 use crate::principal::Principal;
 
+/// Where the principal database and its master key are.
+#[derive(clap::Args, Debug)]
+pub struct StoreArgs {
+    /// Principal database (SQLite).
+    #[arg(long)]
+    db: PathBuf,
+    /// Master key file (default: the database path plus ".mkey").
+    #[arg(long)]
+    master_key: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    fn open(&self) -> anyhow::Result<SqliteDb> {
+        Ok(SqliteDb::open(&self.db, self.master_key.as_deref())?)
+    }
+}
+
+/// Where a principal's new keys come from.
+#[derive(clap::Args, Debug)]
+pub struct KeyArgs {
+    /// Read the password from the first line of stdin.
+    #[arg(
+        long,
+        conflicts_with = "random_key",
+        required_unless_present = "random_key"
+    )]
+    password_stdin: bool,
+    /// Random keys (for services).
+    #[arg(long)]
+    random_key: bool,
+    /// Comma-separated etypes (numbers or MIT names); default all of
+    /// 20, 18, 19, 17.
+    #[arg(long, value_delimiter = ',')]
+    etypes: Vec<String>,
+}
+
+impl KeyArgs {
+    /// Calls `f` with the keys to derive and the etypes to derive them for.
+    fn with_keys<T>(
+        &self,
+        f: impl FnOnce(NewKeys<'_>, Vec<Etype>) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let etypes = parse_etypes(&self.etypes)?;
+        if self.password_stdin {
+            let pw = read_password()?;
+            f(NewKeys::Password(pw.as_bytes()), etypes)
+        } else {
+            f(NewKeys::Random, etypes)
+        }
+    }
+}
+
 #[derive(clap::Subcommand, Debug)]
 pub enum KdcCommand {
     /// Create a realm: its principal database, its master key file
@@ -21,34 +73,17 @@ pub enum KdcCommand {
     Init {
         #[arg(long)]
         realm: String,
-        #[arg(long)]
-        db: PathBuf,
-        /// Master key file (default: the database path plus ".mkey").
-        #[arg(long)]
-        master_key: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Add a principal with a password read from stdin or a random key.
     AddPrincipal {
-        #[arg(long)]
-        db: PathBuf,
-        #[arg(long)]
-        master_key: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
         /// `name@REALM` or `service/host@REALM` (the realm may be omitted).
         name: String,
-        /// Read the password from the first line of stdin.
-        #[arg(
-            long,
-            conflicts_with = "random_key",
-            required_unless_present = "random_key"
-        )]
-        password_stdin: bool,
-        /// Give the principal random keys (for services).
-        #[arg(long)]
-        random_key: bool,
-        /// Comma-separated etypes (numbers or MIT names); default all of
-        /// 20, 18, 19, 17.
-        #[arg(long, value_delimiter = ',')]
-        etypes: Vec<String>,
+        #[command(flatten)]
+        keys: KeyArgs,
         /// Do not require pre-authentication in the AS exchange.
         #[arg(long)]
         no_preauth: bool,
@@ -61,54 +96,36 @@ pub enum KdcCommand {
     },
     /// Give a principal new keys at the next kvno.
     ChangeKeys {
-        #[arg(long)]
-        db: PathBuf,
-        #[arg(long)]
-        master_key: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
         name: String,
-        #[arg(
-            long,
-            conflicts_with = "random_key",
-            required_unless_present = "random_key"
-        )]
-        password_stdin: bool,
-        #[arg(long)]
-        random_key: bool,
-        #[arg(long, value_delimiter = ',')]
-        etypes: Vec<String>,
+        #[command(flatten)]
+        keys: KeyArgs,
     },
     /// Remove a principal.
     DeletePrincipal {
-        #[arg(long)]
-        db: PathBuf,
-        #[arg(long)]
-        master_key: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
         name: String,
     },
     /// List the principals.
     List {
-        #[arg(long)]
-        db: PathBuf,
-        #[arg(long)]
-        master_key: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Write a principal's keys (every etype and kvno) to an MIT keytab,
     /// appending to the file if it exists.
     ExportKeytab {
-        #[arg(long)]
-        db: PathBuf,
-        #[arg(long)]
-        master_key: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
         name: String,
         #[arg(long)]
         out: PathBuf,
     },
     /// Serve the KDC on UDP and TCP.
     Serve {
-        #[arg(long)]
-        db: PathBuf,
-        #[arg(long)]
-        master_key: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Address for both UDP and TCP, e.g. 0.0.0.0:88.
         #[arg(long)]
         listen: SocketAddr,
@@ -153,10 +170,6 @@ fn read_password() -> anyhow::Result<zeroize::Zeroizing<String>> {
     Ok(line)
 }
 
-fn open_db(db: &Path, mkey: Option<&Path>) -> anyhow::Result<SqliteDb> {
-    Ok(SqliteDb::open(db, mkey)?)
-}
-
 fn principal_in(db: &SqliteDb, name: &str) -> anyhow::Result<Principal> {
     use crate::kdc::db::PrincipalStore as _;
     Principal::parse_with_realm(name, db.realm())
@@ -165,98 +178,65 @@ fn principal_in(db: &SqliteDb, name: &str) -> anyhow::Result<Principal> {
 
 pub async fn run(cmd: KdcCommand) -> anyhow::Result<()> {
     match cmd {
-        KdcCommand::Init {
-            realm,
-            db,
-            master_key,
-        } => {
+        KdcCommand::Init { realm, store } => {
             if realm.is_empty() || realm.contains(['/', '@']) {
                 bail!("bad realm name {realm:?}");
             }
-            SqliteDb::create(&db, &realm, master_key.as_deref())?;
-            println!("created realm {realm} in {}", db.display());
+            SqliteDb::create(&store.db, &realm, store.master_key.as_deref())?;
+            println!("created realm {realm} in {}", store.db.display());
             Ok(())
         }
         KdcCommand::AddPrincipal {
-            db,
-            master_key,
+            store,
             name,
-            password_stdin,
-            random_key: _,
-            etypes,
+            keys,
             no_preauth,
             max_life,
             max_renew,
         } => {
-            let etypes = parse_etypes(&etypes)?;
-            let store = open_db(&db, master_key.as_deref())?;
+            let store = store.open()?;
             let p = principal_in(&store, &name)?;
             let mut flags = PrincipalFlags::DEFAULT.0;
             if no_preauth {
                 flags &= !PrincipalFlags::REQUIRES_PREAUTH;
             }
-            let opts = NewPrincipal {
-                etypes,
-                flags: PrincipalFlags(flags),
-                max_life: Duration::from_secs(max_life.unwrap_or(0)),
-                max_renew: Duration::from_secs(max_renew.unwrap_or(0)),
-            };
-            if password_stdin {
-                let pw = read_password()?;
-                store.add_principal(&p, NewKeys::Password(pw.as_bytes()), &opts)?;
-            } else {
-                store.add_principal(&p, NewKeys::Random, &opts)?;
-            }
+            keys.with_keys(|new, etypes| {
+                let opts = NewPrincipal {
+                    etypes,
+                    flags: PrincipalFlags(flags),
+                    max_life: Duration::from_secs(max_life.unwrap_or(0)),
+                    max_renew: Duration::from_secs(max_renew.unwrap_or(0)),
+                };
+                Ok(store.add_principal(&p, new, &opts)?)
+            })?;
             println!("added {p}");
             Ok(())
         }
-        KdcCommand::ChangeKeys {
-            db,
-            master_key,
-            name,
-            password_stdin,
-            random_key: _,
-            etypes,
-        } => {
-            let etypes = parse_etypes(&etypes)?;
-            let store = open_db(&db, master_key.as_deref())?;
+        KdcCommand::ChangeKeys { store, name, keys } => {
+            let store = store.open()?;
             let p = principal_in(&store, &name)?;
-            let kvno = if password_stdin {
-                let pw = read_password()?;
-                store.change_keys(&p, NewKeys::Password(pw.as_bytes()), &etypes)?
-            } else {
-                store.change_keys(&p, NewKeys::Random, &etypes)?
-            };
+            let kvno = keys.with_keys(|new, etypes| Ok(store.change_keys(&p, new, &etypes)?))?;
             println!("{p}: new keys at kvno {kvno}");
             Ok(())
         }
-        KdcCommand::DeletePrincipal {
-            db,
-            master_key,
-            name,
-        } => {
-            let store = open_db(&db, master_key.as_deref())?;
+        KdcCommand::DeletePrincipal { store, name } => {
+            let store = store.open()?;
             let p = principal_in(&store, &name)?;
             store.delete_principal(&p)?;
             println!("deleted {p}");
             Ok(())
         }
-        KdcCommand::List { db, master_key } => {
-            let store = open_db(&db, master_key.as_deref())?;
+        KdcCommand::List { store } => {
+            let store = store.open()?;
             let mut out = std::io::stdout().lock();
             for p in store.list()? {
                 writeln!(out, "{p}")?;
             }
             Ok(())
         }
-        KdcCommand::ExportKeytab {
-            db,
-            master_key,
-            name,
-            out,
-        } => {
+        KdcCommand::ExportKeytab { store, name, out } => {
             use crate::keytab::{Keytab, KeytabEntry};
-            let store = open_db(&db, master_key.as_deref())?;
+            let store = store.open()?;
             let p = principal_in(&store, &name)?;
             let keys = store.all_keys(&p)?;
             let mut kt = if out.exists() {
@@ -282,13 +262,12 @@ pub async fn run(cmd: KdcCommand) -> anyhow::Result<()> {
             Ok(())
         }
         KdcCommand::Serve {
-            db,
-            master_key,
+            store,
             listen,
             max_udp_reply,
             max_tcp_request,
         } => {
-            let store = open_db(&db, master_key.as_deref())?;
+            let store = store.open()?;
             let realm = {
                 use crate::kdc::db::PrincipalStore as _;
                 store.realm().to_owned()
