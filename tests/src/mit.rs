@@ -346,20 +346,7 @@ impl MitKdc {
 
     /// Runs a command to completion; an error (with its output) if it fails.
     pub fn run(&self, mut cmd: Command, what: &str) -> Result<Output> {
-        let out = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .with_context(|| format!("running {what}"))?;
-        if !out.status.success() {
-            bail!(
-                "{what} failed ({}): {}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(out)
+        run_ok(&mut cmd, what)
     }
 
     fn create_database(&self) -> Result<()> {
@@ -501,6 +488,25 @@ impl Drop for MitKdc {
         }
         // The TempDir removes the directory when it drops after this.
     }
+}
+
+/// Runs `cmd` to completion, capturing its output; an error naming `what`,
+/// with the output, if it fails.
+pub fn run_ok(cmd: &mut Command, what: &str) -> Result<Output> {
+    let out = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .with_context(|| format!("running {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -207,19 +207,7 @@ pub struct RoamgateKdcBuilder {
 }
 
 fn run_ok(cmd: &mut Command, what: &str) -> Result<std::process::Output> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {what}"))?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(out)
+    crate::mit::run_ok(cmd.stdin(Stdio::null()), what)
 }
 
 impl RoamgateKdcBuilder {
