@@ -300,6 +300,49 @@ impl TunnelSpec {
     }
 }
 
+/// How far from the asked expiry a kept tunnel's may be: a tunnel restored
+/// from the journal is asked for the same instant, converted to
+/// `CLOCK_BOOTTIME` again, and lands microseconds to milliseconds apart.
+pub const REINSTALL_EXPIRY_SLACK: Duration = Duration::from_secs(1);
+
+/// What installing `t` over the live tunnel `old` (same SPI) does.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reinstall {
+    /// Other keys or role under a live SPI.
+    Conflict,
+    /// The live tunnel already is `t` (its expiry within
+    /// [`REINSTALL_EXPIRY_SLACK`]): nothing is written.
+    Keep,
+    /// Addresses, ports, MTU or the expiry changed: this value replaces
+    /// the live one, with its sequence counter and replay window as read.
+    Rewrite(TunnelValue),
+}
+
+/// Decides a re-install (journal restore, rollback to a tunnel still alive).
+///
+/// A rewrite replaces the map element with a copy of the counter and window
+/// read a moment before: frames the program accepted in between would leave
+/// the window (one replay each would pass) and sequence numbers sent in
+/// between would be sent again. So an unchanged tunnel is never rewritten.
+pub fn reinstall(old: &TunnelValue, t: &TunnelSpec) -> Reinstall {
+    if old.key_tx != t.keys.tx || old.key_rx != t.keys.rx || old.role != t.role.tunnel_role() {
+        return Reinstall::Conflict;
+    }
+    let new = t.value(old.tx_seq, old.rx);
+    let slack = REINSTALL_EXPIRY_SLACK.as_nanos() as u64;
+    let unchanged = old.local == new.local
+        && old.home == new.home
+        && old.src_port == new.src_port
+        && old.dst_port == new.dst_port
+        && old.mtu == new.mtu
+        && old.expires_ns.abs_diff(new.expires_ns) <= slack;
+    if unchanged {
+        Reinstall::Keep
+    } else {
+        Reinstall::Rewrite(new)
+    }
+}
+
 /// One binding: packets for (home agent) or from (care-of side) `home` go
 /// into tunnel `spi`, towards `remote`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -582,8 +625,9 @@ impl Maps {
 
     /// Installs (or updates) a tunnel. A tunnel already present under the
     /// same SPI with the same keys and role keeps its sequence counter and
-    /// replay window (only addresses, MTU and expiry change); other keys
-    /// under a live SPI are refused ([`MapsError::SpiInUse`]).
+    /// replay window (only addresses, MTU and expiry change; see
+    /// [`reinstall`] for when it is left alone); other keys under a live SPI
+    /// are refused ([`MapsError::SpiInUse`]).
     pub fn install_tunnel(&mut self, t: &TunnelSpec) -> Result<(), MapsError> {
         if t.spi == 0 {
             return Err(MapsError::ZeroSpi);
@@ -591,20 +635,16 @@ impl Maps {
         let key = TunnelKey {
             spi: t.spi.to_be_bytes(),
         };
-        let (tx_seq, rx) = match get_opt(&self.tunnels, &key, m::TUNNELS)? {
-            Some(old) => {
-                let same = old.key_tx == t.keys.tx
-                    && old.key_rx == t.keys.rx
-                    && old.role == t.role.tunnel_role();
-                if !same {
-                    return Err(MapsError::SpiInUse { spi: t.spi });
-                }
-                (old.tx_seq, old.rx)
-            }
-            None => (0, ReplayWindow::default()),
+        let value = match get_opt(&self.tunnels, &key, m::TUNNELS)? {
+            Some(old) => match reinstall(&old, t) {
+                Reinstall::Conflict => return Err(MapsError::SpiInUse { spi: t.spi }),
+                Reinstall::Keep => return Ok(()),
+                Reinstall::Rewrite(v) => v,
+            },
+            None => t.value(0, ReplayWindow::default()),
         };
         self.tunnels
-            .insert(key, t.value(tx_seq, rx), 0)
+            .insert(key, value, 0)
             .map_err(map_err(m::TUNNELS))
     }
 
@@ -911,6 +951,62 @@ mod tests {
             "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865";
         let got: String = okm.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(got, want);
+    }
+
+    fn live(spec: &TunnelSpec) -> TunnelValue {
+        let mut rx = ReplayWindow::default();
+        rx.accept(41).unwrap();
+        rx.accept(42).unwrap();
+        spec.value(17, rx)
+    }
+
+    #[test]
+    fn reinstalling_an_unchanged_tunnel_writes_nothing() {
+        let local = Ipv4Addr::new(192, 0, 2, 1);
+        let mut spec = TunnelSpec::new(7, Role::HomeAgent, local, H, &master());
+        spec.expires = Expiry::AtBoottimeNs(50_000_000_000);
+        let old = live(&spec);
+        assert_eq!(reinstall(&old, &spec), Reinstall::Keep);
+        // The same expiry converted again, a little later or earlier.
+        spec.expires = Expiry::AtBoottimeNs(50_000_000_000 + 999_000_000);
+        assert_eq!(reinstall(&old, &spec), Reinstall::Keep);
+        spec.expires = Expiry::AtBoottimeNs(50_000_000_000 - 999_000_000);
+        assert_eq!(reinstall(&old, &spec), Reinstall::Keep);
+    }
+
+    #[test]
+    fn reinstalling_a_changed_tunnel_keeps_its_counters() {
+        let local = Ipv4Addr::new(192, 0, 2, 1);
+        let mut spec = TunnelSpec::new(7, Role::HomeAgent, local, H, &master());
+        spec.expires = Expiry::AtBoottimeNs(50_000_000_000);
+        let old = live(&spec);
+        let mut later = spec.clone();
+        later.expires = Expiry::AtBoottimeNs(52_000_000_000);
+        let mut earlier = spec.clone();
+        earlier.expires = Expiry::AtBoottimeNs(40_000_000_000);
+        let mut smaller = spec.clone();
+        smaller.mtu = 1400;
+        for changed in [later, earlier, smaller] {
+            let Reinstall::Rewrite(v) = reinstall(&old, &changed) else {
+                panic!("{changed:?} must be rewritten");
+            };
+            assert_eq!(v.tx_seq, 17);
+            assert_eq!(v.rx, old.rx);
+            assert_eq!(v.expires_ns, changed.expires.ns());
+            assert_eq!(v.mtu, changed.mtu);
+        }
+    }
+
+    #[test]
+    fn reinstalling_other_keys_or_role_is_a_conflict() {
+        let local = Ipv4Addr::new(192, 0, 2, 1);
+        let spec = TunnelSpec::new(7, Role::HomeAgent, local, H, &master());
+        let old = live(&spec);
+        let other_key = TunnelSpec::new(7, Role::HomeAgent, local, H, &MasterKey::new([9; 32]));
+        assert_eq!(reinstall(&old, &other_key), Reinstall::Conflict);
+        let mut other_role = spec.clone();
+        other_role.role = Role::CareOf;
+        assert_eq!(reinstall(&old, &other_role), Reinstall::Conflict);
     }
 
     const H: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
