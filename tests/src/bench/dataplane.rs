@@ -935,3 +935,82 @@ fn tun_pps() -> anyhow::Result<Value> {
     drop(link);
     result
 }
+
+/// `roamgate-bench --ab A.o,B.o,...`: decap_verify TestRun time of other
+/// builds of the XDP object, side by side with the two-instruction
+/// XDP_PASS, in interleaved rounds. It is how a data-plane change is judged
+/// on this noisy machine: build the variant object (docs/testing.md), run
+/// it next to the current one, and compare within one run.
+pub fn ab(objects: &[String]) -> anyhow::Result<Value> {
+    let net = TunnelNet::new("ab", End::Xdp, End::Xdp)?;
+    let f = frames(&net)?;
+    let mut pins = Vec::with_capacity(objects.len());
+    let mut planes = Vec::with_capacity(objects.len());
+    for (i, path) in objects.iter().enumerate() {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+        // The loader parses the ELF in place: give it 8-byte alignment.
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        let aligned = &mut bytemuck_bytes(&mut words)[..bytes.len()];
+        aligned.copy_from_slice(&bytes);
+        let pin = TestPinDir::new(&format!("ab-{i}"));
+        let dp = DataPlane::load_object(aligned, pin.path())
+            .with_context(|| format!("loading {path}"))?;
+        let mut maps = Maps::open(pin.path())?;
+        let mut spec = TunnelSpec::new(SPI, Role::HomeAgent, HA_TR, HOME, &MasterKey::new(MASTER));
+        spec.mtu = OUTER_MTU;
+        maps.install(
+            &Binding {
+                home: HOME,
+                role: Role::HomeAgent,
+                remote: COA_TR,
+                spi: SPI,
+                expires: Expiry::Never,
+            },
+            &spec,
+        )?;
+        pins.push(pin);
+        planes.push(dp);
+    }
+    let pass = rawbpf::constant(rawbpf::XDP_PASS)?;
+    let ha_ns = net.topo.ns("ha");
+    let ns = in_netns(&ha_ns, || {
+        rawbpf::pin_to_cpu(BENCH_CPU)?;
+        let if_tr = rawbpf::ifindex("ha-tr")?;
+        let want = [XDP_ACTION_REDIRECT, XDP_ACTION_TX];
+        let mut cases = vec![Case::new("xdp_pass", pass.fd(), if_tr, &[2])];
+        for dp in &planes {
+            cases.push(Case::new("decap_verify", xdp_fd(dp)?, if_tr, &want));
+        }
+        // Every data plane has its own replay window: all see 1, 2, 3, ...
+        let mut seq = 1u64;
+        for _ in 0..ROUNDS {
+            let frames: Vec<Vec<u8>> = (0..PER_ROUND as u64).map(|k| (f.decap)(seq + k)).collect();
+            seq += PER_ROUND as u64;
+            for c in cases.iter_mut() {
+                c.time(&frames)?;
+            }
+        }
+        Ok(cases
+            .into_iter()
+            .map(|c| round(trimmed_mean(c.samples), 1))
+            .collect::<Vec<_>>())
+    })?;
+    let pass_ns = ns[0];
+    let objs: Vec<Value> = objects
+        .iter()
+        .zip(&ns[1..])
+        .map(|(o, n)| json!({"object": o, "decap_verify_ns": n, "ratio_over_pass": round(n / pass_ns, 2)}))
+        .collect();
+    Ok(json!({
+        "xdp_pass_ns": pass_ns,
+        "objects": objs,
+        "method": format!("repeat=1, {ROUNDS} interleaved rounds x {PER_ROUND} runs per object, mean of middle 80%"),
+    }))
+}
+
+/// The bytes of `words`.
+fn bytemuck_bytes(words: &mut [u64]) -> &mut [u8] {
+    // SAFETY: u64 has no padding and every byte pattern is a valid u8; the
+    // slice covers exactly the words' memory.
+    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8) }
+}
