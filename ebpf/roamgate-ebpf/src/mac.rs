@@ -16,7 +16,7 @@ use roamgate_common::{
 
 use crate::{
     error::Error,
-    packet::{load_u64, opaque},
+    packet::{bounded, load_u64, opaque},
 };
 
 /// Largest inner packet the program handles; bigger ones are over-MTU.
@@ -56,7 +56,7 @@ pub fn finish_over_packet(
         if i >= blocks {
             break;
         }
-        let p = opaque(ctx.data() + off + i * BLOCK);
+        let p = opaque(ctx.data() + bounded(off + i * BLOCK));
         if p + BLOCK > ctx.data_end() {
             return Err(Error::Truncated);
         }
@@ -82,7 +82,7 @@ pub fn finish_over_packet(
         if j >= words {
             break;
         }
-        let p = opaque(ctx.data() + off + done + j * 8);
+        let p = opaque(ctx.data() + bounded(off + done + j * 8));
         if p + 8 > ctx.data_end() {
             return Err(Error::Truncated);
         }
@@ -90,7 +90,7 @@ pub fn finish_over_packet(
         s.compress(unsafe { load_u64::<0>(p) });
         j += 1;
     }
-    let p = opaque(ctx.data() + off + (len & !7));
+    let p = opaque(ctx.data() + bounded(off + (len & !7)));
     if p + 8 > ctx.data_end() {
         return Err(Error::Truncated);
     }

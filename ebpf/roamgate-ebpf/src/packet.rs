@@ -16,6 +16,22 @@ pub fn opaque(mut x: usize) -> usize {
     x
 }
 
+/// Bound of every offset into a frame: XDP frames here are one page (no
+/// multi-buffer), so no header starts past 8 KiB.
+pub const MAX_FRAME_OFF: usize = 0x1fff;
+
+/// `off` masked to [`MAX_FRAME_OFF`] in the register that is then added to
+/// the packet pointer. Kernels before 6.3 do not carry a bound learnt on one
+/// fill of a spilled scalar over to the next fill of the same stack slot, so
+/// a length checked earlier and reloaded for the pointer addition is
+/// unbounded to them ("math between pkt pointer and register with unbounded
+/// min value"). Masking after `opaque` keeps LLVM from dropping the mask it
+/// could prove redundant.
+#[inline(always)]
+pub fn bounded(off: usize) -> usize {
+    opaque(off) & MAX_FRAME_OFF
+}
+
 /// One 8-byte load from packet memory at `p + OFF`, as a single BPF
 /// instruction. `read_unaligned` would become eight byte loads (the BPF
 /// backend assumes strict alignment); the kernel and the x86 JIT do not
@@ -46,7 +62,7 @@ pub unsafe fn load_u64<const OFF: i16>(p: usize) -> u64 {
 pub fn header<T: Header>(ctx: &XdpContext, offset: usize) -> Result<&T, Error> {
     // Opaque after the offset is added: the verifier needs `p + LEN`
     // compared with data_end, not `data + (offset + LEN)`.
-    let p = opaque(ctx.data() + offset);
+    let p = opaque(ctx.data() + bounded(offset));
     if p + T::LEN > ctx.data_end() {
         return Err(Error::PacketTooShort);
     }
@@ -62,7 +78,7 @@ pub fn header<T: Header>(ctx: &XdpContext, offset: usize) -> Result<&T, Error> {
 #[allow(clippy::mut_from_ref)]
 #[inline(always)]
 pub fn header_mut<T: Header>(ctx: &XdpContext, offset: usize) -> Result<&mut T, Error> {
-    let p = opaque(ctx.data() + offset);
+    let p = opaque(ctx.data() + bounded(offset));
     if p + T::LEN > ctx.data_end() {
         return Err(Error::PacketTooShort);
     }
