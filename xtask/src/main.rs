@@ -3,6 +3,7 @@
 mod build;
 mod e2e;
 mod fuzz;
+mod kernel;
 mod run;
 mod setup;
 mod test;
@@ -36,6 +37,8 @@ enum Command {
     E2e(e2e::Options),
     /// Run the cargo-fuzz targets (nightly + cargo-fuzz, installed on demand).
     Fuzz(fuzz::Options),
+    /// The data-plane tests under Debian's Linux 6.1 in qemu (oldest supported kernel).
+    Kernel(kernel::Options),
 }
 
 fn main() {
@@ -48,6 +51,7 @@ fn main() {
         Command::Bench(o) => run::bench(&o),
         Command::Fuzz(o) => fuzz::run(&o),
         Command::E2e(o) => e2e::run(&o),
+        Command::Kernel(o) => kernel::run(&o),
     };
     if let Err(e) = res {
         eprintln!("xtask: error: {e:#}");

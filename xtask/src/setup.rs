@@ -37,6 +37,11 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "MIT kadmin.local for the interop realm",
     ),
     ("krb5-user", "MIT kinit/kvno/klist interop peers"),
+    (
+        "qemu-system-x86",
+        "boots Debian's Linux 6.1 for the oldest-kernel tests",
+    ),
+    ("busybox-static", "the 6.1 guest's shell and cpio"),
 ];
 
 pub const BPF_LINKER_VERSION: &str = "0.13.0";

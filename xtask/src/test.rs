@@ -1,10 +1,11 @@
 //! `cargo xtask test`: what CI runs. Setup when something is missing, lint,
 //! then every test: unit tests, eBPF fixtures through BPF_PROG_TEST_RUN, the
-//! network-namespace integration tests, and a short fuzz pass.
+//! network-namespace integration tests, the data-plane tests again under
+//! Linux 6.1 (`cargo xtask kernel`), and a short fuzz pass.
 
 use std::process::Command;
 
-use crate::{build, fuzz, setup, util};
+use crate::{build, fuzz, kernel, setup, util};
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -14,6 +15,9 @@ pub struct Options {
     /// Seconds per fuzz target (0 skips fuzzing).
     #[arg(long, default_value_t = 10)]
     pub fuzz_seconds: u32,
+    /// Skip the data-plane tests under Linux 6.1 in qemu.
+    #[arg(long)]
+    pub no_kernel: bool,
     /// Extra arguments for `cargo test` (e.g. a test-name filter).
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -74,6 +78,10 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             .args(["test", "--workspace", "--no-fail-fast"])
             .args(&opts.args),
     )?;
+
+    if !opts.no_kernel && opts.args.is_empty() {
+        kernel::run(&kernel::Options::default())?;
+    }
 
     if opts.fuzz_seconds > 0 && opts.args.is_empty() {
         fuzz::run(&fuzz::Options {
