@@ -737,6 +737,25 @@ fn counters_json(c: &roamgate::dataplane::Counters) -> Value {
 }
 
 /// decap_verify ns with 1 000 and 1 000 000 bindings and tunnels.
+/// Installs the home agent's measured tunnel and binding (the one the
+/// decap frames are built for) into the data plane pinned at `pin`.
+fn measured_tunnel(pin: &std::path::Path) -> anyhow::Result<Maps> {
+    let mut maps = Maps::open(pin)?;
+    let mut spec = TunnelSpec::new(SPI, Role::HomeAgent, HA_TR, HOME, &MasterKey::new(MASTER));
+    spec.mtu = OUTER_MTU;
+    maps.install(
+        &Binding {
+            home: HOME,
+            role: Role::HomeAgent,
+            remote: COA_TR,
+            spi: SPI,
+            expires: Expiry::Never,
+        },
+        &spec,
+    )?;
+    Ok(maps)
+}
+
 fn bindings_scale(net: &TunnelNet, f: &Frames) -> anyhow::Result<Value> {
     // Two more copies of the home agent's data plane, side by side and not
     // attached (TestRun needs no attachment): the measured tunnel plus 1 000
@@ -748,19 +767,7 @@ fn bindings_scale(net: &TunnelNet, f: &Frames) -> anyhow::Result<Value> {
     let large = DataPlane::load(large_pin.path())?;
     let keys = derive_keys(&MasterKey::new([1; 32]), 1, HOME, Role::HomeAgent);
     let fill = |pin: &std::path::Path, upto: u32| -> anyhow::Result<usize> {
-        let mut maps = Maps::open(pin)?;
-        let mut spec = TunnelSpec::new(SPI, Role::HomeAgent, HA_TR, HOME, &MasterKey::new(MASTER));
-        spec.mtu = OUTER_MTU;
-        maps.install(
-            &Binding {
-                home: HOME,
-                role: Role::HomeAgent,
-                remote: COA_TR,
-                spi: SPI,
-                expires: Expiry::Never,
-            },
-            &spec,
-        )?;
+        let mut maps = measured_tunnel(pin)?;
         for k in 0..upto {
             let spi = 0x1000_0000 + k;
             let home = Ipv4Addr::from(0x0a80_0000 + k);
@@ -955,19 +962,7 @@ pub fn ab(objects: &[String]) -> anyhow::Result<Value> {
         let pin = TestPinDir::new(&format!("ab-{i}"));
         let dp = DataPlane::load_object(aligned, pin.path())
             .with_context(|| format!("loading {path}"))?;
-        let mut maps = Maps::open(pin.path())?;
-        let mut spec = TunnelSpec::new(SPI, Role::HomeAgent, HA_TR, HOME, &MasterKey::new(MASTER));
-        spec.mtu = OUTER_MTU;
-        maps.install(
-            &Binding {
-                home: HOME,
-                role: Role::HomeAgent,
-                remote: COA_TR,
-                spi: SPI,
-                expires: Expiry::Never,
-            },
-            &spec,
-        )?;
+        measured_tunnel(pin.path())?;
         pins.push(pin);
         planes.push(dp);
     }
