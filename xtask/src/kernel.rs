@@ -50,14 +50,26 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let work = root.join("target/kernel");
     fs::create_dir_all(&work)?;
 
-    let package = match &opts.package {
+    let mut package = match &opts.package {
         Some(p) => p.clone(),
         None => newest_61_package()?,
     };
     util::step(&format!(
         "kernel: data-plane tests under {package} (qemu, software emulation)"
     ));
-    let vmlinuz = kernel(&work, &package)?;
+    let vmlinuz = match kernel(&work, &package) {
+        Ok(v) => v,
+        // Stale package lists name a kernel the mirror has replaced by a
+        // newer security build: refresh them once and ask again.
+        Err(e) => {
+            eprintln!("kernel: {e:#}; refreshing the package lists");
+            util::run(Command::new("apt-get").args(["update", "-q"]))?;
+            if opts.package.is_none() {
+                package = newest_61_package()?;
+            }
+            kernel(&work, &package)?
+        }
+    };
     let modules = work.join(&package).join("lib/modules");
 
     let binaries = test_binaries(&root)?;
