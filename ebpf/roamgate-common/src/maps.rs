@@ -32,6 +32,27 @@ pub fn voice_port_bit(port: u16) -> (u32, u64) {
     ((port >> 6) as u32, 1u64 << (port & 63))
 }
 
+/// Array: slot ([`binding_filter_slot`]) → `u32`, non-zero when a binding
+/// with a key of that slot may exist. Encapsulation checks it before each
+/// [`BINDINGS`] lookup, so traffic that is not roamgate's (most of what a
+/// gateway forwards) skips both hash lookups, helper calls that cost tens
+/// of ns each. One element per slot, not one bit per slot in shared words:
+/// writers set an element without a read-modify-write, so two writers never
+/// lose each other's mark. Marks are never cleared (a stale mark only costs
+/// the hash lookup it no longer saves); userspace sets a key's mark before
+/// inserting the binding, and the loader marks the bindings already pinned.
+pub const BINDING_FILTER: &str = "RG_BIND_FILTER";
+/// Slots in [`BINDING_FILTER`].
+pub const BINDING_FILTER_SLOTS: u32 = 1 << 16;
+
+/// The [`BINDING_FILTER`] slot of a binding key (Fibonacci hashing of the
+/// address and kind: the top 16 bits of a multiplication).
+#[inline(always)]
+pub fn binding_filter_slot(key: &BindingKey) -> u32 {
+    let x = u32::from_be_bytes(key.addr) ^ ((key.kind as u32) << 16);
+    x.wrapping_mul(0x9e37_79b1) >> (32 - BINDING_FILTER_SLOTS.trailing_zeros())
+}
+
 /// Capacity of [`BINDINGS`] (allocated on demand: `BPF_F_NO_PREALLOC`).
 pub const BINDINGS_MAX: u32 = 1 << 20;
 /// Capacity of [`TUNNELS`] (allocated on demand: `BPF_F_NO_PREALLOC`).
@@ -219,6 +240,34 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binding_filter_slots_are_in_range_and_spread() {
+        // Home addresses of one /16 and both kinds: all in range, and a
+        // dense block of 4 096 keys lands on (nearly) as many slots.
+        // Distinct slots, counted without std: a 65 536-bit bitmap.
+        let mut seen = [0u64; (BINDING_FILTER_SLOTS / 64) as usize];
+        let mut distinct = 0;
+        for i in 0..2048u32 {
+            for kind in [BINDING_HOME_AGENT, BINDING_CARE_OF] {
+                let a = (0x0a0a_0000 + i).to_be_bytes();
+                let slot = binding_filter_slot(&BindingKey::new(a, kind));
+                assert!(slot < BINDING_FILTER_SLOTS);
+                let (w, b) = ((slot / 64) as usize, 1u64 << (slot % 64));
+                if seen[w] & b == 0 {
+                    seen[w] |= b;
+                    distinct += 1;
+                }
+            }
+        }
+        assert!(distinct > 3_900, "only {distinct} distinct slots");
+        // The kind takes part: the two keys of one address differ.
+        let a = [10, 0, 0, 5];
+        assert_ne!(
+            binding_filter_slot(&BindingKey::new(a, BINDING_HOME_AGENT)),
+            binding_filter_slot(&BindingKey::new(a, BINDING_CARE_OF))
+        );
+    }
     use core::mem::{align_of, size_of};
 
     /// The sum of the field sizes equals the struct size: no padding.

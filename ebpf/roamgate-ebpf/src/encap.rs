@@ -31,7 +31,7 @@ use crate::{
     error::Error,
     fib::{forward, Route},
     mac::{finish_over_packet, key_words, MAX_INNER_LEN},
-    maps::{count, now_ns, BINDINGS, TUNNELS},
+    maps::{binding, count, now_ns, TUNNELS},
     packet::{frame_len, header, header_mut},
     voice,
 };
@@ -41,9 +41,9 @@ use crate::{
 #[inline(always)]
 pub fn encap(ctx: &XdpContext) -> Result<Option<u32>, Error> {
     let ip: &Ipv4Hdr = header(ctx, EthHdr::LEN)?;
-    let binding = match BINDINGS.get_ptr(BindingKey::new(ip.dst, BINDING_HOME_AGENT)) {
+    let binding = match binding(BindingKey::new(ip.dst, BINDING_HOME_AGENT)) {
         Some(b) => b,
-        None => match BINDINGS.get_ptr(BindingKey::new(ip.src, BINDING_CARE_OF)) {
+        None => match binding(BindingKey::new(ip.src, BINDING_CARE_OF)) {
             Some(b) => b,
             None => return Ok(None),
         },

@@ -8,9 +8,9 @@ use aya_ebpf::{
 use roamgate_common::{
     counters,
     maps::{
-        BindingKey, BindingValue, TunnelKey, TunnelValue, VoiceFlowKey, VoiceFlowValue,
-        VoicePortKey, BINDINGS_MAX, BPF_F_NO_PREALLOC, TUNNELS_MAX, VOICE_FLOWS_MAX,
-        VOICE_PORTS_MAX, VOICE_PORT_BITS_WORDS,
+        binding_filter_slot, BindingKey, BindingValue, TunnelKey, TunnelValue, VoiceFlowKey,
+        VoiceFlowValue, VoicePortKey, BINDINGS_MAX, BINDING_FILTER_SLOTS, BPF_F_NO_PREALLOC,
+        TUNNELS_MAX, VOICE_FLOWS_MAX, VOICE_PORTS_MAX, VOICE_PORT_BITS_WORDS,
     },
 };
 
@@ -18,8 +18,22 @@ use roamgate_common::{
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(counters::MAX_COUNTERS, 0);
 
 #[map(name = "RG_BINDINGS")]
-pub static BINDINGS: HashMap<BindingKey, BindingValue> =
+static BINDINGS: HashMap<BindingKey, BindingValue> =
     HashMap::pinned(BINDINGS_MAX, BPF_F_NO_PREALLOC);
+
+#[map(name = "RG_BIND_FILTER")]
+pub static BINDING_FILTER: Array<u32> = Array::pinned(BINDING_FILTER_SLOTS, 0);
+
+/// The binding of `key`, looked up only when its filter slot is marked: an
+/// inlined array load instead of a hash lookup for traffic that is not
+/// roamgate's.
+#[inline(always)]
+pub fn binding(key: BindingKey) -> Option<*const BindingValue> {
+    match BINDING_FILTER.get(binding_filter_slot(&key)) {
+        Some(mark) if *mark != 0 => BINDINGS.get_ptr(key),
+        _ => None,
+    }
+}
 
 #[map(name = "RG_TUNNELS")]
 pub static TUNNELS: HashMap<TunnelKey, TunnelValue> =

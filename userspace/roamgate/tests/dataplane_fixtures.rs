@@ -96,6 +96,16 @@ fn tunnel(
     }
 }
 
+/// Marks the bindings inserted raw above in the binding filter, which the
+/// program checks before each binding lookup (`Maps::set_binding` does it
+/// for the control plane).
+fn mark_bindings(r: &mut FixtureRunner) {
+    let pin = r.data_plane().pin_dir().to_owned();
+    roamgate::dataplane::maps::Maps::open(&pin)
+        .and_then(|mut m| m.mark_bindings())
+        .expect("marking the fixture bindings");
+}
+
 /// One runner with both ends' state installed: the HA side (binding on the
 /// home address, tunnel SPI_HA) and the care-of side (reverse binding, tunnel
 /// SPI_COA), plus broken entries for the drop fixtures.
@@ -244,6 +254,7 @@ fn runner() -> FixtureRunner {
             .unwrap();
         }
     }
+    mark_bindings(&mut r);
     r
 }
 
@@ -522,6 +533,7 @@ fn xdp_to_xdp_round_trip() {
         )
         .unwrap();
     }
+    mark_bindings(&mut coa);
     for len in [0usize, 61, 300, 1412] {
         let (act, down) = ha
             .run_frame("ha encap", &eth(&icmp(CORR, HOME, 64, len)))

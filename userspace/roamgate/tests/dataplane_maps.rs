@@ -262,3 +262,46 @@ fn voice_port_bitmap_follows_the_ports() {
     maps.revoke_voice(&neighbour).unwrap();
     assert!(!maps.voice_port_bit(6005).unwrap());
 }
+
+/// Clears the binding-filter mark of `key` behind the API's back, as if the
+/// binding had been pinned by a version without the filter.
+fn clear_mark(pin: &std::path::Path, key: &roamgate_common::maps::BindingKey) {
+    use aya::maps::{Array, Map, MapData};
+    use roamgate_common::maps as m;
+    let data = MapData::from_pin(pin.join(m::BINDING_FILTER)).unwrap();
+    let mut filter: Array<MapData, u32> = Array::try_from(Map::Array(data)).unwrap();
+    filter.set(m::binding_filter_slot(key), 0, 0).unwrap();
+}
+
+#[test]
+fn the_binding_filter_gates_encapsulation_and_the_loader_restores_it() {
+    use roamgate_common::maps::{BindingKey, BINDING_HOME_AGENT};
+    let mut runner = FixtureRunner::new().expect("load data plane (are you root?)");
+    let pin = runner.data_plane().pin_dir().to_owned();
+    let mut maps = Maps::open(&pin).unwrap();
+    maps.install(&ha_binding(COA, SPI), &ha_tunnel(SPI, &master()))
+        .unwrap();
+    let key = BindingKey::new(HOME.octets(), BINDING_HOME_AGENT);
+    assert!(
+        maps.binding_filter_marked(&key).unwrap(),
+        "set_binding marks"
+    );
+    xdp_encap(&runner, &to_home());
+
+    // Without its mark the binding is not looked up: the frame passes.
+    clear_mark(&pin, &key);
+    let (action, out) = runner.run_frame("unmarked", &to_home()).unwrap();
+    assert_eq!(action, 2, "XDP_PASS without the mark");
+    assert_eq!(out, to_home());
+
+    // Loading a data plane on these pins marks the bindings already there.
+    let again = roamgate::dataplane::DataPlane::load(&pin).unwrap();
+    assert!(
+        maps.binding_filter_marked(&key).unwrap(),
+        "the loader marks"
+    );
+    drop(again);
+    let outer = xdp_encap(&runner, &to_home());
+    assert_eq!(&outer[16..20], &COA.octets(), "encapsulated again");
+    assert_eq!(maps.mark_bindings().unwrap(), 1);
+}

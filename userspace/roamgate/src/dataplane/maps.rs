@@ -511,6 +511,21 @@ fn create_pinned<K: aya::Pod, V: aya::Pod>(
     })
 }
 
+/// As [`create_pinned`], for an array of `len` elements.
+fn create_pinned_array<V: aya::Pod>(
+    pin_dir: &Path,
+    name: &'static str,
+    len: u32,
+) -> Result<(), MapsError> {
+    let map = Array::<MapData, V>::create(len, 0)
+        .map_err(|source| MapsError::Create { map: name, source })?;
+    let path = pin_dir.join(name);
+    map.pin(&path).map_err(|source| MapsError::Pin {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
 fn map_err(map: &'static str) -> impl FnOnce(MapError) -> MapsError {
     move |source| MapsError::Map { map, source }
 }
@@ -548,6 +563,7 @@ pub struct Maps {
     voice_ports: HashMap<MapData, VoicePortKey, u32>,
     voice_flows: HashMap<MapData, VoiceFlowKey, VoiceFlowValue>,
     voice_port_bits: Array<MapData, u64>,
+    binding_filter: Array<MapData, u32>,
 }
 
 impl std::fmt::Debug for Maps {
@@ -597,18 +613,8 @@ impl Maps {
         )?;
         create_pinned::<VoicePortKey, u32>(pin_dir, m::VOICE_PORTS, cap.voice_ports, 0)?;
         create_pinned::<VoiceFlowKey, VoiceFlowValue>(pin_dir, m::VOICE_FLOWS, cap.voice_flows, 0)?;
-        let bits =
-            Array::<MapData, u64>::create(m::VOICE_PORT_BITS_WORDS, 0).map_err(|source| {
-                MapsError::Create {
-                    map: m::VOICE_PORT_BITS,
-                    source,
-                }
-            })?;
-        let path = pin_dir.join(m::VOICE_PORT_BITS);
-        bits.pin(&path).map_err(|source| MapsError::Pin {
-            path: path.display().to_string(),
-            source,
-        })?;
+        create_pinned_array::<u64>(pin_dir, m::VOICE_PORT_BITS, m::VOICE_PORT_BITS_WORDS)?;
+        create_pinned_array::<u32>(pin_dir, m::BINDING_FILTER, m::BINDING_FILTER_SLOTS)?;
         Self::open(pin_dir)
     }
 
@@ -620,7 +626,40 @@ impl Maps {
             voice_ports: open(pin_dir, m::VOICE_PORTS)?,
             voice_flows: open(pin_dir, m::VOICE_FLOWS)?,
             voice_port_bits: open(pin_dir, m::VOICE_PORT_BITS)?,
+            binding_filter: open(pin_dir, m::BINDING_FILTER)?,
         })
+    }
+
+    /// Marks the filter slot of every binding present (see
+    /// [`m::BINDING_FILTER`]): bindings pinned by an earlier run, or by a
+    /// version without the filter, are then found by the program. Returns
+    /// how many bindings it saw. Setting a mark is idempotent and never
+    /// clears one, so it is safe beside a running control plane.
+    pub fn mark_bindings(&mut self) -> Result<usize, MapsError> {
+        let keys: Vec<BindingKey> = self
+            .bindings
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(m::BINDINGS))?;
+        for k in &keys {
+            self.mark_binding(k)?;
+        }
+        Ok(keys.len())
+    }
+
+    fn mark_binding(&mut self, key: &BindingKey) -> Result<(), MapsError> {
+        self.binding_filter
+            .set(m::binding_filter_slot(key), 1, 0)
+            .map_err(map_err(m::BINDING_FILTER))
+    }
+
+    /// Whether `key`'s filter slot is marked (tests and diagnostics).
+    pub fn binding_filter_marked(&self, key: &BindingKey) -> Result<bool, MapsError> {
+        let v = self
+            .binding_filter
+            .get(&m::binding_filter_slot(key), 0)
+            .map_err(map_err(m::BINDING_FILTER))?;
+        Ok(v != 0)
     }
 
     /// Installs (or updates) a tunnel. A tunnel already present under the
@@ -668,6 +707,8 @@ impl Maps {
                 tunnel: Role::from_tunnel_role(t.role),
             });
         }
+        // The mark first: the program looks a key up only once it is set.
+        self.mark_binding(&b.key())?;
         self.bindings
             .insert(b.key(), b.value(), 0)
             .map_err(map_err(m::BINDINGS))

@@ -53,6 +53,8 @@ pub enum DataPlaneError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("marking the pinned bindings in the binding filter: {0}")]
+    MarkBindings(#[source] maps::MapsError),
     #[error("reading map {map}: {source}")]
     Map {
         map: &'static str,
@@ -123,6 +125,11 @@ impl DataPlane {
                 program: XDP_PROGRAM,
                 source,
             })?;
+        // Bindings pinned by an earlier run (or an earlier version) need
+        // their filter marks before the program is attached.
+        maps::Maps::open(pin_dir)
+            .and_then(|mut m| m.mark_bindings())
+            .map_err(DataPlaneError::MarkBindings)?;
         Ok(dp)
     }
 
