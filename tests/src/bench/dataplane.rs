@@ -943,9 +943,9 @@ fn tun_pps() -> anyhow::Result<Value> {
     result
 }
 
-/// `roamgate-bench --ab A.o,B.o,...`: decap_verify TestRun time of other
-/// builds of the XDP object, side by side with the two-instruction
-/// XDP_PASS, in interleaved rounds. It is how a data-plane change is judged
+/// `roamgate-bench --ab A.o,B.o,...`: decap_verify, encap and foreign-pass
+/// TestRun times of other builds of the XDP object, side by side with the
+/// two-instruction XDP_PASS, in interleaved rounds. It is how a data-plane change is judged
 /// on this noisy machine: build the variant object (docs/testing.md), run
 /// it next to the current one, and compare within one run.
 pub fn ab(objects: &[String]) -> anyhow::Result<Value> {
@@ -971,18 +971,30 @@ pub fn ab(objects: &[String]) -> anyhow::Result<Value> {
     let ns = in_netns(&ha_ns, || {
         rawbpf::pin_to_cpu(BENCH_CPU)?;
         let if_tr = rawbpf::ifindex("ha-tr")?;
-        let want = [XDP_ACTION_REDIRECT, XDP_ACTION_TX];
+        let if_cn = rawbpf::ifindex("ha-cn")?;
+        let fwd = [XDP_ACTION_REDIRECT, XDP_ACTION_TX];
+        // Per object: decap_verify, encap, foreign traffic passed.
         let mut cases = vec![Case::new("xdp_pass", pass.fd(), if_tr, &[2])];
         for dp in &planes {
-            cases.push(Case::new("decap_verify", xdp_fd(dp)?, if_tr, &want));
+            let fd = xdp_fd(dp)?;
+            cases.push(Case::new("decap_verify", fd, if_tr, &fwd));
+            cases.push(Case::new("encap", fd, if_cn, &fwd));
+            cases.push(Case::new("roamgate_foreign_pass", fd, if_cn, &[2]));
         }
+        let encap = vec![f.encap.clone(); PER_ROUND];
+        let foreign = vec![f.foreign.clone(); PER_ROUND];
         // Every data plane has its own replay window: all see 1, 2, 3, ...
         let mut seq = 1u64;
         for _ in 0..ROUNDS {
-            let frames: Vec<Vec<u8>> = (0..PER_ROUND as u64).map(|k| (f.decap)(seq + k)).collect();
+            let decap: Vec<Vec<u8>> = (0..PER_ROUND as u64).map(|k| (f.decap)(seq + k)).collect();
             seq += PER_ROUND as u64;
             for c in cases.iter_mut() {
-                c.time(&frames)?;
+                let frames = match c.name {
+                    "encap" => &encap,
+                    "roamgate_foreign_pass" => &foreign,
+                    _ => &decap,
+                };
+                c.time(frames)?;
             }
         }
         Ok(cases
@@ -993,13 +1005,21 @@ pub fn ab(objects: &[String]) -> anyhow::Result<Value> {
     let pass_ns = ns[0];
     let objs: Vec<Value> = objects
         .iter()
-        .zip(&ns[1..])
-        .map(|(o, n)| json!({"object": o, "decap_verify_ns": n, "ratio_over_pass": round(n / pass_ns, 2)}))
+        .zip(ns[1..].chunks(3))
+        .map(|(o, n)| {
+            json!({
+                "object": o,
+                "decap_verify_ns": n[0],
+                "encap_ns": n[1],
+                "roamgate_foreign_pass_ns": n[2],
+                "ratio_decap_verify_over_pass": round(n[0] / pass_ns, 2),
+            })
+        })
         .collect();
     Ok(json!({
         "xdp_pass_ns": pass_ns,
         "objects": objs,
-        "method": format!("repeat=1, {ROUNDS} interleaved rounds x {PER_ROUND} runs per object, mean of middle 80%"),
+        "method": format!("repeat=1, {ROUNDS} interleaved rounds x {PER_ROUND} runs per case and object, mean of middle 80%"),
     }))
 }
 
