@@ -21,7 +21,7 @@ fn main() -> anyhow::Result<()> {
             "--ab" => ab = Some(args.next().context("--ab needs OBJECT[,OBJECT...]")?),
             "-h" | "--help" => {
                 println!("roamgate-bench [--json FILE] [--only KEY]...");
-                println!("roamgate-bench [--json FILE] --ab A.o,B.o,...   decap_verify of XDP object builds, side by side");
+                println!("roamgate-bench [--json FILE] --ab A.o,B.o,...   decap, encap and foreign-pass times of XDP object builds, side by side");
                 return Ok(());
             }
             other => bail!("unknown argument {other:?}; see --help"),
