@@ -23,12 +23,14 @@ use anyhow::{bail, Context as _};
 use crate::util;
 
 /// The integration tests that load the XDP program and run it through
-/// BPF_PROG_TEST_RUN (fixtures, map API, harness, rollback on full maps).
+/// BPF_PROG_TEST_RUN (fixtures, map API, harness, rollback on full maps),
+/// and the one that attaches it in driver mode to a veth.
 pub const TEST_BINARIES: &[&str] = &[
     "dataplane_fixtures",
     "dataplane_maps",
     "fixture_harness",
     "home_agent_rollback",
+    "native_attach",
 ];
 
 /// Guest console deadline (coreutils `timeout`): a hung guest fails the run.
