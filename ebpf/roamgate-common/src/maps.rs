@@ -240,6 +240,7 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::mem::{align_of, size_of};
 
     #[test]
     fn binding_filter_slots_are_in_range_and_spread() {
@@ -268,7 +269,6 @@ mod tests {
             binding_filter_slot(&BindingKey::new(a, BINDING_CARE_OF))
         );
     }
-    use core::mem::{align_of, size_of};
 
     /// The sum of the field sizes equals the struct size: no padding.
     #[test]

@@ -22,7 +22,7 @@ static BINDINGS: HashMap<BindingKey, BindingValue> =
     HashMap::pinned(BINDINGS_MAX, BPF_F_NO_PREALLOC);
 
 #[map(name = "RG_BIND_FILTER")]
-pub static BINDING_FILTER: Array<u32> = Array::pinned(BINDING_FILTER_SLOTS, 0);
+static BINDING_FILTER: Array<u32> = Array::pinned(BINDING_FILTER_SLOTS, 0);
 
 /// The binding of `key`, looked up only when its filter slot is marked: an
 /// inlined array load instead of a hash lookup for traffic that is not

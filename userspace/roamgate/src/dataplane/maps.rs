@@ -511,6 +511,13 @@ fn create_pinned<K: aya::Pod, V: aya::Pod>(
     })
 }
 
+/// Marks `key`'s slot in the binding filter ([`m::BINDING_FILTER`]).
+fn mark(filter: &mut Array<MapData, u32>, key: &BindingKey) -> Result<(), MapsError> {
+    filter
+        .set(m::binding_filter_slot(key), 1, 0)
+        .map_err(map_err(m::BINDING_FILTER))
+}
+
 /// As [`create_pinned`], for an array of `len` elements.
 fn create_pinned_array<V: aya::Pod>(
     pin_dir: &Path,
@@ -636,21 +643,13 @@ impl Maps {
     /// how many bindings it saw. Setting a mark is idempotent and never
     /// clears one, so it is safe beside a running control plane.
     pub fn mark_bindings(&mut self) -> Result<usize, MapsError> {
-        let keys: Vec<BindingKey> = self
-            .bindings
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(map_err(m::BINDINGS))?;
-        for k in &keys {
-            self.mark_binding(k)?;
+        let mut n = 0;
+        for key in self.bindings.keys() {
+            let key = key.map_err(map_err(m::BINDINGS))?;
+            mark(&mut self.binding_filter, &key)?;
+            n += 1;
         }
-        Ok(keys.len())
-    }
-
-    fn mark_binding(&mut self, key: &BindingKey) -> Result<(), MapsError> {
-        self.binding_filter
-            .set(m::binding_filter_slot(key), 1, 0)
-            .map_err(map_err(m::BINDING_FILTER))
+        Ok(n)
     }
 
     /// Whether `key`'s filter slot is marked (tests and diagnostics).
@@ -708,7 +707,7 @@ impl Maps {
             });
         }
         // The mark first: the program looks a key up only once it is set.
-        self.mark_binding(&b.key())?;
+        mark(&mut self.binding_filter, &b.key())?;
         self.bindings
             .insert(b.key(), b.value(), 0)
             .map_err(map_err(m::BINDINGS))
