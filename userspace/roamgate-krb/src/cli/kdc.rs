@@ -135,6 +135,15 @@ pub enum KdcCommand {
         /// The longest TCP request accepted, in bytes.
         #[arg(long, default_value_t = ServerConfig::DEFAULT_MAX_TCP_REQUEST)]
         max_tcp_request: usize,
+        /// Concurrent TCP connections in all.
+        #[arg(long, default_value_t = ServerConfig::DEFAULT_MAX_TCP_CONNECTIONS)]
+        max_tcp_connections: usize,
+        /// Concurrent TCP connections from one address (IPv6: one /64).
+        #[arg(long, default_value_t = ServerConfig::DEFAULT_MAX_TCP_PER_SOURCE)]
+        max_tcp_per_source: usize,
+        /// Seconds a TCP client has to send each whole request.
+        #[arg(long, default_value_t = ServerConfig::DEFAULT_TCP_REQUEST_TIMEOUT.as_secs())]
+        tcp_request_timeout: u64,
     },
 }
 
@@ -266,6 +275,9 @@ pub async fn run(cmd: KdcCommand) -> anyhow::Result<()> {
             listen,
             max_udp_reply,
             max_tcp_request,
+            max_tcp_connections,
+            max_tcp_per_source,
+            tcp_request_timeout,
         } => {
             let store = store.open()?;
             let realm = {
@@ -279,6 +291,9 @@ pub async fn run(cmd: KdcCommand) -> anyhow::Result<()> {
             let mut cfg = ServerConfig::new(listen);
             cfg.max_udp_reply = max_udp_reply;
             cfg.max_tcp_request = max_tcp_request;
+            cfg.max_tcp_connections = max_tcp_connections;
+            cfg.max_tcp_per_source = max_tcp_per_source;
+            cfg.tcp_request_timeout = std::time::Duration::from_secs(tcp_request_timeout);
             let bound = server::bind(cfg).await?;
             let addr = bound.local_addr();
             tracing::info!(%realm, %addr, "KDC serving on UDP and TCP");
