@@ -493,7 +493,7 @@ pub fn accept_decoded<K: ServiceKeys + ?Sized>(
         )
         .map_err(|e| match e {
             ReplayError::Replay => ApError::Replay(client.clone()),
-            ReplayError::Full(_) => ApError::ReplayCacheFull,
+            ReplayError::Full(_) | ReplayError::ClientFull(_) => ApError::ReplayCacheFull,
         })?;
     let subkey = auth
         .subkey

@@ -162,7 +162,7 @@ pub fn open_krb_cred(
         )
         .map_err(|e| match e {
             ReplayError::Replay => CredError::Replay,
-            ReplayError::Full(_) => CredError::ReplayCacheFull,
+            ReplayError::Full(_) | ReplayError::ClientFull(_) => CredError::ReplayCacheFull,
         })?;
     Ok(creds)
 }

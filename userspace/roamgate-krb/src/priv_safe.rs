@@ -235,7 +235,9 @@ impl SecureChannel {
                     )
                     .map_err(|e| match e {
                         ReplayError::Replay => PrivSafeError::Replay,
-                        ReplayError::Full(_) => PrivSafeError::ReplayCacheFull,
+                        ReplayError::Full(_) | ReplayError::ClientFull(_) => {
+                            PrivSafeError::ReplayCacheFull
+                        }
                     })
             }
         }

@@ -1,14 +1,22 @@
-//! A bounded replay cache for AP-REQ authenticators (RFC 4120 §3.2.3).
+//! The one authenticator replay cache of roamgate-krb (RFC 4120 §3.2.3),
+//! used by the KDC for PA-TGS-REQ authenticators and by every acceptor of
+//! AP-REQs, KRB-CRED, KRB-PRIV and KRB-SAFE.
 //!
 //! An authenticator is identified by the client, the server, its ctime and
 //! cusec, and a SHA-256 hash of its ciphertext (as MIT's rcache does, so two
 //! different authenticators in the same microsecond do not collide).
 //! Entries are kept until their ctime falls out of the clock-skew window:
-//! after that the skew check alone rejects the authenticator. When the
-//! cache is full after expiring old entries, it refuses new authenticators
-//! rather than forgetting entries that still protect against replay.
+//! after that the skew check alone rejects the authenticator.
+//!
+//! The cache never forgets a live entry, since that would let its
+//! authenticator be replayed. Instead, when it is full after expiring old
+//! entries, it refuses the new authenticator, whose replays it could not
+//! detect. Each client may hold at most [`ReplayCache::per_client_limit`]
+//! live entries, so that one client flooding requests fills only its own
+//! share and is the only one refused.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The clock-skew limit of RFC 4120 as roamgate applies it.
@@ -31,6 +39,11 @@ pub enum ReplayError {
     Replay,
     #[error("replay cache full ({0} live authenticators); refusing new ones")]
     Full(usize),
+    #[error(
+        "this client has {0} live authenticators in the replay cache, its limit; \
+         refusing more from it until they expire"
+    )]
+    ClientFull(usize),
 }
 
 /// What identifies one authenticator.
@@ -51,10 +64,13 @@ type Digest = [u8; 32];
 pub struct ReplayCache {
     window: Duration,
     capacity: usize,
-    /// id -> expiry (seconds since the epoch)
-    entries: HashMap<Digest, u64>,
+    per_client: usize,
+    /// id -> its client.
+    entries: HashMap<Digest, Arc<str>>,
     /// (expiry, id), for expiring in order.
     by_expiry: BTreeSet<(u64, Digest)>,
+    /// Live entries per client.
+    clients: HashMap<Arc<str>, usize>,
 }
 
 impl Default for ReplayCache {
@@ -85,14 +101,27 @@ fn digest(id: &AuthenticatorId<'_>) -> Digest {
 
 impl ReplayCache {
     /// A cache remembering authenticators for `window` past their ctime
-    /// (the skew limit), holding at most `capacity`.
+    /// (the skew limit), holding at most `capacity`, with no limit per
+    /// client below that.
     pub fn new(window: Duration, capacity: usize) -> Self {
         Self {
             window,
             capacity,
+            per_client: capacity,
             entries: HashMap::new(),
             by_expiry: BTreeSet::new(),
+            clients: HashMap::new(),
         }
+    }
+
+    /// Limits each client to `limit` live entries.
+    pub fn with_per_client_limit(mut self, limit: usize) -> Self {
+        self.per_client = limit;
+        self
+    }
+
+    pub fn per_client_limit(&self) -> usize {
+        self.per_client
     }
 
     pub fn len(&self) -> usize {
@@ -103,6 +132,11 @@ impl ReplayCache {
         self.entries.is_empty()
     }
 
+    /// Live entries of `client`.
+    pub fn client_len(&self, client: &str) -> usize {
+        self.clients.get(client).copied().unwrap_or(0)
+    }
+
     /// Drops every entry whose ctime + window is before `now`.
     pub fn expire(&mut self, now: SystemTime) {
         let now = secs(now);
@@ -111,12 +145,19 @@ impl ReplayCache {
                 break;
             }
             self.by_expiry.remove(&(exp, d));
-            self.entries.remove(&d);
+            if let Some(client) = self.entries.remove(&d) {
+                if let Some(n) = self.clients.get_mut(&client) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.clients.remove(&client);
+                    }
+                }
+            }
         }
     }
 
     /// Records an authenticator; an error if it was seen before, or if the
-    /// cache is full of live entries.
+    /// cache (or the client's share of it) is full of live entries.
     pub fn check_and_insert(
         &mut self,
         id: &AuthenticatorId<'_>,
@@ -130,10 +171,19 @@ impl ReplayCache {
         if self.entries.len() >= self.capacity {
             return Err(ReplayError::Full(self.entries.len()));
         }
+        let held = self.client_len(id.client);
+        if held >= self.per_client {
+            return Err(ReplayError::ClientFull(held));
+        }
         // Remember it until both its ctime and our now are past the window
         // (ctime may be ahead of us by up to the skew).
         let exp = secs(id.ctime).max(secs(now)) + self.window.as_secs();
-        self.entries.insert(d, exp);
+        let client: Arc<str> = match self.clients.get_key_value(id.client) {
+            Some((k, _)) => Arc::clone(k),
+            None => Arc::from(id.client),
+        };
+        *self.clients.entry(Arc::clone(&client)).or_insert(0) += 1;
+        self.entries.insert(d, client);
         self.by_expiry.insert((exp, d));
         Ok(())
     }
@@ -210,5 +260,37 @@ mod tests {
             rc.check_and_insert(&id(b"a", 1250, 0), at(1540)),
             Err(ReplayError::Replay)
         );
+    }
+
+    #[test]
+    fn one_client_fills_only_its_share() {
+        let mut rc = ReplayCache::new(Duration::from_secs(300), 10).with_per_client_limit(3);
+        let of = |client, ct: &'static [u8]| AuthenticatorId {
+            client,
+            server: "krbtgt/R@R",
+            ctime: at(1000),
+            cusec: 0,
+            ciphertext: ct,
+        };
+        for ct in [b"1", b"2", b"3"] {
+            rc.check_and_insert(&of("mallory@R", ct), at(1000)).unwrap();
+        }
+        assert_eq!(
+            rc.check_and_insert(&of("mallory@R", b"4"), at(1000)),
+            Err(ReplayError::ClientFull(3))
+        );
+        // Replays are still told apart from refusals.
+        assert_eq!(
+            rc.check_and_insert(&of("mallory@R", b"1"), at(1000)),
+            Err(ReplayError::Replay)
+        );
+        rc.check_and_insert(&of("bob@R", b"4"), at(1000)).unwrap();
+        assert_eq!(rc.client_len("mallory@R"), 3);
+        // Expiry gives the client's share back.
+        rc.expire(at(1301));
+        assert_eq!(rc.client_len("mallory@R"), 0);
+        assert!(rc.is_empty());
+        rc.check_and_insert(&of("mallory@R", b"4"), at(1301))
+            .unwrap();
     }
 }

@@ -1,14 +1,11 @@
-//! Bounded caches that make the KDC replay-safe without unbounded memory.
+//! The KDC's lookaside cache: a retransmitted request (same bytes) gets
+//! the reply it got before, as MIT's KDC does. Without it, a UDP
+//! retransmission of a TGS-REQ would trip the authenticator replay cache
+//! (the crate's one [`crate::replay::ReplayCache`]).
 //!
-//! * [`Lookaside`]: a retransmitted request (same bytes) gets the reply it
-//!   got before, as MIT's KDC does. Without it, a UDP retransmission of a
-//!   TGS-REQ would trip the authenticator replay cache.
-//! * [`ReplayCache`]: a TGS authenticator seen once is refused a second
-//!   time inside the clock-skew window (RFC 4120 §3.2.3, KRB_AP_ERR_REPEAT).
-//!
-//! Both are keyed by SipHash with a per-process random key, so an attacker
-//! cannot aim collisions, and both evict in insertion order, which is also
-//! expiry order because every entry lives for the same span.
+//! Keyed by SipHash with a per-process random key, so an attacker cannot
+//! aim collisions; evicts in insertion order, which is also expiry order
+//! because every entry lives for the same span.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
@@ -91,65 +88,6 @@ impl Lookaside {
     }
 }
 
-/// What [`ReplayCache::check_and_insert`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplayVerdict {
-    Fresh,
-    Replay,
-    /// The cache is full of entries still inside their window: the caller
-    /// must refuse the request rather than forget an entry (fail closed).
-    Full,
-}
-
-/// Authenticators seen within the last `window` seconds.
-#[derive(Debug)]
-pub struct ReplayCache {
-    capacity: usize,
-    window: i64,
-    seen: HashMap<u64, i64>,
-    order: VecDeque<(i64, u64)>,
-}
-
-impl ReplayCache {
-    /// `window` must cover the whole span in which an authenticator is
-    /// acceptable: twice the clock skew.
-    pub fn new(capacity: usize, window_secs: i64) -> Self {
-        Self {
-            capacity,
-            window: window_secs,
-            seen: HashMap::new(),
-            order: VecDeque::new(),
-        }
-    }
-
-    pub fn check_and_insert(&mut self, key: u64, now: i64) -> ReplayVerdict {
-        while let Some(&(t, k)) = self.order.front() {
-            if t + self.window > now {
-                break;
-            }
-            self.order.pop_front();
-            self.seen.remove(&k);
-        }
-        if self.seen.contains_key(&key) {
-            return ReplayVerdict::Replay;
-        }
-        if self.seen.len() >= self.capacity {
-            return ReplayVerdict::Full;
-        }
-        self.seen.insert(key, now);
-        self.order.push_back((now, key));
-        ReplayVerdict::Fresh
-    }
-
-    pub fn len(&self) -> usize {
-        self.seen.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,18 +111,5 @@ mod tests {
         assert_eq!(l.len(), 2);
         assert_eq!(l.get(1, 200), None);
         assert!(l.get(3, 200).is_some());
-    }
-
-    #[test]
-    fn replay_cache_detects_and_fails_closed() {
-        let mut r = ReplayCache::new(2, 600);
-        assert_eq!(r.check_and_insert(7, 1000), ReplayVerdict::Fresh);
-        assert_eq!(r.check_and_insert(7, 1001), ReplayVerdict::Replay);
-        assert_eq!(r.check_and_insert(8, 1002), ReplayVerdict::Fresh);
-        assert_eq!(r.check_and_insert(9, 1003), ReplayVerdict::Full);
-        // After the window the old entries go and room returns.
-        assert_eq!(r.check_and_insert(9, 1700), ReplayVerdict::Fresh);
-        assert_eq!(r.check_and_insert(7, 1700), ReplayVerdict::Fresh);
-        assert_eq!(r.len(), 2);
     }
 }

@@ -71,6 +71,13 @@ pub enum KdcError {
     Replay,
     #[error("the KDC is overloaded, try again")]
     Unavailable,
+    #[error(
+        "too many TGS requests from this client within the clock-skew window; \
+         retry in a few minutes"
+    )]
+    ClientReplayQuota,
+    #[error("the KDC's replay cache is full of live authenticators; retry in a few minutes")]
+    ReplayCacheFull,
     #[error("principal database error")]
     Database,
     #[error("internal error")]
@@ -113,7 +120,9 @@ impl KdcError {
             KdcError::Modified => KRB_AP_ERR_MODIFIED,
             KdcError::InappropriateChecksum => KRB_AP_ERR_INAPP_CKSUM,
             KdcError::Replay => KRB_AP_ERR_REPEAT,
-            KdcError::Unavailable => KDC_ERR_SVC_UNAVAILABLE,
+            KdcError::Unavailable | KdcError::ClientReplayQuota | KdcError::ReplayCacheFull => {
+                KDC_ERR_SVC_UNAVAILABLE
+            }
             KdcError::Database => KRB_ERR_GENERIC,
             KdcError::Internal => KRB_ERR_GENERIC,
         }

@@ -12,7 +12,8 @@
 //!   share (request checks, issuing the ticket, the KDC-REP).
 //! - [`policy`]: ticket lifetime, renew-until and clock-skew policy.
 //! - [`errors`]: KRB-ERROR codes and the typed failures behind them.
-//! - [`cache`]: bounded lookaside and authenticator replay caches.
+//! - [`cache`]: the bounded lookaside cache of replies; TGS authenticators
+//!   go through the crate's one [`crate::replay::ReplayCache`].
 //! - [`probe`]: a minimal request builder for tests and load generation.
 
 pub mod as_exchange;
@@ -33,7 +34,8 @@ use roamgate_krb_crypto::{Etype, Key};
 
 use crate::messages::{self, encode, pa_type, MessageKind};
 use crate::principal::Principal;
-use cache::{Fingerprinter, Lookaside, ReplayCache};
+use crate::replay::{AuthenticatorId, ReplayCache, ReplayError};
+use cache::{Fingerprinter, Lookaside};
 use db::{PrincipalEntry, PrincipalStore};
 pub use errors::KdcError;
 pub use policy::Policy;
@@ -45,9 +47,13 @@ pub struct KdcConfig {
     /// Replies kept for retransmitted requests.
     pub lookaside_capacity: usize,
     /// TGS authenticators remembered for replay detection. When full of
-    /// live entries, TGS requests are refused (KDC_ERR_SVC_UNAVAILABLE)
-    /// until entries age out.
+    /// live entries, new TGS authenticators are refused
+    /// (KDC_ERR_SVC_UNAVAILABLE) until entries age out.
     pub replay_capacity: usize,
+    /// Live TGS authenticators one client principal may hold in the replay
+    /// cache; past it only that client is refused, so that one flooding
+    /// client cannot deny the others.
+    pub replay_per_client: usize,
 }
 
 impl Default for KdcConfig {
@@ -55,7 +61,11 @@ impl Default for KdcConfig {
         Self {
             policy: Policy::default(),
             lookaside_capacity: 8192,
+            // Entries live for the clock-skew window (5 min): 4096 is
+            // over 13 TGS requests a second from one principal, and 64
+            // principals must flood at once to fill the cache.
             replay_capacity: 262_144,
+            replay_per_client: 4096,
         }
     }
 }
@@ -206,7 +216,6 @@ pub(crate) fn principal_of(
 impl Kdc {
     pub fn new(store: Arc<dyn PrincipalStore>, config: KdcConfig) -> Self {
         let realm = store.realm().to_owned();
-        let skew = i64::try_from(config.policy.clock_skew.as_secs()).unwrap_or(i64::MAX / 4);
         Self {
             tgs_principal: Principal::krbtgt(&realm),
             realm,
@@ -215,7 +224,10 @@ impl Kdc {
                 config.lookaside_capacity,
                 LOOKASIDE_LIFETIME_SECS,
             )),
-            replay: Mutex::new(ReplayCache::new(config.replay_capacity, 2 * skew + 1)),
+            replay: Mutex::new(
+                ReplayCache::new(config.policy.clock_skew, config.replay_capacity)
+                    .with_per_client_limit(config.replay_per_client),
+            ),
             config,
             fingerprint: Fingerprinter::default(),
             stats: Stats::default(),
@@ -242,14 +254,19 @@ impl Kdc {
         &self.tgs_principal
     }
 
-    pub(crate) fn replay_check(&self, parts: &[&[u8]], now: i64) -> Result<(), KdcError> {
-        let fp = self.fingerprint.of(parts);
+    /// Records a verified TGS authenticator; refuses a replay, and a new
+    /// authenticator that the cache has no room to remember.
+    pub(crate) fn replay_check(
+        &self,
+        id: &AuthenticatorId<'_>,
+        now: SystemTime,
+    ) -> Result<(), KdcError> {
         let mut rc = self.replay.lock().unwrap_or_else(|p| p.into_inner());
-        match rc.check_and_insert(fp, now) {
-            cache::ReplayVerdict::Fresh => Ok(()),
-            cache::ReplayVerdict::Replay => Err(KdcError::Replay),
-            cache::ReplayVerdict::Full => Err(KdcError::Unavailable),
-        }
+        rc.check_and_insert(id, now).map_err(|e| match e {
+            ReplayError::Replay => KdcError::Replay,
+            ReplayError::Full(_) => KdcError::ReplayCacheFull,
+            ReplayError::ClientFull(_) => KdcError::ClientReplayQuota,
+        })
     }
 
     /// Handles one request. Returns the reply (an AS-REP, TGS-REP or

@@ -604,3 +604,83 @@ fn error_reply_probe_error_display() {
         "the KDC answered with error 25 (KDC_ERR_PREAUTH_REQUIRED)"
     );
 }
+
+/// The AS exchange for `name` (random keys, etype 18); returns its TGT.
+fn tgt_for(f: &Fixture, name: &str) -> probe::Issued {
+    let mut s = tgt_spec(&[18], 0);
+    s.client = p(name);
+    let key = key_of(f, name, Etype::Aes256CtsHmacSha196);
+    let req = probe::as_req(&s, vec![probe::enc_timestamp(&key, now()).unwrap()]).unwrap();
+    probe::read_as_rep(&f.kdc.handle(&req, now()).unwrap(), &key, s.nonce).unwrap()
+}
+
+/// Finding 8: one client flooding TGS requests fills only its own share of
+/// the authenticator replay cache; everyone else is still served, and the
+/// flooder is told why it is refused.
+#[test]
+fn one_client_flooding_tgs_does_not_deny_others() {
+    let base = fixture();
+    for name in ["mallory@EXAMPLE.COM", "bob@EXAMPLE.COM"] {
+        base.store.add_random(
+            &p(name),
+            &[Etype::Aes256CtsHmacSha196],
+            PrincipalFlags::DEFAULT,
+        );
+    }
+    let f = Fixture {
+        kdc: Kdc::new(
+            base.store.clone(),
+            KdcConfig {
+                replay_capacity: 512,
+                replay_per_client: 128,
+                ..KdcConfig::default()
+            },
+        ),
+        store: base.store.clone(),
+    };
+    let svc = |client: &str, nonce: u32| {
+        let mut s = spec(client, "host/svc.example.com@EXAMPLE.COM", &[18], 0);
+        s.nonce = nonce;
+        s
+    };
+    let mallory = tgt_for(&f, "mallory@EXAMPLE.COM");
+    let mut refused = None;
+    for i in 0..600u32 {
+        let req = probe::tgs_req(
+            &svc("mallory@EXAMPLE.COM", i),
+            &mallory.ticket,
+            &mallory.session,
+            None,
+            now(),
+        )
+        .unwrap();
+        let rep = f.kdc.handle(&req, now()).unwrap();
+        if probe::error_code(&rep).is_some() {
+            refused = Some(rep);
+        }
+    }
+    let refused = refused.expect("the flood is refused at some point");
+    let err = rasn::der::decode::<rasn_kerberos::KrbError>(&refused).unwrap();
+    assert_eq!(err.error_code, 29);
+    let text = err
+        .e_text
+        .map(|t| String::from_utf8_lossy(&t).into_owned())
+        .unwrap_or_default();
+    assert!(text.contains("this client"), "{text}");
+
+    let bob = tgt_for(&f, "bob@EXAMPLE.COM");
+    let req = probe::tgs_req(
+        &svc("bob@EXAMPLE.COM", 7),
+        &bob.ticket,
+        &bob.session,
+        None,
+        now(),
+    )
+    .unwrap();
+    let rep = f.kdc.handle(&req, now()).unwrap();
+    assert_eq!(
+        probe::error_code(&rep),
+        None,
+        "another client's TGS request is served during the flood"
+    );
+}

@@ -15,12 +15,15 @@ use super::db::PrincipalFlags;
 use super::errors::KdcError;
 use super::exchange::{check_header, failing, lookup, requested, service_entry, NewTicket};
 use super::policy::Granted;
-use super::{choose_etype, ktime_secs, principal_of, raw_req_body, seal, unix_secs, unseal};
+use super::{
+    choose_etype, from_unix_secs, ktime_secs, principal_of, raw_req_body, seal, unix_secs, unseal,
+};
 use super::{Failure, Kdc};
 use crate::messages::{
     self, decode, encode, flags_value, kdc_options as opt, msg_type, pa_type, same_principal,
     ticket_flags as tf,
 };
+use crate::replay::AuthenticatorId;
 use crate::usage;
 
 /// The TGT and authenticator of a PA-TGS-REQ, verified.
@@ -111,8 +114,17 @@ fn verify_ap_req(
 
     // Each authenticator is good for one request (a retransmission of the
     // whole request is answered from the lookaside cache before this).
-    kdc.replay_check(&[&ap.authenticator.cipher], now_s)
-        .map_err(fail)?;
+    kdc.replay_check(
+        &AuthenticatorId {
+            client: &client.to_string(),
+            server: &kdc.tgs_principal().to_string(),
+            ctime: messages::from_kerberos_time(&auth.ctime),
+            cusec: messages::usec_value(&auth.cusec),
+            ciphertext: &ap.authenticator.cipher,
+        },
+        from_unix_secs(now_s),
+    )
+    .map_err(fail)?;
 
     let subkey = match &auth.subkey {
         Some(k) => {
