@@ -479,8 +479,13 @@ impl Key {
     }
 
     /// Decrypts, verifies the MAC in constant time and strips the
-    /// confounder.
-    pub fn decrypt(&self, usage: u32, ciphertext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    /// confounder. The plaintext (tickets, authenticators, session keys)
+    /// is zeroized when the caller drops it.
+    pub fn decrypt(
+        &self,
+        usage: u32,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         let min = self.etype.min_ciphertext_len();
         if ciphertext.len() < min {
             return Err(CryptoError::CiphertextTooShort {
@@ -499,7 +504,7 @@ impl Key {
             }
             let (p, _) = cts::decrypt(&ke, &iv, c)?;
             let p = Zeroizing::new(p);
-            Ok(p[BLOCK..].to_vec())
+            Ok(Zeroizing::new(p[BLOCK..].to_vec()))
         } else {
             let (p, _) = cts::decrypt(&ke, &iv, c)?;
             let p = Zeroizing::new(p);
@@ -507,7 +512,7 @@ impl Key {
             if !bool::from(expected.ct_eq(h)) {
                 return Err(CryptoError::IntegrityCheckFailed);
             }
-            Ok(p[BLOCK..].to_vec())
+            Ok(Zeroizing::new(p[BLOCK..].to_vec()))
         }
     }
 

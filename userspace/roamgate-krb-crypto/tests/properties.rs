@@ -74,7 +74,7 @@ fn round_trip_every_etype_and_length() {
             let p: Vec<u8> = (0..len as u8).collect();
             let c = k.encrypt(7, &p);
             assert_eq!(c.len(), e.ciphertext_len(len));
-            assert_eq!(k.decrypt(7, &c).unwrap(), p, "{e} len {len}");
+            assert_eq!(*k.decrypt(7, &c).unwrap(), p, "{e} len {len}");
         }
     }
 }

@@ -105,7 +105,7 @@ fn enc(etype: Etype, plaintext: &str, confounder: &str, ciphertext: &str) {
     let k = base(etype);
     let c = k.encrypt_with_confounder(2, &h(confounder), &h(plaintext));
     assert_eq!(hex::encode(&c), hex::encode(h(ciphertext)));
-    assert_eq!(k.decrypt(2, &c).unwrap(), h(plaintext));
+    assert_eq!(*k.decrypt(2, &c).unwrap(), h(plaintext));
 }
 
 const P6: &str = "00 01 02 03 04 05";

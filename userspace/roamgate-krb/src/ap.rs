@@ -305,13 +305,12 @@ impl ApClient {
         if !messages::is_version(&rep.pvno, &rep.msg_type, msg_type::AP_REP) {
             return Err(ApError::BadVersion("AP-REP"));
         }
-        let part: EncApRepPart =
-            messages::open(&self.session_key, usage::AP_REP_ENC_PART, &rep.enc_part).map_err(
-                |e| match e {
+        let part: messages::Wiped<EncApRepPart> =
+            messages::open_wiped(&self.session_key, usage::AP_REP_ENC_PART, &rep.enc_part)
+                .map_err(|e| match e {
                     e if e.is_integrity_failure() => ApError::MutualFailed,
                     other => ApError::Malformed(other),
-                },
-            )?;
+                })?;
         if part.ctime != self.ctime || int_value(&part.cusec) != Some(i64::from(self.cusec)) {
             return Err(ApError::MutualFailed);
         }
@@ -417,17 +416,19 @@ pub fn accept_decoded<K: ServiceKeys + ?Sized>(
             etype: enc.etype,
             kvno: enc.kvno,
         })?;
-    let tkt: EncTicketPart =
-        messages::open(&key, usage::KDC_REP_TICKET, enc).map_err(|e| match e {
+    let tkt: messages::Wiped<EncTicketPart> =
+        messages::open_wiped(&key, usage::KDC_REP_TICKET, enc).map_err(|e| match e {
             MessageError::Decrypt { .. } => ApError::BadTicketIntegrity(server.clone()),
             other => ApError::Malformed(other),
         })?;
     let session_key = messages::key_from_wire(&tkt.key)?;
-    let auth: Authenticator = messages::open(&session_key, auth_usage, &req.authenticator)
-        .map_err(|e| match e {
-            e if e.is_integrity_failure() => ApError::BadAuthenticatorIntegrity,
-            other => ApError::Malformed(other),
-        })?;
+    let auth: messages::Wiped<Authenticator> =
+        messages::open_wiped(&session_key, auth_usage, &req.authenticator).map_err(
+            |e| match e {
+                e if e.is_integrity_failure() => ApError::BadAuthenticatorIntegrity,
+                other => ApError::Malformed(other),
+            },
+        )?;
     if int_value(&auth.authenticator_vno) != Some(PVNO) {
         return Err(ApError::BadVersion("Authenticator"));
     }
@@ -510,7 +511,7 @@ pub fn accept_decoded<K: ServiceKeys + ?Sized>(
         ticket_flags: tflags,
         auth_time,
         end_time,
-        ctime: auth.ctime,
+        ctime: auth.ctime.clone(),
         // Echoed in the AP-REP as it came.
         cusec: int_value(&auth.cusec).unwrap_or(0),
     })

@@ -436,18 +436,17 @@ impl AsExchange {
 
 /// Decrypts a KDC reply's enc-part. RFC 4120 §5.4.2 lets the KDC send
 /// EncTGSRepPart (tag 26) in an AS-REP and vice versa; both are accepted.
-fn open_kdc_rep_part(key: &Key, usage: u32, rep: &KdcRep) -> Result<EncKdcRepPart, MessageError> {
-    let plain = Zeroizing::new(messages::open_bytes(
-        key,
-        usage,
-        &rep.enc_part,
-        "EncKDCRepPart",
-    )?);
+fn open_kdc_rep_part(
+    key: &Key,
+    usage: u32,
+    rep: &KdcRep,
+) -> Result<messages::Wiped<EncKdcRepPart>, MessageError> {
+    let plain = messages::open_bytes(key, usage, &rep.enc_part, "EncKDCRepPart")?;
     // EncASRepPart is [APPLICATION 25] (0x79), EncTGSRepPart [APPLICATION 26].
     if plain.first() == Some(&0x79) {
-        decode::<EncAsRepPart>(&plain).map(|p| p.0)
+        decode::<EncAsRepPart>(&plain).map(|p| messages::Wiped(p.0))
     } else {
-        decode::<EncTgsRepPart>(&plain).map(|p| p.0)
+        decode::<EncTgsRepPart>(&plain).map(|p| messages::Wiped(p.0))
     }
 }
 

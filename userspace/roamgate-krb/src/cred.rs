@@ -96,11 +96,13 @@ pub fn open_krb_cred(
     if !messages::is_version(&msg.pvno, &msg.msg_type, msg_type::KRB_CRED) {
         return Err(CredError::BadVersion);
     }
-    let part: EncKrbCredPart = messages::open(key, usage::KRB_CRED_ENC_PART, &msg.enc_part)
-        .map_err(|e| match e {
-            e if e.is_integrity_failure() => CredError::Integrity,
-            other => CredError::Malformed(other),
-        })?;
+    let part: messages::Wiped<EncKrbCredPart> =
+        messages::open_wiped(key, usage::KRB_CRED_ENC_PART, &msg.enc_part).map_err(
+            |e| match e {
+                e if e.is_integrity_failure() => CredError::Integrity,
+                other => CredError::Malformed(other),
+            },
+        )?;
     if part.ticket_info.len() != msg.tickets.len() {
         return Err(CredError::CountMismatch {
             tickets: msg.tickets.len(),
@@ -117,7 +119,7 @@ pub fn open_krb_cred(
         return Err(CredError::Skew(d.as_secs()));
     }
     let mut creds = Vec::with_capacity(msg.tickets.len());
-    for (i, (ticket, info)) in msg.tickets.into_iter().zip(part.ticket_info).enumerate() {
+    for (i, (ticket, info)) in msg.tickets.into_iter().zip(&part.ticket_info).enumerate() {
         let (Some(pname), Some(prealm)) = (&info.pname, &info.prealm) else {
             return Err(CredError::MissingField(i, "the client name"));
         };

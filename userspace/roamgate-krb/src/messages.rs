@@ -25,6 +25,8 @@ use rasn_kerberos::{
     KerberosTime, KrbError, PaData, PrincipalName, TicketFlags,
 };
 
+use zeroize::{Zeroize as _, Zeroizing};
+
 use crate::principal::Principal;
 
 /// Protocol version number, RFC 4120 `pvno`.
@@ -588,8 +590,9 @@ pub trait SealKey {
     fn etype_number(&self) -> i32;
     /// Encrypts with the key derived for `usage`.
     fn seal_bytes(&self, usage: u32, plaintext: &[u8]) -> Vec<u8>;
-    /// Decrypts and verifies; `None` when the integrity check fails.
-    fn open_bytes(&self, usage: u32, ciphertext: &[u8]) -> Option<Vec<u8>>;
+    /// Decrypts and verifies; `None` when the integrity check fails. The
+    /// plaintext is zeroized on drop.
+    fn open_bytes(&self, usage: u32, ciphertext: &[u8]) -> Option<Zeroizing<Vec<u8>>>;
 }
 
 /// DER-encodes `value` and encrypts it under `key` for key `usage`.
@@ -617,7 +620,8 @@ pub fn seal_bytes<K: SealKey>(
 }
 
 /// Decrypts an EncryptedData under `key` for `usage` and DER-decodes it.
-/// The etype must be the key's.
+/// The etype must be the key's. The plaintext bytes are wiped; a decoded
+/// type that carries keys is best held in [`Wiped`].
 pub fn open<K: SealKey, T: rasn::Decode>(
     key: &K,
     usage: u32,
@@ -633,7 +637,7 @@ pub fn open_bytes<K: SealKey>(
     usage: u32,
     data: &EncryptedData,
     what: &'static str,
-) -> Result<Vec<u8>, MessageError> {
+) -> Result<Zeroizing<Vec<u8>>, MessageError> {
     if data.etype != key.etype_number() {
         return Err(MessageError::EtypeMismatch {
             what,
@@ -652,9 +656,98 @@ impl SealKey for roamgate_krb_crypto::Key {
     fn seal_bytes(&self, usage: u32, plaintext: &[u8]) -> Vec<u8> {
         self.encrypt(usage, plaintext)
     }
-    fn open_bytes(&self, usage: u32, ciphertext: &[u8]) -> Option<Vec<u8>> {
+    fn open_bytes(&self, usage: u32, ciphertext: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
         self.decrypt(usage, ciphertext).ok()
     }
+}
+
+/// Zeroizes the bytes of an OCTET STRING that rasn decoded, when this is
+/// their only handle (a decoded value always is until it is cloned), and
+/// leaves it empty.
+pub fn wipe_octets(b: &mut OctetString) {
+    if let Ok(mut owned) = bytes::Bytes::from(std::mem::take(b)).try_into_mut() {
+        owned.as_mut().zeroize();
+    }
+}
+
+/// A decrypted message part that carries key material.
+pub trait HoldsKeys {
+    /// Zeroizes the key bytes in it.
+    fn wipe_keys(&mut self);
+}
+
+impl HoldsKeys for EncryptionKey {
+    fn wipe_keys(&mut self) {
+        wipe_octets(&mut self.value);
+    }
+}
+
+impl HoldsKeys for rasn_kerberos::EncTicketPart {
+    fn wipe_keys(&mut self) {
+        self.key.wipe_keys();
+    }
+}
+
+impl HoldsKeys for rasn_kerberos::Authenticator {
+    fn wipe_keys(&mut self) {
+        if let Some(k) = &mut self.subkey {
+            k.wipe_keys();
+        }
+    }
+}
+
+impl HoldsKeys for rasn_kerberos::EncKdcRepPart {
+    fn wipe_keys(&mut self) {
+        self.key.wipe_keys();
+    }
+}
+
+impl HoldsKeys for rasn_kerberos::EncApRepPart {
+    fn wipe_keys(&mut self) {
+        if let Some(k) = &mut self.subkey {
+            k.wipe_keys();
+        }
+    }
+}
+
+impl HoldsKeys for rasn_kerberos::EncKrbCredPart {
+    fn wipe_keys(&mut self) {
+        for info in &mut self.ticket_info {
+            info.key.wipe_keys();
+        }
+    }
+}
+
+/// A decrypted part whose keys are zeroized when it is dropped.
+#[derive(Debug)]
+pub struct Wiped<T: HoldsKeys>(pub T);
+
+impl<T: HoldsKeys> std::ops::Deref for Wiped<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: HoldsKeys> std::ops::DerefMut for Wiped<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
+impl<T: HoldsKeys> Drop for Wiped<T> {
+    fn drop(&mut self) {
+        self.0.wipe_keys();
+    }
+}
+
+/// [`open`] into a [`Wiped`] part.
+pub fn open_wiped<K: SealKey, T: rasn::Decode + HoldsKeys>(
+    key: &K,
+    usage: u32,
+    data: &EncryptedData,
+) -> Result<Wiped<T>, MessageError> {
+    open(key, usage, data).map(Wiped)
 }
 
 /// A crypto key in its wire form.
@@ -1001,9 +1094,10 @@ mod tests {
             v.push(usage as u8);
             v
         }
-        fn open_bytes(&self, usage: u32, ct: &[u8]) -> Option<Vec<u8>> {
+        fn open_bytes(&self, usage: u32, ct: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
             let (last, body) = ct.split_last()?;
-            (*last == usage as u8).then(|| body.iter().map(|b| b ^ self.1).collect())
+            (*last == usage as u8)
+                .then(|| Zeroizing::new(body.iter().map(|b| b ^ self.1).collect()))
         }
     }
 
@@ -1270,5 +1364,23 @@ mod tests {
             kstring("realm", "\u{2603}"),
             Err(MessageError::BadString { .. })
         ));
+    }
+
+    #[test]
+    fn wiped_parts_drop_their_keys() {
+        let mut k = encryption_key(18, &[7; 32]);
+        k.wipe_keys();
+        assert!(k.value.is_empty());
+        // A shared buffer is left to its other owner, never freed under it.
+        let mut k = encryption_key(18, &[7; 32]);
+        let other = k.value.clone();
+        k.wipe_keys();
+        assert!(k.value.is_empty());
+        assert_eq!(other.as_ref(), &[7; 32]);
+        // Decrypted bytes come back in a zeroizing buffer.
+        let key = roamgate_krb_crypto::Key::random(roamgate_krb_crypto::Etype::Aes256CtsHmacSha196);
+        let sealed = seal_bytes(&key, 2, None, b"ticket");
+        let plain: Zeroizing<Vec<u8>> = open_bytes(&key, 2, &sealed, "ticket").unwrap();
+        assert_eq!(plain.as_slice(), b"ticket");
     }
 }

@@ -415,7 +415,7 @@ impl SqliteDb {
         let check = meta("mkey_check")?.ok_or_else(|| DbError::NotInitialized(path.to_owned()))?;
         let master = MasterKey::load_file(&mkey_path)?;
         match master.0.decrypt(USAGE_MKEY_CHECK, &check) {
-            Ok(p) if p == MKEY_CHECK_PLAINTEXT => {}
+            Ok(p) if p.as_slice() == MKEY_CHECK_PLAINTEXT => {}
             _ => return Err(DbError::WrongMasterKey(mkey_path)),
         }
         Ok(SqliteDb {

@@ -176,7 +176,12 @@ pub(crate) fn seal<T: rasn::Encode>(
 }
 
 /// Decrypts an EncryptedData under `key`; `None` on any integrity failure.
-pub(crate) fn unseal(key: &Key, usage: u32, data: &EncryptedData) -> Option<Vec<u8>> {
+/// The plaintext is zeroized on drop.
+pub(crate) fn unseal(
+    key: &Key,
+    usage: u32,
+    data: &EncryptedData,
+) -> Option<zeroize::Zeroizing<Vec<u8>>> {
     if data.etype != key.etype().to_i32() {
         return None;
     }

@@ -21,14 +21,14 @@ use super::{
 use super::{Failure, Kdc};
 use crate::messages::{
     self, decode, encode, flags_value, kdc_options as opt, msg_type, pa_type, same_principal,
-    ticket_flags as tf,
+    ticket_flags as tf, Wiped,
 };
 use crate::replay::AuthenticatorId;
 use crate::usage;
 
 /// The TGT and authenticator of a PA-TGS-REQ, verified.
 struct VerifiedTgt {
-    tgt: EncTicketPart,
+    tgt: Wiped<EncTicketPart>,
     session: Key,
     subkey: Option<Key>,
 }
@@ -55,7 +55,7 @@ fn verify_ap_req(
         ))?;
     let plain = unseal(&tkey.key, usage::KDC_REP_TICKET, &ap.ticket.enc_part)
         .ok_or(KdcError::BadIntegrity)?;
-    let tgt: EncTicketPart = decode(&plain).map_err(|_| KdcError::BadIntegrity)?;
+    let tgt: Wiped<EncTicketPart> = Wiped(decode(&plain).map_err(|_| KdcError::BadIntegrity)?);
     let client = principal_of(&tgt.cname, &tgt.crealm, "ticket cname")?;
     let fail = |e: KdcError| Failure::from(e).with_client(&client);
 
@@ -67,7 +67,8 @@ fn verify_ap_req(
         &ap.authenticator,
     )
     .ok_or_else(|| fail(KdcError::BadIntegrity))?;
-    let auth: Authenticator = decode(&auth_plain).map_err(|_| fail(KdcError::BadIntegrity))?;
+    let auth: Wiped<Authenticator> =
+        Wiped(decode(&auth_plain).map_err(|_| fail(KdcError::BadIntegrity))?);
     let auth_client = principal_of(&auth.cname, &auth.crealm, "authenticator cname")?;
     if !same_principal(&auth_client, &client) {
         return Err(fail(KdcError::ClientMismatch));
