@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use rasn_kerberos::{ApRep, ApReq, Authenticator, EncApRepPart, EncTicketPart, KerberosTime};
 use roamgate_krb_crypto::{Etype, Key};
 
-use crate::client::Credential;
+use crate::credential::Credential;
 use crate::messages::{
     self, ap_options, decode, encode, error_code, flags, flags_value, int, int_value, msg_type,
     ticket_flags, MessageError, PVNO,

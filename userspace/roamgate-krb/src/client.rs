@@ -14,12 +14,13 @@ use std::time::{Duration, SystemTime};
 
 use rasn_kerberos::{
     AsRep, AsReq, EncAsRepPart, EncKdcRepPart, EncTgsRepPart, EtypeInfo2Entry, EtypeInfoEntry,
-    KdcRep, KdcReq, KdcReqBody, KrbError, PaData, PaEncTsEnc, TgsRep, TgsReq, Ticket,
+    KdcRep, KdcReq, KdcReqBody, KrbError, PaData, PaEncTsEnc, TgsRep, TgsReq,
 };
 use roamgate_krb_crypto::{CryptoError, Etype, Key};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zeroize::Zeroizing;
 
+pub use crate::credential::Credential;
 use crate::messages::{
     self, decode, encode, error_code, flags_value, int, kdc_options, msg_type, pa_type,
     MessageError, PVNO,
@@ -37,42 +38,6 @@ pub const MAX_TCP_REPLY: usize = 1 << 20;
 pub const DEFAULT_KDC_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many AS round trips a client makes before giving up.
 const MAX_AS_ROUND_TRIPS: usize = 3;
-
-/// A ticket and what the KDC told us about it.
-#[derive(Clone, Debug)]
-pub struct Credential {
-    pub client: Principal,
-    pub server: Principal,
-    pub session_key: Key,
-    pub auth_time: SystemTime,
-    pub start_time: Option<SystemTime>,
-    pub end_time: SystemTime,
-    pub renew_till: Option<SystemTime>,
-    /// Ticket flags as a mask (see [`messages::ticket_flags`]).
-    pub flags: u32,
-    pub ticket: Ticket,
-}
-
-impl Credential {
-    /// The ticket, DER-encoded (as a ccache stores it).
-    pub fn ticket_der(&self) -> Vec<u8> {
-        encode(&self.ticket)
-    }
-
-    pub fn is_forwardable(&self) -> bool {
-        self.flags & messages::ticket_flags::FORWARDABLE != 0
-    }
-
-    /// Whether the ticket is a TGT for its client's realm.
-    pub fn is_tgt(&self) -> bool {
-        self.server.components.first().map(String::as_str) == Some("krbtgt")
-    }
-
-    /// Valid at `now` (between start and end).
-    pub fn is_valid_at(&self, now: SystemTime) -> bool {
-        self.start_time.unwrap_or(self.auth_time) <= now && now < self.end_time
-    }
-}
 
 /// What went wrong getting a ticket. The Display texts are the one-line
 /// errors `roamgate krb` prints.
@@ -923,7 +888,7 @@ mod tests {
                 caddr: None,
                 authorization_data: None,
             };
-            let ticket = Ticket {
+            let ticket = rasn_kerberos::Ticket {
                 tkt_vno: int(5),
                 realm: srealm.clone(),
                 sname: sname.clone(),

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use rasn_kerberos::{EncKrbCredPart, KrbCred, KrbCredInfo};
 use roamgate_krb_crypto::Key;
 
-use crate::client::Credential;
+use crate::credential::Credential;
 use crate::messages::{self, decode, encode, flags_value, int, msg_type, MessageError, PVNO};
 use crate::replay::{skew_between, AuthenticatorId, ReplayCache, ReplayError};
 use crate::usage;

@@ -6,6 +6,7 @@ pub mod ccache;
 pub mod cli;
 pub mod client;
 pub mod cred;
+pub mod credential;
 pub mod kdc;
 pub mod keytab;
 pub mod messages;
