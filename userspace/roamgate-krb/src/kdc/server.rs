@@ -910,4 +910,15 @@ mod tests {
         sup.abort();
         let _ = sup.await;
     }
+
+    #[test]
+    fn sources_are_counted_per_ipv4_address_and_ipv6_64() {
+        let key = |s: &str| source_key(s.parse().unwrap());
+        assert_eq!(key("192.0.2.7"), key("192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        // A v4-mapped address counts as its IPv4 address.
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+    }
 }
