@@ -113,6 +113,9 @@ pub struct Stats {
     pub errors: std::sync::atomic::AtomicU64,
     pub dropped: std::sync::atomic::AtomicU64,
     pub lookaside_hits: std::sync::atomic::AtomicU64,
+    /// New TGS authenticators refused because the replay cache, or the
+    /// client's share of it, was full of live entries.
+    pub replay_cache_refusals: std::sync::atomic::AtomicU64,
 }
 
 /// The KDC protocol core.
@@ -267,10 +270,16 @@ impl Kdc {
         now: SystemTime,
     ) -> Result<(), KdcError> {
         let mut rc = self.replay.lock().unwrap_or_else(|p| p.into_inner());
-        rc.check_and_insert(id, now).map_err(|e| match e {
-            ReplayError::Replay => KdcError::Replay,
-            ReplayError::Full(_) => KdcError::ReplayCacheFull,
-            ReplayError::ClientFull(_) => KdcError::ClientReplayQuota,
+        rc.check_and_insert(id, now).map_err(|e| {
+            if e != ReplayError::Replay {
+                let refusals = &self.stats.replay_cache_refusals;
+                refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            match e {
+                ReplayError::Replay => KdcError::Replay,
+                ReplayError::Full(_) => KdcError::ReplayCacheFull,
+                ReplayError::ClientFull(_) => KdcError::ClientReplayQuota,
+            }
         })
     }
 

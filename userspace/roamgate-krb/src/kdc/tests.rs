@@ -1,5 +1,6 @@
 //! Tests of the KDC core, driven with a fake clock and an in-memory store.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -667,6 +668,8 @@ fn one_client_flooding_tgs_does_not_deny_others() {
         .map(|t| String::from_utf8_lossy(&t).into_owned())
         .unwrap_or_default();
     assert!(text.contains("this client"), "{text}");
+    let refusals = f.kdc.stats().replay_cache_refusals.load(Ordering::Relaxed);
+    assert_eq!(refusals, 600 - 128);
 
     let bob = tgt_for(&f, "bob@EXAMPLE.COM");
     let req = probe::tgs_req(
