@@ -30,7 +30,12 @@ use crate::{
 /// authorisation is checked: an unauthenticated sequence number must not
 /// move state the genuine stream depends on (docs/wire.md §7).
 #[inline(always)]
-pub fn check(ctx: &XdpContext, ip_off: usize, now: u64, authenticated: bool) -> Result<bool, Error> {
+pub fn check(
+    ctx: &XdpContext,
+    ip_off: usize,
+    now: u64,
+    authenticated: bool,
+) -> Result<bool, Error> {
     let ip: &Ipv4Hdr = header(ctx, ip_off)?;
     if ip.proto != PROTO_UDP || ip.fragment_offset() != 0 {
         return Ok(false);

@@ -360,6 +360,13 @@ pub async fn run(cfg: MobileNodeFile, shutdown: CancellationToken) -> anyhow::Re
         DataplaneMode::Xdp | DataplaneMode::Pinned => {
             let mut maps = Maps::open(&cfg.dataplane.pin_dir)?;
             inside = mark_inside(&mut maps, &cfg.inside_interfaces())?;
+            if inside.is_empty() {
+                warn!(
+                    "no inside interface marked (dataplane.inside_interfaces): the data plane \
+                     drops frames from the home address as spoofed unless the process that \
+                     owns it marks its inside interfaces"
+                );
+            }
             Plane::Maps(Box::new(maps))
         }
     };
