@@ -474,6 +474,116 @@ fn percentile(v: &[f64], p: f64) -> f64 {
     s[lo] + (s[hi] - s[lo]) * (r - lo as f64)
 }
 
+/// The MAC address of `iface` in `host`.
+fn mac_of(topo: &Topology, host: &str, iface: &str) -> anyhow::Result<[u8; 6]> {
+    let j = topo.exec_ok(host, &["ip", "-j", "link", "show", "dev", iface])?;
+    let v: Value = serde_json::from_str(&j)?;
+    crate::tunnel_net::parse_mac(v[0]["address"].as_str().unwrap_or_default())
+}
+
+/// Frames a host on the node's uplink sends in [`spoofed_uplink_attack`].
+const SPOOFED_UPLINK_FRAMES: usize = 20;
+
+/// Issue 16, finding 1, while the node is registered from A: `gwa`, a host
+/// on the node's uplink (gwa-mn — mna), sends UDP frames with the home
+/// address as source to the correspondent, addressed to the node's MAC.
+/// Returns how many reached the correspondent through the tunnel (must be
+/// 0), and what the node's data plane counted.
+fn spoofed_uplink_attack(s: &Scenario) -> anyhow::Result<(u64, u64)> {
+    const PORT: u16 = 7300;
+    let (src, dst) = (
+        mac_of(&s.topo, "gwa", "gwa-mn")?,
+        mac_of(&s.topo, "mn", "mna")?,
+    );
+    let frames: Vec<Vec<u8>> = (0..SPOOFED_UPLINK_FRAMES)
+        .map(|i| {
+            roamgate::dataplane::frame::FrameBuilder::new()
+                .macs(src, dst)
+                .ipv4(HOME, CN)
+                .udp(40_000, PORT)
+                .payload(format!("spoofed {i}").as_bytes())
+                .build()
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let stop_r = stop.clone();
+    let receiver = spawn_in_netns(&s.topo.ns("cn"), move || {
+        let sock = UdpSocket::bind(SocketAddr::new(CN.into(), PORT))?;
+        sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let _ = ready_tx.send(());
+        let mut got = 0u64;
+        let mut buf = [0u8; 2048];
+        while !stop_r.load(Ordering::Relaxed) {
+            if let Ok(n) = sock.recv(&mut buf) {
+                got += u64::from(buf[..n].starts_with(b"spoofed"));
+            }
+        }
+        Ok(got)
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .context("the correspondent's receiver did not start")?;
+    let before = counters(&s.pin_mn)?;
+    inject(&s.topo.ns("gwa"), "gwa-mn", frames)?;
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let tunnelled = receiver
+        .join()
+        .map_err(|_| anyhow!("receiver thread panicked"))??;
+    let dropped = delta(&before, &counters(&s.pin_mn)?, "drop_spoofed_uplink");
+    Ok((tunnelled, dropped))
+}
+
+/// Issue 16, finding 3, mid-call: the correspondent → home voice stream
+/// becomes an authorised voice flow at both tunnel ends (no control plane
+/// authorises flows yet), then one RTP packet with its 5-tuple and SSRC and
+/// a sequence number 30 000 ahead is sent to the home agent, as anyone on
+/// the path could. Returns 1 if genuine packets were then dropped as
+/// replayed (at the home agent or the node) in the next second, else 0, and
+/// that count. The flows are revoked afterwards, as they were before.
+fn voice_window_attack(s: &Scenario, voice: &Voice) -> anyhow::Result<(u64, u64)> {
+    use roamgate::dataplane::maps::{Expiry, Maps, VoiceFlow};
+    let flow = VoiceFlow {
+        src: CN,
+        dst: HOME,
+        src_port: VOICE_PORT_APP + 100,
+        dst_port: VOICE_PORT_APP,
+        ssrc: 0x5eed_0001,
+    };
+    let pins = [&s.pin_ha, &s.pin_mn];
+    for pin in pins {
+        Maps::open(pin)?.authorise_voice(&flow, Expiry::Never)?;
+    }
+    // Let the genuine stream set the windows.
+    std::thread::sleep(Duration::from_millis(500));
+    let before: Vec<Value> = pins.iter().map(|p| counters(p)).collect::<Result<_, _>>()?;
+    let next = voice.mark()[0];
+    let mut payload = voice_payload(next.wrapping_add(30_000));
+    // Not a sequence the receiver counts as the stream's.
+    payload[12..16].copy_from_slice(&u32::MAX.to_be_bytes());
+    let frame = roamgate::dataplane::frame::FrameBuilder::new()
+        .macs(
+            mac_of(&s.topo, "cn", "cn0")?,
+            mac_of(&s.topo, "ha", "ha-cn")?,
+        )
+        .ipv4(CN, HOME)
+        .udp(flow.src_port, flow.dst_port)
+        .payload(&payload)
+        .build();
+    inject(&s.topo.ns("cn"), "cn0", vec![frame])?;
+    std::thread::sleep(Duration::from_secs(1));
+    let replayed: u64 = pins
+        .iter()
+        .zip(&before)
+        .map(|(p, b)| Ok(delta(b, &counters(p)?, "drop_voice_replayed")))
+        .sum::<anyhow::Result<u64>>()?;
+    for pin in pins {
+        Maps::open(pin)?.revoke_voice(&flow)?;
+    }
+    Ok((u64::from(replayed > 0), replayed))
+}
+
 /// The running scenario's processes and files.
 pub struct Scenario {
     pub topo: Topology,
@@ -1028,6 +1138,32 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
     let voice = Voice::start(&s.topo)?;
     std::thread::sleep(Duration::from_secs(2));
 
+    // Data-plane attacks (issue 16): a host on the node's uplink spoofing
+    // the home address; one spoofed RTP packet 30 000 ahead mid-call.
+    let (spoofed_uplink_frames_tunnelled, spoofed_uplink_dropped) = spoofed_uplink_attack(&s)?;
+    expect(
+        spoofed_uplink_frames_tunnelled == 0,
+        format!(
+            "{spoofed_uplink_frames_tunnelled} of {SPOOFED_UPLINK_FRAMES} spoofed uplink frames \
+             reached the correspondent through the tunnel"
+        ),
+    );
+    expect(
+        spoofed_uplink_dropped == SPOOFED_UPLINK_FRAMES as u64,
+        format!(
+            "the node counted {spoofed_uplink_dropped} of {SPOOFED_UPLINK_FRAMES} spoofed uplink \
+             frames in drop_spoofed_uplink"
+        ),
+    );
+    let (voice_window_hijacked, voice_replayed_after_spoof) = voice_window_attack(&s, &voice)?;
+    expect(
+        voice_window_hijacked == 0,
+        format!(
+            "one spoofed RTP packet made {voice_replayed_after_spoof} genuine voice packets \
+             drop as replayed"
+        ),
+    );
+
     // Handover: A goes away, B is there.
     let ho_from = voice.mark();
     let t_down = wall();
@@ -1332,6 +1468,8 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
         "ha_replies_by_code": ha["replies_by_code"],
         "tshark_mip_packets": mip_packets,
         "tshark_clean": tshark_ok,
+        "spoofed_uplink_frames_tunnelled": spoofed_uplink_frames_tunnelled,
+        "voice_window_hijacked": voice_window_hijacked,
         "elapsed_s": t0.elapsed().as_secs_f64(),
     });
     Ok((result, failures))

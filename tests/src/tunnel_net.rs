@@ -214,14 +214,22 @@ impl TunnelNet {
         let _ = std::fs::remove_dir_all(pin);
         let mut dp = DataPlane::load(pin).with_context(|| format!("loading XDP for {host}"))?;
         let ns = self.topo.ns(host);
-        in_netns(&ns, || {
+        let app_ifindex = in_netns(&ns, || {
             for i in ifs {
                 dp.attach(i, AttachMode::Native)
                     .with_context(|| format!("attaching to {i}"))?;
             }
-            Ok(())
+            match role {
+                Role::CareOf => ifindex("coa-app").map(Some),
+                Role::HomeAgent => Ok(None),
+            }
         })?;
         let mut maps = Maps::open(pin)?;
+        if let Some(i) = app_ifindex {
+            // The application host's side: the only place the care-of end
+            // takes the home address's packets from (not the uplink coa-tr).
+            maps.mark_inside(i)?;
+        }
         let mut spec = TunnelSpec::new(SPI, role, local, HOME, &MasterKey::new(MASTER));
         spec.mtu = OUTER_MTU;
         maps.install(
@@ -322,6 +330,17 @@ impl TunnelNet {
                 .context("no address in ip -j link")?,
         )
     }
+}
+
+/// The ifindex of `name` in the calling thread's network namespace.
+pub fn ifindex(name: &str) -> anyhow::Result<u32> {
+    let c = std::ffi::CString::new(name)?;
+    // SAFETY: a valid NUL-terminated name.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        bail!("no interface {name}: {}", std::io::Error::last_os_error());
+    }
+    Ok(i)
 }
 
 /// Writes [`MASTER`] as a 0600 hex key file in `dir`; returns its path.

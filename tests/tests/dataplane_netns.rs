@@ -20,6 +20,7 @@ use std::{
     time::Duration,
 };
 
+use roamgate::dataplane::frame::FrameBuilder;
 use roamgate_common::wire::ipv4::checksum;
 use roamgate_integration::{
     netns::wait_for,
@@ -357,6 +358,95 @@ fn xdp_both_ends_real_traffic_capture_and_injection() {
 
     // Traffic still flows after the attack.
     ping(&net, "app", &["-I", &HOME.to_string(), &CN.to_string()]);
+}
+
+/// Issue 16, finding 1: `tr`, a host on the care-of gateway's uplink
+/// (coa-tr, the hotspot), sends UDP frames with the home address as source
+/// to the correspondent. The care-of end drops and counts every one
+/// (`drop_spoofed_uplink`), MACs none into the tunnel, the home agent
+/// decapsulates none and the correspondent receives none; the application
+/// host's genuine datagrams (the care-of end's inside, coa-app) still
+/// arrive.
+#[test]
+fn spoofed_uplink_frames_never_enter_the_tunnel() {
+    const SPOOFED: usize = 20;
+    const GENUINE: usize = 10;
+    const PORT: u16 = 7100;
+    let net = TunnelNet::new("dpsp", End::Xdp, End::Xdp).unwrap();
+    let spoof = |i: usize| {
+        FrameBuilder::new()
+            .macs(
+                net.mac("tr", "tr-coa").unwrap(),
+                net.mac("coa", "coa-tr").unwrap(),
+            )
+            .ipv4(HOME, CN)
+            .udp(40_000, PORT)
+            .payload(format!("spoofed {i}").as_bytes())
+            .build()
+    };
+    let frames: Vec<Vec<u8>> = (0..SPOOFED).map(spoof).collect();
+    let rx_ns = net.topo.ns("cn");
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let got = std::thread::scope(|s| {
+        let receiver = s.spawn(move || {
+            in_netns(&rx_ns, || {
+                let sock = UdpSocket::bind(SocketAddrV4::new(CN, PORT))?;
+                sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+                ready_tx.send(()).unwrap();
+                let mut got: Vec<String> = Vec::new();
+                let mut buf = [0u8; 2048];
+                // Until the last genuine datagram (sent after the spoofs).
+                while let Ok((n, _)) = sock.recv_from(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let last = text == format!("genuine {}", GENUINE - 1);
+                    got.push(text);
+                    if last {
+                        break;
+                    }
+                }
+                Ok(got)
+            })
+        });
+        ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let (ha0, coa0) = (net.counters("ha").unwrap(), net.counters("coa").unwrap());
+        for f in &frames {
+            inject(&net, "tr", "tr-coa", f);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let ha = net.counters("ha").unwrap().delta(&ha0);
+        let coa = net.counters("coa").unwrap().delta(&coa0);
+        assert_eq!(
+            coa.get("tunnel_encap"),
+            0,
+            "the care-of end MACed spoofed frames into the tunnel: {coa:?}"
+        );
+        assert_eq!(
+            ha.get("tunnel_decap"),
+            0,
+            "the home agent accepted spoofed frames: {ha:?}"
+        );
+        assert_eq!(coa.get("drop_spoofed_uplink"), SPOOFED as u64, "{coa:?}");
+        in_netns(&net.topo.ns("app"), || {
+            let sock = UdpSocket::bind(SocketAddrV4::new(HOME, 0))?;
+            for i in 0..GENUINE {
+                sock.send_to(
+                    format!("genuine {i}").as_bytes(),
+                    SocketAddrV4::new(CN, PORT),
+                )?;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Ok(())
+        })
+        .unwrap();
+        receiver.join().unwrap().unwrap()
+    });
+    let spoofed = got.iter().filter(|g| g.starts_with("spoofed")).count();
+    let genuine = got.iter().filter(|g| g.starts_with("genuine")).count();
+    assert_eq!(spoofed, 0, "the correspondent received spoofed datagrams");
+    assert_eq!(
+        genuine, GENUINE,
+        "genuine datagrams from the inside: {got:?}"
+    );
 }
 
 /// One end in XDP, the other the userspace forwarder: traffic both ways,

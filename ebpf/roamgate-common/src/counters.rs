@@ -82,6 +82,11 @@ pub const FIB_LOOKUPS: u32 = 31;
 /// hold, or one whose MAC it cannot verify, on its way through): passed to
 /// the stack to be routed, never dropped here.
 pub const RX_TRANSIT: u32 = 32;
+/// Dropped on the care-of side: a frame with a bound home address as its
+/// source that arrived on an interface not marked as the node's inside
+/// ([`crate::maps::INSIDE_IFS`]), e.g. a host on the same hotspot spoofing
+/// the unit. Never tunnelled.
+pub const DROP_SPOOFED_UPLINK: u32 = 33;
 
 /// Number of slots in the `COUNTERS` array. Kept larger than the highest index
 /// so later counters do not change the map's definition.
@@ -122,6 +127,7 @@ pub const NAMES: &[(u32, &str)] = &[
     (DROP_REPLAY_CONTENDED, "drop_replay_contended"),
     (FIB_LOOKUPS, "fib_lookups"),
     (RX_TRANSIT, "rx_transit"),
+    (DROP_SPOOFED_UPLINK, "drop_spoofed_uplink"),
 ];
 
 /// The counter that records a final XDP action (`xdp_action` numbering).

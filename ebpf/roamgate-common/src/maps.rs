@@ -53,6 +53,17 @@ pub fn binding_filter_slot(key: &BindingKey) -> u32 {
     x.wrapping_mul(0x9e37_79b1) >> (32 - BINDING_FILTER_SLOTS.trailing_zeros())
 }
 
+/// Hash: ingress ifindex (`u32`, host order) → `u32` (reserved, 0). The
+/// interfaces of a care-of node that face its own side (the unit's LAN, a
+/// TUN or veth to its own stack), as opposed to its uplinks. A packet that
+/// matches a [`BINDING_CARE_OF`] binding is reverse-tunnelled only when it
+/// arrived on one of them; from anywhere else it is a spoof of the unit's
+/// home address and is dropped (`drop_spoofed_uplink`). Looked up only on
+/// that branch, so foreign traffic and the home agent never pay for it.
+pub const INSIDE_IFS: &str = "RG_INSIDE_IFS";
+/// Capacity of [`INSIDE_IFS`].
+pub const INSIDE_IFS_MAX: u32 = 64;
+
 /// Capacity of [`BINDINGS`] (allocated on demand: `BPF_F_NO_PREALLOC`).
 pub const BINDINGS_MAX: u32 = 1 << 20;
 /// Capacity of [`TUNNELS`] (allocated on demand: `BPF_F_NO_PREALLOC`).
@@ -295,6 +306,8 @@ mod tests {
             VOICE_PORTS,
             VOICE_FLOWS,
             VOICE_PORT_BITS,
+            BINDING_FILTER,
+            INSIDE_IFS,
         ] {
             assert!(n.len() < 16, "{n}");
         }

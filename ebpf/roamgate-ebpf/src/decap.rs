@@ -101,9 +101,10 @@ pub fn decap(ctx: &XdpContext, hl: usize) -> Result<u32, Error> {
             return Err(e);
         }
     };
-    // SAFETY: a live map value. The fields read here are written only by
-    // userspace, which replaces a tunnel whole.
-    let t = unsafe { &*tunnel };
+    // SAFETY: a live map value. Read by value, no reference to the whole
+    // value (other CPUs write its `rx` and `tx_seq` atomically); userspace
+    // writes these fields only by replacing the tunnel whole.
+    let (role, home) = unsafe { ((*tunnel).role, (*tunnel).home) };
 
     // Replay window, only for authenticated packets.
     // SAFETY: a live, 8-byte aligned map value; `rx` is only touched
@@ -118,9 +119,9 @@ pub fn decap(ctx: &XdpContext, hl: usize) -> Result<u32, Error> {
 
     // The inner packet must belong to the tunnel's unit.
     let inner: &mut Ipv4Hdr = header_mut(ctx, inner_off).map_err(|_| Error::Truncated)?;
-    let spoofed = match t.role {
-        ROLE_HOME_AGENT => inner.src != t.home,
-        ROLE_CARE_OF => inner.dst != t.home,
+    let spoofed = match role {
+        ROLE_HOME_AGENT => inner.src != home,
+        ROLE_CARE_OF => inner.dst != home,
         _ => true,
     };
     if spoofed {
@@ -129,7 +130,11 @@ pub fn decap(ctx: &XdpContext, hl: usize) -> Result<u32, Error> {
     if !inner.decrement_ttl() {
         return Err(Error::Ttl);
     }
-    let is_voice = voice::check(ctx, inner_off, now)?;
+    // The voice window moves only where the tunnel's MAC vouches for the
+    // RTP sender: at the home agent, for the unit's own packets. On the
+    // care-of side the inner packet is the correspondent's, which the home
+    // agent tunnelled without authenticating it (docs/wire.md §7).
+    let is_voice = voice::check(ctx, inner_off, now, role == ROLE_HOME_AGENT)?;
     let inner: &mut Ipv4Hdr = header_mut(ctx, inner_off).map_err(|_| Error::Truncated)?;
     if is_voice {
         inner.set_dscp(DSCP_EF);
@@ -183,13 +188,14 @@ fn authenticate(
     let tunnel = TUNNELS
         .get_ptr_mut(TunnelKey { spi })
         .ok_or(Error::UnknownSpi)?;
-    // SAFETY: a live map value. The fields read here are written only by
-    // userspace, which replaces a tunnel whole.
-    let t = unsafe { &*tunnel };
-    if now >= t.expires_ns {
+    // SAFETY: a live map value. Read by value, no reference to the whole
+    // value (other CPUs write its `rx` and `tx_seq` atomically); userspace
+    // writes these fields only by replacing the tunnel whole.
+    let (expires_ns, mtu) = unsafe { ((*tunnel).expires_ns, (*tunnel).mtu) };
+    if now >= expires_ns {
         return Err(Error::Expired);
     }
-    if tot > t.mtu as usize {
+    if tot > mtu as usize {
         return Err(Error::OverMtu);
     }
     // SAFETY: `key_rx` of a live, 8-byte aligned map value, at offset 16.

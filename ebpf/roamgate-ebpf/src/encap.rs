@@ -31,7 +31,7 @@ use crate::{
     error::Error,
     fib::{forward, Route},
     mac::{finish_over_packet, key_words, MAX_INNER_LEN},
-    maps::{binding, count, now_ns, TUNNELS},
+    maps::{binding, count, is_inside, now_ns, TUNNELS},
     packet::{frame_len, header, header_mut},
     voice,
 };
@@ -44,7 +44,10 @@ pub fn encap(ctx: &XdpContext) -> Result<Option<u32>, Error> {
     let binding = match binding(BindingKey::new(ip.dst, BINDING_HOME_AGENT)) {
         Some(b) => b,
         None => match binding(BindingKey::new(ip.src, BINDING_CARE_OF)) {
-            Some(b) => b,
+            // Only what the node's own side sends goes into the tunnel: the
+            // same source from an uplink is a host there spoofing the unit.
+            Some(b) if is_inside(ctx.ingress_ifindex() as u32) => b,
+            Some(_) => return Err(Error::SpoofedUplink),
             None => return Ok(None),
         },
     };
@@ -57,10 +60,13 @@ pub fn encap(ctx: &XdpContext) -> Result<Option<u32>, Error> {
     let tunnel = TUNNELS
         .get_ptr_mut(TunnelKey { spi: b.spi })
         .ok_or(Error::NoTunnel)?;
-    // SAFETY: a live map value; the fields read through `t` are written only
-    // by userspace, which replaces a tunnel whole.
-    let t = unsafe { &*tunnel };
-    if now >= t.expires_ns {
+    // Other CPUs write `tx_seq` and `rx` of this value atomically, so no
+    // reference to the whole value is made: the fields below are read by
+    // value through the pointer. Userspace writes them only by replacing
+    // the tunnel whole.
+    // SAFETY: a live map value.
+    let (expires_ns, mtu) = unsafe { ((*tunnel).expires_ns, (*tunnel).mtu) };
+    if now >= expires_ns {
         return Err(Error::Expired);
     }
 
@@ -72,13 +78,14 @@ pub fn encap(ctx: &XdpContext) -> Result<Option<u32>, Error> {
     if EthHdr::LEN + inner_tot > frame_len(ctx) {
         return Err(Error::Truncated);
     }
-    if inner_tot > MAX_INNER_LEN || inner_tot + OVERHEAD > t.mtu as usize {
+    if inner_tot > MAX_INNER_LEN || inner_tot + OVERHEAD > mtu as usize {
         return Err(Error::OverMtu);
     }
     if ip.ttl <= 1 {
         return Err(Error::Ttl);
     }
-    let is_voice = voice::check(ctx, EthHdr::LEN, now)?;
+    // Not authenticated here: authorise and mark, but leave the window alone.
+    let is_voice = voice::check(ctx, EthHdr::LEN, now, false)?;
     let ip: &mut Ipv4Hdr = header_mut(ctx, EthHdr::LEN)?;
     ip.decrement_ttl();
     if is_voice {
@@ -90,11 +97,14 @@ pub fn encap(ctx: &XdpContext) -> Result<Option<u32>, Error> {
     // SAFETY: a live, 8-byte aligned map value; `tx_seq` is only touched
     // atomically while shared.
     let seq = unsafe { fetch_add(core::ptr::addr_of_mut!((*tunnel).tx_seq), 1) }.wrapping_add(1);
+    // SAFETY: a live map value; fields written only by userspace, by value.
+    let (local, src_port, dst_port) =
+        unsafe { ((*tunnel).local, (*tunnel).src_port, (*tunnel).dst_port) };
     let repr = EncapRepr {
-        src: t.local,
+        src: local,
         dst: b.remote,
-        src_port: u16::from_be_bytes(t.src_port),
-        dst_port: u16::from_be_bytes(t.dst_port),
+        src_port: u16::from_be_bytes(src_port),
+        dst_port: u16::from_be_bytes(dst_port),
         spi: b.spi,
         seq,
     };
@@ -128,8 +138,8 @@ pub fn encap(ctx: &XdpContext) -> Result<Option<u32>, Error> {
     *outer = outer_ipv4(&repr, tos, total);
     let udp: &mut UdpHdr = header_mut(ctx, EthHdr::LEN + Ipv4Hdr::LEN)?;
     *udp = UdpHdr {
-        src_port: t.src_port,
-        dst_port: t.dst_port,
+        src_port,
+        dst_port,
         len: (total - Ipv4Hdr::LEN as u16).to_be_bytes(),
         check: [0, 0],
     };

@@ -31,6 +31,9 @@ pub enum Error {
     OverMtu,
     /// Decapsulated addresses do not match the tunnel's home address.
     Spoofed,
+    /// Care-of side: a bound home address as source on an interface that is
+    /// not the node's inside (an uplink).
+    SpoofedUplink,
     /// A datagram on a voice port that is not an authorised voice flow.
     VoiceUnauthorised,
     /// A replayed or duplicated RTP packet.

@@ -59,6 +59,7 @@ pub fn roamgate(ctx: XdpContext) -> u32 {
         Err(Error::Ttl) => (xdp_action::XDP_DROP, Some(counters::DROP_TTL)),
         Err(Error::OverMtu) => (xdp_action::XDP_DROP, Some(counters::DROP_OVER_MTU)),
         Err(Error::Spoofed) => (xdp_action::XDP_DROP, Some(counters::DROP_SPOOFED)),
+        Err(Error::SpoofedUplink) => (xdp_action::XDP_DROP, Some(counters::DROP_SPOOFED_UPLINK)),
         Err(Error::VoiceUnauthorised) => (
             xdp_action::XDP_DROP,
             Some(counters::DROP_VOICE_UNAUTHORISED),

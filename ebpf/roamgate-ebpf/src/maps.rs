@@ -10,7 +10,7 @@ use roamgate_common::{
     maps::{
         binding_filter_slot, BindingKey, BindingValue, TunnelKey, TunnelValue, VoiceFlowKey,
         VoiceFlowValue, VoicePortKey, BINDINGS_MAX, BINDING_FILTER_SLOTS, BPF_F_NO_PREALLOC,
-        TUNNELS_MAX, VOICE_FLOWS_MAX, VOICE_PORTS_MAX, VOICE_PORT_BITS_WORDS,
+        INSIDE_IFS_MAX, TUNNELS_MAX, VOICE_FLOWS_MAX, VOICE_PORTS_MAX, VOICE_PORT_BITS_WORDS,
     },
 };
 
@@ -33,6 +33,16 @@ pub fn binding(key: BindingKey) -> Option<*const BindingValue> {
         Some(mark) if *mark != 0 => BINDINGS.get_ptr(key),
         _ => None,
     }
+}
+
+#[map(name = "RG_INSIDE_IFS")]
+static INSIDE_IFS: HashMap<u32, u32> = HashMap::pinned(INSIDE_IFS_MAX, 0);
+
+/// Whether `ifindex` is marked as the node's inside (see
+/// `roamgate_common::maps::INSIDE_IFS`).
+#[inline(always)]
+pub fn is_inside(ifindex: u32) -> bool {
+    INSIDE_IFS.get_ptr(ifindex).is_some()
 }
 
 #[map(name = "RG_TUNNELS")]

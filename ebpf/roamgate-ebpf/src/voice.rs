@@ -23,8 +23,19 @@ use crate::{
 
 /// Classifies the IPv4 packet at frame offset `ip_off`. `Ok(true)`: accepted
 /// voice, to be marked EF; `Ok(false)`: not for a voice port.
+///
+/// `authenticated`: the tunnel's MAC proved who sent this RTP (the unit's
+/// packets at the home agent's decap), so its sequence number is checked
+/// against and moves the flow's replay window. Otherwise only the flow's
+/// authorisation is checked: an unauthenticated sequence number must not
+/// move state the genuine stream depends on (docs/wire.md §7).
 #[inline(always)]
-pub fn check(ctx: &XdpContext, ip_off: usize, now: u64) -> Result<bool, Error> {
+pub fn check(
+    ctx: &XdpContext,
+    ip_off: usize,
+    now: u64,
+    authenticated: bool,
+) -> Result<bool, Error> {
     let ip: &Ipv4Hdr = header(ctx, ip_off)?;
     if ip.proto != PROTO_UDP || ip.fragment_offset() != 0 {
         return Ok(false);
@@ -78,7 +89,7 @@ pub fn check(ctx: &XdpContext, ip_off: usize, now: u64) -> Result<bool, Error> {
     if now >= unsafe { (*flow).expires_ns } {
         return Err(Error::VoiceUnauthorised);
     }
-    if let Some(seq) = seq {
+    if let (true, Some(seq)) = (authenticated, seq) {
         // SAFETY: a live, 8-byte aligned map value; the window is only
         // touched atomically while shared.
         let win = unsafe { core::ptr::addr_of_mut!((*flow).window) };

@@ -255,7 +255,31 @@ fn runner() -> FixtureRunner {
         }
     }
     mark_bindings(&mut r);
+    mark_inside(&mut r, LOOPBACK);
     r
+}
+
+/// Loopback's ifindex: where TestRun frames arrive unless a fixture names
+/// another interface. `runner` marks it as the care-of node's inside, so
+/// the rows that reverse-tunnel the unit's packets see them come from there.
+const LOOPBACK: u32 = 1;
+
+/// Marks interface `ifindex` (of the test's namespace) as the care-of
+/// node's inside, as the mobile node does for its inside interfaces.
+fn mark_inside(r: &mut FixtureRunner, ifindex: u32) {
+    let pin = r.data_plane().pin_dir().to_owned();
+    roamgate::dataplane::maps::Maps::open(&pin)
+        .and_then(|mut m| m.mark_inside(ifindex))
+        .expect("marking an inside interface");
+}
+
+/// The ifindex of `name` in the test's namespace.
+fn ifindex(name: &str) -> u32 {
+    let c = std::ffi::CString::new(name).unwrap();
+    // SAFETY: a valid NUL-terminated name.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    assert_ne!(i, 0, "no interface {name}");
+    i
 }
 
 /// Ethernet (MAC_A → MAC_B, IPv4) in front of an IPv4 packet.
@@ -794,10 +818,12 @@ fn voice_fast_path() {
                 eth(&v(9, SSRC, 0, 64)),
                 enc(3, &v(9, SSRC, 0xb8, 63)),
             ),
-            drop(
-                "duplicated rtp",
+            // Unauthenticated: only the receiver that can authenticate the
+            // stream keeps its window (docs/wire.md §7).
+            ef(
+                "duplicated rtp is not judged before the tunnel",
                 eth(&v(10, SSRC, 0, 64)),
-                "drop_voice_replayed",
+                enc(4, &v(10, SSRC, 0xb8, 63)),
             ),
             drop(
                 "unknown ssrc",
@@ -817,18 +843,18 @@ fn voice_fast_path() {
             ef(
                 "rtcp from an authorised ssrc",
                 eth(&rtcp_pkt(0, 64)),
-                enc(4, &rtcp_pkt(0xb8, 63)),
+                enc(5, &rtcp_pkt(0xb8, 63)),
             ),
             ef(
                 "rtcp is not sequence checked",
                 eth(&rtcp_pkt(0, 64)),
-                enc(5, &rtcp_pkt(0xb8, 63)),
+                enc(6, &rtcp_pkt(0xb8, 63)),
             ),
             pass_fwd(
                 "udp to another port is not voice",
                 eth(&other_port),
                 enc(
-                    6,
+                    7,
                     &voice(
                         CORR,
                         CORR_RTP_PORT,
@@ -857,15 +883,208 @@ fn voice_fast_path() {
             )
             .counter("voice_forwarded", 1)
             .counter("tunnel_decap", 1),
-            drop(
-                "decapsulated rtp replayed under a new tunnel seq",
+            // The home agent tunnels the correspondent's packets without
+            // authenticating them, so this side keeps no window either.
+            pass_fwd(
+                "decapsulated rtp from the correspondent, repeated",
                 from_ha(2, &v(500, SSRC, 0, 64)),
-                "drop_voice_replayed",
-            ),
+                eth(&v(500, SSRC, 0xb8, 63)),
+            )
+            .counter("voice_forwarded", 1)
+            .counter("tunnel_decap", 1),
             drop(
                 "decapsulated rtp with an unknown ssrc",
                 from_ha(3, &v(501, 0x0bad, 0, 64)),
                 "drop_voice_unauthorised",
+            ),
+        ],
+    );
+    // The unit's voice out of the tunnel at the home agent: the tunnel MAC
+    // proves the unit sent it, so here the window holds.
+    let up = |seq: u16| {
+        voice(
+            HOME,
+            VOICE_PORT,
+            CORR,
+            CORR_RTP_PORT,
+            0,
+            64,
+            &rtp(seq, SSRC),
+        )
+    };
+    let up_out = |seq: u16| {
+        voice(
+            HOME,
+            VOICE_PORT,
+            CORR,
+            CORR_RTP_PORT,
+            0xb8,
+            63,
+            &rtp(seq, SSRC),
+        )
+    };
+    run(
+        &r2,
+        &[
+            pass_fwd(
+                "unit's rtp at the home agent",
+                from_coa(1, &up(7)),
+                eth(&up_out(7)),
+            )
+            .counter("voice_forwarded", 1)
+            .counter("tunnel_decap", 1),
+            drop(
+                "unit's rtp replayed under a new tunnel seq",
+                from_coa(2, &up(7)),
+                "drop_voice_replayed",
+            ),
+        ],
+    );
+}
+
+/// Finding 3 of issue 16: one spoofed RTP packet with the flow's 5-tuple and
+/// SSRC and a sequence number 30 000 ahead must not make the real call's
+/// next packets look replayed, neither where the home agent takes the
+/// correspondent's plain RTP into the tunnel nor where the care-of side
+/// takes it out (the home agent's MAC vouches for the tunnel hop only).
+#[test]
+fn spoofed_rtp_does_not_move_the_voice_window() {
+    let r = runner();
+    let v = |seq: u16, tos: u8, ttl: u8| {
+        voice(
+            CORR,
+            CORR_RTP_PORT,
+            HOME,
+            VOICE_PORT,
+            tos,
+            ttl,
+            &rtp(seq, SSRC),
+        )
+    };
+    let enc = |seq: u64, inner: &[u8]| tunnel_frame(HA, COA, SPI_HA, seq, &KEY_HA2MN, inner);
+    let ef = |name: &str, input: Vec<u8>, output: Vec<u8>| {
+        pass_fwd(name, input, output)
+            .counter("voice_forwarded", 1)
+            .counter("drop_voice_replayed", 0)
+    };
+    run(
+        &r,
+        &[
+            ef(
+                "genuine rtp 100",
+                eth(&v(100, 0, 64)),
+                enc(1, &v(100, 0xb8, 63)),
+            ),
+            // The flow's 5-tuple and SSRC are all the data plane can check.
+            ef(
+                "spoofed rtp 30100 to the home agent",
+                eth(&v(30_100, 0, 64)),
+                enc(2, &v(30_100, 0xb8, 63)),
+            ),
+            ef(
+                "genuine rtp 101 after the spoof (home agent)",
+                eth(&v(101, 0, 64)),
+                enc(3, &v(101, 0xb8, 63)),
+            ),
+        ],
+    );
+    // The care-of side on its own (a gateway of its own, fresh windows).
+    let r = runner();
+    run(
+        &r,
+        &[
+            ef(
+                "genuine rtp 200 out of the tunnel",
+                from_ha(1, &v(200, 0, 64)),
+                eth(&v(200, 0xb8, 63)),
+            ),
+            ef(
+                "spoofed rtp 30200, tunnelled by the home agent",
+                from_ha(2, &v(30_200, 0, 64)),
+                eth(&v(30_200, 0xb8, 63)),
+            ),
+            ef(
+                "genuine rtp 201 after the spoof (care-of side)",
+                from_ha(3, &v(201, 0, 64)),
+                eth(&v(201, 0xb8, 63)),
+            ),
+        ],
+    );
+}
+
+/// In the test's namespace: veths standing for the care-of node's uplink
+/// (rgup0) and its inside (rgin0); their ifindexes.
+fn node_interfaces() -> (u32, u32) {
+    sh("ip link add rgup0 type veth peer name rgup1 \
+        && ip link add rgin0 type veth peer name rgin1");
+    (ifindex("rgup0"), ifindex("rgin0"))
+}
+
+/// Finding 1 of issue 16: a host on the care-of node's uplink sends frames
+/// with the unit's home address as source. They are dropped and counted,
+/// never MACed into the tunnel; the same packets from the node's inside are
+/// reverse-tunnelled, and the spoofs consumed no sequence number.
+#[test]
+fn care_of_side_tunnels_only_what_arrives_from_its_inside() {
+    let mut r = runner();
+    let (uplink, inside) = node_interfaces();
+    let udp = |ttl: u8| {
+        FrameBuilder::new()
+            .ipv4(HOME, CORR)
+            .ttl(ttl)
+            .udp(4000, 5060)
+            .payload_len(33)
+            .build_l3()
+    };
+    let spoofed = |name: &str, l3: Vec<u8>| {
+        Fixture::new(name, eth(&l3), XdpAction::Drop)
+            .ingress(uplink)
+            .counter("drop_spoofed_uplink", 1)
+            .counter("action_drop", 1)
+            .counter("tunnel_encap", 0)
+    };
+    run(
+        &r,
+        &[
+            spoofed(
+                "icmp from the home address on the uplink",
+                icmp(HOME, CORR, 64, 56),
+            ),
+            spoofed("udp from the home address on the uplink", udp(64)),
+            // Not the unit's: the uplink's own traffic passes as before.
+            Fixture::new(
+                "other source on the uplink",
+                eth(&icmp(OTHER, CORR, 64, 56)),
+                XdpAction::Pass,
+            )
+            .ingress(uplink)
+            .counter("drop_spoofed_uplink", 0)
+            .counter("tunnel_encap", 0),
+            // The tunnel itself arrives on the uplink.
+            pass_fwd(
+                "tunnel data on the uplink",
+                from_ha(1, &icmp(CORR, HOME, 64, 56)),
+                eth(&icmp(CORR, HOME, 63, 56)),
+            )
+            .ingress(uplink)
+            .counter("tunnel_decap", 1),
+        ],
+    );
+    mark_inside(&mut r, inside);
+    run(
+        &r,
+        &[
+            pass_fwd(
+                "udp from the home address on the inside",
+                eth(&udp(64)),
+                tunnel_frame(COA, HA, SPI_COA, 1, &KEY_MN2HA, &udp(63)),
+            )
+            .ingress(inside)
+            .counter("tunnel_encap", 1)
+            .counter("drop_spoofed_uplink", 0),
+            spoofed(
+                "and still dropped from the uplink",
+                icmp(HOME, CORR, 64, 56),
             ),
         ],
     );

@@ -305,3 +305,19 @@ fn the_binding_filter_gates_encapsulation_and_the_loader_restores_it() {
     assert_eq!(&outer[16..20], &COA.octets(), "encapsulated again");
     assert_eq!(maps.mark_bindings().unwrap(), 1);
 }
+
+/// The inside-interface marks: set, listed, idempotent, removed.
+#[test]
+fn inside_interfaces_are_marked_and_unmarked() {
+    let mut runner = FixtureRunner::new().unwrap();
+    let pin = runner.data_plane().pin_dir().to_owned();
+    let mut maps = Maps::open(&pin).unwrap();
+    assert!(maps.inside_interfaces().unwrap().is_empty());
+    maps.mark_inside(7).unwrap();
+    maps.mark_inside(3).unwrap();
+    maps.mark_inside(7).unwrap();
+    assert_eq!(maps.inside_interfaces().unwrap(), vec![3, 7]);
+    maps.unmark_inside(7).unwrap();
+    maps.unmark_inside(42).unwrap();
+    assert_eq!(maps.inside_interfaces().unwrap(), vec![3]);
+}

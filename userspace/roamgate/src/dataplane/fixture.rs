@@ -60,6 +60,10 @@ pub struct Fixture {
     /// Counters (by name) and how much each must move; unlisted counters are
     /// not checked.
     pub counters: Vec<(&'static str, u64)>,
+    /// The interface the frame arrives on (`xdp_md.ingress_ifindex`, an
+    /// interface of the caller's network namespace); `None`: the kernel's
+    /// default for test runs, loopback.
+    pub ingress_ifindex: Option<u32>,
 }
 
 impl Fixture {
@@ -75,7 +79,14 @@ impl Fixture {
             action,
             output,
             counters: Vec::new(),
+            ingress_ifindex: None,
         }
+    }
+
+    /// The frame arrives on interface `ifindex`.
+    pub fn ingress(mut self, ifindex: u32) -> Self {
+        self.ingress_ifindex = Some(ifindex);
+        self
     }
 
     pub fn output(mut self, frame: Vec<u8>) -> Self {
@@ -194,11 +205,31 @@ impl FixtureRunner {
 
     /// Runs one frame through the program once; returns (action, output).
     pub fn run_frame(&self, name: &str, input: &[u8]) -> Result<(u32, Vec<u8>), FixtureError> {
+        self.run_frame_on(name, input, None)
+    }
+
+    /// As [`FixtureRunner::run_frame`], arriving on interface `ifindex`.
+    pub fn run_frame_on(
+        &self,
+        name: &str,
+        input: &[u8],
+        ifindex: Option<u32>,
+    ) -> Result<(u32, Vec<u8>), FixtureError> {
         // Room for encapsulation growth.
         let mut out = vec![0u8; input.len() + 256];
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex. The kernel wants data 0 (no
+        // metadata) and data_end the frame's length.
+        let ctx: Option<Vec<u8>> = ifindex.map(|i| {
+            [0, input.len() as u32, 0, i, 0, 0]
+                .iter()
+                .flat_map(|w| w.to_ne_bytes())
+                .collect()
+        });
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(input);
         opts.data_out = Some(&mut out);
+        opts.ctx_in = ctx.as_deref();
         let res = self
             .dp
             .xdp()?
@@ -214,7 +245,7 @@ impl FixtureRunner {
     /// Runs one fixture; `Err(Mismatch)` carries the readable report.
     pub fn run(&self, f: &Fixture) -> Result<(), FixtureError> {
         let before = self.dp.counters()?;
-        let (ret, out) = self.run_frame(&f.name, &f.input)?;
+        let (ret, out) = self.run_frame_on(&f.name, &f.input, f.ingress_ifindex)?;
         let moved = self.dp.counters()?.delta(&before);
         let mut problems = Vec::new();
         if ret != f.action as u32 {
@@ -279,6 +310,9 @@ fn report(
     let _ = writeln!(s, "=== fixture {:?} failed", f.name);
     for p in problems {
         let _ = writeln!(s, "  - {p}");
+    }
+    if let Some(i) = f.ingress_ifindex {
+        let _ = writeln!(s, "  ingress ifindex: {i}");
     }
     let _ = writeln!(s, "  input:    {}", describe(&f.input));
     if let Some(e) = expected {

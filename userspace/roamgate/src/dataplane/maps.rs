@@ -571,6 +571,7 @@ pub struct Maps {
     voice_flows: HashMap<MapData, VoiceFlowKey, VoiceFlowValue>,
     voice_port_bits: Array<MapData, u64>,
     binding_filter: Array<MapData, u32>,
+    inside_ifs: HashMap<MapData, u32, u32>,
 }
 
 impl std::fmt::Debug for Maps {
@@ -622,6 +623,7 @@ impl Maps {
         create_pinned::<VoiceFlowKey, VoiceFlowValue>(pin_dir, m::VOICE_FLOWS, cap.voice_flows, 0)?;
         create_pinned_array::<u64>(pin_dir, m::VOICE_PORT_BITS, m::VOICE_PORT_BITS_WORDS)?;
         create_pinned_array::<u32>(pin_dir, m::BINDING_FILTER, m::BINDING_FILTER_SLOTS)?;
+        create_pinned::<u32, u32>(pin_dir, m::INSIDE_IFS, m::INSIDE_IFS_MAX, 0)?;
         Self::open(pin_dir)
     }
 
@@ -634,7 +636,34 @@ impl Maps {
             voice_flows: open(pin_dir, m::VOICE_FLOWS)?,
             voice_port_bits: open(pin_dir, m::VOICE_PORT_BITS)?,
             binding_filter: open(pin_dir, m::BINDING_FILTER)?,
+            inside_ifs: open(pin_dir, m::INSIDE_IFS)?,
         })
+    }
+
+    /// Marks interface `ifindex` as the node's inside: frames from a bound
+    /// home address that arrive on it are reverse-tunnelled. From any other
+    /// interface (an uplink) they are dropped as spoofed (see
+    /// [`m::INSIDE_IFS`]). Idempotent.
+    pub fn mark_inside(&mut self, ifindex: u32) -> Result<(), MapsError> {
+        self.inside_ifs
+            .insert(ifindex, 0, 0)
+            .map_err(map_err(m::INSIDE_IFS))
+    }
+
+    /// Undoes [`Maps::mark_inside`]; `Ok` also when it was not marked.
+    pub fn unmark_inside(&mut self, ifindex: u32) -> Result<(), MapsError> {
+        remove_opt(&mut self.inside_ifs, &ifindex, m::INSIDE_IFS)
+    }
+
+    /// The interfaces marked as the node's inside, by ifindex, sorted.
+    pub fn inside_interfaces(&self) -> Result<Vec<u32>, MapsError> {
+        let mut v = self
+            .inside_ifs
+            .keys()
+            .collect::<Result<Vec<u32>, _>>()
+            .map_err(map_err(m::INSIDE_IFS))?;
+        v.sort_unstable();
+        Ok(v)
     }
 
     /// Marks the filter slot of every binding present (see

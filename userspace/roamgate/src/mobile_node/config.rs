@@ -95,6 +95,13 @@ impl DataplaneMode {
 pub struct DataplaneSection {
     pub mode: DataplaneMode,
     pub interfaces: Vec<String>,
+    /// XDP and pinned modes: the interfaces on the node's own side (the
+    /// unit's LAN, a veth to its stack). Only frames from the home address
+    /// that arrive on one of them are reverse-tunnelled; the same frames
+    /// from anywhere else (an uplink, where any host on the hotspot can
+    /// send them) are dropped and counted (`drop_spoofed_uplink`). Unset:
+    /// `interfaces` less `mobile_node.care_of_interfaces`.
+    pub inside_interfaces: Option<Vec<String>>,
     pub xdp_mode: AttachMode,
     pub pin_dir: PathBuf,
     /// Largest outer IPv4 packet of the tunnel (TUN mode: the device's MTU
@@ -119,6 +126,7 @@ impl Default for DataplaneSection {
         Self {
             mode: DataplaneMode::Xdp,
             interfaces: Vec::new(),
+            inside_interfaces: None,
             xdp_mode: AttachMode::Native,
             pin_dir: PathBuf::from("/sys/fs/bpf/roamgate-mn"),
             tunnel_mtu: 1500,
@@ -151,8 +159,60 @@ fn default_grace() -> u64 {
 }
 
 impl MobileNodeFile {
+    /// The interfaces marked as the node's inside (see
+    /// [`DataplaneSection::inside_interfaces`]), with the default applied.
+    pub fn inside_interfaces(&self) -> Vec<String> {
+        let d = &self.dataplane;
+        match &d.inside_interfaces {
+            Some(list) => list.clone(),
+            None => d
+                .interfaces
+                .iter()
+                .filter(|i| !self.mobile_node.care_of_interfaces.contains(i))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    fn validate_inside(&self) -> anyhow::Result<()> {
+        let d = &self.dataplane;
+        let inside = self.inside_interfaces();
+        for i in &inside {
+            if !valid_ifname(i) {
+                bail!("dataplane.inside_interfaces: {i:?} is not a valid interface name");
+            }
+            if self.mobile_node.care_of_interfaces.contains(i) {
+                bail!(
+                    "dataplane.inside_interfaces: {i:?} is also a care-of interface (an uplink); \
+                     any host on that network could then send as the unit through the tunnel. \
+                     List only the node's own side (its LAN, its stack's veth)"
+                );
+            }
+            if d.mode == DataplaneMode::Xdp && !d.interfaces.contains(i) {
+                bail!(
+                    "dataplane.inside_interfaces: {i:?} is not in dataplane.interfaces, so XDP \
+                     never sees its frames; add it there"
+                );
+            }
+        }
+        if d.mode == DataplaneMode::Xdp && inside.is_empty() {
+            bail!(
+                "dataplane.interfaces: XDP mode needs an inside interface (one that is not in \
+                 mobile_node.care_of_interfaces) whose frames from the home address go into \
+                 the tunnel; add the node's LAN or stack-side veth"
+            );
+        }
+        Ok(())
+    }
+
     fn validate_tun(&self) -> anyhow::Result<()> {
         let d = &self.dataplane;
+        if d.inside_interfaces.is_some() {
+            bail!(
+                "dataplane.inside_interfaces: TUN mode has no XDP program to mark interfaces \
+                 for; remove the key"
+            );
+        }
         if !d.interfaces.is_empty() {
             bail!(
                 "dataplane.interfaces: TUN mode attaches to no interface; remove the key \
@@ -240,6 +300,8 @@ impl ConfigFile for MobileNodeFile {
         }
         if d.mode == DataplaneMode::Tun {
             self.validate_tun()?;
+        } else {
+            self.validate_inside()?;
         }
         if !self.dataplane.pin_dir.is_absolute() {
             bail!("dataplane.pin_dir: must be an absolute path on a bpffs");
@@ -265,7 +327,46 @@ mod tests {
         assert_eq!(cfg.mobile_node.lifetime, 300);
         assert_eq!(cfg.mobile_node.care_of_interfaces, vec!["wlan0", "wwan0"]);
         assert_eq!(cfg.dataplane.mode, DataplaneMode::Xdp);
+        assert_eq!(cfg.inside_interfaces(), vec!["lan0"]);
         assert!(cfg.kerberos.is_some());
+    }
+
+    #[test]
+    fn inside_interfaces_default_and_refusals() {
+        let base = "[mobile_node]\nhome_address = \"10.1.0.50\"\nhome_agent = \"192.0.2.1\"\nspi = 256\nkey_file = \"/k\"\ncare_of_interfaces = [\"wlan0\", \"wwan0\"]\n[dataplane]\nmode = \"xdp\"\n";
+        let cfg = |extra: &str| MobileNodeFile::from_toml(&format!("{base}{extra}\n"));
+        let err = |extra: &str| format!("{:#}", cfg(extra).unwrap_err());
+        // Default: the attached interfaces that are not uplinks.
+        let c = cfg("interfaces = [\"wlan0\", \"lan0\", \"wwan0\", \"veth1\"]").unwrap();
+        assert_eq!(c.inside_interfaces(), vec!["lan0", "veth1"]);
+        let c =
+            cfg("interfaces = [\"wlan0\", \"lan0\", \"veth1\"]\ninside_interfaces = [\"veth1\"]")
+                .unwrap();
+        assert_eq!(c.inside_interfaces(), vec!["veth1"]);
+        // An uplink can never be the inside.
+        let e = err("interfaces = [\"wlan0\", \"lan0\"]\ninside_interfaces = [\"wlan0\"]");
+        assert!(
+            e.contains("inside_interfaces") && e.contains("care-of interface"),
+            "{e}"
+        );
+        // XDP must be attached where the frames arrive.
+        let e = err("interfaces = [\"wlan0\", \"lan0\"]\ninside_interfaces = [\"eth9\"]");
+        assert!(e.contains("not in dataplane.interfaces"), "{e}");
+        // Only uplinks: nothing could enter the tunnel.
+        let e = err("interfaces = [\"wlan0\", \"wwan0\"]");
+        assert!(e.contains("inside interface"), "{e}");
+        let e = err("interfaces = [\"wlan0\", \"lan0\"]\ninside_interfaces = []");
+        assert!(e.contains("inside interface"), "{e}");
+        // TUN mode has nothing to mark.
+        let e = format!(
+            "{:#}",
+            MobileNodeFile::from_toml(&format!(
+                "{}inside_interfaces = [\"lan0\"]\n",
+                base.replace("\"xdp\"", "\"tun\"")
+            ))
+            .unwrap_err()
+        );
+        assert!(e.contains("TUN mode"), "{e}");
     }
 
     #[test]

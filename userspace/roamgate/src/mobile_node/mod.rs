@@ -98,6 +98,30 @@ pub fn current_care_of(interfaces: &[String]) -> Option<Ipv4Addr> {
         .find_map(|want| found.iter().find(|(n, _)| n == want).map(|(_, a)| *a))
 }
 
+/// Marks `names` as the node's inside in the data plane (only their frames
+/// from the home address are reverse-tunnelled); returns their ifindexes.
+fn mark_inside(maps: &mut Maps, names: &[String]) -> anyhow::Result<Vec<u32>> {
+    let mut out = Vec::new();
+    for name in names {
+        let c = std::ffi::CString::new(name.as_str())
+            .with_context(|| format!("inside interface {name:?}"))?;
+        // SAFETY: a valid NUL-terminated name.
+        let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+        if i == 0 {
+            anyhow::bail!(
+                "inside interface {name}: {} (dataplane.inside_interfaces, or \
+                 dataplane.interfaces less the care-of interfaces, names it)",
+                std::io::Error::last_os_error()
+            );
+        }
+        maps.mark_inside(i)
+            .with_context(|| format!("marking {name} as an inside interface"))?;
+        info!(interface = %name, ifindex = i, "inside interface: its frames from the home address are reverse-tunnelled");
+        out.push(i);
+    }
+    Ok(out)
+}
+
 /// The newest key per etype of `client` in the keytab at `path`.
 fn keytab_secret(path: &Path, client: &Principal) -> anyhow::Result<ClientSecret> {
     let kt = roamgate_krb::keytab::Keytab::load(path)
@@ -317,6 +341,7 @@ pub async fn run(cfg: MobileNodeFile, shutdown: CancellationToken) -> anyhow::Re
         }
         DataplaneMode::Pinned | DataplaneMode::Tun => None,
     };
+    let mut inside: Vec<u32> = Vec::new();
     let plane = match cfg.dataplane.mode {
         DataplaneMode::Tun => {
             // The home agent and the KDC stay reachable outside the tunnel.
@@ -333,7 +358,16 @@ pub async fn run(cfg: MobileNodeFile, shutdown: CancellationToken) -> anyhow::Re
             Plane::Tun(t)
         }
         DataplaneMode::Xdp | DataplaneMode::Pinned => {
-            Plane::Maps(Box::new(Maps::open(&cfg.dataplane.pin_dir)?))
+            let mut maps = Maps::open(&cfg.dataplane.pin_dir)?;
+            inside = mark_inside(&mut maps, &cfg.inside_interfaces())?;
+            if inside.is_empty() {
+                warn!(
+                    "no inside interface marked (dataplane.inside_interfaces): the data plane \
+                     drops frames from the home address as spoofed unless the process that \
+                     owns it marks its inside interfaces"
+                );
+            }
+            Plane::Maps(Box::new(maps))
         }
     };
 
@@ -474,9 +508,19 @@ pub async fn run(cfg: MobileNodeFile, shutdown: CancellationToken) -> anyhow::Re
         }
     }
     d.refresh_status();
-    if let Plane::Tun(t) = std::mem::replace(&mut d.plane, Plane::Stopped) {
-        let counters = t.stop();
-        info!(%counters, "TUN data plane stopped; device, routes and rules removed");
+    match std::mem::replace(&mut d.plane, Plane::Stopped) {
+        Plane::Tun(t) => {
+            let counters = t.stop();
+            info!(%counters, "TUN data plane stopped; device, routes and rules removed");
+        }
+        Plane::Maps(mut maps) => {
+            for i in inside {
+                if let Err(e) = maps.unmark_inside(i) {
+                    warn!(ifindex = i, error = %e, "unmarking an inside interface");
+                }
+            }
+        }
+        Plane::Stopped => {}
     }
     if let Some(dp) = dp.as_mut() {
         for (i, r) in dp.detach_all() {
