@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::{
     config::{ConfigFile, LogSection},
     dataplane::maps::{MasterKey, Role},
+    home_agent::config::DEFAULT_STATE_DIR,
 };
 
 #[derive(Debug, Deserialize)]
@@ -56,6 +57,12 @@ pub struct TunnelSection {
     pub stats_file: Option<PathBuf>,
     #[serde(default = "default_stats_interval")]
     pub stats_interval_ms: u64,
+    /// Where the sequence state persists across restarts (docs/wire.md §3);
+    /// default `/var/lib/roamgate/tunnel-SPI.state` (SPI in hex). Created
+    /// 0600 in a 0700 directory. Losing it under an unchanged master key
+    /// reopens replays: keep it with the key.
+    #[serde(default)]
+    pub state_file: Option<PathBuf>,
 }
 
 fn default_tun_name() -> String {
@@ -108,6 +115,15 @@ impl TunnelConfig {
     pub fn master_key(&self) -> anyhow::Result<MasterKey> {
         read_master_key(&self.tunnel.master_key_file)
     }
+
+    /// The sequence state file (configured, or the default under
+    /// [`DEFAULT_STATE_DIR`]).
+    pub fn state_path(&self) -> PathBuf {
+        let t = &self.tunnel;
+        t.state_file.clone().unwrap_or_else(|| {
+            Path::new(DEFAULT_STATE_DIR).join(format!("tunnel-{:08x}.state", t.spi))
+        })
+    }
 }
 
 fn is_cidr(s: &str) -> bool {
@@ -144,6 +160,10 @@ mod tests {
         assert_eq!(cfg.tunnel.role, Role::CareOf);
         assert_eq!(cfg.tunnel.mtu, 1500);
         assert_eq!(cfg.tunnel.tun_name, "rgtun0");
+        assert_eq!(
+            cfg.state_path(),
+            PathBuf::from("/var/lib/roamgate/tunnel-00001001.state")
+        );
     }
 
     #[test]
