@@ -686,7 +686,7 @@ fn userspace_forwarder_drops_outer_fragments() {
         &[
             "ping",
             "-c",
-            "2",
+            "5",
             "-i",
             "0.2",
             "-W",
