@@ -101,6 +101,14 @@ impl ConfigFile for TunnelConfig {
                 bail!("tunnel.routes: {e} (write ADDR/LEN, e.g. \"10.1.0.0/24\")");
             }
         }
+        if let Some(p) = &t.state_file {
+            if p.file_name().is_none() || p.as_os_str().is_empty() {
+                bail!(
+                    "tunnel.state_file: {} names no file (write a file path, e.g. \"/var/lib/roamgate/tunnel.state\")",
+                    p.display()
+                );
+            }
+        }
         if let Some(a) = &t.tun_address {
             if !is_cidr(a) {
                 bail!("tunnel.tun_address: {a:?} is not ADDR/LEN");
@@ -177,6 +185,10 @@ mod tests {
         assert!(e.to_string().contains("tunnel.mtu"), "{e}");
         let e = TunnelConfig::from_toml(&format!("{base}routes = [\"10.1/99\"]\n")).unwrap_err();
         assert!(e.to_string().contains("tunnel.routes"), "{e}");
+        let e = TunnelConfig::from_toml(&format!("{base}state_file = \"/\"\n")).unwrap_err();
+        assert!(e.to_string().contains("tunnel.state_file"), "{e}");
+        let cfg = TunnelConfig::from_toml(&format!("{base}state_file = \"/s/t.state\"\n")).unwrap();
+        assert_eq!(cfg.state_path(), PathBuf::from("/s/t.state"));
         let e = TunnelConfig::from_toml(&format!("{base}colour = 1\n")).unwrap_err();
         assert!(format!("{e:#}").contains("unknown field"), "{e:#}");
     }

@@ -80,6 +80,11 @@ pub enum StateFileError {
     )]
     Permissions { path: PathBuf, mode: u32 },
     #[error(
+        "tunnel state file {path} is not a regular file (a symlink or a directory); \
+         point tunnel.state_file at a file of its own"
+    )]
+    NotAFile { path: PathBuf },
+    #[error(
         "tunnel state file {path} is corrupt ({what}); the forwarder will not guess its \
          sequence numbers: restore the file, or install a new master key on both ends and \
          move the file away"
@@ -121,7 +126,12 @@ impl StateFile {
             Ok(meta) => {
                 // SAFETY: geteuid has no preconditions.
                 let me = unsafe { libc::geteuid() };
-                if !meta.file_type().is_file() || meta.mode() & 0o077 != 0 || meta.uid() != me {
+                if !meta.file_type().is_file() {
+                    return Err(StateFileError::NotAFile {
+                        path: path.to_owned(),
+                    });
+                }
+                if meta.mode() & 0o077 != 0 || meta.uid() != me {
                     return Err(StateFileError::Permissions {
                         path: path.to_owned(),
                         mode: meta.mode() & 0o7777,
@@ -339,7 +349,7 @@ mod tests {
         std::os::unix::fs::symlink(&p, &q).unwrap();
         assert!(matches!(
             StateFile::open(&q, 7, 1),
-            Err(StateFileError::Permissions { .. })
+            Err(StateFileError::NotAFile { .. })
         ));
     }
 }
