@@ -256,17 +256,30 @@ impl TunnelNet {
         };
         let stats = self.tun_stats_path(host);
         let cfg = self.dir.path().join(format!("tunnel-{host}.toml"));
+        // Each end keeps its sequence state in the test's directory, so a
+        // restart (`restart_tun`) finds it again.
+        let state = self.dir.path().join(format!("tunnel-{host}.state"));
         std::fs::write(
             &cfg,
             format!(
                 "[tunnel]\nrole = \"{role_s}\"\nspi = {SPI}\nlocal = \"{local}\"\nremote = \"{remote}\"\n\
                  home = \"{HOME}\"\nmaster_key_file = \"{}\"\ntun_name = \"rgtun0\"\nmtu = {OUTER_MTU}\n\
                  routes = [\"{route}\"]\nstats_file = \"{}\"\nstats_interval_ms = 100\n\
+                 state_file = \"{}\"\n\
                  [log]\nlevel = \"info\"\n",
                 key.display(),
-                stats.display()
+                stats.display(),
+                state.display()
             ),
         )?;
+        self.start_tun(host)
+    }
+
+    /// Starts `roamgate tunnel` in `host` with the config `tun_end` wrote
+    /// and waits for its first stats file.
+    fn start_tun(&mut self, host: &str) -> anyhow::Result<()> {
+        let stats = self.tun_stats_path(host);
+        let cfg = self.dir.path().join(format!("tunnel-{host}.toml"));
         let mut cmd = Command::new(roamgate_bin()?);
         cmd.arg("tunnel").arg("--config").arg(&cfg);
         let log = self.dir.path().join(format!("tunnel-{host}.log"));
@@ -289,6 +302,24 @@ impl TunnelNet {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(())
+    }
+
+    /// Stops the userspace forwarder in `host` (SIGTERM, as a service
+    /// manager would) and starts it again with the same config and state
+    /// file. Its previous log is kept as `tunnel-HOST.log.N`.
+    pub fn restart_tun(&mut self, host: &str) -> anyhow::Result<()> {
+        let pos = self
+            .tun_children
+            .iter()
+            .position(|(h, _)| h == host)
+            .with_context(|| format!("{host} runs no userspace forwarder"))?;
+        let (_, idx) = self.tun_children.remove(pos);
+        stop_child(self.topo.child_mut(idx));
+        let log = self.dir.path().join(format!("tunnel-{host}.log"));
+        let n = (1..).find(|n| !log.with_extension(format!("log.{n}")).exists());
+        let _ = std::fs::rename(&log, log.with_extension(format!("log.{}", n.unwrap_or(1))));
+        std::fs::remove_file(self.tun_stats_path(host))?;
+        self.start_tun(host)
     }
 
     pub fn tun_stats_path(&self, host: &str) -> PathBuf {
@@ -375,19 +406,26 @@ impl Drop for TunnelNet {
             let _ = dp.detach_all();
         }
         for (_, idx) in &self.tun_children {
-            let c = self.topo.child_mut(*idx);
-            // SAFETY: kill(2) on the pid of a child we spawned and have not
-            // reaped yet.
-            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
-            for _ in 0..40 {
-                if matches!(c.try_wait(), Ok(Some(_))) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            stop_child(self.topo.child_mut(*idx));
         }
         let _ = std::fs::remove_dir_all(&self.pin_ha);
         let _ = std::fs::remove_dir_all(&self.pin_coa);
+    }
+}
+
+/// SIGTERM to a forwarder child, then up to 2 s for it to exit.
+fn stop_child(c: &mut std::process::Child) {
+    if matches!(c.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped
+    // yet.
+    unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+    for _ in 0..40 {
+        if matches!(c.try_wait(), Ok(Some(_))) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

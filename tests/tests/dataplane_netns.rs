@@ -128,9 +128,13 @@ fn ping(net: &TunnelNet, host: &str, args: &[&str]) {
         let out = net.topo.exec(host, &argv).unwrap();
         assert!(
             out.status.success(),
-            "ping {argv:?} from {host} failed:\n{}{}",
+            "ping {argv:?} from {host} failed:\n{}{}\nforwarders: ha {:?} {}\ncoa {:?} {}",
             String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&out.stderr),
+            net.tun_stats("ha").ok(),
+            net.tun_log("ha"),
+            net.tun_stats("coa").ok(),
+            net.tun_log("coa"),
         );
     }
 }
@@ -527,4 +531,273 @@ fn userspace_forwarder_both_ends() {
     assert_eq!(delta("drop_replayed"), 1, "{after}");
     assert_eq!(delta("drop_bad_mac"), 1, "{after}");
     assert_eq!(delta("tunnel_decap"), 0, "{after}");
+}
+
+/// A captured tunnel frame readdressed (Ethernet) from `tr` to `host`'s
+/// transit interface, ready for `inject` on `tr`'s side of that link.
+fn towards(net: &TunnelNet, frame: &[u8], host: &str) -> Vec<u8> {
+    let (dst_if, src_if) = match host {
+        "coa" => ("coa-tr", "tr-coa"),
+        _ => ("ha-tr", "tr-ha"),
+    };
+    let mut f = frame.to_vec();
+    f[0..6].copy_from_slice(&net.mac(host, dst_if).unwrap());
+    f[6..12].copy_from_slice(&net.mac("tr", src_if).unwrap());
+    f
+}
+
+/// A forwarder counter's growth between two stats snapshots.
+fn grew(before: &serde_json::Value, after: &serde_json::Value, k: &str) -> u64 {
+    after[k].as_u64().unwrap_or(0) - before[k].as_u64().unwrap_or(0)
+}
+
+/// Whether `ping -c 1` from cn reaches the home address.
+fn cn_reaches_home(net: &TunnelNet) -> bool {
+    let out = net
+        .topo
+        .exec("cn", &["ping", "-c", "1", "-W", "1", &HOME.to_string()])
+        .unwrap();
+    out.status.success()
+}
+
+/// docs/wire.md §3: a restarted receiver keeps refusing what it accepted
+/// before (the persisted floor), and loses about a second of the live
+/// sender's traffic at most.
+#[test]
+fn userspace_restarted_receiver_refuses_replayed_frames() {
+    let mut net = TunnelNet::new("dprr", End::Tun, End::Tun).unwrap();
+    let cap = net.dir.path().join("transit.pcap");
+    let tshark = start_capture(&mut net, "tr", "tr-coa", &cap);
+    ping(&net, "cn", &[&HOME.to_string()]);
+    stop_capture(&mut net, tshark);
+    let frames = tunnel_frames(&read_pcap(&cap).unwrap(), [192, 0, 2, 1], [198, 51, 100, 2]);
+    assert!(frames.len() >= 5, "{} frames captured", frames.len());
+
+    net.restart_tun("coa").unwrap();
+    let before = net.tun_stats("coa").unwrap();
+    for f in &frames {
+        inject(&net, "tr", "tr-coa", &towards(&net, f, "coa"));
+    }
+    let after = net.tun_stats("coa").unwrap();
+    let replayed_after_restart_accepted = grew(&before, &after, "tunnel_decap");
+    assert_eq!(
+        replayed_after_restart_accepted,
+        0,
+        "{replayed_after_restart_accepted} of {} replayed frames accepted after the restart: {after}",
+        frames.len()
+    );
+    assert_eq!(
+        grew(&before, &after, "drop_too_old"),
+        frames.len() as u64,
+        "{after}"
+    );
+
+    // The home agent's forwarder kept running: it reaches the restarted
+    // receiver's floor within about a second (docs/wire.md §6).
+    let t0 = std::time::Instant::now();
+    while !cn_reaches_home(&net) {
+        assert!(
+            t0.elapsed() < Duration::from_millis(2500),
+            "no traffic through the restarted receiver after {:?}: {}",
+            t0.elapsed(),
+            net.tun_stats("coa").unwrap()
+        );
+    }
+    ping(&net, "cn", &[&HOME.to_string()]);
+}
+
+/// docs/wire.md §3: a restarted sender continues after the sequence numbers
+/// it reserved before, so the receiver that kept its window accepts it at
+/// once and nothing is sent twice under one key.
+#[test]
+fn userspace_restarted_sender_is_accepted_by_the_receiver() {
+    let mut net = TunnelNet::new("dprs", End::Tun, End::Tun).unwrap();
+    ping(&net, "cn", &[&HOME.to_string()]);
+    let cap = net.dir.path().join("after.pcap");
+    net.restart_tun("ha").unwrap();
+    let tshark = start_capture(&mut net, "tr", "tr-coa", &cap);
+    let before = net.tun_stats("coa").unwrap();
+    let out = net
+        .topo
+        .exec(
+            "cn",
+            &["ping", "-c", "5", "-i", "0.2", "-W", "2", &HOME.to_string()],
+        )
+        .unwrap();
+    let after = net.tun_stats("coa").unwrap();
+    stop_capture(&mut net, tshark);
+    for k in ["drop_replayed", "drop_too_old"] {
+        assert_eq!(grew(&before, &after, k), 0, "{k}: {after}");
+    }
+    assert!(
+        out.status.success(),
+        "ping through the restarted sender failed:\n{}\ncoa {after}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Its first sequence number lies beyond everything sent before.
+    let frames = tunnel_frames(&read_pcap(&cap).unwrap(), [192, 0, 2, 1], [198, 51, 100, 2]);
+    let first = frames.first().expect("frames after the restart");
+    let n = first.len();
+    let seq = u64::from_be_bytes(first[n - 24..n - 16].try_into().unwrap());
+    assert!(seq > 9, "restarted sender began at sequence {seq}");
+}
+
+/// Splits the IPv4 packet of an Ethernet frame into two fragments, the
+/// first carrying `first` bytes of its payload (a multiple of 8).
+fn fragments(frame: &[u8], first: usize) -> [Vec<u8>; 2] {
+    let (eth, ip) = frame.split_at(14);
+    let (hdr, payload) = ip.split_at(20);
+    let part = |data: &[u8], off: usize, more: bool| {
+        let mut h = hdr.to_vec();
+        h[2..4].copy_from_slice(&((20 + data.len()) as u16).to_be_bytes());
+        let fo = (off / 8) as u16 | if more { 0x2000 } else { 0 };
+        h[6..8].copy_from_slice(&fo.to_be_bytes());
+        h[10..12].copy_from_slice(&[0, 0]);
+        let c = checksum(&h);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        [eth, &h[..], data].concat()
+    };
+    [
+        part(&payload[..first], 0, true),
+        part(&payload[first..], first, false),
+    ]
+}
+
+/// docs/wire.md §1 for the userspace forwarder: outer TOS copied from the
+/// inner (DSCP EF survives the tunnel), DF and TTL 64 outside; one inner
+/// TTL decrement per gateway, as with XDP.
+#[test]
+fn userspace_forwarder_carries_dscp() {
+    let mut net = TunnelNet::new("dpw1", End::Tun, End::Tun).unwrap();
+    let cap = net.dir.path().join("dscp.pcap");
+    let tshark = start_capture(&mut net, "tr", "tr-ha", &cap);
+    // EF (46 << 2 = 0xb8) both ways.
+    let out = net
+        .topo
+        .exec_ok(
+            "cn",
+            &[
+                "ping",
+                "-c",
+                "3",
+                "-i",
+                "0.2",
+                "-Q",
+                "0xb8",
+                &HOME.to_string(),
+            ],
+        )
+        .unwrap();
+    // cn -> ha (kernel) -> tunnel -> coa (kernel) -> app and back: two
+    // decrements each way, as with XDP at both ends.
+    assert!(out.contains("ttl=62"), "{out}");
+    net.topo
+        .exec_ok(
+            "app",
+            &[
+                "ping",
+                "-c",
+                "3",
+                "-i",
+                "0.2",
+                "-Q",
+                "0xb8",
+                "-I",
+                &HOME.to_string(),
+                &CN.to_string(),
+            ],
+        )
+        .unwrap();
+    stop_capture(&mut net, tshark);
+    let frames = read_pcap(&cap).unwrap();
+    // Captured on tr-ha: as ha sent them, and after tr forwarded them.
+    for (src, dst, ttl) in [
+        ([192, 0, 2, 1], [198, 51, 100, 2], 64),
+        ([198, 51, 100, 2], [192, 0, 2, 1], 63),
+    ] {
+        let t = tunnel_frames(&frames, src, dst);
+        assert!(t.len() >= 4, "{} frames {src:?} -> {dst:?}", t.len());
+        for f in &t {
+            let (outer, inner) = (&f[14..34], &f[14 + 32..14 + 52]);
+            assert_eq!(inner[1], 0xb8, "inner TOS {src:?} -> {dst:?}");
+            assert_eq!(outer[1], inner[1], "outer TOS {src:?} -> {dst:?}");
+            assert_eq!(outer[6] & 0x40, 0x40, "DF {src:?} -> {dst:?}");
+            assert_eq!(outer[8], ttl, "outer TTL {src:?} -> {dst:?}");
+        }
+    }
+}
+
+/// docs/wire.md §4 step 6 for the userspace forwarder: an inner TTL of 1
+/// is dropped and counted by the receiving forwarder.
+#[test]
+fn userspace_forwarder_drops_ttl_1() {
+    let net = TunnelNet::new("dpw2", End::Tun, End::Tun).unwrap();
+    // TTL 2 from cn: 1 after ha's forwarding, dropped and counted by the
+    // receiving forwarder (XDP: drop_ttl at the care-of side as well).
+    let before = net.tun_stats("coa").unwrap();
+    let out = net
+        .topo
+        .exec(
+            "cn",
+            &[
+                "ping",
+                "-c",
+                "3",
+                "-i",
+                "0.2",
+                "-W",
+                "1",
+                "-t",
+                "2",
+                &HOME.to_string(),
+            ],
+        )
+        .unwrap();
+    assert!(!out.status.success());
+    let after = net.tun_stats("coa").unwrap();
+    assert_eq!(grew(&before, &after, "drop_ttl"), 3, "{after}");
+    assert_eq!(grew(&before, &after, "tunnel_decap"), 0, "{after}");
+}
+
+/// docs/wire.md §8 for the userspace forwarder: tunnel data in outer
+/// fragments is dropped and counted, even though the kernel reassembled it.
+#[test]
+fn userspace_forwarder_drops_outer_fragments() {
+    let mut net = TunnelNet::new("dpw3", End::Tun, End::Tun).unwrap();
+    // Fresh frames that never reached coa (tr does not forward while they
+    // are captured), then one of them in two outer fragments.
+    let cap = net.dir.path().join("fresh.pcap");
+    net.topo
+        .exec_ok("tr", &["sysctl", "-qw", "net.ipv4.ip_forward=0"])
+        .unwrap();
+    let tshark = start_capture(&mut net, "tr", "tr-ha", &cap);
+    let _ = net.topo.exec(
+        "cn",
+        &[
+            "ping",
+            "-c",
+            "5",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            "-s",
+            "600",
+            &HOME.to_string(),
+        ],
+    );
+    stop_capture(&mut net, tshark);
+    net.topo
+        .exec_ok("tr", &["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        .unwrap();
+    let fresh = tunnel_frames(&read_pcap(&cap).unwrap(), [192, 0, 2, 1], [198, 51, 100, 2]);
+    assert!(fresh.len() >= 2, "{} fresh frames", fresh.len());
+    let before = net.tun_stats("coa").unwrap();
+    for f in fragments(&towards(&net, &fresh[0], "coa"), 304) {
+        inject(&net, "tr", "tr-coa", &f);
+    }
+    inject(&net, "tr", "tr-coa", &towards(&net, &fresh[1], "coa"));
+    let after = net.tun_stats("coa").unwrap();
+    assert_eq!(grew(&before, &after, "drop_fragmented"), 1, "{after}");
+    assert_eq!(grew(&before, &after, "tunnel_decap"), 1, "{after}");
 }

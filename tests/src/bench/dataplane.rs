@@ -877,8 +877,9 @@ fn tun_pps() -> anyhow::Result<Value> {
     let cfg = TunnelConfig::from_toml(&format!(
         "[tunnel]\nrole = \"home-agent\"\nspi = {SPI}\nlocal = \"{HA_TR}\"\nremote = \"{COA_TR}\"\n\
          home = \"{HOME}\"\nmaster_key_file = \"{}\"\ntun_name = \"rgtun0\"\nmtu = 1500\n\
-         routes = [\"10.10.0.2/32\"]\n",
-        key.display()
+         routes = [\"10.10.0.2/32\"]\nstate_file = \"{}\"\n",
+        key.display(),
+        dir.path().join("tunnel.state").display()
     ))?;
     let stop = Arc::new(AtomicBool::new(false));
     let ha_ns = topo.ns("ha");

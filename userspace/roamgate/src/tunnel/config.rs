@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::{
     config::{ConfigFile, LogSection},
     dataplane::maps::{MasterKey, Role},
+    home_agent::config::DEFAULT_STATE_DIR,
 };
 
 #[derive(Debug, Deserialize)]
@@ -56,6 +57,12 @@ pub struct TunnelSection {
     pub stats_file: Option<PathBuf>,
     #[serde(default = "default_stats_interval")]
     pub stats_interval_ms: u64,
+    /// Where the sequence state persists across restarts (docs/wire.md §3);
+    /// default `/var/lib/roamgate/tunnel-SPI.state` (SPI in hex). Created
+    /// 0600 in a 0700 directory. Losing it under an unchanged master key
+    /// reopens replays: keep it with the key.
+    #[serde(default)]
+    pub state_file: Option<PathBuf>,
 }
 
 fn default_tun_name() -> String {
@@ -94,6 +101,14 @@ impl ConfigFile for TunnelConfig {
                 bail!("tunnel.routes: {e} (write ADDR/LEN, e.g. \"10.1.0.0/24\")");
             }
         }
+        if let Some(p) = &t.state_file {
+            if p.file_name().is_none() || p.as_os_str().is_empty() {
+                bail!(
+                    "tunnel.state_file: {} names no file (write a file path, e.g. \"/var/lib/roamgate/tunnel.state\")",
+                    p.display()
+                );
+            }
+        }
         if let Some(a) = &t.tun_address {
             if !is_cidr(a) {
                 bail!("tunnel.tun_address: {a:?} is not ADDR/LEN");
@@ -107,6 +122,15 @@ impl TunnelConfig {
     /// Reads the master key, refusing a file others can read.
     pub fn master_key(&self) -> anyhow::Result<MasterKey> {
         read_master_key(&self.tunnel.master_key_file)
+    }
+
+    /// The sequence state file (configured, or the default under
+    /// [`DEFAULT_STATE_DIR`]).
+    pub fn state_path(&self) -> PathBuf {
+        let t = &self.tunnel;
+        t.state_file.clone().unwrap_or_else(|| {
+            Path::new(DEFAULT_STATE_DIR).join(format!("tunnel-{:08x}.state", t.spi))
+        })
     }
 }
 
@@ -144,6 +168,10 @@ mod tests {
         assert_eq!(cfg.tunnel.role, Role::CareOf);
         assert_eq!(cfg.tunnel.mtu, 1500);
         assert_eq!(cfg.tunnel.tun_name, "rgtun0");
+        assert_eq!(
+            cfg.state_path(),
+            PathBuf::from("/var/lib/roamgate/tunnel-00001001.state")
+        );
     }
 
     #[test]
@@ -157,6 +185,10 @@ mod tests {
         assert!(e.to_string().contains("tunnel.mtu"), "{e}");
         let e = TunnelConfig::from_toml(&format!("{base}routes = [\"10.1/99\"]\n")).unwrap_err();
         assert!(e.to_string().contains("tunnel.routes"), "{e}");
+        let e = TunnelConfig::from_toml(&format!("{base}state_file = \"/\"\n")).unwrap_err();
+        assert!(e.to_string().contains("tunnel.state_file"), "{e}");
+        let cfg = TunnelConfig::from_toml(&format!("{base}state_file = \"/s/t.state\"\n")).unwrap();
+        assert_eq!(cfg.state_path(), PathBuf::from("/s/t.state"));
         let e = TunnelConfig::from_toml(&format!("{base}colour = 1\n")).unwrap_err();
         assert!(format!("{e:#}").contains("unknown field"), "{e:#}");
     }

@@ -7,11 +7,23 @@
 //! All parsing, MAC and replay logic is `roamgate_common`'s, the same code
 //! the XDP program runs: the kernel and userspace cannot disagree on the
 //! format.
+//!
+//! A tunnel with a static key (`roamgate tunnel`) also carries a
+//! [`SeqStore`]: the sender reserves its sequence numbers block by block
+//! and the receiver raises its floor before it accepts a sequence in a new
+//! block, so a restart of either end reuses no sequence number
+//! (docs/wire.md §3). Tunnels keyed afresh by each registration have none.
 
 use std::{
     net::Ipv4Addr,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Instant,
 };
+
+use zeroize::Zeroize as _;
 
 use roamgate_common::{
     replay::{ReplayError, ReplayWindow},
@@ -24,6 +36,7 @@ use roamgate_common::{
     },
 };
 
+use super::seqstate::{block_end, block_of, SeqState, SeqStore, BLOCK_LIFETIME, SEQ_BLOCK};
 use crate::dataplane::maps::{Role, TunnelKeys};
 
 /// Bytes in front of the UDP payload in a full outer packet: the outer IPv4
@@ -53,10 +66,16 @@ pub enum DropReason {
     NoBinding,
     /// The binding or the tunnel has expired.
     Expired,
+    /// From TUN: inner TTL 0. Received: inner TTL 0 or 1 (docs/wire.md §4
+    /// step 6).
+    Ttl,
+    /// The sequence state could not be written to disk, so the sequence
+    /// number could not be used (sent) or accepted without risking reuse.
+    StateWrite,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::NotIpv4,
         DropReason::OverMtu,
         DropReason::NotTunnel,
@@ -70,6 +89,8 @@ impl DropReason {
         DropReason::Spoofed,
         DropReason::NoBinding,
         DropReason::Expired,
+        DropReason::Ttl,
+        DropReason::StateWrite,
     ];
 
     /// Counter name, the same as the XDP program's where the reason exists
@@ -89,6 +110,8 @@ impl DropReason {
             DropReason::Spoofed => "drop_spoofed",
             DropReason::NoBinding => "drop_no_binding",
             DropReason::Expired => "drop_expired",
+            DropReason::Ttl => "drop_ttl",
+            DropReason::StateWrite => "drop_state_write",
         }
     }
 
@@ -168,6 +191,13 @@ pub struct Encapsulator {
     repr: EncapRepr,
     key: Key,
     mtu: u16,
+    /// Where reservations go, for a static key; `None`: the sequence only
+    /// lives in memory (keys fresh from each registration).
+    store: Option<Arc<dyn SeqStore>>,
+    /// Last sequence number reserved in `store`.
+    reserved: u64,
+    /// When the current block was reserved.
+    block_since: Option<Instant>,
 }
 
 impl std::fmt::Debug for Encapsulator {
@@ -176,7 +206,15 @@ impl std::fmt::Debug for Encapsulator {
             .field("repr", &self.repr)
             .field("key", &"<redacted>")
             .field("mtu", &self.mtu)
+            .field("store", &self.store)
+            .field("reserved", &self.reserved)
             .finish()
+    }
+}
+
+impl Drop for Encapsulator {
+    fn drop(&mut self) {
+        self.key.zeroize();
     }
 }
 
@@ -202,7 +240,21 @@ impl Encapsulator {
             },
             key,
             mtu,
+            store: None,
+            reserved: u64::MAX,
+            block_since: None,
         }
+    }
+
+    /// Makes the sequence survive restarts: continues after `reserved` (the
+    /// end of the last block reserved before) and reserves each further
+    /// block in `store` before it sends from it.
+    pub fn with_store(mut self, store: Arc<dyn SeqStore>, reserved: u64) -> Self {
+        self.repr.seq = reserved;
+        self.reserved = reserved;
+        self.store = Some(store);
+        self.block_since = None;
+        self
     }
 
     /// Moves the tunnel's far end (handover).
@@ -215,15 +267,64 @@ impl Encapsulator {
         self.repr.seq
     }
 
+    /// The next sequence number, reserving a new block first when the
+    /// current one is used up or older than [`BLOCK_LIFETIME`] (then the
+    /// rest of it is skipped). Nothing is committed here but the
+    /// reservation.
+    fn next_seq(&mut self, now: Option<Instant>) -> Result<u64, DropReason> {
+        let mut seq = self.repr.seq.wrapping_add(1);
+        let Some(store) = &self.store else {
+            return Ok(seq);
+        };
+        let stale = match (now, self.block_since) {
+            (Some(now), Some(since)) => now.saturating_duration_since(since) >= BLOCK_LIFETIME,
+            _ => false,
+        };
+        if seq > self.reserved || stale {
+            if seq <= self.reserved {
+                seq = (block_of(seq) + 1).saturating_mul(SEQ_BLOCK);
+            }
+            let end = block_end(block_of(seq));
+            store.reserve_tx(end).map_err(|_| DropReason::StateWrite)?;
+            self.reserved = end;
+            self.repr.seq = seq - 1;
+            self.block_since = now;
+        }
+        Ok(seq)
+    }
+
     /// Builds the whole outer packet for `inner` into `buf` (the outer IPv4
     /// and UDP headers first; a UDP socket sends
-    /// `buf[UDP_PAYLOAD_OFFSET..len]`). Returns the outer length.
+    /// `buf[UDP_PAYLOAD_OFFSET..len]`, with the outer TOS `buf[1]`). Returns
+    /// the outer length.
     pub fn encap(&mut self, inner: &[u8], buf: &mut [u8]) -> Result<usize, DropReason> {
+        self.encap_at(inner, buf, None)
+    }
+
+    /// As [`Encapsulator::encap`] at time `now`, which moves a persisted
+    /// sequence to its next block every [`BLOCK_LIFETIME`].
+    ///
+    /// The inner packet is carried as read from TUN: the kernel's
+    /// forwarding into the TUN device is the RFC 2003 TTL decrement (a
+    /// locally sent packet gets none), so only TTL 0, which no router
+    /// forwards, is dropped.
+    pub fn encap_at(
+        &mut self,
+        inner: &[u8],
+        buf: &mut [u8],
+        now: Option<Instant>,
+    ) -> Result<usize, DropReason> {
         if tunnel::buffer_len(inner.len()) > self.mtu as usize {
             return Err(DropReason::OverMtu);
         }
+        let ip = Ipv4Hdr::from_bytes(inner)
+            .filter(|ip| ip.version() == 4)
+            .ok_or(DropReason::NotIpv4)?;
+        if ip.ttl == 0 {
+            return Err(DropReason::Ttl);
+        }
         let mut repr = self.repr;
-        repr.seq = repr.seq.wrapping_add(1);
+        repr.seq = self.next_seq(now)?;
         let n = tunnel::emit(&repr, &self.key, inner, buf).map_err(DropReason::from_tunnel)?;
         self.repr.seq = repr.seq;
         Ok(n)
@@ -238,6 +339,14 @@ pub struct Decapsulator {
     role: Role,
     key: Key,
     window: ReplayWindow,
+    /// Largest outer packet accepted.
+    mtu: u16,
+    /// Everything at or below is refused (the floor persisted before the
+    /// last restart).
+    floor: u64,
+    store: Option<Arc<dyn SeqStore>>,
+    /// The floor persisted so far.
+    persisted: u64,
 }
 
 impl std::fmt::Debug for Decapsulator {
@@ -248,7 +357,16 @@ impl std::fmt::Debug for Decapsulator {
             .field("role", &self.role)
             .field("key", &"<redacted>")
             .field("window", &self.window)
+            .field("mtu", &self.mtu)
+            .field("floor", &self.floor)
+            .field("store", &self.store)
             .finish()
+    }
+}
+
+impl Drop for Decapsulator {
+    fn drop(&mut self) {
+        self.key.zeroize();
     }
 }
 
@@ -262,21 +380,61 @@ impl Decapsulator {
             role,
             key,
             window: ReplayWindow::default(),
+            mtu: u16::MAX,
+            floor: 0,
+            store: None,
+            persisted: u64::MAX,
         }
     }
 
+    /// Refuses outer packets longer than `mtu` (*over-MTU*).
+    pub fn with_mtu(mut self, mtu: u16) -> Self {
+        self.mtu = mtu;
+        self
+    }
+
+    /// Makes the replay state survive restarts: refuses everything at or
+    /// below `floor` (persisted before), and raises the floor in `store` to
+    /// the end of a sequence's block before it accepts the first sequence
+    /// of that block.
+    pub fn with_store(mut self, store: Arc<dyn SeqStore>, floor: u64) -> Self {
+        self.floor = floor;
+        self.persisted = floor;
+        self.store = Some(store);
+        self
+    }
+
     /// Checks a whole outer IPv4 packet and returns the inner packet's range
-    /// in it.
+    /// in it (docs/wire.md §4).
     pub fn decap(&mut self, packet: &[u8]) -> Result<std::ops::Range<usize>, DropReason> {
         let p = tunnel::parse(packet).map_err(DropReason::from_tunnel)?;
         if p.repr.spi != self.spi {
             return Err(DropReason::UnknownSpi);
         }
+        let total = Ipv4Hdr::from_bytes(packet).map_or(0, |ip| ip.total_len());
+        if total > self.mtu {
+            return Err(DropReason::OverMtu);
+        }
         p.verify(&self.key).map_err(DropReason::from_tunnel)?;
-        self.window.accept(p.repr.seq).map_err(|e| match e {
+        let seq = p.repr.seq;
+        if seq <= self.floor {
+            return Err(DropReason::TooOld);
+        }
+        let replay = |e| match e {
             ReplayError::Duplicate | ReplayError::Contended => DropReason::Replayed,
             ReplayError::TooOld => DropReason::TooOld,
-        })?;
+        };
+        self.window.would_accept(seq).map_err(replay)?;
+        if let Some(store) = &self.store {
+            if seq > self.persisted {
+                let floor = block_end(block_of(seq));
+                store
+                    .raise_rx_floor(floor)
+                    .map_err(|_| DropReason::StateWrite)?;
+                self.persisted = floor;
+            }
+        }
+        self.window.accept(seq).map_err(replay)?;
         // parse() checked the inner header is there.
         let inner_ip = Ipv4Hdr::from_bytes(p.inner).ok_or(DropReason::Malformed)?;
         let home = self.home.octets();
@@ -287,6 +445,11 @@ impl Decapsulator {
         if !ok {
             return Err(DropReason::Spoofed);
         }
+        // The kernel decrements it when it forwards the packet out of TUN
+        // (RFC 2003 §3.1), so it is checked here and not decremented.
+        if inner_ip.ttl <= 1 {
+            return Err(DropReason::Ttl);
+        }
         let start = p.outer_header_len + UdpHdr::LEN + tunnel::TunnelHdr::LEN;
         Ok(start..start + p.inner.len())
     }
@@ -295,7 +458,9 @@ impl Decapsulator {
     /// holds the UDP payload at `UDP_PAYLOAD_OFFSET..UDP_PAYLOAD_OFFSET +
     /// payload_len`; the outer IPv4 and UDP headers the socket stripped are
     /// rebuilt in front of it from `src` (the sender) and this end's address,
-    /// so the MAC is checked over the same fields as in XDP.
+    /// so the MAC is checked over the same fields as in XDP. `reassembled`
+    /// (the kernel reassembled the datagram from fragments) sets MF in the
+    /// rebuilt header, so the shared parser drops it as *fragmented*.
     pub fn decap_udp(
         &mut self,
         src: Ipv4Addr,
@@ -303,7 +468,20 @@ impl Decapsulator {
         buf: &mut [u8],
         payload_len: usize,
     ) -> Result<std::ops::Range<usize>, DropReason> {
-        let total = rebuild_outer(src, src_port, self.local, buf, payload_len)?;
+        self.decap_datagram(src, src_port, buf, payload_len, false)
+    }
+
+    /// [`Decapsulator::decap_udp`] with what the socket said about the
+    /// datagram.
+    pub fn decap_datagram(
+        &mut self,
+        src: Ipv4Addr,
+        src_port: u16,
+        buf: &mut [u8],
+        payload_len: usize,
+        reassembled: bool,
+    ) -> Result<std::ops::Range<usize>, DropReason> {
+        let total = rebuild_outer(src, src_port, self.local, buf, payload_len, reassembled)?;
         self.decap(&buf[..total])
     }
 
@@ -314,13 +492,15 @@ impl Decapsulator {
 
 /// Writes the outer IPv4 and UDP headers a UDP socket stripped in front of
 /// the payload at `buf[UDP_PAYLOAD_OFFSET..UDP_PAYLOAD_OFFSET + payload_len]`:
-/// from `src:src_port` to `dst:434`. Returns the outer packet's length.
+/// from `src:src_port` to `dst:434`, with MF set if `more_fragments` (the
+/// datagram came in fragments). Returns the outer packet's length.
 pub fn rebuild_outer(
     src: Ipv4Addr,
     src_port: u16,
     dst: [u8; 4],
     buf: &mut [u8],
     payload_len: usize,
+    more_fragments: bool,
 ) -> Result<usize, DropReason> {
     let total = UDP_PAYLOAD_OFFSET + payload_len;
     if total > buf.len() || total > u16::MAX as usize {
@@ -337,6 +517,10 @@ pub fn rebuild_outer(
     let (ip_b, rest) = buf.split_at_mut(Ipv4Hdr::LEN);
     let ip = Ipv4Hdr::from_bytes_mut(ip_b).ok_or(DropReason::Truncated)?;
     *ip = tunnel::outer_ipv4(&repr, 0, total as u16);
+    if more_fragments {
+        ip.frag_off = [0x20, 0];
+        ip.fill_checksum();
+    }
     let udp = UdpHdr::from_bytes_mut(rest).ok_or(DropReason::Truncated)?;
     *udp = UdpHdr {
         src_port: src_port.to_be_bytes(),
@@ -354,8 +538,9 @@ pub fn classify_unknown(
     src_port: u16,
     buf: &mut [u8],
     payload_len: usize,
+    reassembled: bool,
 ) -> DropReason {
-    match rebuild_outer(src, src_port, [0; 4], buf, payload_len) {
+    match rebuild_outer(src, src_port, [0; 4], buf, payload_len, reassembled) {
         Ok(total) => match tunnel::parse(&buf[..total]) {
             Ok(_) => DropReason::UnknownSpi,
             Err(e) => DropReason::from_tunnel(e),
@@ -388,8 +573,36 @@ pub fn halves(
 ) -> (Encapsulator, Decapsulator) {
     (
         Encapsulator::new(spi, local, remote, keys.tx, mtu, 1),
-        Decapsulator::new(spi, local, home, role, keys.rx),
+        Decapsulator::new(spi, local, home, role, keys.rx).with_mtu(mtu),
     )
+}
+
+/// [`halves`] for a tunnel with a static key whose sequence state persists
+/// in `store`, continuing from `start`.
+#[allow(clippy::too_many_arguments)]
+pub fn persistent_halves(
+    spi: u32,
+    role: Role,
+    local: Ipv4Addr,
+    remote: Ipv4Addr,
+    home: Ipv4Addr,
+    keys: &TunnelKeys,
+    mtu: u16,
+    store: Arc<dyn SeqStore>,
+    start: SeqState,
+) -> (Encapsulator, Decapsulator) {
+    let (enc, dec) = halves(spi, role, local, remote, home, keys, mtu);
+    (
+        enc.with_store(store.clone(), start.tx_reserved),
+        dec.with_store(store, start.rx_floor),
+    )
+}
+
+/// A fingerprint of a tunnel's keys for its state file: a SipHash of a
+/// fixed label under the send key, so a state file written under other keys
+/// is recognised (and says nothing about the key).
+pub fn key_id(keys: &TunnelKeys) -> u64 {
+    roamgate_common::siphash::siphash24_64(&keys.tx, b"roamgate tunnel sequence state")
 }
 
 /// Bytes a tunnel packet adds to an inner packet.
@@ -399,6 +612,8 @@ pub const OUTER_HEADERS: usize = OUTER_HDRS_LEN;
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use roamgate_common::wire::ipv4::checksum;
 
     use super::*;
@@ -584,5 +799,245 @@ mod tests {
         for (i, r) in DropReason::ALL.iter().enumerate() {
             assert_eq!(r.index(), i);
         }
+    }
+
+    /// An in-memory [`SeqStore`]: what a state file would hold, and a
+    /// switch that makes writes fail.
+    #[derive(Debug, Default)]
+    struct MemStore {
+        state: std::sync::Mutex<SeqState>,
+        writes: AtomicU64,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl SeqStore for MemStore {
+        fn reserve_tx(&self, end: u64) -> std::io::Result<()> {
+            if self.fail.load(Ordering::Relaxed) {
+                return Err(std::io::Error::other("disk full"));
+            }
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            let mut s = self.state.lock().unwrap();
+            s.tx_reserved = s.tx_reserved.max(end);
+            Ok(())
+        }
+        fn raise_rx_floor(&self, floor: u64) -> std::io::Result<()> {
+            if self.fail.load(Ordering::Relaxed) {
+                return Err(std::io::Error::other("disk full"));
+            }
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            let mut s = self.state.lock().unwrap();
+            s.rx_floor = s.rx_floor.max(floor);
+            Ok(())
+        }
+    }
+
+    impl MemStore {
+        fn get(&self) -> SeqState {
+            *self.state.lock().unwrap()
+        }
+    }
+
+    /// Static-key ends (ha sends, coa receives), each with its own store,
+    /// started from what the stores hold (a restart).
+    fn persistent_ends(
+        ha_store: &Arc<MemStore>,
+        coa_store: &Arc<MemStore>,
+    ) -> (Encapsulator, Decapsulator) {
+        let mk = MasterKey::new([7; 32]);
+        let ha = derive_keys(&mk, SPI, HOME, Role::HomeAgent);
+        let coa = derive_keys(&mk, SPI, HOME, Role::CareOf);
+        let (enc, _) = persistent_halves(
+            SPI,
+            Role::HomeAgent,
+            HA,
+            COA,
+            HOME,
+            &ha,
+            1500,
+            ha_store.clone(),
+            ha_store.get(),
+        );
+        let (_, dec) = persistent_halves(
+            SPI,
+            Role::CareOf,
+            COA,
+            HA,
+            HOME,
+            &coa,
+            1500,
+            coa_store.clone(),
+            coa_store.get(),
+        );
+        (enc, dec)
+    }
+
+    fn seq_of(pkt: &[u8]) -> u64 {
+        let n = pkt.len();
+        u64::from_be_bytes(pkt[n - 24..n - 16].try_into().unwrap())
+    }
+
+    #[test]
+    fn restarted_receiver_refuses_what_it_accepted() {
+        let (ha_s, coa_s) = (Arc::default(), Arc::default());
+        let (mut enc, mut dec) = persistent_ends(&ha_s, &coa_s);
+        let t0 = Instant::now();
+        let mut captured = Vec::new();
+        for _ in 0..300 {
+            let mut out = vec![0u8; 512];
+            let n = enc.encap_at(&to_home(20), &mut out, Some(t0)).unwrap();
+            assert!(dec.decap(&out[..n]).is_ok());
+            captured.push(out[..n].to_vec());
+        }
+        // One write per block, not per packet.
+        assert_eq!(coa_s.writes.load(Ordering::Relaxed), 1);
+        assert_eq!(coa_s.get().rx_floor, SEQ_BLOCK - 1);
+        drop(dec);
+        let (_, mut dec) = persistent_ends(&ha_s, &coa_s);
+        for p in &captured {
+            assert_eq!(dec.decap(p), Err(DropReason::TooOld), "seq {}", seq_of(p));
+        }
+        // The sender that did not restart is refused until its block is a
+        // second old; then it moves to the next block and gets through.
+        let mut out = vec![0u8; 512];
+        let n = enc
+            .encap_at(
+                &to_home(20),
+                &mut out,
+                Some(t0 + Duration::from_millis(999)),
+            )
+            .unwrap();
+        assert_eq!(dec.decap(&out[..n]), Err(DropReason::TooOld));
+        let n = enc
+            .encap_at(&to_home(20), &mut out, Some(t0 + BLOCK_LIFETIME))
+            .unwrap();
+        assert_eq!(seq_of(&out[..n]), SEQ_BLOCK);
+        assert!(dec.decap(&out[..n]).is_ok());
+        assert_eq!(coa_s.get().rx_floor, 2 * SEQ_BLOCK - 1);
+    }
+
+    #[test]
+    fn restarted_sender_continues_after_its_reservation() {
+        let (ha_s, coa_s) = (Arc::default(), Arc::default());
+        let (mut enc, mut dec) = persistent_ends(&ha_s, &coa_s);
+        let t0 = Instant::now();
+        let mut out = vec![0u8; 512];
+        for i in 1..=50u64 {
+            let n = enc.encap_at(&to_home(20), &mut out, Some(t0)).unwrap();
+            assert_eq!(seq_of(&out[..n]), i);
+            dec.decap(&out[..n]).unwrap();
+        }
+        assert_eq!(ha_s.get().tx_reserved, SEQ_BLOCK - 1);
+        drop(enc);
+        let (mut enc, _) = persistent_ends(&ha_s, &coa_s);
+        let n = enc.encap_at(&to_home(20), &mut out, Some(t0)).unwrap();
+        // Past every number the first run could have used, and accepted by
+        // the receiver that kept its window.
+        assert_eq!(seq_of(&out[..n]), SEQ_BLOCK);
+        assert_eq!(ha_s.get().tx_reserved, 2 * SEQ_BLOCK - 1);
+        assert!(dec.decap(&out[..n]).is_ok());
+        // A used-up block moves on without waiting for the clock.
+        enc.repr.seq = 2 * SEQ_BLOCK - 1;
+        let n = enc.encap_at(&to_home(20), &mut out, Some(t0)).unwrap();
+        assert_eq!(seq_of(&out[..n]), 2 * SEQ_BLOCK);
+        assert_eq!(ha_s.get().tx_reserved, 3 * SEQ_BLOCK - 1);
+    }
+
+    #[test]
+    fn state_write_failure_fails_closed() {
+        let (ha_s, coa_s): (Arc<MemStore>, Arc<MemStore>) = (Arc::default(), Arc::default());
+        let (mut enc, mut dec) = persistent_ends(&ha_s, &coa_s);
+        let mut out = vec![0u8; 512];
+        ha_s.fail.store(true, Ordering::Relaxed);
+        assert_eq!(
+            enc.encap_at(&to_home(20), &mut out, None),
+            Err(DropReason::StateWrite)
+        );
+        ha_s.fail.store(false, Ordering::Relaxed);
+        let n = enc.encap_at(&to_home(20), &mut out, None).unwrap();
+        coa_s.fail.store(true, Ordering::Relaxed);
+        assert_eq!(dec.decap(&out[..n]), Err(DropReason::StateWrite));
+        coa_s.fail.store(false, Ordering::Relaxed);
+        // Nothing was recorded: the packet is still acceptable.
+        assert!(dec.decap(&out[..n]).is_ok());
+    }
+
+    fn inner_with(ttl: u8, tos: u8) -> Vec<u8> {
+        FrameBuilder::new()
+            .ipv4(CN, HOME)
+            .ttl(ttl)
+            .tos(tos)
+            .udp(5000, 6000)
+            .payload_len(32)
+            .build_l3()
+    }
+
+    /// docs/wire.md §1 and §4 step 6 on the forwarder: outer TOS = inner
+    /// TOS, outer ID = low 16 bits of the sequence; TTL 0 from TUN and TTL
+    /// 0 or 1 received are dropped as *TTL*; anything else is carried
+    /// byte for byte (the kernel's forwarding around TUN decrements).
+    #[test]
+    fn tos_and_ttl_rules() {
+        let ((mut enc, _), (_, mut dec)) = ends();
+        let mut out = vec![0u8; 512];
+        let ef = (roamgate_common::wire::ipv4::DSCP_EF << 2) | 1;
+        let inner = inner_with(2, ef);
+        let n = enc.encap(&inner, &mut out).unwrap();
+        assert_eq!(out[1], ef, "outer TOS");
+        assert_eq!(&out[4..6], &1u16.to_be_bytes(), "outer ID");
+        let r = dec.decap(&out[..n]).unwrap();
+        assert_eq!(&out[r], &inner[..], "inner carried unchanged");
+        assert_eq!(enc.encap(&inner_with(0, 0), &mut out), Err(DropReason::Ttl));
+        let n = enc.encap(&inner_with(1, 0), &mut out).unwrap();
+        assert_eq!(dec.decap(&out[..n]), Err(DropReason::Ttl));
+    }
+
+    /// docs/wire.md §4 step 3 and §8: the receiver applies the tunnel MTU,
+    /// and tunnel data the kernel reassembled from fragments is dropped.
+    #[test]
+    fn receiver_mtu_and_reassembled_datagrams() {
+        let mk = MasterKey::new([7; 32]);
+        let ha = derive_keys(&mk, SPI, HOME, Role::HomeAgent);
+        let coa = derive_keys(&mk, SPI, HOME, Role::CareOf);
+        let (mut enc, _) = halves(SPI, Role::HomeAgent, HA, COA, HOME, &ha, 1500);
+        let (_, mut dec) = halves(SPI, Role::CareOf, COA, HA, HOME, &coa, 600);
+        let mut out = vec![0u8; 2048];
+        let n = enc.encap(&to_home(600 - 60 - 28), &mut out).unwrap();
+        assert_eq!(n, 600);
+        let payload = out[UDP_PAYLOAD_OFFSET..n].to_vec();
+        let mut rx = vec![0u8; 2048];
+        rx[UDP_PAYLOAD_OFFSET..][..payload.len()].copy_from_slice(&payload);
+        assert_eq!(
+            dec.decap_datagram(HA, 434, &mut rx, payload.len(), true),
+            Err(DropReason::Fragmented)
+        );
+        assert!(dec.decap_udp(HA, 434, &mut rx, payload.len()).is_ok());
+        let n = enc.encap(&to_home(600 - 60 - 27), &mut out).unwrap();
+        assert_eq!(dec.decap(&out[..n]), Err(DropReason::OverMtu));
+    }
+
+    /// Keys are wiped when a half is dropped, and never printed.
+    #[test]
+    fn keys_are_wiped_and_redacted() {
+        let key = [0xa5; 16];
+        let enc = Encapsulator::new(SPI, HA, COA, key, 1500, 1);
+        let dec = Decapsulator::new(SPI, COA, HOME, Role::CareOf, key);
+        for d in [format!("{enc:?}"), format!("{dec:?}")] {
+            assert!(d.contains("<redacted>"), "{d}");
+            assert!(
+                !d.contains("165") && !d.to_lowercase().contains("a5"),
+                "{d}"
+            );
+        }
+        let mut enc = std::mem::ManuallyDrop::new(enc);
+        let mut dec = std::mem::ManuallyDrop::new(dec);
+        // SAFETY: each value is dropped once, in place; afterwards only the
+        // plain byte arrays of its `key` field are read, whose memory
+        // ManuallyDrop keeps alive.
+        unsafe {
+            std::ptr::drop_in_place(&mut *enc);
+            std::ptr::drop_in_place(&mut *dec);
+        }
+        assert_eq!(enc.key, [0; 16]);
+        assert_eq!(dec.key, [0; 16]);
     }
 }

@@ -22,11 +22,20 @@
 //! `roamgate tunnel` fills it once from its config, the mobile node's TUN
 //! data plane (`mobile_node::tun`) rekeys it on every registration and
 //! moves it to the new care-of address on a handover. Each packet is sent
-//! with its tunnel's local address as source (IP_PKTINFO).
+//! with its tunnel's local address as source (IP_PKTINFO) and the outer TOS
+//! of docs/wire.md §1, the inner one (IP_TOS); the socket sets DF (never
+//! fragments, IP_PMTUDISC_DO) and TTL 64, and reports datagrams the kernel
+//! reassembled from fragments (IP_RECVFRAGSIZE), which are dropped. The
+//! outer ID and the UDP checksum check are the kernel's: docs/wire.md §12
+//! lists the rules that bind only the XDP data plane.
+//!
+//! `roamgate tunnel` runs with a static key, so its sequence state persists
+//! in a state file ([`seqstate`]) across restarts.
 
 pub mod config;
 pub mod core;
 pub mod route;
+pub mod seqstate;
 pub mod table;
 
 use std::{
@@ -44,12 +53,13 @@ use tracing::{info, warn};
 
 use self::{
     config::TunnelConfig,
-    core::{DropReason, ForwarderCounters, UDP_PAYLOAD_OFFSET},
+    core::{ForwarderCounters, UDP_PAYLOAD_OFFSET},
     route::{DevRoute, Prefix},
+    seqstate::StateFile,
     table::{SharedTable, TableBinding, TableTunnel, TunnelTable},
 };
 use crate::dataplane::maps::derive_keys;
-use roamgate_common::wire::tunnel::{MIP_PORT, OVERHEAD};
+use roamgate_common::wire::tunnel::{MIP_PORT, OUTER_TTL, OVERHEAD};
 
 /// How often a blocked thread looks at the shutdown flag.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -86,17 +96,19 @@ fn received<T>(r: std::io::Result<T>, fd: RawFd, what: &str) -> Option<T> {
     }
 }
 
-/// docs/wire.md §1: tunnel packets carry UDP checksum 0 (the tag covers
-/// more than the checksum would); SO_NO_CHECK makes the kernel send 0.
-fn no_udp_checksum(sock: &UdpSocket) -> std::io::Result<()> {
-    let one: libc::c_int = 1;
+fn set_int_opt(
+    sock: &UdpSocket,
+    level: libc::c_int,
+    opt: libc::c_int,
+    v: libc::c_int,
+) -> std::io::Result<()> {
     // SAFETY: setsockopt on a socket we own with a valid c_int option value.
     let r = unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_NO_CHECK,
-            &one as *const libc::c_int as *const libc::c_void,
+            level,
+            opt,
+            &v as *const libc::c_int as *const libc::c_void,
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
@@ -120,13 +132,16 @@ fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
 }
 
 /// Sends a tunnel packet's UDP payload to `remote` with outer source
-/// `local` (IP_PKTINFO), whatever address the socket is bound to: a mobile
-/// node's tunnel follows its care-of address without a new socket.
+/// `local` (IP_PKTINFO), whatever address the socket is bound to (a mobile
+/// node's tunnel follows its care-of address without a new socket), and
+/// outer TOS `tos` (IP_TOS: docs/wire.md §1 copies the inner TOS, so voice
+/// keeps DSCP EF outside the tunnel).
 fn send_from(
     fd: RawFd,
     payload: &[u8],
     local: Ipv4Addr,
     remote: SocketAddrV4,
+    tos: u8,
 ) -> std::io::Result<usize> {
     // SAFETY: sockaddr_in, msghdr and in_pktinfo are plain old data; zero
     // is a valid value of each.
@@ -141,17 +156,19 @@ fn send_from(
     };
     let mut control = [0u64; 8];
     let info_len = std::mem::size_of::<libc::in_pktinfo>() as u32;
+    let tos_len = std::mem::size_of::<libc::c_int>() as u32;
     msg.msg_name = (&mut dst as *mut libc::sockaddr_in).cast();
     msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
     // SAFETY: CMSG_SPACE is arithmetic only.
-    msg.msg_controllen = unsafe { libc::CMSG_SPACE(info_len) } as usize;
-    // SAFETY: the control buffer (64 bytes, 8-aligned) holds one cmsghdr
-    // with an in_pktinfo (CMSG_SPACE = 32); CMSG_FIRSTHDR is non-null for a
-    // buffer that large. `msg` points at live `dst`, `iov` and `control`
-    // for the sendmsg call, and `payload` is only read.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(info_len) + libc::CMSG_SPACE(tos_len) } as usize;
+    // SAFETY: the control buffer (64 bytes, 8-aligned) holds a cmsghdr with
+    // an in_pktinfo (CMSG_SPACE = 32) and one with an int (CMSG_SPACE =
+    // 24); CMSG_FIRSTHDR and CMSG_NXTHDR are non-null within
+    // msg_controllen. `msg` points at live `dst`, `iov` and `control` for
+    // the sendmsg call, and `payload` is only read.
     unsafe {
         let c = libc::CMSG_FIRSTHDR(&msg);
         (*c).cmsg_level = libc::IPPROTO_IP;
@@ -165,12 +182,60 @@ fn send_from(
             ipi_addr: libc::in_addr { s_addr: 0 },
         };
         std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), info);
+        let c = libc::CMSG_NXTHDR(&msg, c);
+        (*c).cmsg_level = libc::IPPROTO_IP;
+        (*c).cmsg_type = libc::IP_TOS;
+        (*c).cmsg_len = libc::CMSG_LEN(tos_len) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast(), libc::c_int::from(tos));
         let n = libc::sendmsg(fd, &msg, 0);
         if n < 0 {
             return Err(std::io::Error::last_os_error());
         }
         Ok(n as usize)
     }
+}
+
+/// One datagram received on the tunnel socket: its length, sender, and
+/// whether the kernel reassembled it from fragments (an IP_RECVFRAGSIZE
+/// control message is present only then).
+fn recv_datagram(fd: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddrV4, bool)> {
+    // SAFETY: sockaddr_in and msghdr are plain old data; zero is valid.
+    let (mut from, mut msg): (libc::sockaddr_in, libc::msghdr) =
+        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut control = [0u64; 8];
+    msg.msg_name = (&mut from as *mut libc::sockaddr_in).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: `msg` points at live `from`, `iov` (over `buf`, writable) and
+    // `control` for the call.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut reassembled = false;
+    // SAFETY: the kernel filled msg_controllen bytes of `control`; the
+    // CMSG_* macros walk only within it and return null at its end.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_RECVFRAGSIZE {
+                reassembled = true;
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    let from = SocketAddrV4::new(
+        Ipv4Addr::from(u32::from_be(from.sin_addr.s_addr)),
+        u16::from_be(from.sin_port),
+    );
+    Ok((n as usize, from, reassembled))
 }
 
 /// Creates a TUN device whose MTU leaves room for the tunnel overhead
@@ -192,12 +257,38 @@ pub fn create_tun(
 }
 
 /// Binds the tunnel's UDP socket (port 434 of `local`, or of every address
-/// for a mobile node), non-blocking, sending checksum 0.
+/// for a mobile node), non-blocking, sending as docs/wire.md §1 says where
+/// a socket can: UDP checksum 0 (SO_NO_CHECK), DF and never fragmented
+/// (IP_PMTUDISC_DO), TTL 64; reporting reassembled datagrams
+/// (IP_RECVFRAGSIZE).
 pub fn bind_tunnel_socket(local: Ipv4Addr) -> anyhow::Result<UdpSocket> {
     let sock = UdpSocket::bind(SocketAddrV4::new(local, MIP_PORT))
         .with_context(|| format!("binding UDP {local}:{MIP_PORT}"))?;
     sock.set_nonblocking(true)?;
-    no_udp_checksum(&sock).context("setting SO_NO_CHECK on the tunnel socket")?;
+    for (level, opt, v, what) in [
+        (libc::SOL_SOCKET, libc::SO_NO_CHECK, 1, "SO_NO_CHECK"),
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+            "IP_MTU_DISCOVER",
+        ),
+        (
+            libc::IPPROTO_IP,
+            libc::IP_TTL,
+            libc::c_int::from(OUTER_TTL),
+            "IP_TTL",
+        ),
+        (
+            libc::IPPROTO_IP,
+            libc::IP_RECVFRAGSIZE,
+            1,
+            "IP_RECVFRAGSIZE (Linux 4.10 or later)",
+        ),
+    ] {
+        set_int_opt(&sock, level, opt, v)
+            .with_context(|| format!("setting {what} on the tunnel socket"))?;
+    }
     Ok(sock)
 }
 
@@ -240,7 +331,8 @@ impl Forwarder {
                             Ok((len, route)) => {
                                 let to = SocketAddrV4::new(route.remote, MIP_PORT);
                                 let payload = &out[UDP_PAYLOAD_OFFSET..len];
-                                match send_from(sock.as_raw_fd(), payload, route.local, to) {
+                                let tos = out[1];
+                                match send_from(sock.as_raw_fd(), payload, route.local, to, tos) {
                                     Ok(_) => {
                                         counters.encap.fetch_add(1, Ordering::Relaxed);
                                         counters.encap_bytes.fetch_add(n as u64, Ordering::Relaxed);
@@ -255,25 +347,26 @@ impl Forwarder {
         };
         let rx = {
             let (dev, counters, stop) = (dev.clone(), counters.clone(), stop.clone());
-            let sock_fd = sock.as_raw_fd();
             std::thread::Builder::new()
                 .name("udp-to-tun".into())
                 .spawn(move || {
+                    // The thread owns the socket: it lives as long as the
+                    // thread reads from its descriptor.
+                    let sock_fd = sock.as_raw_fd();
                     let mut buf = vec![0u8; BUF_LEN];
                     while !stop.load(Ordering::Relaxed) {
-                        let r = sock.recv_from(&mut buf[UDP_PAYLOAD_OFFSET..]);
-                        let Some((n, from)) = received(r, sock_fd, "receiving on UDP 434") else {
+                        let r = recv_datagram(sock_fd, &mut buf[UDP_PAYLOAD_OFFSET..]);
+                        let Some((n, from, reassembled)) =
+                            received(r, sock_fd, "receiving on UDP 434")
+                        else {
                             continue;
                         };
-                        let std::net::SocketAddr::V4(from) = from else {
-                            counters.count_drop(DropReason::NotTunnel);
-                            continue;
-                        };
-                        let r = table::read(&table).decap_udp(
+                        let r = table::read(&table).decap_datagram(
                             *from.ip(),
                             from.port(),
                             &mut buf,
                             n,
+                            reassembled,
                             Instant::now(),
                         );
                         match r {
@@ -331,17 +424,27 @@ pub fn run(cfg: &TunnelConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Arc<Forw
     let master = cfg.master_key()?;
     let keys = derive_keys(&master, t.spi, t.home, t.role);
     drop(master);
+    let state_path = cfg.state_path();
+    let (state, start) = StateFile::open(&state_path, t.spi, core::key_id(&keys))?;
+    info!(
+        path = %state_path.display(), tx_reserved = start.tx_reserved, rx_floor = start.rx_floor,
+        "tunnel sequence state"
+    );
     let mut table = TunnelTable::default();
-    table.install(&TableTunnel {
-        spi: t.spi,
-        role: t.role,
-        local: t.local,
-        remote: t.remote,
-        home: t.home,
-        keys: &keys,
-        mtu: t.mtu,
-        expires: None,
-    })?;
+    table.install_persistent(
+        &TableTunnel {
+            spi: t.spi,
+            role: t.role,
+            local: t.local,
+            remote: t.remote,
+            home: t.home,
+            keys: &keys,
+            mtu: t.mtu,
+            expires: None,
+        },
+        Arc::new(state),
+        start,
+    )?;
     table.set_binding(TableBinding {
         home: t.home,
         remote: t.remote,

@@ -21,8 +21,12 @@ use std::{
 
 use roamgate_common::wire::{ipv4::Ipv4Hdr, Header as _};
 
-use super::core::{
-    classify_unknown, halves, peek_spi, Decapsulator, DropReason, Encapsulator, UDP_PAYLOAD_OFFSET,
+use super::{
+    core::{
+        classify_unknown, halves, peek_spi, persistent_halves, Decapsulator, DropReason,
+        Encapsulator, UDP_PAYLOAD_OFFSET,
+    },
+    seqstate::{SeqState, SeqStore},
 };
 use crate::dataplane::maps::{Role, TunnelKeys};
 
@@ -112,13 +116,37 @@ impl TunnelTable {
 
     /// Installs a tunnel; its receive side works at once.
     pub fn install(&mut self, t: &TableTunnel<'_>) -> Result<(), TableError> {
+        self.install_with(t, None)
+    }
+
+    /// Installs a tunnel with a static key whose sequence state persists in
+    /// `store` (docs/wire.md §3), continuing from `start`.
+    pub fn install_persistent(
+        &mut self,
+        t: &TableTunnel<'_>,
+        store: Arc<dyn SeqStore>,
+        start: SeqState,
+    ) -> Result<(), TableError> {
+        self.install_with(t, Some((store, start)))
+    }
+
+    fn install_with(
+        &mut self,
+        t: &TableTunnel<'_>,
+        persist: Option<(Arc<dyn SeqStore>, SeqState)>,
+    ) -> Result<(), TableError> {
         if t.spi == 0 {
             return Err(TableError::ZeroSpi);
         }
         if self.tunnels.contains_key(&t.spi) {
             return Err(TableError::SpiInUse { spi: t.spi });
         }
-        let (enc, dec) = halves(t.spi, t.role, t.local, t.remote, t.home, t.keys, t.mtu);
+        let (enc, dec) = match persist {
+            None => halves(t.spi, t.role, t.local, t.remote, t.home, t.keys, t.mtu),
+            Some((store, start)) => persistent_halves(
+                t.spi, t.role, t.local, t.remote, t.home, t.keys, t.mtu, store, start,
+            ),
+        };
         self.tunnels.insert(
             t.spi,
             Arc::new(Tunnel {
@@ -195,7 +223,7 @@ impl TunnelTable {
         if b.expires.is_some_and(|e| e <= now) || t.expired(now) {
             return Err(DropReason::Expired);
         }
-        let n = unpoison(t.enc.lock()).encap(inner, out)?;
+        let n = unpoison(t.enc.lock()).encap_at(inner, out, Some(now))?;
         Ok((
             n,
             Route {
@@ -216,16 +244,36 @@ impl TunnelTable {
         payload_len: usize,
         now: Instant,
     ) -> Result<Range<usize>, DropReason> {
+        self.decap_datagram(src, src_port, buf, payload_len, false, now)
+    }
+
+    /// [`TunnelTable::decap_udp`] for a datagram the kernel `reassembled`
+    /// from fragments or not (IP_RECVFRAGSIZE).
+    pub fn decap_datagram(
+        &self,
+        src: Ipv4Addr,
+        src_port: u16,
+        buf: &mut [u8],
+        payload_len: usize,
+        reassembled: bool,
+        now: Instant,
+    ) -> Result<Range<usize>, DropReason> {
         let spi = buf
             .get(UDP_PAYLOAD_OFFSET..UDP_PAYLOAD_OFFSET + payload_len)
             .and_then(peek_spi);
         let Some(t) = spi.and_then(|s| self.tunnels.get(&s)) else {
-            return Err(classify_unknown(src, src_port, buf, payload_len));
+            return Err(classify_unknown(
+                src,
+                src_port,
+                buf,
+                payload_len,
+                reassembled,
+            ));
         };
         if t.expired(now) {
             return Err(DropReason::Expired);
         }
-        unpoison(t.dec.lock()).decap_udp(src, src_port, buf, payload_len)
+        unpoison(t.dec.lock()).decap_datagram(src, src_port, buf, payload_len, reassembled)
     }
 }
 
