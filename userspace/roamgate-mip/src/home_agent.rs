@@ -51,7 +51,7 @@ use crate::wire::{
     self, code, flags, ExtensionRepr, ReplyRepr, RequestRepr, WireError, MAX_MESSAGE_LEN,
     REQUEST_HEADER_LEN,
 };
-use crate::{Action, TunnelInstall, TunnelRole};
+use crate::{Action, Role, TunnelInstall};
 
 /// How long an old tunnel stays installed after a re-registration or a
 /// handover replaced it, so packets in flight under it still verify.
@@ -512,7 +512,7 @@ impl HomeAgent {
             if b.expires <= now || !self.nodes.contains_key(&b.home) {
                 out.actions.push(Action::RemoveBinding {
                     home: b.home,
-                    role: TunnelRole::HomeAgent,
+                    role: Role::HomeAgent,
                 });
                 out.actions.push(Action::RemoveTunnel { spi: b.spi });
                 out.journal.push(JournalOp::RemoveBinding(b.home));
@@ -569,7 +569,7 @@ impl HomeAgent {
             self.spis.remove(&b.spi);
             out.actions.push(Action::RemoveBinding {
                 home,
-                role: TunnelRole::HomeAgent,
+                role: Role::HomeAgent,
             });
             out.actions.push(Action::RemoveTunnel { spi: b.spi });
             out.journal.push(JournalOp::RemoveBinding(home));
@@ -882,7 +882,7 @@ impl HomeAgent {
         // binding at it; the replaced tunnel stays for the grace period.
         out.actions.push(Action::InstallTunnel(TunnelInstall {
             spi: tunnel_spi,
-            role: TunnelRole::HomeAgent,
+            role: Role::HomeAgent,
             local: repr.home_agent,
             remote: repr.care_of_address,
             home: repr.home_address,
@@ -891,7 +891,7 @@ impl HomeAgent {
         }));
         out.actions.push(Action::SetBinding {
             home: repr.home_address,
-            role: TunnelRole::HomeAgent,
+            role: Role::HomeAgent,
             remote: repr.care_of_address,
             spi: tunnel_spi,
             expires,
@@ -965,7 +965,7 @@ impl HomeAgent {
             out.actions.push(match &restorable {
                 Some(b) => Action::SetBinding {
                     home,
-                    role: TunnelRole::HomeAgent,
+                    role: Role::HomeAgent,
                     remote: b.care_of,
                     spi: b.spi,
                     expires: b.expires,
@@ -973,7 +973,7 @@ impl HomeAgent {
                 },
                 None => Action::RemoveBinding {
                     home,
-                    role: TunnelRole::HomeAgent,
+                    role: Role::HomeAgent,
                 },
             });
         }

@@ -24,16 +24,9 @@ pub mod wire;
 
 pub use kerberos::TunnelMasterKey;
 
-/// Which end of a tunnel an action is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TunnelRole {
-    /// The home agent: tunnels packets for the home address to the care-of
-    /// address.
-    HomeAgent,
-    /// The mobile node's side (care-of address): reverse-tunnels the home
-    /// address's packets to the home agent.
-    CareOf,
-}
+/// Which end of a tunnel an action is for (owned by `roamgate-common`, whose
+/// map encodings the data plane uses).
+pub use roamgate_common::maps::Role;
 
 /// One tunnel to install in the data plane (through the map API of
 /// `roamgate::dataplane::maps`: `MasterKey::new(*master_key.as_bytes())`,
@@ -42,7 +35,7 @@ pub enum TunnelRole {
 pub struct TunnelInstall {
     /// The tunnel SPI (derived with the key, docs/mobile-ip.md).
     pub spi: u32,
-    pub role: TunnelRole,
+    pub role: Role,
     /// This end's tunnel address (outer source of what it sends).
     pub local: Ipv4Addr,
     /// The other end's tunnel address.
@@ -63,7 +56,7 @@ pub enum Action {
     /// (create or replace atomically).
     SetBinding {
         home: Ipv4Addr,
-        role: TunnelRole,
+        role: Role,
         remote: Ipv4Addr,
         spi: u32,
         expires: SystemTime,
@@ -71,7 +64,7 @@ pub enum Action {
         reverse_tunnel: bool,
     },
     /// Stop sending for `home`.
-    RemoveBinding { home: Ipv4Addr, role: TunnelRole },
+    RemoveBinding { home: Ipv4Addr, role: Role },
     /// Remove a tunnel no binding points at any more.
     RemoveTunnel { spi: u32 },
 }

@@ -103,42 +103,6 @@ fn wipe(bytes: &mut [u8]) {
     std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
 }
 
-/// Which end of a tunnel this gateway is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    /// The home agent: tunnels traffic for a home address to the care-of
-    /// address and receives the reverse tunnel.
-    HomeAgent,
-    /// The care-of side: reverse-tunnels the unit's traffic to the home
-    /// agent and receives the forward tunnel.
-    CareOf,
-}
-
-impl Role {
-    fn tunnel_role(self) -> u8 {
-        match self {
-            Role::HomeAgent => m::ROLE_HOME_AGENT,
-            Role::CareOf => m::ROLE_CARE_OF,
-        }
-    }
-
-    fn binding_kind(self) -> u8 {
-        match self {
-            Role::HomeAgent => m::BINDING_HOME_AGENT,
-            Role::CareOf => m::BINDING_CARE_OF,
-        }
-    }
-
-    fn from_tunnel_role(r: u8) -> Option<Self> {
-        match r {
-            m::ROLE_HOME_AGENT => Some(Role::HomeAgent),
-            m::ROLE_CARE_OF => Some(Role::CareOf),
-            _ => None,
-        }
-    }
-}
-
 /// The two SipHash keys of one tunnel, as seen from one end.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TunnelKeys {
@@ -810,10 +774,8 @@ impl Maps {
         let mut out = Vec::new();
         for item in self.bindings.iter() {
             let (k, v) = item.map_err(map_err(m::BINDINGS))?;
-            let role = match k.kind {
-                m::BINDING_HOME_AGENT => Role::HomeAgent,
-                m::BINDING_CARE_OF => Role::CareOf,
-                _ => continue,
+            let Some(role) = Role::from_binding_kind(k.kind) else {
+                continue;
             };
             let binding = Binding {
                 home: Ipv4Addr::from(k.addr),

@@ -42,7 +42,7 @@ use roamgate_krb::ap::{KeySet, ServiceKeys};
 use roamgate_mip::{
     home_agent::{HomeAgent, Outcome},
     journal::{BindingJournal, SqliteJournal},
-    Action, TunnelInstall, TunnelRole,
+    Action, TunnelInstall,
 };
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
@@ -241,7 +241,7 @@ impl Engine {
                 let actions = [
                     Action::InstallTunnel(TunnelInstall {
                         spi: b.spi,
-                        role: TunnelRole::HomeAgent,
+                        role: Role::HomeAgent,
                         local: b.home_agent,
                         remote: b.care_of,
                         home: b.home,
@@ -250,7 +250,7 @@ impl Engine {
                     }),
                     Action::SetBinding {
                         home: b.home,
-                        role: TunnelRole::HomeAgent,
+                        role: Role::HomeAgent,
                         remote: b.care_of,
                         spi: b.spi,
                         expires: b.expires,

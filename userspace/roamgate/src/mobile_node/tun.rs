@@ -36,7 +36,6 @@ use tracing::warn;
 use super::config::DataplaneSection;
 use crate::{
     dataplane::maps::{derive_keys, MasterKey},
-    home_agent::apply::role,
     tunnel::{
         self,
         route::{self, DevRoute, Prefix, Rule, TABLE_MAIN},
@@ -122,11 +121,11 @@ pub fn apply_actions(
                     &MasterKey::new(*x.master_key.as_bytes()),
                     x.spi,
                     x.home,
-                    role(x.role),
+                    x.role,
                 );
                 t.install(&TableTunnel {
                     spi: x.spi,
-                    role: role(x.role),
+                    role: x.role,
                     local: x.local,
                     remote: x.remote,
                     home: x.home,
@@ -275,7 +274,7 @@ impl Drop for TunPlane {
 mod tests {
     use std::time::Duration;
 
-    use roamgate_mip::{TunnelInstall, TunnelMasterKey, TunnelRole};
+    use roamgate_mip::{Role, TunnelInstall, TunnelMasterKey};
 
     use super::*;
     use crate::{dataplane::frame::FrameBuilder, tunnel::core::UDP_PAYLOAD_OFFSET};
@@ -332,7 +331,7 @@ mod tests {
         let spi = 0x4242;
         let install = Action::InstallTunnel(TunnelInstall {
             spi,
-            role: TunnelRole::CareOf,
+            role: Role::CareOf,
             local: COA,
             remote: HA,
             home: HOME,
@@ -341,7 +340,7 @@ mod tests {
         });
         let bind = Action::SetBinding {
             home: HOME,
-            role: TunnelRole::CareOf,
+            role: Role::CareOf,
             remote: HA,
             spi,
             expires: now + Duration::from_secs(30),
@@ -365,15 +364,10 @@ mod tests {
         assert_eq!((r.local, r.remote), (COA, HA));
         // The home agent's side as the XDP path keys it.
         let mut ha = TunnelTable::default();
-        let hk = derive_keys(
-            &MasterKey::new(master),
-            spi,
-            HOME,
-            crate::dataplane::maps::Role::HomeAgent,
-        );
+        let hk = derive_keys(&MasterKey::new(master), spi, HOME, Role::HomeAgent);
         ha.install(&TableTunnel {
             spi,
-            role: crate::dataplane::maps::Role::HomeAgent,
+            role: Role::HomeAgent,
             local: HA,
             remote: COA,
             home: HOME,
@@ -406,7 +400,7 @@ mod tests {
             &[
                 Action::RemoveBinding {
                     home: HOME,
-                    role: TunnelRole::CareOf,
+                    role: Role::CareOf,
                 },
                 Action::RemoveTunnel { spi },
             ],
