@@ -46,11 +46,12 @@ use roamgate::{
     dataplane::{
         fixture::TestPinDir,
         frame::FrameBuilder,
-        maps::{derive_keys, Binding, Expiry, Maps, MasterKey, Role, TunnelSpec, VoiceFlow},
+        maps::{Binding, Expiry, Maps, Role, TunnelSpec, VoiceFlow},
         DataPlane,
     },
     tunnel::{config::TunnelConfig, core::Encapsulator},
 };
+use roamgate_mip::tunnel_key::{derive_keys, MasterKey};
 use serde_json::{json, Value};
 
 use crate::{

@@ -46,7 +46,8 @@ use roamgate_krb::Principal;
 use crate::auth::{self, AuthError, SecurityAssociation};
 use crate::identification::{self, DEFAULT_SKEW};
 use crate::journal::{BindingRecord, JournalOp, JournalState};
-use crate::kerberos::{self, TunnelMasterKey, CVSE_KRB_AP_REQ, ROAMGATE_VENDOR_ID};
+use crate::kerberos::{self, CVSE_KRB_AP_REQ, ROAMGATE_VENDOR_ID};
+use crate::tunnel_key::{self, MasterKey};
 use crate::wire::{
     self, code, flags, ExtensionRepr, ReplyRepr, RequestRepr, WireError, MAX_MESSAGE_LEN,
     REQUEST_HEADER_LEN,
@@ -205,13 +206,13 @@ impl HomeAgentConfig {
 }
 
 /// A binding in the cache.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Binding {
     pub home: Ipv4Addr,
     pub care_of: Ipv4Addr,
     pub home_agent: Ipv4Addr,
     pub spi: u32,
-    pub master_key: TunnelMasterKey,
+    pub master_key: MasterKey,
     pub identification: u64,
     pub lifetime: u16,
     pub registered_at: SystemTime,
@@ -219,6 +220,38 @@ pub struct Binding {
     pub reverse_tunnel: bool,
     pub client: Option<String>,
 }
+
+// By hand: the master key has no `PartialEq`, only a constant-time `ct_eq`.
+impl PartialEq for Binding {
+    fn eq(&self, other: &Self) -> bool {
+        let Self {
+            home,
+            care_of,
+            home_agent,
+            spi,
+            master_key,
+            identification,
+            lifetime,
+            registered_at,
+            expires,
+            reverse_tunnel,
+            client,
+        } = self;
+        *home == other.home
+            && *care_of == other.care_of
+            && *home_agent == other.home_agent
+            && *spi == other.spi
+            && master_key.ct_eq(&other.master_key)
+            && *identification == other.identification
+            && *lifetime == other.lifetime
+            && *registered_at == other.registered_at
+            && *expires == other.expires
+            && *reverse_tunnel == other.reverse_tunnel
+            && *client == other.client
+    }
+}
+
+impl Eq for Binding {}
 
 impl Binding {
     fn record(&self) -> BindingRecord {
@@ -835,7 +868,7 @@ impl HomeAgent {
                 (zeroize::Zeroizing::new(sa.tunnel_ikm()), None)
             }
         };
-        let (master_key, tunnel_spi) = kerberos::derive_tunnel(
+        let (master_key, tunnel_spi) = tunnel_key::derive_tunnel(
             &ikm,
             repr.identification,
             repr.home_address,

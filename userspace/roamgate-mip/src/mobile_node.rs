@@ -26,7 +26,8 @@ use roamgate_krb::client::Credential;
 
 use crate::auth::SecurityAssociation;
 use crate::identification;
-use crate::kerberos::{self, TunnelMasterKey, CVSE_KRB_AP_REQ, ROAMGATE_VENDOR_ID};
+use crate::kerberos::{self, CVSE_KRB_AP_REQ, ROAMGATE_VENDOR_ID};
+use crate::tunnel_key::{self, MasterKey};
 use crate::wire::{self, code, flags, ExtensionRepr, RequestRepr};
 use crate::{Action, Role, TunnelInstall};
 
@@ -293,7 +294,7 @@ impl MobileNode {
         };
         let header = repr.to_bytes();
         let mut msg = header.to_vec();
-        let mut tunnel: Option<(TunnelMasterKey, u32)> = None;
+        let mut tunnel: Option<(MasterKey, u32)> = None;
         if !deregister {
             let ikm = match &self.config.credential {
                 Some(cred) => {
@@ -316,7 +317,7 @@ impl MobileNode {
                 }
                 None => zeroize::Zeroizing::new(self.config.security_association.tunnel_ikm()),
             };
-            tunnel = Some(kerberos::derive_tunnel(
+            tunnel = Some(tunnel_key::derive_tunnel(
                 &ikm,
                 id,
                 self.config.home_address,

@@ -124,13 +124,17 @@ fn assert_rejected(out: &Outcome, want: u8) {
     assert_eq!(reply.repr.code, want);
 }
 
-fn install_of(actions: &[Action]) -> (u32, [u8; 32], Role, Ipv4Addr, Ipv4Addr) {
+fn install_of(actions: &[Action]) -> (u32, Vec<u8>, Role, Ipv4Addr, Ipv4Addr) {
     actions
         .iter()
         .find_map(|a| match a {
-            Action::InstallTunnel(t) => {
-                Some((t.spi, *t.master_key.as_bytes(), t.role, t.local, t.remote))
-            }
+            Action::InstallTunnel(t) => Some((
+                t.spi,
+                t.master_key.as_bytes().to_vec(),
+                t.role,
+                t.local,
+                t.remote,
+            )),
             _ => None,
         })
         .expect("an InstallTunnel action")
@@ -200,7 +204,7 @@ fn registration_accepted_both_ends_derive_the_same_tunnel() {
     assert!(matches!(ha_out.actions[0], Action::InstallTunnel(_)));
     let (ha_spi, ha_key, role, local, remote) = install_of(&ha_out.actions);
     assert_eq!((role, local, remote), (Role::HomeAgent, HA, COA_A));
-    assert_eq!((ha_spi, ha_key), (mn_spi, mn_key));
+    assert_eq!((ha_spi, &ha_key), (mn_spi, &mn_key));
     assert_eq!(
         ha_out.actions[1],
         Action::SetBinding {

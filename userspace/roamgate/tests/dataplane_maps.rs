@@ -9,12 +9,11 @@ use roamgate::{
     dataplane::{
         fixture::FixtureRunner,
         frame::FrameBuilder,
-        maps::{
-            derive_keys, Binding, Expiry, Maps, MapsError, MasterKey, Role, TunnelSpec, VoiceFlow,
-        },
+        maps::{Binding, Expiry, Maps, MapsError, Role, TunnelSpec, VoiceFlow},
     },
     tunnel::core::{Decapsulator, Encapsulator},
 };
+use roamgate_mip::tunnel_key::{derive_keys, MasterKey};
 
 const HA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const COA: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);

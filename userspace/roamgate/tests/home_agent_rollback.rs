@@ -12,7 +12,7 @@ use std::{
 use roamgate::{
     dataplane::{
         fixture::TestPinDir,
-        maps::{Binding, Capacity, Expiry, Maps, MasterKey, Role, TunnelSpec},
+        maps::{Binding, Capacity, Expiry, Maps, Role, TunnelSpec},
     },
     home_agent::{Engine, HomeLink},
 };
@@ -23,6 +23,7 @@ use roamgate_mip::{
     journal::{BindingJournal, JournalError, JournalOp, JournalState, SqliteJournal},
     mobile_node::{Event, MobileNode, MobileNodeConfig},
     wire::{self, code},
+    MasterKey,
 };
 
 const HA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use roamgate_mip::Action;
 
-use crate::dataplane::maps::{Binding, Expiry, Maps, MapsError, MasterKey, Role, TunnelSpec};
+use crate::dataplane::maps::{Binding, Expiry, Maps, MapsError, Role, TunnelSpec};
 
 /// What one applied action changed, for the caller's side effects (proxy
 /// ARP on the home link).
@@ -59,8 +59,7 @@ pub fn apply_prefix(
     for a in actions {
         match a {
             Action::InstallTunnel(t) => {
-                let master = MasterKey::new(*t.master_key.as_bytes());
-                let mut spec = TunnelSpec::new(t.spi, t.role, t.local, t.home, &master);
+                let mut spec = TunnelSpec::new(t.spi, t.role, t.local, t.home, &t.master_key);
                 spec.mtu = mtu;
                 spec.expires = expiry(t.expires, now);
                 if let Err(e) = maps.install_tunnel(&spec) {

@@ -30,18 +30,15 @@ use std::{
 };
 
 use anyhow::Context as _;
-use roamgate_mip::Action;
+use roamgate_mip::{tunnel_key::derive_keys, Action};
 use tracing::warn;
 
 use super::config::DataplaneSection;
-use crate::{
-    dataplane::maps::{derive_keys, MasterKey},
-    tunnel::{
-        self,
-        route::{self, DevRoute, Prefix, Rule, TABLE_MAIN},
-        table::{self, SharedTable, TableBinding, TableError, TableTunnel, TunnelTable},
-        Forwarder,
-    },
+use crate::tunnel::{
+    self,
+    route::{self, DevRoute, Prefix, Rule, TABLE_MAIN},
+    table::{self, SharedTable, TableBinding, TableError, TableTunnel, TunnelTable},
+    Forwarder,
 };
 
 /// A core's wall-clock deadline on the forwarder's monotonic clock.
@@ -117,12 +114,7 @@ pub fn apply_actions(
     for a in actions {
         match a {
             Action::InstallTunnel(x) => {
-                let keys = derive_keys(
-                    &MasterKey::new(*x.master_key.as_bytes()),
-                    x.spi,
-                    x.home,
-                    x.role,
-                );
+                let keys = derive_keys(&x.master_key, x.spi, x.home, x.role);
                 t.install(&TableTunnel {
                     spi: x.spi,
                     role: x.role,
@@ -274,7 +266,7 @@ impl Drop for TunPlane {
 mod tests {
     use std::time::Duration;
 
-    use roamgate_mip::{Role, TunnelInstall, TunnelMasterKey};
+    use roamgate_mip::{MasterKey, Role, TunnelInstall};
 
     use super::*;
     use crate::{dataplane::frame::FrameBuilder, tunnel::core::UDP_PAYLOAD_OFFSET};
@@ -335,7 +327,7 @@ mod tests {
             local: COA,
             remote: HA,
             home: HOME,
-            master_key: TunnelMasterKey::new(master),
+            master_key: MasterKey::new(master),
             expires: now + Duration::from_secs(60),
         });
         let bind = Action::SetBinding {

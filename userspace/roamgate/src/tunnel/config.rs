@@ -7,11 +7,12 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
+use roamgate_mip::MasterKey;
 use serde::Deserialize;
 
 use crate::{
     config::{ConfigFile, LogSection},
-    dataplane::maps::{MasterKey, Role},
+    dataplane::maps::Role,
 };
 
 #[derive(Debug, Deserialize)]
@@ -171,6 +172,8 @@ mod tests {
         let e = read_master_key(&p).unwrap_err();
         assert!(e.to_string().contains("chmod 600"), "{e}");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(read_master_key(&p).unwrap(), MasterKey::new([0x11; 32]));
+        assert!(read_master_key(&p)
+            .unwrap()
+            .ct_eq(&MasterKey::new([0x11; 32])));
     }
 }

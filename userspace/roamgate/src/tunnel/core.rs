@@ -24,7 +24,9 @@ use roamgate_common::{
     },
 };
 
-use crate::dataplane::maps::{Role, TunnelKeys};
+use roamgate_mip::tunnel_key::TunnelKeys;
+
+use crate::dataplane::maps::Role;
 
 /// Bytes in front of the UDP payload in a full outer packet: the outer IPv4
 /// header and the UDP header. The tunnel-data header is part of the payload.
@@ -400,12 +402,10 @@ pub const OUTER_HEADERS: usize = OUTER_HDRS_LEN;
 #[cfg(test)]
 mod tests {
     use roamgate_common::wire::ipv4::checksum;
+    use roamgate_mip::tunnel_key::{derive_keys, MasterKey};
 
     use super::*;
-    use crate::dataplane::{
-        frame::FrameBuilder,
-        maps::{derive_keys, MasterKey},
-    };
+    use crate::dataplane::frame::FrameBuilder;
 
     const HA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
     const COA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);

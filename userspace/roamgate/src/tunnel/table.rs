@@ -24,7 +24,9 @@ use roamgate_common::wire::{ipv4::Ipv4Hdr, Header as _};
 use super::core::{
     classify_unknown, halves, peek_spi, Decapsulator, DropReason, Encapsulator, UDP_PAYLOAD_OFFSET,
 };
-use crate::dataplane::maps::{Role, TunnelKeys};
+use roamgate_mip::tunnel_key::TunnelKeys;
+
+use crate::dataplane::maps::Role;
 
 /// A table shared by the control plane and the forwarding threads.
 pub type SharedTable = Arc<RwLock<TunnelTable>>;
@@ -243,11 +245,10 @@ pub fn write(table: &SharedTable) -> std::sync::RwLockWriteGuard<'_, TunnelTable
 mod tests {
     use std::time::Duration;
 
+    use roamgate_mip::tunnel_key::{derive_keys, MasterKey};
+
     use super::*;
-    use crate::dataplane::{
-        frame::FrameBuilder,
-        maps::{derive_keys, MasterKey},
-    };
+    use crate::dataplane::frame::FrameBuilder;
 
     const HA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
     const COA1: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 2);
