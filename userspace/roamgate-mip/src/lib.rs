@@ -18,8 +18,6 @@ pub mod identification;
 pub mod journal;
 pub mod kerberos;
 pub mod mobile_node;
-#[doc(hidden)]
-pub mod testing;
 pub mod tunnel_key;
 pub mod wire;
 

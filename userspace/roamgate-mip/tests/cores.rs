@@ -16,9 +16,9 @@ use roamgate_mip::home_agent::{
 };
 use roamgate_mip::journal::{BindingJournal, JournalOp, SqliteJournal};
 use roamgate_mip::mobile_node::{Event, MobileNode, MobileNodeConfig, State};
-use roamgate_mip::testing::issue_ticket;
 use roamgate_mip::wire::{self, code, ext_type, flags, ExtensionRepr, RequestRepr};
 use roamgate_mip::{identification, Action, Role};
+use roamgate_testkit::mip::issue_ticket;
 
 const HOME: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);
 const HOME2: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 11);
@@ -1023,7 +1023,7 @@ fn rapid_re_registration_keeps_at_most_four_retiring_tunnels() {
 
 #[test]
 fn throughput_harness_registers_everything() {
-    let r = roamgate_mip::testing::bench_registrations(5, 3);
+    let r = roamgate_testkit::mip::bench_registrations(5, 3);
     assert_eq!(r.registrations, 15);
     assert_eq!(r.accepted, 15);
     assert!(r.registrations_per_s > 0.0);

@@ -18,7 +18,8 @@ use roamgate_krb_crypto::Etype;
 use roamgate_mip::auth::SecurityAssociation;
 use roamgate_mip::home_agent::{HomeAgent, HomeAgentConfig, NodeConfig};
 use roamgate_mip::wire::{self, code, RequestRepr};
-use roamgate_mip::{identification, kerberos, testing, Action};
+use roamgate_mip::{identification, kerberos, Action};
+use roamgate_testkit::mip as testing;
 
 const PYTHON: &str = "/usr/bin/python3";
 const HOME: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);

@@ -10,10 +10,7 @@ use std::{
 };
 
 use roamgate::{
-    dataplane::{
-        fixture::TestPinDir,
-        maps::{Binding, Capacity, Expiry, Maps, Role, TunnelSpec},
-    },
+    dataplane::maps::{Binding, Capacity, Expiry, Maps, Role, TunnelSpec},
     home_agent::{Engine, HomeLink},
 };
 use roamgate_krb::ap::KeySet;
@@ -25,6 +22,7 @@ use roamgate_mip::{
     wire::{self, code},
     MasterKey,
 };
+use roamgate_testkit::fixture::TestPinDir;
 
 const HA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const HOME: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);

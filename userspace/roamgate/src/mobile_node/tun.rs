@@ -267,9 +267,10 @@ mod tests {
     use std::time::Duration;
 
     use roamgate_mip::{MasterKey, Role, TunnelInstall};
+    use roamgate_testkit::frame::FrameBuilder;
 
     use super::*;
-    use crate::{dataplane::frame::FrameBuilder, tunnel::core::UDP_PAYLOAD_OFFSET};
+    use crate::tunnel::core::UDP_PAYLOAD_OFFSET;
 
     const HA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
     const KDC: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 2);

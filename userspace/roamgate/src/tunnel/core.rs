@@ -405,7 +405,7 @@ mod tests {
     use roamgate_mip::tunnel_key::{derive_keys, MasterKey};
 
     use super::*;
-    use crate::dataplane::frame::FrameBuilder;
+    use roamgate_testkit::frame::FrameBuilder;
 
     const HA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
     const COA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);

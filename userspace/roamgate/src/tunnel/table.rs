@@ -248,7 +248,7 @@ mod tests {
     use roamgate_mip::tunnel_key::{derive_keys, MasterKey};
 
     use super::*;
-    use crate::dataplane::frame::FrameBuilder;
+    use roamgate_testkit::frame::FrameBuilder;
 
     const HA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
     const COA1: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 2);
