@@ -26,8 +26,6 @@
 pub mod apply;
 pub mod bindings;
 pub mod config;
-pub mod neigh;
-pub mod netlink;
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -53,6 +51,7 @@ use crate::dataplane::{
     maps::{Maps, Role},
     AttachMode, DataPlane,
 };
+use crate::platform::neigh;
 
 /// Datagrams handled (and journaled) together at most.
 pub const MAX_BATCH: usize = 64;
