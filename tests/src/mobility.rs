@@ -497,7 +497,7 @@ fn spoofed_uplink_attack(s: &Scenario) -> anyhow::Result<(u64, u64)> {
     );
     let frames: Vec<Vec<u8>> = (0..SPOOFED_UPLINK_FRAMES)
         .map(|i| {
-            roamgate::dataplane::frame::FrameBuilder::new()
+            roamgate_testkit::frame::FrameBuilder::new()
                 .macs(src, dst)
                 .ipv4(HOME, CN)
                 .udp(40_000, PORT)
@@ -562,7 +562,7 @@ fn voice_window_attack(s: &Scenario, voice: &Voice) -> anyhow::Result<(u64, u64)
     let mut payload = voice_payload(next.wrapping_add(30_000));
     // Not a sequence the receiver counts as the stream's.
     payload[12..16].copy_from_slice(&u32::MAX.to_be_bytes());
-    let frame = roamgate::dataplane::frame::FrameBuilder::new()
+    let frame = roamgate_testkit::frame::FrameBuilder::new()
         .macs(
             mac_of(&s.topo, "cn", "cn0")?,
             mac_of(&s.topo, "ha", "ha-cn")?,

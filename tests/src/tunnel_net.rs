@@ -28,9 +28,10 @@ use std::{
 
 use anyhow::{anyhow, bail, Context as _};
 use roamgate::dataplane::{
-    maps::{Binding, Expiry, Maps, MasterKey, Role, TunnelSpec},
+    maps::{Binding, Expiry, Maps, Role, TunnelSpec},
     AttachMode, Counters, DataPlane,
 };
+use roamgate_mip::MasterKey;
 
 use crate::netns::{roamgate_bin, Topology};
 

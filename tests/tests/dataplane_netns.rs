@@ -20,12 +20,12 @@ use std::{
     time::Duration,
 };
 
-use roamgate::dataplane::frame::FrameBuilder;
 use roamgate_common::wire::ipv4::checksum;
 use roamgate_integration::{
     netns::wait_for,
     tunnel_net::{in_netns, read_pcap, End, TunnelNet, CN, HOME, INNER_MTU},
 };
+use roamgate_testkit::frame::FrameBuilder;
 
 /// UDP payload sizes: small, odd, mid, and the largest that fits the inner
 /// MTU (20 bytes IPv4 + 8 bytes UDP).

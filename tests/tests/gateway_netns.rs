@@ -4,8 +4,8 @@
 
 use std::{process::Command, time::Duration};
 
-use roamgate::dataplane::fixture::TestPinDir;
 use roamgate_integration::netns::{roamgate_bin, wait_for, Topology};
+use roamgate_testkit::fixture::TestPinDir;
 
 fn counters(pin_dir: &str) -> serde_json::Value {
     let out = Command::new(roamgate_bin().unwrap())

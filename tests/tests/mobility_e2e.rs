@@ -28,7 +28,6 @@ fn engine_restores_journaled_bindings_into_the_maps() {
 
     use roamgate::{
         dataplane::{
-            fixture::TestPinDir,
             maps::{Maps, Role},
             DataPlane,
         },
@@ -40,6 +39,7 @@ fn engine_restores_journaled_bindings_into_the_maps() {
         journal::SqliteJournal,
         mobile_node::{MobileNode, MobileNodeConfig},
     };
+    use roamgate_testkit::fixture::TestPinDir;
 
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -55,7 +55,7 @@ fn engine_restores_journaled_bindings_into_the_maps() {
     let _dp = DataPlane::load(&pin).expect("data plane loads");
     let dir = tempfile::tempdir().unwrap();
     let jpath = dir.path().join("bindings.sqlite");
-    let (cred, keys) = roamgate_mip::testing::issue_ticket(
+    let (cred, keys) = roamgate_testkit::mip::issue_ticket(
         "mn@T.TEST",
         "mip/ha@T.TEST",
         roamgate_krb_crypto::Etype::Aes128CtsHmacSha256128,

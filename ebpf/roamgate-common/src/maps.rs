@@ -90,6 +90,60 @@ pub const ROLE_HOME_AGENT: u8 = 1;
 /// must go to the tunnel's home address.
 pub const ROLE_CARE_OF: u8 = 2;
 
+/// Which end of a tunnel this gateway is: the one owner of the concept. The
+/// maps carry it as the `u8` encodings above (the XDP programs match on
+/// those); everything else uses this enum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "user",
+    derive(serde::Deserialize, serde::Serialize),
+    serde(rename_all = "kebab-case")
+)]
+pub enum Role {
+    /// The home agent: tunnels traffic for a home address to the care-of
+    /// address and receives the reverse tunnel.
+    HomeAgent,
+    /// The care-of side (the mobile node): reverse-tunnels the unit's traffic
+    /// to the home agent and receives the forward tunnel.
+    CareOf,
+}
+
+impl Role {
+    /// The [`TunnelValue::role`] encoding.
+    pub const fn tunnel_role(self) -> u8 {
+        match self {
+            Role::HomeAgent => ROLE_HOME_AGENT,
+            Role::CareOf => ROLE_CARE_OF,
+        }
+    }
+
+    /// The [`BindingKey::kind`] encoding.
+    pub const fn binding_kind(self) -> u8 {
+        match self {
+            Role::HomeAgent => BINDING_HOME_AGENT,
+            Role::CareOf => BINDING_CARE_OF,
+        }
+    }
+
+    /// From the [`TunnelValue::role`] encoding; `None` for an unknown value.
+    pub const fn from_tunnel_role(r: u8) -> Option<Self> {
+        match r {
+            ROLE_HOME_AGENT => Some(Role::HomeAgent),
+            ROLE_CARE_OF => Some(Role::CareOf),
+            _ => None,
+        }
+    }
+
+    /// From the [`BindingKey::kind`] encoding; `None` for an unknown value.
+    pub const fn from_binding_kind(k: u8) -> Option<Self> {
+        match k {
+            BINDING_HOME_AGENT => Some(Role::HomeAgent),
+            BINDING_CARE_OF => Some(Role::CareOf),
+            _ => None,
+        }
+    }
+}
+
 /// An expiry that never comes.
 pub const NEVER_EXPIRES: u64 = u64::MAX;
 
@@ -252,6 +306,16 @@ mod pod {
 mod tests {
     use super::*;
     use core::mem::{align_of, size_of};
+
+    #[test]
+    fn role_encodings_round_trip() {
+        for r in [Role::HomeAgent, Role::CareOf] {
+            assert_eq!(Role::from_tunnel_role(r.tunnel_role()), Some(r));
+            assert_eq!(Role::from_binding_kind(r.binding_kind()), Some(r));
+        }
+        assert_eq!(Role::from_tunnel_role(0), None);
+        assert_eq!(Role::from_binding_kind(3), None);
+    }
 
     #[test]
     fn binding_filter_slots_are_in_range_and_spread() {

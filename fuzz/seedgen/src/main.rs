@@ -37,7 +37,7 @@ use roamgate_krb_crypto::{Etype, Key};
 use roamgate_mip::auth::SecurityAssociation;
 use roamgate_mip::home_agent::{HomeAgent, HomeAgentConfig, NodeConfig};
 use roamgate_mip::mobile_node::{MobileNode, MobileNodeConfig};
-use roamgate_mip::testing::issue_ticket;
+use roamgate_testkit::mip::issue_ticket;
 
 /// The clock of every fuzz target.
 fn now() -> SystemTime {

@@ -44,13 +44,13 @@ use anyhow::{bail, Context as _};
 use roamgate::{
     config::ConfigFile,
     dataplane::{
-        fixture::TestPinDir,
-        frame::FrameBuilder,
-        maps::{derive_keys, Binding, Expiry, Maps, MasterKey, Role, TunnelSpec, VoiceFlow},
+        maps::{Binding, Expiry, Maps, Role, TunnelSpec, VoiceFlow},
         DataPlane,
     },
     tunnel::{config::TunnelConfig, core::Encapsulator},
 };
+use roamgate_mip::tunnel_key::{derive_keys, MasterKey};
+use roamgate_testkit::{fixture::TestPinDir, frame::FrameBuilder};
 use serde_json::{json, Value};
 
 use crate::{

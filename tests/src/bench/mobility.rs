@@ -45,7 +45,7 @@ fn requests() -> anyhow::Result<(Vec<Vec<u8>>, Vec<NodeConfig>, roamgate_krb::ap
     // One ticket for the home agent's service, as one subscriber's proxy
     // would hold; every registration carries a fresh authenticator and
     // subkey built from it.
-    let (cred, keys) = roamgate_mip::testing::issue_ticket(
+    let (cred, keys) = roamgate_testkit::mip::issue_ticket(
         "mn@BENCH.TEST",
         SERVICE,
         Etype::Aes256CtsHmacSha196,

@@ -5,7 +5,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let nodes = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
     let rounds = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
-    let r = roamgate_mip::testing::bench_registrations(nodes, rounds);
+    let r = roamgate_testkit::mip::bench_registrations(nodes, rounds);
     println!(
         "{{\"registrations_per_s\": {:.0}, \"registrations\": {}, \"accepted\": {}}}",
         r.registrations_per_s, r.registrations, r.accepted

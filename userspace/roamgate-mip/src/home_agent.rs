@@ -46,12 +46,13 @@ use roamgate_krb::Principal;
 use crate::auth::{self, AuthError, SecurityAssociation};
 use crate::identification::{self, DEFAULT_SKEW};
 use crate::journal::{BindingRecord, JournalOp, JournalState};
-use crate::kerberos::{self, TunnelMasterKey, CVSE_KRB_AP_REQ, ROAMGATE_VENDOR_ID};
+use crate::kerberos::{self, CVSE_KRB_AP_REQ, ROAMGATE_VENDOR_ID};
+use crate::tunnel_key::{self, MasterKey};
 use crate::wire::{
     self, code, flags, ExtensionRepr, ReplyRepr, RequestRepr, WireError, MAX_MESSAGE_LEN,
     REQUEST_HEADER_LEN,
 };
-use crate::{Action, TunnelInstall, TunnelRole};
+use crate::{Action, Role, TunnelInstall};
 
 /// How long an old tunnel stays installed after a re-registration or a
 /// handover replaced it, so packets in flight under it still verify.
@@ -205,13 +206,13 @@ impl HomeAgentConfig {
 }
 
 /// A binding in the cache.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Binding {
     pub home: Ipv4Addr,
     pub care_of: Ipv4Addr,
     pub home_agent: Ipv4Addr,
     pub spi: u32,
-    pub master_key: TunnelMasterKey,
+    pub master_key: MasterKey,
     pub identification: u64,
     pub lifetime: u16,
     pub registered_at: SystemTime,
@@ -219,6 +220,38 @@ pub struct Binding {
     pub reverse_tunnel: bool,
     pub client: Option<String>,
 }
+
+// By hand: the master key has no `PartialEq`, only a constant-time `ct_eq`.
+impl PartialEq for Binding {
+    fn eq(&self, other: &Self) -> bool {
+        let Self {
+            home,
+            care_of,
+            home_agent,
+            spi,
+            master_key,
+            identification,
+            lifetime,
+            registered_at,
+            expires,
+            reverse_tunnel,
+            client,
+        } = self;
+        *home == other.home
+            && *care_of == other.care_of
+            && *home_agent == other.home_agent
+            && *spi == other.spi
+            && master_key.ct_eq(&other.master_key)
+            && *identification == other.identification
+            && *lifetime == other.lifetime
+            && *registered_at == other.registered_at
+            && *expires == other.expires
+            && *reverse_tunnel == other.reverse_tunnel
+            && *client == other.client
+    }
+}
+
+impl Eq for Binding {}
 
 impl Binding {
     fn record(&self) -> BindingRecord {
@@ -512,7 +545,7 @@ impl HomeAgent {
             if b.expires <= now || !self.nodes.contains_key(&b.home) {
                 out.actions.push(Action::RemoveBinding {
                     home: b.home,
-                    role: TunnelRole::HomeAgent,
+                    role: Role::HomeAgent,
                 });
                 out.actions.push(Action::RemoveTunnel { spi: b.spi });
                 out.journal.push(JournalOp::RemoveBinding(b.home));
@@ -569,7 +602,7 @@ impl HomeAgent {
             self.spis.remove(&b.spi);
             out.actions.push(Action::RemoveBinding {
                 home,
-                role: TunnelRole::HomeAgent,
+                role: Role::HomeAgent,
             });
             out.actions.push(Action::RemoveTunnel { spi: b.spi });
             out.journal.push(JournalOp::RemoveBinding(home));
@@ -835,7 +868,7 @@ impl HomeAgent {
                 (zeroize::Zeroizing::new(sa.tunnel_ikm()), None)
             }
         };
-        let (master_key, tunnel_spi) = kerberos::derive_tunnel(
+        let (master_key, tunnel_spi) = tunnel_key::derive_tunnel(
             &ikm,
             repr.identification,
             repr.home_address,
@@ -882,7 +915,7 @@ impl HomeAgent {
         // binding at it; the replaced tunnel stays for the grace period.
         out.actions.push(Action::InstallTunnel(TunnelInstall {
             spi: tunnel_spi,
-            role: TunnelRole::HomeAgent,
+            role: Role::HomeAgent,
             local: repr.home_agent,
             remote: repr.care_of_address,
             home: repr.home_address,
@@ -891,7 +924,7 @@ impl HomeAgent {
         }));
         out.actions.push(Action::SetBinding {
             home: repr.home_address,
-            role: TunnelRole::HomeAgent,
+            role: Role::HomeAgent,
             remote: repr.care_of_address,
             spi: tunnel_spi,
             expires,
@@ -965,7 +998,7 @@ impl HomeAgent {
             out.actions.push(match &restorable {
                 Some(b) => Action::SetBinding {
                     home,
-                    role: TunnelRole::HomeAgent,
+                    role: Role::HomeAgent,
                     remote: b.care_of,
                     spi: b.spi,
                     expires: b.expires,
@@ -973,7 +1006,7 @@ impl HomeAgent {
                 },
                 None => Action::RemoveBinding {
                     home,
-                    role: TunnelRole::HomeAgent,
+                    role: Role::HomeAgent,
                 },
             });
         }

@@ -11,17 +11,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::kerberos::TunnelMasterKey;
+use crate::tunnel_key::MasterKey;
 
 /// One binding as journaled.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct BindingRecord {
     pub home: Ipv4Addr,
     pub care_of: Ipv4Addr,
     /// The home agent address the node registered with (tunnel local end).
     pub home_agent: Ipv4Addr,
     pub spi: u32,
-    pub master_key: TunnelMasterKey,
+    pub master_key: MasterKey,
     /// The Identification of the registration that created it.
     pub identification: u64,
     /// Granted lifetime in seconds.
@@ -32,6 +32,38 @@ pub struct BindingRecord {
     /// The Kerberos client principal, if the registration carried an AP-REQ.
     pub client: Option<String>,
 }
+
+// By hand: the master key has no `PartialEq`, only a constant-time `ct_eq`.
+impl PartialEq for BindingRecord {
+    fn eq(&self, other: &Self) -> bool {
+        let Self {
+            home,
+            care_of,
+            home_agent,
+            spi,
+            master_key,
+            identification,
+            lifetime,
+            registered_at,
+            expires,
+            reverse_tunnel,
+            client,
+        } = self;
+        *home == other.home
+            && *care_of == other.care_of
+            && *home_agent == other.home_agent
+            && *spi == other.spi
+            && master_key.ct_eq(&other.master_key)
+            && *identification == other.identification
+            && *lifetime == other.lifetime
+            && *registered_at == other.registered_at
+            && *expires == other.expires
+            && *reverse_tunnel == other.reverse_tunnel
+            && *client == other.client
+    }
+}
+
+impl Eq for BindingRecord {}
 
 /// One change to persist.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,7 +273,7 @@ impl BindingJournal for SqliteJournal {
                             u32::from(r.care_of),
                             u32::from(r.home_agent),
                             r.spi,
-                            &r.master_key.as_bytes()[..],
+                            r.master_key.as_bytes(),
                             r.identification as i64,
                             r.lifetime,
                             ms(r.registered_at),
@@ -310,7 +342,7 @@ impl BindingJournal for SqliteJournal {
                 care_of: Ipv4Addr::from(care_of),
                 home_agent: Ipv4Addr::from(ha),
                 spi,
-                master_key: TunnelMasterKey::new(key),
+                master_key: MasterKey::new(key),
                 identification: id as u64,
                 lifetime,
                 registered_at: from_ms(reg),
@@ -344,7 +376,7 @@ mod tests {
             care_of: Ipv4Addr::new(192, 0, 2, home),
             home_agent: Ipv4Addr::new(10, 0, 0, 1),
             spi,
-            master_key: TunnelMasterKey::new([home; 32]),
+            master_key: MasterKey::new([home; 32]),
             identification: 0xeb00_0000_0000_0000 | u64::from(spi),
             lifetime: 600,
             registered_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
@@ -400,7 +432,7 @@ mod tests {
         let st = j.load().unwrap();
         assert_eq!(st.bindings.len(), 1);
         assert_eq!(st.bindings[0].spi, 2000);
-        assert_eq!(st.bindings[0].master_key, TunnelMasterKey::new([5; 32]));
+        assert!(st.bindings[0].master_key.ct_eq(&MasterKey::new([5; 32])));
         assert_eq!(
             j.identification(Ipv4Addr::new(10, 0, 0, 5)).unwrap(),
             Some(u64::MAX - 1)

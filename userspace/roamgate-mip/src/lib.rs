@@ -18,41 +18,57 @@ pub mod identification;
 pub mod journal;
 pub mod kerberos;
 pub mod mobile_node;
-#[doc(hidden)]
-pub mod testing;
+pub mod tunnel_key;
 pub mod wire;
 
-pub use kerberos::TunnelMasterKey;
+pub use tunnel_key::MasterKey;
 
-/// Which end of a tunnel an action is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TunnelRole {
-    /// The home agent: tunnels packets for the home address to the care-of
-    /// address.
-    HomeAgent,
-    /// The mobile node's side (care-of address): reverse-tunnels the home
-    /// address's packets to the home agent.
-    CareOf,
-}
+/// Which end of a tunnel an action is for (owned by `roamgate-common`, whose
+/// map encodings the data plane uses).
+pub use roamgate_common::maps::Role;
 
 /// One tunnel to install in the data plane (through the map API of
-/// `roamgate::dataplane::maps`: `MasterKey::new(*master_key.as_bytes())`,
-/// then `TunnelSpec::new(spi, role, local, home, &master)`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `roamgate::dataplane::maps`: `TunnelSpec::new(spi, role, local, home,
+/// &master_key)`).
+#[derive(Debug, Clone)]
 pub struct TunnelInstall {
     /// The tunnel SPI (derived with the key, docs/mobile-ip.md).
     pub spi: u32,
-    pub role: TunnelRole,
+    pub role: Role,
     /// This end's tunnel address (outer source of what it sends).
     pub local: Ipv4Addr,
     /// The other end's tunnel address.
     pub remote: Ipv4Addr,
     /// The mobile node's home address carried by the tunnel.
     pub home: Ipv4Addr,
-    pub master_key: TunnelMasterKey,
+    pub master_key: MasterKey,
     /// When the tunnel stops being valid (binding expiry plus the grace).
     pub expires: SystemTime,
 }
+
+// By hand: the master key has no `PartialEq`, only a constant-time `ct_eq`.
+impl PartialEq for TunnelInstall {
+    fn eq(&self, other: &Self) -> bool {
+        let Self {
+            spi,
+            role,
+            local,
+            remote,
+            home,
+            master_key,
+            expires,
+        } = self;
+        *spi == other.spi
+            && *role == other.role
+            && *local == other.local
+            && *remote == other.remote
+            && *home == other.home
+            && master_key.ct_eq(&other.master_key)
+            && *expires == other.expires
+    }
+}
+
+impl Eq for TunnelInstall {}
 
 /// What a core asks the data plane to do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +79,7 @@ pub enum Action {
     /// (create or replace atomically).
     SetBinding {
         home: Ipv4Addr,
-        role: TunnelRole,
+        role: Role,
         remote: Ipv4Addr,
         spi: u32,
         expires: SystemTime,
@@ -71,7 +87,7 @@ pub enum Action {
         reverse_tunnel: bool,
     },
     /// Stop sending for `home`.
-    RemoveBinding { home: Ipv4Addr, role: TunnelRole },
+    RemoveBinding { home: Ipv4Addr, role: Role },
     /// Remove a tunnel no binding points at any more.
     RemoveTunnel { spi: u32 },
 }

@@ -26,9 +26,10 @@ use roamgate_krb::client::Credential;
 
 use crate::auth::SecurityAssociation;
 use crate::identification;
-use crate::kerberos::{self, TunnelMasterKey, CVSE_KRB_AP_REQ, ROAMGATE_VENDOR_ID};
+use crate::kerberos::{self, CVSE_KRB_AP_REQ, ROAMGATE_VENDOR_ID};
+use crate::tunnel_key::{self, MasterKey};
 use crate::wire::{self, code, flags, ExtensionRepr, RequestRepr};
-use crate::{Action, TunnelInstall, TunnelRole};
+use crate::{Action, Role, TunnelInstall};
 
 /// First retransmission timeout (RFC 5944 §3.6.3: at least 1 s).
 pub const INITIAL_RETRANSMIT: Duration = Duration::from_secs(1);
@@ -293,7 +294,7 @@ impl MobileNode {
         };
         let header = repr.to_bytes();
         let mut msg = header.to_vec();
-        let mut tunnel: Option<(TunnelMasterKey, u32)> = None;
+        let mut tunnel: Option<(MasterKey, u32)> = None;
         if !deregister {
             let ikm = match &self.config.credential {
                 Some(cred) => {
@@ -316,7 +317,7 @@ impl MobileNode {
                 }
                 None => zeroize::Zeroizing::new(self.config.security_association.tunnel_ikm()),
             };
-            tunnel = Some(kerberos::derive_tunnel(
+            tunnel = Some(tunnel_key::derive_tunnel(
                 &ikm,
                 id,
                 self.config.home_address,
@@ -336,7 +337,7 @@ impl MobileNode {
             let lifetime = Duration::from_secs(u64::from(self.config.lifetime));
             out.actions.push(Action::InstallTunnel(TunnelInstall {
                 spi,
-                role: TunnelRole::CareOf,
+                role: Role::CareOf,
                 local: care_of,
                 remote: self.config.home_agent,
                 home: self.config.home_address,
@@ -405,7 +406,7 @@ impl MobileNode {
                 if let Some(b) = self.binding.take() {
                     out.actions.push(Action::RemoveBinding {
                         home: self.config.home_address,
-                        role: TunnelRole::CareOf,
+                        role: Role::CareOf,
                     });
                     out.actions.push(Action::RemoveTunnel { spi: b.spi });
                 }
@@ -425,7 +426,7 @@ impl MobileNode {
             let refresh = pending.sent_at + life * REFRESH_PER_MILLE / 1000;
             out.actions.push(Action::SetBinding {
                 home: self.config.home_address,
-                role: TunnelRole::CareOf,
+                role: Role::CareOf,
                 remote: self.config.home_agent,
                 spi,
                 expires,
@@ -506,7 +507,7 @@ impl MobileNode {
                 self.binding = None;
                 out.actions.push(Action::RemoveBinding {
                     home: self.config.home_address,
-                    role: TunnelRole::CareOf,
+                    role: Role::CareOf,
                 });
                 out.actions.push(Action::RemoveTunnel { spi });
                 out.events.push(Event::Expired);

@@ -16,9 +16,9 @@ use roamgate_mip::home_agent::{
 };
 use roamgate_mip::journal::{BindingJournal, JournalOp, SqliteJournal};
 use roamgate_mip::mobile_node::{Event, MobileNode, MobileNodeConfig, State};
-use roamgate_mip::testing::issue_ticket;
 use roamgate_mip::wire::{self, code, ext_type, flags, ExtensionRepr, RequestRepr};
-use roamgate_mip::{identification, Action, TunnelRole};
+use roamgate_mip::{identification, Action, Role};
+use roamgate_testkit::mip::issue_ticket;
 
 const HOME: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);
 const HOME2: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 11);
@@ -124,13 +124,17 @@ fn assert_rejected(out: &Outcome, want: u8) {
     assert_eq!(reply.repr.code, want);
 }
 
-fn install_of(actions: &[Action]) -> (u32, [u8; 32], TunnelRole, Ipv4Addr, Ipv4Addr) {
+fn install_of(actions: &[Action]) -> (u32, Vec<u8>, Role, Ipv4Addr, Ipv4Addr) {
     actions
         .iter()
         .find_map(|a| match a {
-            Action::InstallTunnel(t) => {
-                Some((t.spi, *t.master_key.as_bytes(), t.role, t.local, t.remote))
-            }
+            Action::InstallTunnel(t) => Some((
+                t.spi,
+                t.master_key.as_bytes().to_vec(),
+                t.role,
+                t.local,
+                t.remote,
+            )),
             _ => None,
         })
         .expect("an InstallTunnel action")
@@ -180,7 +184,7 @@ fn registration_accepted_both_ends_derive_the_same_tunnel() {
     assert_eq!(w.mn.state(), State::Registering);
     // The node installs its receive side before sending.
     let (mn_spi, mn_key, role, local, remote) = install_of(&out.actions);
-    assert_eq!((role, local, remote), (TunnelRole::CareOf, COA_A, HA));
+    assert_eq!((role, local, remote), (Role::CareOf, COA_A, HA));
     let req = out.send.unwrap();
     let parsed = wire::parse_request(&req).unwrap();
     assert_eq!(parsed.repr.flags, flags::T | flags::D);
@@ -199,13 +203,13 @@ fn registration_accepted_both_ends_derive_the_same_tunnel() {
     // Tunnel first, then the binding.
     assert!(matches!(ha_out.actions[0], Action::InstallTunnel(_)));
     let (ha_spi, ha_key, role, local, remote) = install_of(&ha_out.actions);
-    assert_eq!((role, local, remote), (TunnelRole::HomeAgent, HA, COA_A));
-    assert_eq!((ha_spi, ha_key), (mn_spi, mn_key));
+    assert_eq!((role, local, remote), (Role::HomeAgent, HA, COA_A));
+    assert_eq!((ha_spi, &ha_key), (mn_spi, &mn_key));
     assert_eq!(
         ha_out.actions[1],
         Action::SetBinding {
             home: HOME,
-            role: TunnelRole::HomeAgent,
+            role: Role::HomeAgent,
             remote: COA_A,
             spi: ha_spi,
             expires: now + secs(300),
@@ -238,7 +242,7 @@ fn registration_accepted_both_ends_derive_the_same_tunnel() {
         mn_out.actions,
         vec![Action::SetBinding {
             home: HOME,
-            role: TunnelRole::CareOf,
+            role: Role::CareOf,
             remote: HA,
             spi: mn_spi,
             expires: now + secs(300),
@@ -685,7 +689,7 @@ fn deregistration_removes_everything_at_both_ends() {
         vec![
             Action::RemoveBinding {
                 home: HOME,
-                role: TunnelRole::HomeAgent
+                role: Role::HomeAgent
             },
             Action::RemoveTunnel { spi }
         ]
@@ -701,7 +705,7 @@ fn deregistration_removes_everything_at_both_ends() {
         vec![
             Action::RemoveBinding {
                 home: HOME,
-                role: TunnelRole::CareOf
+                role: Role::CareOf
             },
             Action::RemoveTunnel { spi }
         ]
@@ -731,7 +735,7 @@ fn binding_expires_at_the_home_agent() {
         vec![
             Action::RemoveBinding {
                 home: HOME,
-                role: TunnelRole::HomeAgent
+                role: Role::HomeAgent
             },
             Action::RemoveTunnel { spi }
         ]
@@ -805,7 +809,7 @@ fn handover_moves_the_binding_to_the_new_care_of_address() {
     assert_eq!(ha_out.code, Some(0));
     assert!(ha_out.actions.contains(&Action::SetBinding {
         home: HOME,
-        role: TunnelRole::HomeAgent,
+        role: Role::HomeAgent,
         remote: COA_B,
         spi: mn_spi,
         expires: at + secs(300),
@@ -976,7 +980,7 @@ fn restart_restores_bindings_and_replay_state_from_the_journal() {
         vec![
             Action::RemoveBinding {
                 home: HOME2,
-                role: TunnelRole::HomeAgent
+                role: Role::HomeAgent
             },
             Action::RemoveTunnel { spi: spi2 }
         ]
@@ -1019,7 +1023,7 @@ fn rapid_re_registration_keeps_at_most_four_retiring_tunnels() {
 
 #[test]
 fn throughput_harness_registers_everything() {
-    let r = roamgate_mip::testing::bench_registrations(5, 3);
+    let r = roamgate_testkit::mip::bench_registrations(5, 3);
     assert_eq!(r.registrations, 15);
     assert_eq!(r.accepted, 15);
     assert!(r.registrations_per_s > 0.0);
@@ -1203,7 +1207,7 @@ fn rollback_of_a_handover_restores_the_old_binding_before_removing_the_new_tunne
         vec![
             Action::SetBinding {
                 home: HOME,
-                role: TunnelRole::HomeAgent,
+                role: Role::HomeAgent,
                 remote: COA_A,
                 spi: old_spi,
                 expires: before.expires,
@@ -1275,7 +1279,7 @@ fn rollback_of_a_deregistration_whose_tunnel_is_gone_keeps_it_gone() {
         rb.actions,
         vec![Action::RemoveBinding {
             home: HOME,
-            role: TunnelRole::HomeAgent
+            role: Role::HomeAgent
         }]
     );
     assert_eq!(rb.journal, vec![JournalOp::RemoveBinding(HOME)]);

@@ -13,8 +13,9 @@ use roamgate_krb_crypto::Etype;
 use roamgate_mip::auth::SecurityAssociation;
 use roamgate_mip::home_agent::{HomeAgent, HomeAgentConfig, NodeConfig};
 use roamgate_mip::mobile_node::{MobileNode, MobileNodeConfig};
+use roamgate_mip::wire;
 use roamgate_mip::wire::MIP_PORT;
-use roamgate_mip::{testing, wire};
+use roamgate_testkit::mip as testing;
 
 const HOME: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);
 const HA: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);

@@ -32,12 +32,13 @@ use std::{
 };
 
 use aya::maps::HashMap;
-use roamgate::dataplane::{frame::FrameBuilder, DataPlane};
+use roamgate::dataplane::DataPlane;
 use roamgate_common::{
     maps::{TunnelKey, TunnelValue, NEVER_EXPIRES, ROLE_HOME_AGENT, TUNNELS},
     siphash::Key,
     wire::tunnel::{emit, EncapRepr, MIP_PORT, OVERHEAD},
 };
+use roamgate_testkit::frame::FrameBuilder;
 
 const HOME: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
 const CORR: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);

@@ -17,10 +17,6 @@
 use std::{net::Ipv4Addr, process::Command};
 
 use aya::maps::{Array, HashMap};
-use roamgate::dataplane::{
-    fixture::{Fixture, FixtureRunner, XdpAction},
-    frame::{FrameBuilder, MAC_A, MAC_B},
-};
 use roamgate_common::{
     maps::{
         voice_port_bit, BindingKey, BindingValue, TunnelKey, TunnelValue, VoiceFlowKey,
@@ -33,6 +29,10 @@ use roamgate_common::{
         ipv4::{checksum, PROTO_UDP},
         tunnel::{emit, EncapRepr, MIP_PORT, OVERHEAD},
     },
+};
+use roamgate_testkit::{
+    fixture::{Fixture, FixtureRunner, XdpAction},
+    frame::{FrameBuilder, MAC_A, MAC_B},
 };
 
 // The world: a correspondent, a unit's home address, its home agent and its

@@ -6,15 +6,11 @@
 use std::net::Ipv4Addr;
 
 use roamgate::{
-    dataplane::{
-        fixture::FixtureRunner,
-        frame::FrameBuilder,
-        maps::{
-            derive_keys, Binding, Expiry, Maps, MapsError, MasterKey, Role, TunnelSpec, VoiceFlow,
-        },
-    },
+    dataplane::maps::{Binding, Expiry, Maps, MapsError, Role, TunnelSpec, VoiceFlow},
     tunnel::core::{Decapsulator, Encapsulator},
 };
+use roamgate_mip::tunnel_key::{derive_keys, MasterKey};
+use roamgate_testkit::{fixture::FixtureRunner, frame::FrameBuilder};
 
 const HA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const COA: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);

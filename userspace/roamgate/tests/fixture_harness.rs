@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use roamgate::dataplane::{
+use roamgate_testkit::{
     fixture::{Fixture, FixtureError, FixtureRunner, XdpAction},
     frame::FrameBuilder,
 };

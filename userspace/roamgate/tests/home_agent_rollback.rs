@@ -10,10 +10,7 @@ use std::{
 };
 
 use roamgate::{
-    dataplane::{
-        fixture::TestPinDir,
-        maps::{Binding, Capacity, Expiry, Maps, MasterKey, Role, TunnelSpec},
-    },
+    dataplane::maps::{Binding, Capacity, Expiry, Maps, Role, TunnelSpec},
     home_agent::{Engine, HomeLink},
 };
 use roamgate_krb::ap::KeySet;
@@ -23,7 +20,9 @@ use roamgate_mip::{
     journal::{BindingJournal, JournalError, JournalOp, JournalState, SqliteJournal},
     mobile_node::{Event, MobileNode, MobileNodeConfig},
     wire::{self, code},
+    MasterKey,
 };
+use roamgate_testkit::fixture::TestPinDir;
 
 const HA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const HOME: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);

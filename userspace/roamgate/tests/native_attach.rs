@@ -7,7 +7,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use roamgate::dataplane::{fixture::TestPinDir, frame::FrameBuilder, AttachMode, DataPlane};
+use roamgate::dataplane::{AttachMode, DataPlane};
+use roamgate_testkit::{fixture::TestPinDir, frame::FrameBuilder};
 
 fn sh(cmd: &str) {
     let st = Command::new("sh").arg("-c").arg(cmd).status().expect("sh");

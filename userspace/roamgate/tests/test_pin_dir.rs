@@ -5,11 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap, MapData};
-use roamgate::dataplane::{
-    fixture::{FixtureRunner, TestPinDir, TEST_PIN_PREFIX},
-    maps::TUNNELS,
-    DataPlane,
-};
+use roamgate::dataplane::{maps::TUNNELS, DataPlane};
+use roamgate_testkit::fixture::{FixtureRunner, TestPinDir, TEST_PIN_PREFIX};
 
 fn pins_in(dir: &Path) -> usize {
     std::fs::read_dir(dir).map(|r| r.count()).unwrap_or(0)

@@ -15,190 +15,22 @@
 //! - remove: the binding first (stop sending), then the tunnel.
 //!
 //! Per-direction keys come from the tunnel master key with HKDF-SHA256
-//! (RFC 5869) as docs/wire.md ("Keys") specifies: [`derive_keys`]. Keys never
-//! reach a log: every type holding one has a redacting `Debug`.
+//! (RFC 5869) as docs/wire.md ("Keys") specifies:
+//! [`roamgate_mip::tunnel_key::derive_keys`]. Keys never reach a log: every
+//! type holding one has a redacting `Debug`.
 
 use std::{net::Ipv4Addr, path::Path, time::Duration};
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError};
-use ring::hkdf;
-use roamgate_common::{maps as m, replay::ReplayWindow, siphash::Key, wire::tunnel::MIP_PORT};
+use roamgate_common::{maps as m, replay::ReplayWindow, wire::tunnel::MIP_PORT};
+use roamgate_mip::tunnel_key::{derive_keys, MasterKey, TunnelKeys};
 
 // The map names and raw key/value types, so `dataplane::maps` is a superset of
 // `roamgate_common::maps`.
 pub use roamgate_common::maps::*;
 
-/// HKDF-SHA256 salt of the per-direction key derivation (docs/wire.md §3).
-pub const KDF_SALT: &[u8] = b"roamgate-tunnel-v1";
-/// HKDF info label of the home agent → mobile node (care-of) direction; the
-/// SPI and the home address (4 bytes each, network order) follow.
-pub const KDF_INFO_HA_TO_MN: &[u8] = b"roamgate tunnel ha->mn";
-/// HKDF info label of the mobile node (care-of) → home agent direction.
-pub const KDF_INFO_MN_TO_HA: &[u8] = b"roamgate tunnel mn->ha";
-
 /// Default tunnel MTU: the largest outer IPv4 packet (docs/wire.md, "MTU").
 pub const DEFAULT_TUNNEL_MTU: u16 = 1500;
-
-/// A tunnel master key (the MN–HA key material of the registration):
-/// [`MasterKey::MIN_LEN`] to [`MasterKey::MAX_LEN`] bytes.
-#[derive(Clone, PartialEq, Eq)]
-pub struct MasterKey(Vec<u8>);
-
-impl MasterKey {
-    /// docs/wire.md §3: at least 16 random bytes.
-    pub const MIN_LEN: usize = 16;
-    pub const MAX_LEN: usize = 64;
-
-    pub fn new(bytes: [u8; 32]) -> Self {
-        Self(bytes.to_vec())
-    }
-
-    pub fn from_slice(bytes: &[u8]) -> Result<Self, MapsError> {
-        if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&bytes.len()) {
-            return Err(MapsError::MasterKeyLength(bytes.len()));
-        }
-        Ok(Self(bytes.to_vec()))
-    }
-
-    /// From hex digits (surrounding whitespace ignored).
-    pub fn from_hex(text: &str) -> Result<Self, MapsError> {
-        let t = text.trim();
-        if !t.len().is_multiple_of(2) || !t.is_ascii() {
-            return Err(MapsError::MasterKeyHex);
-        }
-        let mut out = vec![0u8; t.len() / 2];
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = u8::from_str_radix(&t[2 * i..2 * i + 2], 16)
-                .map_err(|_| MapsError::MasterKeyHex)?;
-        }
-        let k = Self::from_slice(&out);
-        wipe(&mut out);
-        k
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for MasterKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MasterKey(<redacted>)")
-    }
-}
-
-impl Drop for MasterKey {
-    fn drop(&mut self) {
-        wipe(&mut self.0);
-    }
-}
-
-/// Overwrites a secret so it does not linger in freed memory.
-fn wipe(bytes: &mut [u8]) {
-    for b in bytes.iter_mut() {
-        // SAFETY: `b` is a valid, aligned, exclusive reference to a u8; the
-        // volatile write only keeps the compiler from eliding the store.
-        unsafe { std::ptr::write_volatile(b, 0) };
-    }
-    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
-}
-
-/// Which end of a tunnel this gateway is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Role {
-    /// The home agent: tunnels traffic for a home address to the care-of
-    /// address and receives the reverse tunnel.
-    HomeAgent,
-    /// The care-of side: reverse-tunnels the unit's traffic to the home
-    /// agent and receives the forward tunnel.
-    CareOf,
-}
-
-impl Role {
-    fn tunnel_role(self) -> u8 {
-        match self {
-            Role::HomeAgent => m::ROLE_HOME_AGENT,
-            Role::CareOf => m::ROLE_CARE_OF,
-        }
-    }
-
-    fn binding_kind(self) -> u8 {
-        match self {
-            Role::HomeAgent => m::BINDING_HOME_AGENT,
-            Role::CareOf => m::BINDING_CARE_OF,
-        }
-    }
-
-    fn from_tunnel_role(r: u8) -> Option<Self> {
-        match r {
-            m::ROLE_HOME_AGENT => Some(Role::HomeAgent),
-            m::ROLE_CARE_OF => Some(Role::CareOf),
-            _ => None,
-        }
-    }
-}
-
-/// The two SipHash keys of one tunnel, as seen from one end.
-#[derive(Clone, PartialEq, Eq)]
-pub struct TunnelKeys {
-    /// Key of what this end sends.
-    pub tx: Key,
-    /// Key of what this end receives.
-    pub rx: Key,
-}
-
-impl std::fmt::Debug for TunnelKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TunnelKeys { tx: <redacted>, rx: <redacted> }")
-    }
-}
-
-impl Drop for TunnelKeys {
-    fn drop(&mut self) {
-        wipe(&mut self.tx);
-        wipe(&mut self.rx);
-    }
-}
-
-struct OkmLen(usize);
-
-impl hkdf::KeyType for OkmLen {
-    fn len(&self) -> usize {
-        self.0
-    }
-}
-
-/// The key of one direction: HKDF-SHA256(salt = [`KDF_SALT`], IKM = master,
-/// info = label || SPI || home address), 16 bytes (docs/wire.md §3).
-pub fn derive_direction_key(master: &MasterKey, label: &[u8], spi: u32, home: Ipv4Addr) -> Key {
-    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, KDF_SALT).extract(master.as_bytes());
-    let spi_be = spi.to_be_bytes();
-    let home_b = home.octets();
-    let info = [label, &spi_be[..], &home_b[..]];
-    let mut out = [0u8; 16];
-    // 16 bytes is far below HKDF-SHA256's limit of 255 * 32: cannot fail.
-    prk.expand(&info, OkmLen(out.len()))
-        .and_then(|okm| okm.fill(&mut out))
-        .expect("HKDF-SHA256 output of 16 bytes is always valid");
-    out
-}
-
-/// Both keys of tunnel `spi` for home address `home`, as `role` uses them.
-pub fn derive_keys(master: &MasterKey, spi: u32, home: Ipv4Addr, role: Role) -> TunnelKeys {
-    let ha_to_coa = derive_direction_key(master, KDF_INFO_HA_TO_MN, spi, home);
-    let coa_to_ha = derive_direction_key(master, KDF_INFO_MN_TO_HA, spi, home);
-    match role {
-        Role::HomeAgent => TunnelKeys {
-            tx: ha_to_coa,
-            rx: coa_to_ha,
-        },
-        Role::CareOf => TunnelKeys {
-            tx: coa_to_ha,
-            rx: ha_to_coa,
-        },
-    }
-}
 
 /// When a binding, tunnel or voice flow stops being valid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,7 +82,7 @@ pub fn boottime_now() -> Duration {
 }
 
 /// One tunnel as this end sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct TunnelSpec {
     pub spi: u32,
     pub role: Role,
@@ -265,6 +97,34 @@ pub struct TunnelSpec {
     pub dst_port: u16,
     pub expires: Expiry,
 }
+
+// By hand: the keys have no `PartialEq`, only a constant-time `ct_eq`.
+impl PartialEq for TunnelSpec {
+    fn eq(&self, other: &Self) -> bool {
+        let Self {
+            spi,
+            role,
+            local,
+            home,
+            keys,
+            mtu,
+            src_port,
+            dst_port,
+            expires,
+        } = self;
+        *spi == other.spi
+            && *role == other.role
+            && *local == other.local
+            && *home == other.home
+            && keys.ct_eq(&other.keys)
+            && *mtu == other.mtu
+            && *src_port == other.src_port
+            && *dst_port == other.dst_port
+            && *expires == other.expires
+    }
+}
+
+impl Eq for TunnelSpec {}
 
 impl TunnelSpec {
     /// A tunnel with keys derived from `master`, ports 434, MTU 1500, no expiry.
@@ -449,10 +309,6 @@ pub enum MapsError {
     TunnelInUse { spi: u32, home: Ipv4Addr },
     #[error("SPI 0 is reserved")]
     ZeroSpi,
-    #[error("a tunnel master key is 16 to 64 bytes, got {0}")]
-    MasterKeyLength(usize),
-    #[error("a tunnel master key in hex has only the digits 0-9a-f")]
-    MasterKeyHex,
     #[error("creating map {map}: {source}")]
     Create {
         map: &'static str,
@@ -839,10 +695,8 @@ impl Maps {
         let mut out = Vec::new();
         for item in self.bindings.iter() {
             let (k, v) = item.map_err(map_err(m::BINDINGS))?;
-            let role = match k.kind {
-                m::BINDING_HOME_AGENT => Role::HomeAgent,
-                m::BINDING_CARE_OF => Role::CareOf,
-                _ => continue,
+            let Some(role) = Role::from_binding_kind(k.kind) else {
+                continue;
             };
             let binding = Binding {
                 home: Ipv4Addr::from(k.addr),
@@ -1003,25 +857,6 @@ mod tests {
         MasterKey::new(core::array::from_fn(|i| i as u8))
     }
 
-    /// RFC 5869 appendix A.1 (HKDF-SHA256 test case 1), through the same
-    /// ring calls [`derive_direction_key`] makes.
-    #[test]
-    fn ring_hkdf_matches_rfc5869_case_1() {
-        let ikm = [0x0bu8; 22];
-        let salt: Vec<u8> = (0x00..=0x0c).collect();
-        let info: Vec<u8> = (0xf0..=0xf9).collect();
-        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &salt).extract(&ikm);
-        let mut okm = [0u8; 42];
-        prk.expand(&[&info], OkmLen(42))
-            .unwrap()
-            .fill(&mut okm)
-            .unwrap();
-        let want =
-            "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865";
-        let got: String = okm.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(got, want);
-    }
-
     fn live(spec: &TunnelSpec) -> TunnelValue {
         let mut rx = ReplayWindow::default();
         rx.accept(41).unwrap();
@@ -1080,77 +915,8 @@ mod tests {
 
     const H: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
 
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    /// The example of docs/wire.md §3.
-    #[test]
-    fn wire_md_example() {
-        let ha = derive_keys(&master(), 0x1001, H, Role::HomeAgent);
-        assert_eq!(hex(&ha.tx), "38dc7011d00d9cd9c51aeefac3a265df");
-        assert_eq!(hex(&ha.rx), "00eb2bde43bec4e1dcc14eef928798b4");
-        let prk = ring::hmac::sign(
-            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, KDF_SALT),
-            master().as_bytes(),
-        );
-        assert_eq!(
-            hex(prk.as_ref()),
-            "bfc00e00ebec7b9bcd9aaeb9330a989fbd732b19209dcc1e569c9957ea4382b4"
-        );
-    }
-
-    #[test]
-    fn the_two_ends_agree_and_directions_differ() {
-        let ha = derive_keys(&master(), 0x1001, H, Role::HomeAgent);
-        let coa = derive_keys(&master(), 0x1001, H, Role::CareOf);
-        assert_eq!(ha.tx, coa.rx);
-        assert_eq!(ha.rx, coa.tx);
-        assert_ne!(ha.tx, ha.rx);
-        let other_spi = derive_keys(&master(), 0x1002, H, Role::HomeAgent);
-        assert_ne!(ha.tx, other_spi.tx);
-        let mut mk = master().as_bytes().to_vec();
-        mk[0] ^= 1;
-        let other = MasterKey::from_slice(&mk).unwrap();
-        assert_ne!(derive_keys(&other, 0x1001, H, Role::HomeAgent).tx, ha.tx);
-        let other_home = derive_keys(
-            &master(),
-            0x1001,
-            Ipv4Addr::new(10, 1, 0, 2),
-            Role::HomeAgent,
-        );
-        assert_ne!(other_home.tx, ha.tx);
-    }
-
-    #[test]
-    fn direction_key_is_hkdf_of_label_and_spi() {
-        // Independent recomputation with HMAC-SHA256 (RFC 5869 section 2).
-        use ring::hmac;
-        let prk = hmac::sign(
-            &hmac::Key::new(hmac::HMAC_SHA256, KDF_SALT),
-            master().as_bytes(),
-        );
-        let mut t1_input = KDF_INFO_HA_TO_MN.to_vec();
-        t1_input.extend_from_slice(&0x1001u32.to_be_bytes());
-        t1_input.extend_from_slice(&H.octets());
-        t1_input.push(1);
-        let t1 = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, prk.as_ref()), &t1_input);
-        assert_eq!(
-            &derive_direction_key(&master(), KDF_INFO_HA_TO_MN, 0x1001, H)[..],
-            &t1.as_ref()[..16]
-        );
-    }
-
     #[test]
     fn secrets_are_redacted() {
-        let k = derive_keys(&master(), 7, H, Role::CareOf);
-        let s = format!("{k:?} {:?}", master());
-        assert!(s.contains("redacted"), "{s}");
-        assert!(
-            !s.contains(&format!("{:?}", k.tx)) && !s.contains(&format!("{:?}", k.rx)),
-            "{s}"
-        );
-        assert!(!s.contains(&format!("{:?}", master().as_bytes())), "{s}");
         let spec = TunnelSpec::new(
             7,
             Role::CareOf,
@@ -1163,33 +929,6 @@ mod tests {
             s.contains("redacted") && !s.contains(&format!("{:?}", spec.keys.tx)),
             "{s}"
         );
-    }
-
-    #[test]
-    fn master_key_parsing() {
-        let hex = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n";
-        assert_eq!(MasterKey::from_hex(hex).unwrap(), master());
-        assert!(matches!(
-            MasterKey::from_hex("00"),
-            Err(MapsError::MasterKeyLength(1))
-        ));
-        assert!(matches!(
-            MasterKey::from_hex("000"),
-            Err(MapsError::MasterKeyHex)
-        ));
-        assert_eq!(
-            MasterKey::from_hex(&"ab".repeat(16))
-                .unwrap()
-                .as_bytes()
-                .len(),
-            16
-        );
-        assert!(matches!(
-            MasterKey::from_hex(&"zz".repeat(32)),
-            Err(MapsError::MasterKeyHex)
-        ));
-        assert!(MasterKey::from_slice(&[0; 15]).is_err());
-        assert!(MasterKey::from_slice(&[0; 65]).is_err());
     }
 
     #[test]

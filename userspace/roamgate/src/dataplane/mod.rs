@@ -5,8 +5,6 @@
 //! [`roamgate_common::maps::PIN_DIR`]) so that the state outlives the control
 //! plane: a restarted gateway reuses the pinned maps.
 
-pub mod fixture;
-pub mod frame;
 pub mod maps;
 
 use std::{

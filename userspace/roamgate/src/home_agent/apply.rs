@@ -8,9 +8,9 @@
 
 use std::time::SystemTime;
 
-use roamgate_mip::{Action, TunnelRole};
+use roamgate_mip::Action;
 
-use crate::dataplane::maps::{Binding, Expiry, Maps, MapsError, MasterKey, Role, TunnelSpec};
+use crate::dataplane::maps::{Binding, Expiry, Maps, MapsError, Role, TunnelSpec};
 
 /// What one applied action changed, for the caller's side effects (proxy
 /// ARP on the home link).
@@ -25,13 +25,6 @@ pub enum Applied {
         role: Role,
     },
     Other,
-}
-
-pub fn role(r: TunnelRole) -> Role {
-    match r {
-        TunnelRole::HomeAgent => Role::HomeAgent,
-        TunnelRole::CareOf => Role::CareOf,
-    }
 }
 
 /// A wall-clock instant as a data-plane expiry (`CLOCK_BOOTTIME`).
@@ -66,8 +59,7 @@ pub fn apply_prefix(
     for a in actions {
         match a {
             Action::InstallTunnel(t) => {
-                let master = MasterKey::new(*t.master_key.as_bytes());
-                let mut spec = TunnelSpec::new(t.spi, role(t.role), t.local, t.home, &master);
+                let mut spec = TunnelSpec::new(t.spi, t.role, t.local, t.home, &t.master_key);
                 spec.mtu = mtu;
                 spec.expires = expiry(t.expires, now);
                 if let Err(e) = maps.install_tunnel(&spec) {
@@ -85,7 +77,7 @@ pub fn apply_prefix(
             } => {
                 if let Err(e) = maps.set_binding(&Binding {
                     home: *home,
-                    role: role(*r),
+                    role: *r,
                     remote: *remote,
                     spi: *spi,
                     expires: expiry(*expires, now),
@@ -94,28 +86,28 @@ pub fn apply_prefix(
                 }
                 done.push(Applied::BindingSet {
                     home: *home,
-                    role: role(*r),
+                    role: *r,
                 });
             }
             Action::RemoveBinding { home, role: r } => {
-                if let Err(e) = maps.remove(*home, role(*r)) {
+                if let Err(e) = maps.remove(*home, *r) {
                     // `remove` takes the binding out before its tunnel: when
                     // only the tunnel part failed, the binding is gone.
                     let still_bound = maps.list().map_or(true, |l| {
                         l.iter()
-                            .any(|s| s.binding.home == *home && s.binding.role == role(*r))
+                            .any(|s| s.binding.home == *home && s.binding.role == *r)
                     });
                     if !still_bound {
                         done.push(Applied::BindingRemoved {
                             home: *home,
-                            role: role(*r),
+                            role: *r,
                         });
                     }
                     return (done, Some(e));
                 }
                 done.push(Applied::BindingRemoved {
                     home: *home,
-                    role: role(*r),
+                    role: *r,
                 });
             }
             Action::RemoveTunnel { spi } => {

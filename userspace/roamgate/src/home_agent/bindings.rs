@@ -127,7 +127,7 @@ pub fn print(pin_dir: &Path, journal: Option<&Path>, json: bool) -> anyhow::Resu
 mod tests {
     use super::*;
     use crate::dataplane::maps::Binding;
-    use roamgate_mip::TunnelMasterKey;
+    use roamgate_mip::MasterKey;
 
     #[test]
     fn rows_join_the_journal_and_never_carry_keys() {
@@ -153,7 +153,7 @@ mod tests {
             care_of: Ipv4Addr::new(198, 51, 100, 2),
             home_agent: Ipv4Addr::new(192, 0, 2, 1),
             spi: 0x1234,
-            master_key: TunnelMasterKey::new([0xab; 32]),
+            master_key: MasterKey::new([0xab; 32]),
             identification: 1,
             lifetime: 120,
             registered_at: now - Duration::from_secs(20),

@@ -4,7 +4,7 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::Duration,
 };
 
@@ -19,6 +19,7 @@ use serde::Deserialize;
 use crate::{
     config::{ConfigFile, LogSection},
     dataplane::AttachMode,
+    platform::keyfile::read_hex_key,
 };
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:434";
@@ -313,38 +314,6 @@ impl HomeAgentFile {
     }
 }
 
-/// Reads a key file: hex digits (whitespace ignored). Refuses files that
-/// others can read.
-pub fn read_hex_key(path: &Path) -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let meta = std::fs::metadata(path).with_context(|| format!("key file {}", path.display()))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        bail!(
-            "key file {} is readable by others (mode {:o}); chmod 600 it",
-            path.display(),
-            meta.permissions().mode() & 0o777
-        );
-    }
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
-    );
-    let digits: zeroize::Zeroizing<String> =
-        zeroize::Zeroizing::new(text.chars().filter(|c| !c.is_whitespace()).collect());
-    if digits.is_empty() || !digits.len().is_multiple_of(2) {
-        bail!(
-            "key file {}: not an even number of hex digits",
-            path.display()
-        );
-    }
-    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(digits.len() / 2));
-    for i in (0..digits.len()).step_by(2) {
-        let b = u8::from_str_radix(&digits[i..i + 2], 16)
-            .map_err(|_| anyhow::anyhow!("key file {}: not hex", path.display()))?;
-        out.push(b);
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,22 +359,5 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("kerberos.keytab"), "{e}");
-    }
-
-    #[test]
-    fn key_files_must_be_private_hex() {
-        use std::os::unix::fs::PermissionsExt as _;
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("k");
-        std::fs::write(&p, "00 11 aa\nff\n").unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(read_hex_key(&p)
-            .unwrap_err()
-            .to_string()
-            .contains("chmod 600"));
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(&read_hex_key(&p).unwrap()[..], &[0x00, 0x11, 0xaa, 0xff]);
-        std::fs::write(&p, "abc").unwrap();
-        assert!(read_hex_key(&p).is_err());
     }
 }

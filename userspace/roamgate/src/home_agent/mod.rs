@@ -26,8 +26,6 @@
 pub mod apply;
 pub mod bindings;
 pub mod config;
-pub mod neigh;
-pub mod netlink;
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -42,7 +40,7 @@ use roamgate_krb::ap::{KeySet, ServiceKeys};
 use roamgate_mip::{
     home_agent::{HomeAgent, Outcome},
     journal::{BindingJournal, SqliteJournal},
-    Action, TunnelInstall, TunnelRole,
+    Action, TunnelInstall,
 };
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +51,7 @@ use crate::dataplane::{
     maps::{Maps, Role},
     AttachMode, DataPlane,
 };
+use crate::platform::neigh;
 
 /// Datagrams handled (and journaled) together at most.
 pub const MAX_BATCH: usize = 64;
@@ -241,7 +240,7 @@ impl Engine {
                 let actions = [
                     Action::InstallTunnel(TunnelInstall {
                         spi: b.spi,
-                        role: TunnelRole::HomeAgent,
+                        role: Role::HomeAgent,
                         local: b.home_agent,
                         remote: b.care_of,
                         home: b.home,
@@ -250,7 +249,7 @@ impl Engine {
                     }),
                     Action::SetBinding {
                         home: b.home,
-                        role: TunnelRole::HomeAgent,
+                        role: Role::HomeAgent,
                         remote: b.care_of,
                         spi: b.spi,
                         expires: b.expires,

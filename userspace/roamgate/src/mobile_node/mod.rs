@@ -42,7 +42,8 @@ use self::{
 };
 use crate::{
     dataplane::{maps::Maps, DataPlane},
-    home_agent::{apply, config::read_hex_key},
+    home_agent::apply,
+    platform::keyfile::read_hex_key,
 };
 
 /// How long a shutdown waits for the deregistration reply.

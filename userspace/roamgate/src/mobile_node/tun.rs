@@ -30,19 +30,15 @@ use std::{
 };
 
 use anyhow::Context as _;
-use roamgate_mip::Action;
+use roamgate_mip::{tunnel_key::derive_keys, Action};
 use tracing::warn;
 
 use super::config::DataplaneSection;
-use crate::{
-    dataplane::maps::{derive_keys, MasterKey},
-    home_agent::apply::role,
-    tunnel::{
-        self,
-        route::{self, DevRoute, Prefix, Rule, TABLE_MAIN},
-        table::{self, SharedTable, TableBinding, TableError, TableTunnel, TunnelTable},
-        Forwarder,
-    },
+use crate::tunnel::{
+    self,
+    route::{self, DevRoute, Prefix, Rule, TABLE_MAIN},
+    table::{self, SharedTable, TableBinding, TableError, TableTunnel, TunnelTable},
+    Forwarder,
 };
 
 /// A core's wall-clock deadline on the forwarder's monotonic clock.
@@ -118,15 +114,10 @@ pub fn apply_actions(
     for a in actions {
         match a {
             Action::InstallTunnel(x) => {
-                let keys = derive_keys(
-                    &MasterKey::new(*x.master_key.as_bytes()),
-                    x.spi,
-                    x.home,
-                    role(x.role),
-                );
+                let keys = derive_keys(&x.master_key, x.spi, x.home, x.role);
                 t.install(&TableTunnel {
                     spi: x.spi,
-                    role: role(x.role),
+                    role: x.role,
                     local: x.local,
                     remote: x.remote,
                     home: x.home,
@@ -275,10 +266,11 @@ impl Drop for TunPlane {
 mod tests {
     use std::time::Duration;
 
-    use roamgate_mip::{TunnelInstall, TunnelMasterKey, TunnelRole};
+    use roamgate_mip::{MasterKey, Role, TunnelInstall};
+    use roamgate_testkit::frame::FrameBuilder;
 
     use super::*;
-    use crate::{dataplane::frame::FrameBuilder, tunnel::core::UDP_PAYLOAD_OFFSET};
+    use crate::tunnel::core::UDP_PAYLOAD_OFFSET;
 
     const HA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
     const KDC: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 2);
@@ -332,16 +324,16 @@ mod tests {
         let spi = 0x4242;
         let install = Action::InstallTunnel(TunnelInstall {
             spi,
-            role: TunnelRole::CareOf,
+            role: Role::CareOf,
             local: COA,
             remote: HA,
             home: HOME,
-            master_key: TunnelMasterKey::new(master),
+            master_key: MasterKey::new(master),
             expires: now + Duration::from_secs(60),
         });
         let bind = Action::SetBinding {
             home: HOME,
-            role: TunnelRole::CareOf,
+            role: Role::CareOf,
             remote: HA,
             spi,
             expires: now + Duration::from_secs(30),
@@ -365,15 +357,10 @@ mod tests {
         assert_eq!((r.local, r.remote), (COA, HA));
         // The home agent's side as the XDP path keys it.
         let mut ha = TunnelTable::default();
-        let hk = derive_keys(
-            &MasterKey::new(master),
-            spi,
-            HOME,
-            crate::dataplane::maps::Role::HomeAgent,
-        );
+        let hk = derive_keys(&MasterKey::new(master), spi, HOME, Role::HomeAgent);
         ha.install(&TableTunnel {
             spi,
-            role: crate::dataplane::maps::Role::HomeAgent,
+            role: Role::HomeAgent,
             local: HA,
             remote: COA,
             home: HOME,
@@ -406,7 +393,7 @@ mod tests {
             &[
                 Action::RemoveBinding {
                     home: HOME,
-                    role: TunnelRole::CareOf,
+                    role: Role::CareOf,
                 },
                 Action::RemoveTunnel { spi },
             ],

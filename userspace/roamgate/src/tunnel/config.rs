@@ -6,12 +6,13 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
+use roamgate_mip::MasterKey;
 use serde::Deserialize;
 
 use crate::{
     config::{ConfigFile, LogSection},
-    dataplane::maps::{MasterKey, Role},
+    dataplane::maps::Role,
     home_agent::config::DEFAULT_STATE_DIR,
 };
 
@@ -121,7 +122,7 @@ impl ConfigFile for TunnelConfig {
 impl TunnelConfig {
     /// Reads the master key, refusing a file others can read.
     pub fn master_key(&self) -> anyhow::Result<MasterKey> {
-        read_master_key(&self.tunnel.master_key_file)
+        crate::platform::keyfile::read_master_key(&self.tunnel.master_key_file)
     }
 
     /// The sequence state file (configured, or the default under
@@ -139,23 +140,6 @@ fn is_cidr(s: &str) -> bool {
         Some((a, l)) => a.parse::<Ipv4Addr>().is_ok() && l.parse::<u8>().is_ok_and(|l| l <= 32),
         None => false,
     }
-}
-
-/// Reads a master key file (hex), refusing group/other access.
-pub fn read_master_key(path: &Path) -> anyhow::Result<MasterKey> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("reading key file {}", path.display()))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        bail!(
-            "key file {} has mode {mode:o}; it must not be readable by group or others (chmod 600)",
-            path.display()
-        );
-    }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading key file {}", path.display()))?;
-    MasterKey::from_hex(&text).with_context(|| format!("in key file {}", path.display()))
 }
 
 #[cfg(test)]
@@ -191,18 +175,5 @@ mod tests {
         assert_eq!(cfg.state_path(), PathBuf::from("/s/t.state"));
         let e = TunnelConfig::from_toml(&format!("{base}colour = 1\n")).unwrap_err();
         assert!(format!("{e:#}").contains("unknown field"), "{e:#}");
-    }
-
-    #[test]
-    fn key_file_mode_is_enforced() {
-        use std::os::unix::fs::PermissionsExt as _;
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("k");
-        std::fs::write(&p, "11".repeat(32)).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = read_master_key(&p).unwrap_err();
-        assert!(e.to_string().contains("chmod 600"), "{e}");
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(read_master_key(&p).unwrap(), MasterKey::new([0x11; 32]));
     }
 }

@@ -36,8 +36,10 @@ use roamgate_common::{
     },
 };
 
+use roamgate_mip::tunnel_key::TunnelKeys;
+
 use super::seqstate::{block_end, block_of, SeqState, SeqStore, BLOCK_LIFETIME, SEQ_BLOCK};
-use crate::dataplane::maps::{Role, TunnelKeys};
+use crate::dataplane::maps::Role;
 
 /// Bytes in front of the UDP payload in a full outer packet: the outer IPv4
 /// header and the UDP header. The tunnel-data header is part of the payload.
@@ -615,12 +617,10 @@ mod tests {
     use std::time::Duration;
 
     use roamgate_common::wire::ipv4::checksum;
+    use roamgate_mip::tunnel_key::{derive_keys, MasterKey};
 
     use super::*;
-    use crate::dataplane::{
-        frame::FrameBuilder,
-        maps::{derive_keys, MasterKey},
-    };
+    use roamgate_testkit::frame::FrameBuilder;
 
     const HA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
     const COA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);

@@ -58,8 +58,8 @@ use self::{
     seqstate::StateFile,
     table::{SharedTable, TableBinding, TableTunnel, TunnelTable},
 };
-use crate::dataplane::maps::derive_keys;
 use roamgate_common::wire::tunnel::{MIP_PORT, OUTER_TTL, OVERHEAD};
+use roamgate_mip::tunnel_key::derive_keys;
 
 /// How often a blocked thread looks at the shutdown flag.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);

@@ -2,11 +2,11 @@
 //! (RTM_NEWROUTE/RTM_DELROUTE, RTM_NEWRULE/RTM_DELRULE; rtnetlink(7),
 //! linux/fib_rules.h). The messages are built by a small pure encoder,
 //! unit-tested against the kernel's layout; they are sent through
-//! `home_agent::netlink::request`, which waits for the kernel's ACK.
+//! `platform::netlink::request`, which waits for the kernel's ACK.
 
 use std::net::Ipv4Addr;
 
-use crate::home_agent::netlink::{request, NetlinkError};
+use crate::platform::netlink::{request, NetlinkError};
 
 // rtnetlink(7) values from libc; the fib_rules.h ones libc lacks below.
 const NLM_F_REQUEST: u16 = libc::NLM_F_REQUEST as u16;

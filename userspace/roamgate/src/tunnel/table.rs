@@ -28,7 +28,9 @@ use super::{
     },
     seqstate::{SeqState, SeqStore},
 };
-use crate::dataplane::maps::{Role, TunnelKeys};
+use roamgate_mip::tunnel_key::TunnelKeys;
+
+use crate::dataplane::maps::Role;
 
 /// A table shared by the control plane and the forwarding threads.
 pub type SharedTable = Arc<RwLock<TunnelTable>>;
@@ -291,11 +293,10 @@ pub fn write(table: &SharedTable) -> std::sync::RwLockWriteGuard<'_, TunnelTable
 mod tests {
     use std::time::Duration;
 
+    use roamgate_mip::tunnel_key::{derive_keys, MasterKey};
+
     use super::*;
-    use crate::dataplane::{
-        frame::FrameBuilder,
-        maps::{derive_keys, MasterKey},
-    };
+    use roamgate_testkit::frame::FrameBuilder;
 
     const HA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
     const COA1: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 2);

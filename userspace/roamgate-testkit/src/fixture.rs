@@ -14,7 +14,9 @@ use std::{
 
 use aya::programs::{TestRun, TestRunOptions};
 
-use super::{frame::describe, Counters, DataPlane, DataPlaneError};
+use roamgate::dataplane::{Counters, DataPlane, DataPlaneError};
+
+use crate::frame::describe;
 
 /// XDP actions, as the kernel numbers them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

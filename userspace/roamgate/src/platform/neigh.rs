@@ -69,12 +69,7 @@ pub fn gratuitous_arp_frame(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 42] {
 
 /// The MAC address and index of `iface`.
 fn link_info(iface: &str) -> anyhow::Result<([u8; 6], i32)> {
-    let name = std::ffi::CString::new(iface).context("interface name")?;
-    // SAFETY: `name` is a valid NUL-terminated string.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if index == 0 {
-        bail!("interface {iface}: {}", std::io::Error::last_os_error());
-    }
+    let index = netlink::ifindex(iface).map_err(|e| anyhow::anyhow!("interface {iface}: {e}"))?;
     // The MAC from sysfs is the host's view under `nsenter --net`; ask the
     // kernel with SIOCGIFHWADDR instead.
     // SAFETY: plain socket(2) call; the fd is closed below.

@@ -1,5 +1,5 @@
-//! Test support: a service ticket for the home agent, sealed as a KDC would
-//! seal it, with the home agent's key set. Used by this crate's tests, its
+//! Test support for roamgate-mip: a service ticket for the home agent, sealed
+//! as a KDC would seal it, with the home agent's key set. Used by its
 //! integration tests and benchmarks; not for production use.
 
 use std::time::{Duration, SystemTime};
@@ -86,9 +86,9 @@ pub fn bench_registrations(nodes: usize, rounds: usize) -> BenchResult {
     use std::sync::Arc;
     use std::time::Instant;
 
-    use crate::auth::SecurityAssociation;
-    use crate::home_agent::{HomeAgent, HomeAgentConfig, NodeConfig, RateLimit};
-    use crate::mobile_node::{MobileNode, MobileNodeConfig};
+    use roamgate_mip::auth::SecurityAssociation;
+    use roamgate_mip::home_agent::{HomeAgent, HomeAgentConfig, NodeConfig, RateLimit};
+    use roamgate_mip::mobile_node::{MobileNode, MobileNodeConfig};
 
     let now = SystemTime::now();
     let service = "mip/ha.bench@BENCH";

@@ -1,0 +1,7 @@
+//! Linux platform code that the roles share (home agent, mobile node, TUN
+//! forwarder): rtnetlink and interface indexes, proxy ARP and gratuitous ARP
+//! on `AF_PACKET`, and key files.
+
+pub mod keyfile;
+pub mod neigh;
+pub mod netlink;
