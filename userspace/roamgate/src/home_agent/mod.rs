@@ -30,7 +30,7 @@ pub mod neigh;
 pub mod netlink;
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -41,7 +41,7 @@ use anyhow::Context as _;
 use roamgate_krb::ap::{KeySet, ServiceKeys};
 use roamgate_mip::{
     home_agent::{HomeAgent, Outcome},
-    journal::{BindingJournal, SqliteJournal},
+    journal::{BindingJournal, JournalOp, SqliteJournal},
     Action, TunnelInstall, TunnelRole,
 };
 use tokio::net::UdpSocket;
@@ -135,10 +135,16 @@ pub struct Metrics {
     pub bindings: usize,
     pub restored_bindings: usize,
     pub reinstalled_bindings: usize,
+    /// Journaled bindings dropped at restore because their tunnel was gone
+    /// from the pinned maps (a reboot): the node must register again.
+    pub restore_tunnel_lost: u64,
+    /// Journal rows skipped at restore because they could not be read.
+    pub journal_corrupt_rows: u64,
 }
 
 impl Metrics {
-    fn prometheus(&self) -> String {
+    /// The counters in Prometheus text format.
+    pub fn prometheus(&self) -> String {
         let mut s = String::new();
         let mut c = |name: &str, v: u64| {
             s.push_str(&format!(
@@ -154,6 +160,8 @@ impl Metrics {
         c("dataplane_errors", self.dataplane_errors);
         c("journal_errors", self.journal_errors);
         c("apply_failed", self.apply_failed);
+        c("restore_tunnel_lost", self.restore_tunnel_lost);
+        c("journal_corrupt_rows", self.journal_corrupt_rows);
         s.push_str("# TYPE roamgate_ha_replies_total counter\n");
         for (code, v) in &self.replies_by_code {
             s.push_str(&format!(
@@ -215,29 +223,98 @@ impl Engine {
         }
     }
 
-    /// Restores the bindings from the journal: live ones are checked
-    /// against the maps (and re-installed if the maps lost them), expired
-    /// ones are removed.
+    /// Restores the bindings from the journal, in one walk of the maps:
+    /// - a live binding whose tunnel is in the pinned maps (a restart of
+    ///   the daemon) is adopted; its binding entry is set again if missing,
+    ///   which keeps the tunnel's sequence counter and replay window;
+    /// - a live binding whose tunnel is gone (a reboot) is dropped: under
+    ///   its journaled key a new tunnel would restart at sequence 1 with an
+    ///   empty window, so captured frames would pass again and sequence
+    ///   numbers would repeat. The node gets a new key at its next
+    ///   registration (`restore_tunnel_lost` counts these);
+    /// - expired ones are removed.
     pub fn restore(&mut self, now: SystemTime) -> anyhow::Result<()> {
-        let state = self.journal.load().context("reading the binding journal")?;
+        let mut state = self.journal.load().context("reading the binding journal")?;
+        for row in &state.skipped {
+            warn!(table = row.table, key = %row.key, reason = %row.reason,
+                "binding journal: unreadable row skipped (left in place; the node's next registration replaces it)");
+        }
+        self.metrics.journal_corrupt_rows = state.skipped.len() as u64;
+        // One walk: home address -> (SPI, tunnel present) of the home
+        // agent's bindings in the maps.
+        let in_maps: HashMap<Ipv4Addr, (u32, bool)> = self
+            .maps
+            .list()
+            .context("listing the pinned bindings")?
+            .into_iter()
+            .filter(|s| s.binding.role == Role::HomeAgent)
+            .map(|s| (s.binding.home, (s.binding.spi, s.tunnel_present)))
+            .collect();
+        let tunnel_present = |maps: &Maps, home: Ipv4Addr, spi: u32| -> anyhow::Result<bool> {
+            Ok(match in_maps.get(&home) {
+                Some(&(s, present)) if s == spi => present,
+                _ => maps
+                    .tunnel(spi)
+                    .with_context(|| format!("looking up tunnel {spi:#x}"))?
+                    .is_some(),
+            })
+        };
+        let mut lost = Vec::new();
+        let mut kept = Vec::with_capacity(state.bindings.len());
+        for r in std::mem::take(&mut state.bindings) {
+            if r.expires > now && !tunnel_present(&self.maps, r.home, r.spi)? {
+                lost.push(r);
+            } else {
+                kept.push(r);
+            }
+        }
+        state.bindings = kept;
+        let mut ids: HashMap<Ipv4Addr, u64> = state.identifications.iter().copied().collect();
+        let mut ops = Vec::with_capacity(2 * lost.len());
+        for r in &lost {
+            // The registration's Identification stays the node's last
+            // accepted one: a replay of it is still refused.
+            let id = ids.entry(r.home).or_insert(r.identification);
+            *id = (*id).max(r.identification);
+            ops.push(JournalOp::Identification {
+                home: r.home,
+                id: *id,
+            });
+            ops.push(JournalOp::RemoveBinding(r.home));
+        }
+        state.identifications = ids.into_iter().collect();
+        if !ops.is_empty() {
+            // Journal first: a crash now leaves no binding to reinstall.
+            self.journal
+                .apply(&ops)
+                .context("dropping the bindings whose tunnels are gone")?;
+        }
+        for r in &lost {
+            if in_maps.contains_key(&r.home) {
+                if let Err(e) = self.maps.remove(r.home, Role::HomeAgent) {
+                    self.metrics.dataplane_errors += 1;
+                    warn!(home = %r.home, error = %e, "removing a binding whose tunnel is gone");
+                }
+            }
+            // A proxy entry left by the previous run (the kernel keeps it
+            // across a daemon restart) would attract the node's traffic.
+            if let Some(iface) = &self.home_link.interface {
+                neigh::remove_proxy(iface, r.home, self.home_link.route_via);
+            }
+            warn!(home = %r.home, care_of = %r.care_of, spi = r.spi,
+                "binding dropped at restore: its tunnel is gone from the pinned maps (reboot?), and reinstalling it under the journaled key would repeat sequence numbers; the node gets a new key when it registers again");
+        }
+        self.metrics.restore_tunnel_lost = lost.len() as u64;
+
         let mut out = self.core.restore(state, now);
         self.commit(&mut out, now);
         let restored: Vec<_> = self.core.bindings().cloned().collect();
         self.metrics.restored_bindings = restored.len();
         for b in restored {
-            let present = matches!(self.maps.tunnel(b.spi), Ok(Some(_)))
-                && self
-                    .maps
-                    .list()
-                    .map(|l| {
-                        l.iter().any(|s| {
-                            s.binding.home == b.home
-                                && s.binding.role == Role::HomeAgent
-                                && s.binding.spi == b.spi
-                        })
-                    })
-                    .unwrap_or(false);
-            if !present {
+            let bound = in_maps.get(&b.home) == Some(&(b.spi, true));
+            if !bound {
+                // Its tunnel is there (checked above): setting the binding
+                // again keeps the tunnel's counter and window.
                 let actions = [
                     Action::InstallTunnel(TunnelInstall {
                         spi: b.spi,
@@ -266,7 +343,7 @@ impl Engine {
                 }
             }
             self.ensure_proxy(b.home, false);
-            info!(home = %b.home, care_of = %b.care_of, spi = b.spi, reinstalled = !present, "binding restored");
+            debug!(home = %b.home, care_of = %b.care_of, spi = b.spi, rebound = !bound, "binding restored");
         }
         self.metrics.bindings = self.core.binding_count();
         Ok(())
