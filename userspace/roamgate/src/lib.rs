@@ -9,4 +9,5 @@ pub mod home_agent;
 pub mod logging;
 pub mod metrics;
 pub mod mobile_node;
+pub mod platform;
 pub mod tunnel;

@@ -465,7 +465,7 @@ pub enum MapsError {
         #[source]
         source: aya::pin::PinError,
     },
-    #[error("creating the pin directory {path}: {source}")]
+    #[error("pin directory {path}: {source}")]
     PinDir {
         path: String,
         #[source]
@@ -602,7 +602,7 @@ impl Maps {
     /// get maps that really fill up (an insert into a full map fails with
     /// E2BIG); an existing pin is an error, never replaced.
     pub fn create_pinned(pin_dir: &Path, cap: Capacity) -> Result<Self, MapsError> {
-        std::fs::create_dir_all(pin_dir).map_err(|source| MapsError::PinDir {
+        crate::platform::fs::private_dir(pin_dir).map_err(|source| MapsError::PinDir {
             path: pin_dir.display().to_string(),
             source,
         })?;

@@ -585,14 +585,8 @@ pub fn build_engine(cfg: &HomeAgentFile) -> anyhow::Result<(Engine, Option<DataP
         .validate(&nodes)
         .map_err(|e| anyhow::anyhow!("home agent configuration: {e}"))?;
     let core = HomeAgent::new(core_cfg, nodes, keys);
-    {
-        use std::os::unix::fs::DirBuilderExt as _;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&cfg.home_agent.state_dir)
-            .with_context(|| format!("creating {}", cfg.home_agent.state_dir.display()))?;
-    }
+    crate::platform::fs::private_dir(&cfg.home_agent.state_dir)
+        .with_context(|| format!("state directory {}", cfg.home_agent.state_dir.display()))?;
     let journal = SqliteJournal::open(&cfg.journal_path())
         .with_context(|| format!("opening {}", cfg.journal_path().display()))?;
     if !cfg.home_agent.home_interface.is_empty() {
@@ -618,11 +612,10 @@ pub fn build_engine(cfg: &HomeAgentFile) -> anyhow::Result<(Engine, Option<DataP
 }
 
 fn write_stats(path: &Path, m: &Metrics) {
-    let tmp = path.with_extension("tmp");
     let mut v = serde_json::to_value(m).unwrap_or_default();
     v["pid"] = serde_json::json!(std::process::id());
-    if std::fs::write(&tmp, v.to_string()).is_ok() {
-        let _ = std::fs::rename(&tmp, path);
+    if let Err(e) = crate::platform::fs::write_atomic(path, v.to_string().as_bytes(), 0o644) {
+        debug!(error = %e, "stats file");
     }
 }
 
@@ -752,5 +745,19 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
         assert_eq!(v["apply_failed"], 3);
+    }
+
+    #[test]
+    fn stats_file_is_never_written_through_a_planted_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "root's file").unwrap();
+        let p = dir.path().join("stats.json");
+        std::os::unix::fs::symlink(&victim, dir.path().join("stats.tmp")).unwrap();
+        write_stats(&p, &Metrics::default());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root's file");
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        assert_eq!(v["pid"], std::process::id());
     }
 }
