@@ -18,9 +18,10 @@
 //! the maps (`<pin_dir>/xdp_link_<iface>`), so the program stays attached
 //! and the maps stay populated while the daemon is stopped, killed or
 //! restarting. A restarted daemon finds the pinned links and does not
-//! attach again, reloads its bindings from the journal, re-installs any
-//! binding missing from the maps (after a reboot) and removes the ones that
-//! expired meanwhile. `roamgate home-agent --detach` (or removing the pin
+//! attach again, reloads its bindings from the journal, adopts those still
+//! in the maps, drops those whose tunnel the maps lost (a reboot: they are
+//! never re-installed under their old key, see [`Engine::restore`]) and
+//! removes the ones that expired meanwhile. `roamgate home-agent --detach` (or removing the pin
 //! files) takes the data plane down on purpose.
 
 pub mod apply;
