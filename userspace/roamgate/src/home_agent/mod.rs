@@ -12,7 +12,12 @@
 //!   undone (binding restored or removed before its new tunnel goes), the
 //!   journal is set back, the node gets 130 instead of "accepted", and
 //!   `apply_failed` counts it;
-//! - expiry and tunnel retirement run at the core's `next_wakeup`.
+//! - expiry and tunnel retirement run at the core's `next_wakeup`;
+//! - the [`Engine`] (core, journal, maps, home link) lives on a thread of its
+//!   own ([`engine_thread`]): the tokio loop sends it each batch over a
+//!   channel and awaits the replies, and the metrics server and the stats
+//!   file read the snapshot it publishes, so no SQLite commit, map syscall
+//!   or netlink round-trip runs on the runtime or under a lock.
 //!
 //! **Forwarding survives the daemon.** The XDP links are *pinned* next to
 //! the maps (`<pin_dir>/xdp_link_<iface>`), so the program stays attached
@@ -27,6 +32,7 @@
 pub mod apply;
 pub mod bindings;
 pub mod config;
+pub mod engine_thread;
 pub mod neigh;
 pub mod netlink;
 
@@ -34,7 +40,7 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -49,7 +55,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use self::{apply::Applied, config::HomeAgentFile};
+use self::{apply::Applied, config::HomeAgentFile, engine_thread::EngineThread};
 use crate::dataplane::{
     maps::{Maps, Role},
     AttachMode, DataPlane,
@@ -628,15 +634,10 @@ pub async fn run(
     detach: bool,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (engine, _dp) = build_engine(&cfg)?;
-    let engine = Arc::new(Mutex::new(engine));
-    {
-        let mut e = engine
-            .lock()
-            .map_err(|_| anyhow::anyhow!("engine lock poisoned"))?;
-        e.restore(SystemTime::now())?;
-        info!(bindings = e.core.binding_count(), "journal restored");
-    }
+    let (mut engine, _dp) = build_engine(&cfg)?;
+    engine.restore(SystemTime::now())?;
+    info!(bindings = engine.core.binding_count(), "journal restored");
+    let engine = EngineThread::spawn(engine).context("starting the engine thread")?;
     let sock = UdpSocket::bind(cfg.home_agent.listen)
         .await
         .with_context(|| format!("binding {} (port 434 needs root)", cfg.home_agent.listen))?;
@@ -646,25 +647,32 @@ pub async fn run(
     if !cfg.metrics.listen.is_empty() {
         let addr: SocketAddr = cfg.metrics.listen.parse()?;
         let listener = crate::metrics::bind(addr).await?;
-        let e = engine.clone();
-        let render: crate::metrics::Render =
-            Arc::new(move || e.lock().map(|e| e.metrics.prometheus()).unwrap_or_default());
+        let snapshot = engine.subscribe();
+        let render: crate::metrics::Render = Arc::new(move || snapshot.borrow().prometheus());
         let stop = shutdown.clone();
         tasks.spawn(async move { crate::metrics::serve(listener, render, stop).await });
     }
-    let stats_every = Duration::from_millis(cfg.home_agent.stats_interval_ms.max(10));
-    let mut stats_tick = tokio::time::interval(stats_every);
+    if let Some(path) = cfg.home_agent.stats_file.clone() {
+        // Its own task: the file is synced (platform::fs), off the loop.
+        let every = Duration::from_millis(cfg.home_agent.stats_interval_ms.max(10));
+        let snapshot = engine.subscribe();
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let m = snapshot.borrow().clone();
+                let p = path.clone();
+                let _ = tokio::task::spawn_blocking(move || write_stats(&p, &m)).await;
+            }
+            Ok(())
+        });
+    }
     let mut buf = vec![0u8; 65_536];
     loop {
-        let wake = {
-            let e = engine
-                .lock()
-                .map_err(|_| anyhow::anyhow!("engine lock poisoned"))?;
-            e.core.next_wakeup()
-        };
-        let sleep = wake
-            .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default())
-            .unwrap_or(Duration::from_secs(3600));
         tokio::select! {
             _ = shutdown.cancelled() => break,
             r = sock.recv_from(&mut buf) => {
@@ -681,13 +689,10 @@ pub async fn run(
                         Err(_) => break,
                     }
                 }
-                let replies = {
-                    let reqs: Vec<(&[u8], IpAddr)> =
-                        batch.iter().map(|(b, s)| (&b[..], s.ip())).collect();
-                    let mut e = engine.lock().map_err(|_| anyhow::anyhow!("engine lock poisoned"))?;
-                    e.handle_batch(&reqs, SystemTime::now())
-                };
-                for (reply, (_, src)) in replies.into_iter().zip(&batch) {
+                let srcs: Vec<SocketAddr> = batch.iter().map(|(_, s)| *s).collect();
+                let reqs = batch.into_iter().map(|(b, s)| (b, s.ip())).collect();
+                let replies = engine.handle_batch(reqs).await?;
+                for (reply, src) in replies.into_iter().zip(&srcs) {
                     if let Some(reply) = reply {
                         if let Err(e) = sock.send_to(&reply, *src).await {
                             warn!(%src, error = %e, "sending the reply");
@@ -695,27 +700,14 @@ pub async fn run(
                     }
                 }
             }
-            _ = tokio::time::sleep(sleep) => {
-                let mut e = engine.lock().map_err(|_| anyhow::anyhow!("engine lock poisoned"))?;
-                e.poll(SystemTime::now());
-            }
-            _ = stats_tick.tick() => {
-                if let Some(p) = &cfg.home_agent.stats_file {
-                    let m = engine.lock().map(|e| e.metrics.clone()).unwrap_or_default();
-                    write_stats(p, &m);
-                }
-            }
         }
-    }
-    if let Some(p) = &cfg.home_agent.stats_file {
-        let m = engine.lock().map(|e| e.metrics.clone()).unwrap_or_default();
-        write_stats(p, &m);
     }
     tasks.shutdown().await;
+    let m = engine.stop(detach).await;
+    if let Some(p) = &cfg.home_agent.stats_file {
+        write_stats(p, &m);
+    }
     if detach {
-        if let Ok(mut e) = engine.lock() {
-            e.clear_home_link();
-        }
         unpin_xdp(&cfg.dataplane.pin_dir, &cfg.dataplane.interfaces);
     } else {
         info!("XDP links stay pinned: forwarding continues without the daemon");
