@@ -9,7 +9,10 @@
 //!   linear (`growth_100k_over_10k` near 10; it was quadratic, a full map
 //!   walk per binding);
 //! - `restore_ms_maps_lost` (N = 100,000): the maps are empty (a reboot):
-//!   every binding is dropped, in one journal transaction.
+//!   every binding is dropped, in one journal transaction;
+//! - `restore_ms_expired` (N = 100,000): every binding expired while the
+//!   daemon was stopped, maps intact: all are removed with their tunnels
+//!   (one journal transaction, one walk of the map).
 //!
 //! Setup (journal rows, map entries, key derivation) is untimed.
 
@@ -69,8 +72,13 @@ fn pin_dir(tag: &str) -> PinDir {
 
 /// A journal with `n` live bindings; with `maps`, the same bindings and
 /// their tunnels in the maps (what a stopped daemon leaves behind).
-fn populate(n: u32, journal: &Path, maps: Option<&mut Maps>) -> anyhow::Result<()> {
+fn populate(n: u32, journal: &Path, maps: Option<&mut Maps>, expired: bool) -> anyhow::Result<()> {
     let now = SystemTime::now();
+    let expires = if expired {
+        now - Duration::from_secs(1)
+    } else {
+        now + Duration::from_secs(1800)
+    };
     let ops: Vec<JournalOp> = (0..n)
         .map(|i| {
             JournalOp::PutBinding(BindingRecord {
@@ -82,7 +90,7 @@ fn populate(n: u32, journal: &Path, maps: Option<&mut Maps>) -> anyhow::Result<(
                 identification: 0xeb00_0000_0000_0000 | u64::from(i),
                 lifetime: 1800,
                 registered_at: now,
-                expires: now + Duration::from_secs(1800),
+                expires,
                 reverse_tunnel: true,
                 client: None,
             })
@@ -140,13 +148,13 @@ fn engine(n: u32, pin: &Path, journal: &Path) -> anyhow::Result<Engine> {
 }
 
 /// One restore of `n` bindings; returns (milliseconds, the engine after).
-fn restore(n: u32, maps_kept: bool) -> anyhow::Result<(f64, Engine)> {
-    let pin = pin_dir(&format!("{n}-{maps_kept}"));
+fn restore(n: u32, maps_kept: bool, expired: bool) -> anyhow::Result<(f64, Engine)> {
+    let pin = pin_dir(&format!("{n}-{maps_kept}-{expired}"));
     let mut maps = Maps::create_pinned(&pin.0, Capacity::default())
         .context("creating pinned maps (root, bpffs)")?;
     let dir = tempfile::tempdir()?;
     let journal = dir.path().join("bindings.sqlite");
-    populate(n, &journal, maps_kept.then_some(&mut maps))?;
+    populate(n, &journal, maps_kept.then_some(&mut maps), expired)?;
     let mut e = engine(n, &pin.0, &journal)?;
     let t = Instant::now();
     e.restore(SystemTime::now())?;
@@ -155,12 +163,12 @@ fn restore(n: u32, maps_kept: bool) -> anyhow::Result<(f64, Engine)> {
 }
 
 pub fn run() -> anyhow::Result<serde_json::Value> {
-    let (ms_10k, e) = restore(BINDINGS / 10, true)?;
+    let (ms_10k, e) = restore(BINDINGS / 10, true, false)?;
     if e.metrics.restored_bindings != (BINDINGS / 10) as usize {
         bail!("10k: restored {:?}", e.metrics);
     }
     drop(e);
-    let (ms, e) = restore(BINDINGS, true)?;
+    let (ms, e) = restore(BINDINGS, true, false)?;
     let m = &e.metrics;
     if m.restored_bindings != BINDINGS as usize
         || m.reinstalled_bindings != 0
@@ -169,9 +177,17 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
         bail!("100k, maps kept: {m:?}");
     }
     drop(e);
-    let (ms_lost, e) = restore(BINDINGS, false)?;
+    let (ms_lost, e) = restore(BINDINGS, false, false)?;
     if e.metrics.restore_tunnel_lost != u64::from(BINDINGS) || e.core.binding_count() != 0 {
         bail!("100k, maps lost: {:?}", e.metrics);
+    }
+    drop(e);
+    let (ms_expired, e) = restore(BINDINGS, true, true)?;
+    if e.core.stats().expired != u64::from(BINDINGS)
+        || !e.maps.list()?.is_empty()
+        || e.maps.tunnel_count() != 0
+    {
+        bail!("100k, expired: {:?}", e.metrics);
     }
     Ok(json!({
         "bindings": BINDINGS,
@@ -179,6 +195,7 @@ pub fn run() -> anyhow::Result<serde_json::Value> {
         "restore_ms_10k": ms_10k,
         "growth_100k_over_10k": ms / ms_10k,
         "restore_ms_maps_lost": ms_lost,
+        "restore_ms_expired": ms_expired,
         "path": "SQLite journal read + one walk of the pinned bindings map (a tunnel lookup each) + core restore; maps lost: one journal transaction dropping every binding",
     }))
 }

@@ -305,3 +305,35 @@ fn the_binding_filter_gates_encapsulation_and_the_loader_restores_it() {
     assert_eq!(&outer[16..20], &COA.octets(), "encapsulated again");
     assert_eq!(maps.mark_bindings().unwrap(), 1);
 }
+
+#[test]
+fn remove_many_keeps_a_tunnel_another_binding_still_uses() {
+    let pin = roamgate::dataplane::fixture::TestPinDir::new("remove-many");
+    let mut maps =
+        Maps::create_pinned(pin.path(), roamgate::dataplane::maps::Capacity::default()).unwrap();
+    let other = Ipv4Addr::new(10, 10, 0, 3);
+    let mk = master();
+    maps.install(&ha_binding(COA, SPI), &ha_tunnel(SPI, &mk))
+        .unwrap();
+    // Another home address shares the tunnel (as the care-of side may).
+    maps.set_binding(&Binding {
+        home: other,
+        ..ha_binding(COA, SPI)
+    })
+    .unwrap();
+    maps.install_tunnel(&ha_tunnel(SPI + 1, &mk)).unwrap();
+    maps.remove_many(&[(HOME, Role::HomeAgent)], &[SPI + 1, SPI + 2])
+        .unwrap();
+    let left: Vec<Ipv4Addr> = maps
+        .list()
+        .unwrap()
+        .iter()
+        .map(|s| s.binding.home)
+        .collect();
+    assert_eq!(left, vec![other]);
+    assert!(maps.tunnel(SPI).unwrap().is_some(), "still in use");
+    assert!(maps.tunnel(SPI + 1).unwrap().is_none(), "unused: removed");
+    maps.remove_many(&[(other, Role::HomeAgent)], &[]).unwrap();
+    assert!(maps.list().unwrap().is_empty());
+    assert_eq!(maps.tunnel_count(), 0);
+}

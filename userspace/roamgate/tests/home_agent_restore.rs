@@ -335,3 +335,28 @@ fn a_corrupt_journal_row_is_skipped_and_counted_not_fatal() {
         code::ACCEPTED
     );
 }
+
+#[test]
+fn bindings_that_expired_while_stopped_go_with_their_tunnels() {
+    let Bound {
+        _dir,
+        journal,
+        mut ha,
+        e,
+        tunnel,
+        now,
+        captured,
+        ..
+    } = bound_and_captured();
+    drop(e);
+    let maps = Maps::open(ha.data_plane().pin_dir()).unwrap();
+    let mut e = engine(maps, &journal);
+    // The node's lifetime is 300 s.
+    e.restore(now + Duration::from_secs(400)).unwrap();
+    assert_eq!(e.core.binding_count(), 0);
+    assert_eq!(e.core.stats().expired, 1);
+    assert!(e.maps.list().unwrap().is_empty());
+    assert_eq!(e.maps.tunnel(tunnel.spi).unwrap(), None);
+    assert!(e.journal.load().unwrap().bindings.is_empty());
+    assert_eq!(deliver(&mut ha, &captured).0, 0);
+}

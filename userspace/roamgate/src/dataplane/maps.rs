@@ -773,6 +773,40 @@ impl Maps {
         self.remove_tunnel_if_unused(u32::from_be_bytes(old.spi))
     }
 
+    /// Removes the bindings `which`, then each of their tunnels and of
+    /// `spis` that no binding left uses, with one walk of the bindings map
+    /// ([`Maps::remove`] walks it once per tunnel: a restore that removes
+    /// many expired bindings would be quadratic). Missing entries are not
+    /// an error.
+    pub fn remove_many(
+        &mut self,
+        which: &[(Ipv4Addr, Role)],
+        spis: &[u32],
+    ) -> Result<(), MapsError> {
+        let mut candidates: std::collections::HashSet<u32> = spis.iter().copied().collect();
+        for (home, role) in which {
+            let key = BindingKey::new(home.octets(), role.binding_kind());
+            if let Some(old) = get_opt(&self.bindings, &key, m::BINDINGS)? {
+                remove_opt(&mut self.bindings, &key, m::BINDINGS)?;
+                candidates.insert(u32::from_be_bytes(old.spi));
+            }
+        }
+        for item in self.bindings.iter() {
+            let (_, v) = item.map_err(map_err(m::BINDINGS))?;
+            candidates.remove(&u32::from_be_bytes(v.spi));
+        }
+        for spi in candidates {
+            remove_opt(
+                &mut self.tunnels,
+                &TunnelKey {
+                    spi: spi.to_be_bytes(),
+                },
+                m::TUNNELS,
+            )?;
+        }
+        Ok(())
+    }
+
     /// Removes a tunnel no binding refers to.
     pub fn remove_tunnel(&mut self, spi: u32) -> Result<(), MapsError> {
         if let Some(home) = self.binding_using(spi)? {

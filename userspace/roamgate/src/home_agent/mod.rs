@@ -297,12 +297,6 @@ impl Engine {
                 .context("dropping the bindings whose tunnels are gone")?;
         }
         for r in &lost {
-            if in_maps.contains_key(&r.home) {
-                if let Err(e) = self.maps.remove(r.home, Role::HomeAgent) {
-                    self.metrics.dataplane_errors += 1;
-                    warn!(home = %r.home, error = %e, "removing a binding whose tunnel is gone");
-                }
-            }
             // A proxy entry left by the previous run (the kernel keeps it
             // across a daemon restart) would attract the node's traffic.
             if let Some(iface) = &self.home_link.interface {
@@ -312,9 +306,44 @@ impl Engine {
                 "binding dropped at restore: its tunnel is gone from the pinned maps (reboot?), and reinstalling it under the journaled key would repeat sequence numbers; the node gets a new key when it registers again");
         }
         self.metrics.restore_tunnel_lost = lost.len() as u64;
+        let lost_in_maps: Vec<(Ipv4Addr, Role)> = lost
+            .iter()
+            .filter(|r| in_maps.contains_key(&r.home))
+            .map(|r| (r.home, Role::HomeAgent))
+            .collect();
 
         let mut out = self.core.restore(state, now);
-        self.commit(&mut out, now);
+        // The core only removes (expired bindings): journal first, then
+        // all of it, and the lost bindings' entries, in one map walk.
+        let n_lost = lost_in_maps.len();
+        let (mut which, mut spis) = (lost_in_maps, Vec::new());
+        let only_removals = out.actions.iter().all(|a| match *a {
+            Action::RemoveBinding { home, role } => {
+                which.push((home, apply::role(role)));
+                true
+            }
+            Action::RemoveTunnel { spi } => {
+                spis.push(spi);
+                true
+            }
+            _ => false,
+        });
+        if only_removals {
+            if let Err(e) = self.journal.apply(&out.journal) {
+                self.metrics.journal_errors += 1;
+                warn!(error = %e, "writing the binding journal (expired bindings)");
+            }
+            if let Err(e) = self.maps.remove_many(&which, &spis) {
+                self.metrics.dataplane_errors += 1;
+                warn!(error = %e, "removing expired and lost bindings from the maps");
+            }
+        } else {
+            self.commit(&mut out, now);
+            if let Err(e) = self.maps.remove_many(&which[..n_lost], &[]) {
+                self.metrics.dataplane_errors += 1;
+                warn!(error = %e, "removing lost bindings from the maps");
+            }
+        }
         let restored: Vec<_> = self.core.bindings().cloned().collect();
         self.metrics.restored_bindings = restored.len();
         for b in restored {
