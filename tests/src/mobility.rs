@@ -1072,6 +1072,77 @@ level = "info"
     }
 }
 
+/// The replay-after-restart attack (issue 16, finding 2): reverse-tunnel
+/// frames captured on the transit link before a home-agent restart are
+/// injected after it; none may be accepted.
+mod restart_replay {
+    use super::*;
+
+    /// Captures up to `n` reverse-tunnel frames (node -> home agent) on
+    /// the transit link, into `file`.
+    pub fn capture(s: &mut Scenario, file: &str, n: u32) -> anyhow::Result<Vec<Vec<u8>>> {
+        let pcap = s.path(file);
+        let idx = s.start_capture(
+            "tr-ha",
+            &pcap,
+            &format!("udp dst port 434 and dst host {HA} and udp[8] = 4"),
+            Some(n),
+        )?;
+        {
+            let c = s.topo.child_mut(idx);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.try_wait()?.is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        s.stop_capture(idx);
+        Ok(udp434(&read_pcap(&pcap)?, 4)
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect())
+    }
+
+    /// Injects `frames` towards the home agent; returns how many its data
+    /// plane did not drop (injected minus its tunnel drop counters' growth).
+    pub fn replay(s: &Scenario, frames: &[Vec<u8>]) -> anyhow::Result<u64> {
+        let c0 = counters(&s.pin_ha)?;
+        inject(&s.topo.ns("tr"), "tr-ha", frames.to_vec())?;
+        std::thread::sleep(Duration::from_millis(200));
+        let c1 = counters(&s.pin_ha)?;
+        let dropped: u64 = tunnel_drop_counters().map(|k| delta(&c0, &c1, k)).sum();
+        Ok((frames.len() as u64).saturating_sub(dropped))
+    }
+
+    /// The app -> cn voice sequence numbers carried by captured frames
+    /// (inner IPv4 after Ethernet, outer IPv4, UDP and the 4-byte RFC 3519
+    /// header).
+    pub fn voice_seqs(frames: &[Vec<u8>]) -> Vec<u32> {
+        frames
+            .iter()
+            .filter_map(|f| {
+                let ip = f.get(14 + 20 + 8 + 4..)?;
+                let ihl = usize::from(ip.first()? & 0x0f) * 4;
+                let udp = ip.get(ihl..)?;
+                (ip[9] == 17 && u16::from_be_bytes([*udp.get(2)?, *udp.get(3)?]) == VOICE_PORT_CN)
+                    .then_some(())?;
+                let seq = udp.get(8 + 12..8 + 16)?;
+                Some(u32::from_be_bytes([seq[0], seq[1], seq[2], seq[3]]))
+            })
+            .collect()
+    }
+
+    /// Packets of `seqs` the receiver got more than once: replays that
+    /// went through.
+    pub fn duplicates(stream: &Stream, seqs: &[u32]) -> u64 {
+        seqs.iter()
+            .map(|q| {
+                let n = stream.received.iter().filter(|(r, _)| r == q).count() as u64;
+                n.saturating_sub(1)
+            })
+            .sum()
+    }
+}
+
 /// Runs the whole scenario; returns the result object and the list of
 /// failed expectations.
 pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
@@ -1179,6 +1250,7 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
         (ho_status["care_of_changed_at"].as_f64().unwrap_or(f64::NAN) - t_down) * 1000.0;
     std::thread::sleep(Duration::from_secs(2));
     let ho_to = voice.mark();
+    let before_restart = restart_replay::capture(&mut s, "tunnel-before-restart.pcap", 20)?;
 
     // Home agent: kill -9 mid-stream, restart after 1 s.
     let rs_from = voice.mark();
@@ -1192,6 +1264,7 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
     );
     std::thread::sleep(Duration::from_secs(2));
     let rs_to = voice.mark();
+    let mut replayed_after_restart = restart_replay::replay(&s, &before_restart)?;
 
     // Tunnel frames on the transit link (reverse tunnel, towards the HA).
     let tun_pcap = s.path("tunnel.pcap");
@@ -1334,6 +1407,19 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
 
     // Deregister: SIGTERM the mobile node.
     let end = voice.mark();
+    // Before that, a reboot of the home agent: its pinned links and maps
+    // are gone, its journal stays. The binding is dropped (never reinstalled
+    // under its old key), so frames captured before are refused.
+    let before_reboot = restart_replay::capture(&mut s, "tunnel-before-reboot.pcap", 20)?;
+    s.kill_ha()?;
+    std::fs::remove_dir_all(&s.pin_ha)?;
+    s.start_ha(3)?;
+    let tunnel_lost = s.ha_stats()["restore_tunnel_lost"].as_u64().unwrap_or(0);
+    expect(
+        tunnel_lost == 1,
+        format!("restore_tunnel_lost after the reboot = {tunnel_lost}"),
+    );
+    replayed_after_restart += restart_replay::replay(&s, &before_reboot)?;
     let streams = {
         let idx = s.mn_child.take().context("no mobile node")?;
         let c = s.topo.child_mut(idx);
@@ -1407,6 +1493,20 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
         && !text.contains("Expert Info (Error");
     expect(tshark_ok, format!("tshark decode of registrations: {} Mobile IP packets; malformed/expert error present: {}", mip_packets, text.contains("Malformed") || text.contains("Expert Info (Error")));
 
+    let replay_seqs: Vec<u32> = restart_replay::voice_seqs(&before_restart)
+        .into_iter()
+        .chain(restart_replay::voice_seqs(&before_reboot))
+        .collect();
+    let replayed_after_restart_accepted =
+        replayed_after_restart.max(restart_replay::duplicates(&streams[1], &replay_seqs));
+    let replay_injected = before_restart.len() + before_reboot.len();
+    expect(
+        replayed_after_restart_accepted == 0 && before_restart.len() >= 10 && before_reboot.len() >= 10,
+        format!(
+            "frames captured before a home-agent restart accepted after it: {replayed_after_restart_accepted} of {replay_injected} ({} voice)",
+            replay_seqs.len()
+        ),
+    );
     let (loss_ho, gap_ho, sent_ho, lost_ho) = window(&streams, ho_from, ho_to);
     let (loss_rs, gap_rs, sent_rs, lost_rs) = window(&streams, rs_from, rs_to);
     let (loss_back, gap_back, _, _) = window(&streams, back_from, back_to);
@@ -1460,6 +1560,8 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
         "forged_frames_dropped": forged_frames_dropped,
         "replayed_frames_dropped": replayed_frames_dropped,
         "injected_frames": frames.len(),
+        "replayed_after_restart_accepted": replayed_after_restart_accepted,
+        "replayed_after_restart_injected": replay_injected,
         "bindings_after_deregistration": bindings_after,
         "gateway_a": gateways[0],
         "gateway_b": gateways[1],

@@ -2,6 +2,7 @@
 //! baseline in the same run and returns a JSON object under its own key.
 
 pub mod dataplane;
+pub mod ha_restore;
 pub mod kdc;
 pub mod mobility;
 
@@ -12,4 +13,5 @@ pub const SECTIONS: &[(&str, Section)] = &[
     ("", dataplane::run),
     ("kdc", kdc::run),
     ("mobility", mobility::run),
+    ("ha_restore", ha_restore::run),
 ];

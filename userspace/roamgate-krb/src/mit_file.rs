@@ -268,7 +268,10 @@ pub(crate) fn write_private_file(path: &Path, data: &[u8]) -> io::Result<()> {
         f.set_permissions(fs::Permissions::from_mode(0o600))?;
         f.write_all(data)?;
         f.sync_all()?;
-        fs::rename(&tmp, path)
+        fs::rename(&tmp, path)?;
+        // The rename is durable once the directory is: without this a
+        // crash can bring back the old key file.
+        fs::File::open(&dir)?.sync_all()
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -279,6 +282,59 @@ pub(crate) fn write_private_file(path: &Path, data: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rename onto a key file is followed by an fsync of its directory:
+    /// seen by strace on a child run of [`strace_child_writes_a_key_file`].
+    #[test]
+    fn key_file_rename_is_followed_by_a_directory_fsync() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("krb5.keytab");
+        let log = d.path().join("strace.log");
+        let st = std::process::Command::new("strace")
+            .args([
+                "-f",
+                "-y",
+                "-e",
+                "trace=rename,renameat,renameat2,fsync",
+                "-o",
+            ])
+            .arg(&log)
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "mit_file::tests::strace_child_writes_a_key_file",
+                "--test-threads=1",
+            ])
+            .env("ROAMGATE_STRACE_CHILD", &p)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("strace (apt install strace)");
+        assert!(st.success());
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(d.path().to_str().unwrap()))
+            .collect();
+        let renamed = lines
+            .iter()
+            .position(|l| l.contains("rename") && l.contains("krb5.keytab\""))
+            .unwrap_or_else(|| panic!("no rename onto the key file: {lines:#?}"));
+        let dir = format!("<{}>", d.path().display());
+        assert!(
+            lines[renamed..]
+                .iter()
+                .any(|l| l.contains("fsync(") && l.contains(&dir)),
+            "no fsync of {} after the rename: {lines:#?}",
+            d.path().display()
+        );
+    }
+
+    #[test]
+    fn strace_child_writes_a_key_file() {
+        if let Some(p) = std::env::var_os("ROAMGATE_STRACE_CHILD") {
+            write_private_file(Path::new(&p), b"key").unwrap();
+        }
+    }
 
     #[derive(Debug)]
     enum TestError {

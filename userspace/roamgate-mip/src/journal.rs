@@ -82,6 +82,21 @@ pub enum JournalOp {
 pub struct JournalState {
     pub bindings: Vec<BindingRecord>,
     pub identifications: Vec<(Ipv4Addr, u64)>,
+    /// Rows that could not be read (and are not in the lists above): one
+    /// bad row must not keep the home agent from starting.
+    pub skipped: Vec<SkippedRow>,
+}
+
+/// A journal row [`BindingJournal::load`] skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedRow {
+    /// `bindings` or `identifications`.
+    pub table: &'static str,
+    /// The row's key (its home address, or the raw value if that is what
+    /// is broken).
+    pub key: String,
+    /// What is wrong with it (never a key's bytes).
+    pub reason: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -313,57 +328,79 @@ impl BindingJournal for SqliteJournal {
             )
             .map_err(|e| self.err(e))?;
         let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, u32>(0)?,
-                    r.get::<_, u32>(1)?,
-                    r.get::<_, u32>(2)?,
-                    r.get::<_, u32>(3)?,
-                    r.get::<_, Vec<u8>>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, u16>(6)?,
-                    r.get::<_, i64>(7)?,
-                    r.get::<_, i64>(8)?,
-                    r.get::<_, bool>(9)?,
-                    r.get::<_, Option<String>>(10)?,
-                ))
-            })
+            .query_map([], |r| Ok((row_key(r), binding_row(r))))
             .map_err(|e| self.err(e))?;
         let mut state = JournalState::default();
         for row in rows {
-            let (home, care_of, ha, spi, key, id, lifetime, reg, exp, rt, client) =
-                row.map_err(|e| self.err(e))?;
-            let home = Ipv4Addr::from(home);
-            let key: [u8; 32] = key
-                .try_into()
-                .map_err(|_| JournalError::Corrupt(home.to_string()))?;
-            state.bindings.push(BindingRecord {
-                home,
-                care_of: Ipv4Addr::from(care_of),
-                home_agent: Ipv4Addr::from(ha),
-                spi,
-                master_key: MasterKey::new(key),
-                identification: id as u64,
-                lifetime,
-                registered_at: from_ms(reg),
-                expires: from_ms(exp),
-                reverse_tunnel: rt,
-                client,
-            });
+            match row.map_err(|e| self.err(e))? {
+                (_, Ok(b)) => state.bindings.push(b),
+                (key, Err(reason)) => state.skipped.push(SkippedRow {
+                    table: "bindings",
+                    key,
+                    reason,
+                }),
+            }
         }
         let mut st = self
             .conn
             .prepare("SELECT home, id FROM identifications ORDER BY home")
             .map_err(|e| self.err(e))?;
         let rows = st
-            .query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?)))
+            .query_map([], |r| {
+                let id =
+                    (|| Ok::<_, rusqlite::Error>((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?)))();
+                Ok((row_key(r), id))
+            })
             .map_err(|e| self.err(e))?;
         for row in rows {
-            let (h, id) = row.map_err(|e| self.err(e))?;
-            state.identifications.push((Ipv4Addr::from(h), id as u64));
+            match row.map_err(|e| self.err(e))? {
+                (_, Ok((h, id))) => state.identifications.push((Ipv4Addr::from(h), id as u64)),
+                (key, Err(e)) => state.skipped.push(SkippedRow {
+                    table: "identifications",
+                    key,
+                    reason: e.to_string(),
+                }),
+            }
         }
         Ok(state)
     }
+}
+
+/// The key (column 0, the home address) of a row, for the log: as an
+/// address when it is one, else the raw value.
+fn row_key(r: &rusqlite::Row<'_>) -> String {
+    use rusqlite::types::ValueRef;
+    match r.get_ref(0) {
+        Ok(ValueRef::Integer(v)) => match u32::try_from(v) {
+            Ok(h) => Ipv4Addr::from(h).to_string(),
+            Err(_) => format!("home = {v}"),
+        },
+        Ok(ValueRef::Text(t)) => format!("home = {:?}", String::from_utf8_lossy(t)),
+        Ok(v) => format!("home of type {:?}", v.data_type()),
+        Err(e) => format!("unreadable key: {e}"),
+    }
+}
+
+/// One `bindings` row, or why it cannot be used.
+fn binding_row(r: &rusqlite::Row<'_>) -> Result<BindingRecord, String> {
+    let e = |e: rusqlite::Error| e.to_string();
+    let key: Vec<u8> = r.get(4).map_err(e)?;
+    let key: [u8; 32] = key
+        .try_into()
+        .map_err(|k: Vec<u8>| format!("master key is {} bytes, not 32", k.len()))?;
+    Ok(BindingRecord {
+        home: Ipv4Addr::from(r.get::<_, u32>(0).map_err(e)?),
+        care_of: Ipv4Addr::from(r.get::<_, u32>(1).map_err(e)?),
+        home_agent: Ipv4Addr::from(r.get::<_, u32>(2).map_err(e)?),
+        spi: r.get(3).map_err(e)?,
+        master_key: MasterKey::new(key),
+        identification: r.get::<_, i64>(5).map_err(e)? as u64,
+        lifetime: r.get(6).map_err(e)?,
+        registered_at: from_ms(r.get(7).map_err(e)?),
+        expires: from_ms(r.get(8).map_err(e)?),
+        reverse_tunnel: r.get(9).map_err(e)?,
+        client: r.get(10).map_err(e)?,
+    })
 }
 
 #[cfg(test)]
@@ -438,5 +475,52 @@ mod tests {
             Some(u64::MAX - 1)
         );
         assert_eq!(j.identification(Ipv4Addr::new(10, 0, 0, 6)).unwrap(), None);
+    }
+
+    #[test]
+    fn sqlite_journal_skips_unreadable_rows_and_names_their_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bindings.sqlite");
+        let mut j = SqliteJournal::open(&path).unwrap();
+        j.apply(&[
+            JournalOp::PutBinding(record(5, 1000)),
+            JournalOp::PutBinding(record(6, 1001)),
+            JournalOp::PutBinding(record(7, 1002)),
+            JournalOp::Identification {
+                home: Ipv4Addr::new(10, 0, 0, 5),
+                id: 42,
+            },
+            JournalOp::Identification {
+                home: Ipv4Addr::new(10, 0, 0, 8),
+                id: 43,
+            },
+        ])
+        .unwrap();
+        // What a torn write, a bad migration or a hand edit leaves behind.
+        j.conn
+            .execute_batch(
+                "UPDATE bindings SET master_key = x'0102' WHERE home = 167772166;
+                 UPDATE bindings SET care_of = 'not an address' WHERE home = 167772167;
+                 UPDATE identifications SET id = 'x' WHERE home = 167772168;",
+            )
+            .unwrap();
+        drop(j);
+        let st = SqliteJournal::open(&path).unwrap().load().unwrap();
+        assert_eq!(st.bindings, vec![record(5, 1000)]);
+        assert_eq!(st.identifications, vec![(Ipv4Addr::new(10, 0, 0, 5), 42)]);
+        let skipped: Vec<(&str, &str)> = st
+            .skipped
+            .iter()
+            .map(|s| (s.table, s.key.as_str()))
+            .collect();
+        assert_eq!(
+            skipped,
+            vec![
+                ("bindings", "10.0.0.6"),
+                ("bindings", "10.0.0.7"),
+                ("identifications", "10.0.0.8"),
+            ]
+        );
+        assert_eq!(st.skipped[0].reason, "master key is 2 bytes, not 32");
     }
 }

@@ -317,3 +317,35 @@ fn inside_interfaces_are_marked_and_unmarked() {
     maps.unmark_inside(42).unwrap();
     assert_eq!(maps.inside_interfaces().unwrap(), vec![3]);
 }
+
+#[test]
+fn remove_many_keeps_a_tunnel_another_binding_still_uses() {
+    let pin = roamgate_testkit::fixture::TestPinDir::new("remove-many");
+    let mut maps =
+        Maps::create_pinned(pin.path(), roamgate::dataplane::maps::Capacity::default()).unwrap();
+    let other = Ipv4Addr::new(10, 10, 0, 3);
+    let mk = master();
+    maps.install(&ha_binding(COA, SPI), &ha_tunnel(SPI, &mk))
+        .unwrap();
+    // Another home address shares the tunnel (as the care-of side may).
+    maps.set_binding(&Binding {
+        home: other,
+        ..ha_binding(COA, SPI)
+    })
+    .unwrap();
+    maps.install_tunnel(&ha_tunnel(SPI + 1, &mk)).unwrap();
+    maps.remove_many(&[(HOME, Role::HomeAgent)], &[SPI + 1, SPI + 2])
+        .unwrap();
+    let left: Vec<Ipv4Addr> = maps
+        .list()
+        .unwrap()
+        .iter()
+        .map(|s| s.binding.home)
+        .collect();
+    assert_eq!(left, vec![other]);
+    assert!(maps.tunnel(SPI).unwrap().is_some(), "still in use");
+    assert!(maps.tunnel(SPI + 1).unwrap().is_none(), "unused: removed");
+    maps.remove_many(&[(other, Role::HomeAgent)], &[]).unwrap();
+    assert!(maps.list().unwrap().is_empty());
+    assert_eq!(maps.tunnel_count(), 0);
+}

@@ -321,7 +321,7 @@ pub enum MapsError {
         #[source]
         source: aya::pin::PinError,
     },
-    #[error("creating the pin directory {path}: {source}")]
+    #[error("pin directory {path}: {source}")]
     PinDir {
         path: String,
         #[source]
@@ -459,7 +459,7 @@ impl Maps {
     /// get maps that really fill up (an insert into a full map fails with
     /// E2BIG); an existing pin is an error, never replaced.
     pub fn create_pinned(pin_dir: &Path, cap: Capacity) -> Result<Self, MapsError> {
-        std::fs::create_dir_all(pin_dir).map_err(|source| MapsError::PinDir {
+        crate::platform::fs::private_dir(pin_dir).map_err(|source| MapsError::PinDir {
             path: pin_dir.display().to_string(),
             source,
         })?;
@@ -656,6 +656,40 @@ impl Maps {
         };
         remove_opt(&mut self.bindings, &key, m::BINDINGS)?;
         self.remove_tunnel_if_unused(u32::from_be_bytes(old.spi))
+    }
+
+    /// Removes the bindings `which`, then each of their tunnels and of
+    /// `spis` that no binding left uses, with one walk of the bindings map
+    /// ([`Maps::remove`] walks it once per tunnel: a restore that removes
+    /// many expired bindings would be quadratic). Missing entries are not
+    /// an error.
+    pub fn remove_many(
+        &mut self,
+        which: &[(Ipv4Addr, Role)],
+        spis: &[u32],
+    ) -> Result<(), MapsError> {
+        let mut candidates: std::collections::HashSet<u32> = spis.iter().copied().collect();
+        for (home, role) in which {
+            let key = BindingKey::new(home.octets(), role.binding_kind());
+            if let Some(old) = get_opt(&self.bindings, &key, m::BINDINGS)? {
+                remove_opt(&mut self.bindings, &key, m::BINDINGS)?;
+                candidates.insert(u32::from_be_bytes(old.spi));
+            }
+        }
+        for item in self.bindings.iter() {
+            let (_, v) = item.map_err(map_err(m::BINDINGS))?;
+            candidates.remove(&u32::from_be_bytes(v.spi));
+        }
+        for spi in candidates {
+            remove_opt(
+                &mut self.tunnels,
+                &TunnelKey {
+                    spi: spi.to_be_bytes(),
+                },
+                m::TUNNELS,
+            )?;
+        }
+        Ok(())
     }
 
     /// Removes a tunnel no binding refers to.

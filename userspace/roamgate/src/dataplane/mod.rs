@@ -27,7 +27,7 @@ pub const XDP_PROGRAM: &str = "roamgate";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataPlaneError {
-    #[error("creating the bpffs pin directory {path}: {source} (is bpffs mounted at /sys/fs/bpf? `cargo xtask setup` mounts it)")]
+    #[error("bpffs pin directory {path}: {source} (bpffs must be mounted at /sys/fs/bpf: `cargo xtask setup` mounts it)")]
     PinDir {
         path: PathBuf,
         source: std::io::Error,
@@ -104,7 +104,7 @@ impl DataPlane {
 
     /// As [`DataPlane::load`], for another object (tests, benchmarks).
     pub fn load_object(object: &[u8], pin_dir: &Path) -> Result<Self, DataPlaneError> {
-        std::fs::create_dir_all(pin_dir).map_err(|source| DataPlaneError::PinDir {
+        crate::platform::fs::private_dir(pin_dir).map_err(|source| DataPlaneError::PinDir {
             path: pin_dir.to_owned(),
             source,
         })?;

@@ -12,26 +12,33 @@
 //!   undone (binding restored or removed before its new tunnel goes), the
 //!   journal is set back, the node gets 130 instead of "accepted", and
 //!   `apply_failed` counts it;
-//! - expiry and tunnel retirement run at the core's `next_wakeup`.
+//! - expiry and tunnel retirement run at the core's `next_wakeup`;
+//! - the [`Engine`] (core, journal, maps, home link) lives on a thread of its
+//!   own ([`engine_thread`]): the tokio loop sends it each batch over a
+//!   channel and awaits the replies, and the metrics server and the stats
+//!   file read the snapshot it publishes, so no SQLite commit, map syscall
+//!   or netlink round-trip runs on the runtime or under a lock.
 //!
 //! **Forwarding survives the daemon.** The XDP links are *pinned* next to
 //! the maps (`<pin_dir>/xdp_link_<iface>`), so the program stays attached
 //! and the maps stay populated while the daemon is stopped, killed or
 //! restarting. A restarted daemon finds the pinned links and does not
-//! attach again, reloads its bindings from the journal, re-installs any
-//! binding missing from the maps (after a reboot) and removes the ones that
-//! expired meanwhile. `roamgate home-agent --detach` (or removing the pin
+//! attach again, reloads its bindings from the journal, adopts those still
+//! in the maps, drops those whose tunnel the maps lost (a reboot: they are
+//! never re-installed under their old key, see [`Engine::restore`]) and
+//! removes the ones that expired meanwhile. `roamgate home-agent --detach` (or removing the pin
 //! files) takes the data plane down on purpose.
 
 pub mod apply;
 pub mod bindings;
 pub mod config;
+pub mod engine_thread;
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -39,14 +46,14 @@ use anyhow::Context as _;
 use roamgate_krb::ap::{KeySet, ServiceKeys};
 use roamgate_mip::{
     home_agent::{HomeAgent, Outcome},
-    journal::{BindingJournal, SqliteJournal},
+    journal::{BindingJournal, JournalOp, SqliteJournal},
     Action, TunnelInstall,
 };
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use self::{apply::Applied, config::HomeAgentFile};
+use self::{apply::Applied, config::HomeAgentFile, engine_thread::EngineThread};
 use crate::dataplane::{
     maps::{Maps, Role},
     AttachMode, DataPlane,
@@ -134,10 +141,16 @@ pub struct Metrics {
     pub bindings: usize,
     pub restored_bindings: usize,
     pub reinstalled_bindings: usize,
+    /// Journaled bindings dropped at restore because their tunnel was gone
+    /// from the pinned maps (a reboot): the node must register again.
+    pub restore_tunnel_lost: u64,
+    /// Journal rows skipped at restore because they could not be read.
+    pub journal_corrupt_rows: u64,
 }
 
 impl Metrics {
-    fn prometheus(&self) -> String {
+    /// The counters in Prometheus text format.
+    pub fn prometheus(&self) -> String {
         let mut s = String::new();
         let mut c = |name: &str, v: u64| {
             s.push_str(&format!(
@@ -153,6 +166,8 @@ impl Metrics {
         c("dataplane_errors", self.dataplane_errors);
         c("journal_errors", self.journal_errors);
         c("apply_failed", self.apply_failed);
+        c("restore_tunnel_lost", self.restore_tunnel_lost);
+        c("journal_corrupt_rows", self.journal_corrupt_rows);
         s.push_str("# TYPE roamgate_ha_replies_total counter\n");
         for (code, v) in &self.replies_by_code {
             s.push_str(&format!(
@@ -214,29 +229,127 @@ impl Engine {
         }
     }
 
-    /// Restores the bindings from the journal: live ones are checked
-    /// against the maps (and re-installed if the maps lost them), expired
-    /// ones are removed.
+    /// Restores the bindings from the journal, in one walk of the maps:
+    /// - a live binding whose tunnel is in the pinned maps (a restart of
+    ///   the daemon) is adopted; its binding entry is set again if missing,
+    ///   which keeps the tunnel's sequence counter and replay window;
+    /// - a live binding whose tunnel is gone (a reboot) is dropped: under
+    ///   its journaled key a new tunnel would restart at sequence 1 with an
+    ///   empty window, so captured frames would pass again and sequence
+    ///   numbers would repeat. The node gets a new key at its next
+    ///   registration (`restore_tunnel_lost` counts these);
+    /// - expired ones are removed.
     pub fn restore(&mut self, now: SystemTime) -> anyhow::Result<()> {
-        let state = self.journal.load().context("reading the binding journal")?;
+        let mut state = self.journal.load().context("reading the binding journal")?;
+        for row in &state.skipped {
+            warn!(table = row.table, key = %row.key, reason = %row.reason,
+                "binding journal: unreadable row skipped (left in place; the node's next registration replaces it)");
+        }
+        self.metrics.journal_corrupt_rows = state.skipped.len() as u64;
+        // One walk: home address -> (SPI, tunnel present) of the home
+        // agent's bindings in the maps.
+        let in_maps: HashMap<Ipv4Addr, (u32, bool)> = self
+            .maps
+            .list()
+            .context("listing the pinned bindings")?
+            .into_iter()
+            .filter(|s| s.binding.role == Role::HomeAgent)
+            .map(|s| (s.binding.home, (s.binding.spi, s.tunnel_present)))
+            .collect();
+        let tunnel_present = |maps: &Maps, home: Ipv4Addr, spi: u32| -> anyhow::Result<bool> {
+            Ok(match in_maps.get(&home) {
+                Some(&(s, present)) if s == spi => present,
+                _ => maps
+                    .tunnel(spi)
+                    .with_context(|| format!("looking up tunnel {spi:#x}"))?
+                    .is_some(),
+            })
+        };
+        let mut lost = Vec::new();
+        let mut kept = Vec::with_capacity(state.bindings.len());
+        for r in std::mem::take(&mut state.bindings) {
+            if r.expires > now && !tunnel_present(&self.maps, r.home, r.spi)? {
+                lost.push(r);
+            } else {
+                kept.push(r);
+            }
+        }
+        state.bindings = kept;
+        let mut ids: HashMap<Ipv4Addr, u64> = state.identifications.iter().copied().collect();
+        let mut ops = Vec::with_capacity(2 * lost.len());
+        for r in &lost {
+            // The registration's Identification stays the node's last
+            // accepted one: a replay of it is still refused.
+            let id = ids.entry(r.home).or_insert(r.identification);
+            *id = (*id).max(r.identification);
+            ops.push(JournalOp::Identification {
+                home: r.home,
+                id: *id,
+            });
+            ops.push(JournalOp::RemoveBinding(r.home));
+        }
+        state.identifications = ids.into_iter().collect();
+        if !ops.is_empty() {
+            // Journal first: a crash now leaves no binding to reinstall.
+            self.journal
+                .apply(&ops)
+                .context("dropping the bindings whose tunnels are gone")?;
+        }
+        for r in &lost {
+            // A proxy entry left by the previous run (the kernel keeps it
+            // across a daemon restart) would attract the node's traffic.
+            if let Some(iface) = &self.home_link.interface {
+                neigh::remove_proxy(iface, r.home, self.home_link.route_via);
+            }
+            warn!(home = %r.home, care_of = %r.care_of, spi = r.spi,
+                "binding dropped at restore: its tunnel is gone from the pinned maps (reboot?), and reinstalling it under the journaled key would repeat sequence numbers; the node gets a new key when it registers again");
+        }
+        self.metrics.restore_tunnel_lost = lost.len() as u64;
+        let lost_in_maps: Vec<(Ipv4Addr, Role)> = lost
+            .iter()
+            .filter(|r| in_maps.contains_key(&r.home))
+            .map(|r| (r.home, Role::HomeAgent))
+            .collect();
+
         let mut out = self.core.restore(state, now);
-        self.commit(&mut out, now);
+        // The core only removes (expired bindings): journal first, then
+        // all of it, and the lost bindings' entries, in one map walk.
+        let n_lost = lost_in_maps.len();
+        let (mut which, mut spis) = (lost_in_maps, Vec::new());
+        let only_removals = out.actions.iter().all(|a| match *a {
+            Action::RemoveBinding { home, role } => {
+                which.push((home, role));
+                true
+            }
+            Action::RemoveTunnel { spi } => {
+                spis.push(spi);
+                true
+            }
+            _ => false,
+        });
+        if only_removals {
+            if let Err(e) = self.journal.apply(&out.journal) {
+                self.metrics.journal_errors += 1;
+                warn!(error = %e, "writing the binding journal (expired bindings)");
+            }
+            if let Err(e) = self.maps.remove_many(&which, &spis) {
+                self.metrics.dataplane_errors += 1;
+                warn!(error = %e, "removing expired and lost bindings from the maps");
+            }
+        } else {
+            self.commit(&mut out, now);
+            if let Err(e) = self.maps.remove_many(&which[..n_lost], &[]) {
+                self.metrics.dataplane_errors += 1;
+                warn!(error = %e, "removing lost bindings from the maps");
+            }
+        }
         let restored: Vec<_> = self.core.bindings().cloned().collect();
         self.metrics.restored_bindings = restored.len();
         for b in restored {
-            let present = matches!(self.maps.tunnel(b.spi), Ok(Some(_)))
-                && self
-                    .maps
-                    .list()
-                    .map(|l| {
-                        l.iter().any(|s| {
-                            s.binding.home == b.home
-                                && s.binding.role == Role::HomeAgent
-                                && s.binding.spi == b.spi
-                        })
-                    })
-                    .unwrap_or(false);
-            if !present {
+            let bound = in_maps.get(&b.home) == Some(&(b.spi, true));
+            if !bound {
+                // Its tunnel is there (checked above): setting the binding
+                // again keeps the tunnel's counter and window.
                 let actions = [
                     Action::InstallTunnel(TunnelInstall {
                         spi: b.spi,
@@ -265,7 +378,7 @@ impl Engine {
                 }
             }
             self.ensure_proxy(b.home, false);
-            info!(home = %b.home, care_of = %b.care_of, spi = b.spi, reinstalled = !present, "binding restored");
+            debug!(home = %b.home, care_of = %b.care_of, spi = b.spi, rebound = !bound, "binding restored");
         }
         self.metrics.bindings = self.core.binding_count();
         Ok(())
@@ -507,14 +620,8 @@ pub fn build_engine(cfg: &HomeAgentFile) -> anyhow::Result<(Engine, Option<DataP
         .validate(&nodes)
         .map_err(|e| anyhow::anyhow!("home agent configuration: {e}"))?;
     let core = HomeAgent::new(core_cfg, nodes, keys);
-    {
-        use std::os::unix::fs::DirBuilderExt as _;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&cfg.home_agent.state_dir)
-            .with_context(|| format!("creating {}", cfg.home_agent.state_dir.display()))?;
-    }
+    crate::platform::fs::private_dir(&cfg.home_agent.state_dir)
+        .with_context(|| format!("state directory {}", cfg.home_agent.state_dir.display()))?;
     let journal = SqliteJournal::open(&cfg.journal_path())
         .with_context(|| format!("opening {}", cfg.journal_path().display()))?;
     if !cfg.home_agent.home_interface.is_empty() {
@@ -540,11 +647,10 @@ pub fn build_engine(cfg: &HomeAgentFile) -> anyhow::Result<(Engine, Option<DataP
 }
 
 fn write_stats(path: &Path, m: &Metrics) {
-    let tmp = path.with_extension("tmp");
     let mut v = serde_json::to_value(m).unwrap_or_default();
     v["pid"] = serde_json::json!(std::process::id());
-    if std::fs::write(&tmp, v.to_string()).is_ok() {
-        let _ = std::fs::rename(&tmp, path);
+    if let Err(e) = crate::platform::fs::write_atomic(path, v.to_string().as_bytes(), 0o644) {
+        debug!(error = %e, "stats file");
     }
 }
 
@@ -556,15 +662,10 @@ pub async fn run(
     detach: bool,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (engine, _dp) = build_engine(&cfg)?;
-    let engine = Arc::new(Mutex::new(engine));
-    {
-        let mut e = engine
-            .lock()
-            .map_err(|_| anyhow::anyhow!("engine lock poisoned"))?;
-        e.restore(SystemTime::now())?;
-        info!(bindings = e.core.binding_count(), "journal restored");
-    }
+    let (mut engine, _dp) = build_engine(&cfg)?;
+    engine.restore(SystemTime::now())?;
+    info!(bindings = engine.core.binding_count(), "journal restored");
+    let engine = EngineThread::spawn(engine).context("starting the engine thread")?;
     let sock = UdpSocket::bind(cfg.home_agent.listen)
         .await
         .with_context(|| format!("binding {} (port 434 needs root)", cfg.home_agent.listen))?;
@@ -574,25 +675,32 @@ pub async fn run(
     if !cfg.metrics.listen.is_empty() {
         let addr: SocketAddr = cfg.metrics.listen.parse()?;
         let listener = crate::metrics::bind(addr).await?;
-        let e = engine.clone();
-        let render: crate::metrics::Render =
-            Arc::new(move || e.lock().map(|e| e.metrics.prometheus()).unwrap_or_default());
+        let snapshot = engine.subscribe();
+        let render: crate::metrics::Render = Arc::new(move || snapshot.borrow().prometheus());
         let stop = shutdown.clone();
         tasks.spawn(async move { crate::metrics::serve(listener, render, stop).await });
     }
-    let stats_every = Duration::from_millis(cfg.home_agent.stats_interval_ms.max(10));
-    let mut stats_tick = tokio::time::interval(stats_every);
+    if let Some(path) = cfg.home_agent.stats_file.clone() {
+        // Its own task: the file is synced (platform::fs), off the loop.
+        let every = Duration::from_millis(cfg.home_agent.stats_interval_ms.max(10));
+        let snapshot = engine.subscribe();
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let m = snapshot.borrow().clone();
+                let p = path.clone();
+                let _ = tokio::task::spawn_blocking(move || write_stats(&p, &m)).await;
+            }
+            Ok(())
+        });
+    }
     let mut buf = vec![0u8; 65_536];
     loop {
-        let wake = {
-            let e = engine
-                .lock()
-                .map_err(|_| anyhow::anyhow!("engine lock poisoned"))?;
-            e.core.next_wakeup()
-        };
-        let sleep = wake
-            .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default())
-            .unwrap_or(Duration::from_secs(3600));
         tokio::select! {
             _ = shutdown.cancelled() => break,
             r = sock.recv_from(&mut buf) => {
@@ -609,13 +717,10 @@ pub async fn run(
                         Err(_) => break,
                     }
                 }
-                let replies = {
-                    let reqs: Vec<(&[u8], IpAddr)> =
-                        batch.iter().map(|(b, s)| (&b[..], s.ip())).collect();
-                    let mut e = engine.lock().map_err(|_| anyhow::anyhow!("engine lock poisoned"))?;
-                    e.handle_batch(&reqs, SystemTime::now())
-                };
-                for (reply, (_, src)) in replies.into_iter().zip(&batch) {
+                let srcs: Vec<SocketAddr> = batch.iter().map(|(_, s)| *s).collect();
+                let reqs = batch.into_iter().map(|(b, s)| (b, s.ip())).collect();
+                let replies = engine.handle_batch(reqs).await?;
+                for (reply, src) in replies.into_iter().zip(&srcs) {
                     if let Some(reply) = reply {
                         if let Err(e) = sock.send_to(&reply, *src).await {
                             warn!(%src, error = %e, "sending the reply");
@@ -623,27 +728,14 @@ pub async fn run(
                     }
                 }
             }
-            _ = tokio::time::sleep(sleep) => {
-                let mut e = engine.lock().map_err(|_| anyhow::anyhow!("engine lock poisoned"))?;
-                e.poll(SystemTime::now());
-            }
-            _ = stats_tick.tick() => {
-                if let Some(p) = &cfg.home_agent.stats_file {
-                    let m = engine.lock().map(|e| e.metrics.clone()).unwrap_or_default();
-                    write_stats(p, &m);
-                }
-            }
         }
-    }
-    if let Some(p) = &cfg.home_agent.stats_file {
-        let m = engine.lock().map(|e| e.metrics.clone()).unwrap_or_default();
-        write_stats(p, &m);
     }
     tasks.shutdown().await;
+    let m = engine.stop(detach).await;
+    if let Some(p) = &cfg.home_agent.stats_file {
+        write_stats(p, &m);
+    }
     if detach {
-        if let Ok(mut e) = engine.lock() {
-            e.clear_home_link();
-        }
         unpin_xdp(&cfg.dataplane.pin_dir, &cfg.dataplane.interfaces);
     } else {
         info!("XDP links stay pinned: forwarding continues without the daemon");
@@ -674,5 +766,19 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
         assert_eq!(v["apply_failed"], 3);
+    }
+
+    #[test]
+    fn stats_file_is_never_written_through_a_planted_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "root's file").unwrap();
+        let p = dir.path().join("stats.json");
+        std::os::unix::fs::symlink(&victim, dir.path().join("stats.tmp")).unwrap();
+        write_stats(&p, &Metrics::default());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root's file");
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        assert_eq!(v["pid"], std::process::id());
     }
 }

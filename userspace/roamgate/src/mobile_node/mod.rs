@@ -201,10 +201,9 @@ fn epoch_secs() -> f64 {
 
 fn write_status(path: Option<&Path>, s: &Status) {
     let Some(path) = path else { return };
-    let tmp = path.with_extension("tmp");
     if let Ok(text) = serde_json::to_string(s) {
-        if std::fs::write(&tmp, text).is_ok() {
-            let _ = std::fs::rename(&tmp, path);
+        if let Err(e) = crate::platform::fs::write_atomic(path, text.as_bytes(), 0o644) {
+            tracing::debug!(error = %e, "status file");
         }
     }
 }
@@ -559,5 +558,17 @@ mod tests {
             Some(Ipv4Addr::LOCALHOST)
         );
         assert_eq!(current_care_of(&["no-such-if0".into()]), None);
+    }
+
+    #[test]
+    fn status_file_is_never_written_through_a_planted_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "root's file").unwrap();
+        let p = dir.path().join("status.json");
+        std::os::unix::fs::symlink(&victim, dir.path().join("status.tmp")).unwrap();
+        write_status(Some(&p), &Status::default());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root's file");
+        assert!(std::fs::read_to_string(&p).unwrap().starts_with('{'));
     }
 }

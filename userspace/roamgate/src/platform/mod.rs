@@ -2,6 +2,7 @@
 //! forwarder): rtnetlink and interface indexes, proxy ARP and gratuitous ARP
 //! on `AF_PACKET`, and key files.
 
+pub mod fs;
 pub mod keyfile;
 pub mod neigh;
 pub mod netlink;

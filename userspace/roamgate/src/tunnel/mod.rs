@@ -498,9 +498,10 @@ pub fn run(cfg: &TunnelConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Arc<Forw
 
 fn write_stats(cfg: &TunnelConfig, counters: &ForwarderCounters) {
     if let Some(path) = &cfg.tunnel.stats_file {
-        let tmp = path.with_extension("tmp");
-        if std::fs::write(&tmp, counters.to_json()).is_ok() {
-            let _ = std::fs::rename(&tmp, path);
+        if let Err(e) =
+            crate::platform::fs::write_atomic(path, counters.to_json().as_bytes(), 0o644)
+        {
+            tracing::debug!(error = %e, "stats file");
         }
     }
 }
