@@ -181,9 +181,7 @@ impl HomeAgent {
         keys: Arc<dyn ServiceKeys + Send + Sync>,
     ) -> Self {
         let replay = ReplayCache::new(kerberos::AP_REQ_SKEW, config.replay_capacity);
-        // A node's first burst is available at once; `Bucket::take` refills
-        // from this instant onwards, and SystemTime::UNIX_EPOCH keeps the
-        // core free of clock reads.
+        // Full from the start; the epoch avoids a clock read in the core.
         let full = Bucket::full(&config.rate_limit, SystemTime::UNIX_EPOCH);
         Self {
             nodes: nodes
