@@ -67,6 +67,26 @@ fn diff_secs(a: u32, b: u32) -> i64 {
     i64::from(a.wrapping_sub(b) as i32)
 }
 
+/// Whether `id` is later than `last` in serial-number arithmetic (RFC
+/// 1982) on the 64-bit Identification. The NTP seconds wrap to 0 on
+/// 2036-02-07T06:28:16Z (the end of NTP era 0, RFC 5905 §6); a plain
+/// comparison would then refuse every new Identification as older.
+/// Serial order is right as long as the two are less than 2^31 s (68
+/// years) apart, which the skew check guarantees for any Identification
+/// the home agent accepts.
+pub fn is_later(id: u64, last: u64) -> bool {
+    (id.wrapping_sub(last) as i64) > 0
+}
+
+/// The later of two Identifications ([`is_later`]).
+pub fn later(a: u64, b: u64) -> u64 {
+    if is_later(a, b) {
+        a
+    } else {
+        b
+    }
+}
+
 /// Checks a request's Identification against our clock and the node's last
 /// accepted one.
 pub fn check(
@@ -87,7 +107,7 @@ pub fn check(
         });
     }
     if let Some(last) = last_accepted {
-        if id <= last {
+        if !is_later(id, last) {
             return Err(IdentificationError::NotNewer { got: id, last });
         }
     }
@@ -153,6 +173,29 @@ mod tests {
         );
         assert!(check(id - 1, Some(id), now, skew).is_err());
         check(id + 1, Some(id), now, skew).unwrap();
+    }
+
+    #[test]
+    fn order_survives_the_ntp_era_wrap() {
+        // 2036-02-07T06:28:16Z: NTP seconds wrap from 0xffffffff to 0.
+        let wrap = at(2_085_978_496);
+        assert_eq!(ntp_seconds(wrap), 0);
+        assert_eq!(ntp_seconds(wrap - Duration::from_secs(1)), u32::MAX);
+        let skew = Duration::from_secs(7);
+        let before = timestamp(wrap - Duration::from_secs(2), 1);
+        let after = timestamp(wrap + Duration::from_secs(2), 1);
+        let now = wrap + Duration::from_secs(2);
+        check(after, Some(before), now, skew).unwrap();
+        assert_eq!(
+            check(before, Some(after), now, skew),
+            Err(IdentificationError::NotNewer {
+                got: before,
+                last: after
+            })
+        );
+        assert_eq!(later(before, after), after);
+        assert_eq!(later(after, before), after);
+        assert_eq!(resync_offset(after, wrap - Duration::from_secs(2)), 4);
     }
 
     #[test]

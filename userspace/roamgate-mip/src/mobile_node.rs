@@ -141,7 +141,9 @@ pub struct MobileNode {
     rng: Box<dyn FnMut() -> u32 + Send>,
     /// HA clock minus ours, seconds (from 133 replies).
     offset: i64,
-    last_id: u64,
+    last_id: Option<u64>,
+    /// Replies discarded (forged, stale, unauthenticated or malformed).
+    ignored: u64,
     resyncs: u32,
     care_of: Option<Ipv4Addr>,
     pending: Option<Pending>,
@@ -166,7 +168,8 @@ impl MobileNode {
             config,
             rng,
             offset: 0,
-            last_id: 0,
+            last_id: None,
+            ignored: 0,
             resyncs: 0,
             care_of: None,
             pending: None,
@@ -256,10 +259,12 @@ impl MobileNode {
     fn next_identification(&mut self, now: SystemTime) -> u64 {
         let t = identification::shifted(now, self.offset);
         let mut id = identification::timestamp(t, (self.rng)());
-        if id <= self.last_id {
-            id = self.last_id.wrapping_add(1);
+        if let Some(last) = self.last_id {
+            if !identification::is_later(id, last) {
+                id = last.wrapping_add(1);
+            }
         }
-        self.last_id = id;
+        self.last_id = Some(id);
         id
     }
 
@@ -358,8 +363,27 @@ impl MobileNode {
         Ok(())
     }
 
+    /// Replies discarded so far: malformed, unmatched, or without a valid
+    /// MN-HA authenticator for the node's SA (each also reported as
+    /// [`Event::Ignored`]).
+    pub fn ignored_replies(&self) -> u64 {
+        self.ignored
+    }
+
     /// Handles a Registration Reply.
     pub fn handle_reply(
+        &mut self,
+        bytes: &[u8],
+        now: SystemTime,
+    ) -> Result<Output, MobileNodeError> {
+        let out = self.handle_reply_inner(bytes, now)?;
+        if out.events.iter().any(|e| matches!(e, Event::Ignored(_))) {
+            self.ignored += 1;
+        }
+        Ok(out)
+    }
+
+    fn handle_reply_inner(
         &mut self,
         bytes: &[u8],
         now: SystemTime,
@@ -378,14 +402,24 @@ impl MobileNode {
                 .push(Event::Ignored("no registration outstanding"));
             return Ok(out);
         };
+        // RFC 5944 §3.6.2.1, §5.7: a reply echoes the whole Identification,
+        // except 133, which carries the home agent's seconds.
+        let mask = if reply.repr.code == code::IDENTIFICATION_MISMATCH {
+            0xffff_ffff
+        } else {
+            u64::MAX
+        };
         if reply.repr.home_address != self.config.home_address
-            || reply.repr.identification & 0xffff_ffff != pending.identification & 0xffff_ffff
+            || reply.repr.identification & mask != pending.identification & mask
         {
             out.events.push(Event::Ignored(
                 "reply does not match the outstanding request",
             ));
             return Ok(out);
         }
+        // Only the home agent holds the SA: a reply without a valid
+        // authenticator (the home agent's answer to a request that failed
+        // authentication, or a forgery) says nothing about our request.
         let sa = &self.config.security_association;
         if crate::auth::verify_mn_ha(bytes, &reply.extensions, |spi| {
             (spi == sa.spi()).then_some(sa)

@@ -343,7 +343,7 @@ fn skewed_node_resynchronises_after_133() {
 }
 
 #[test]
-fn forged_authenticator_gets_131_and_the_node_stops() {
+fn forged_authenticator_gets_an_unauthenticated_131_the_node_ignores() {
     let mut w = world();
     let now = t0();
     let mut req = w.mn.register(COA_A, now).unwrap().send.unwrap();
@@ -351,12 +351,38 @@ fn forged_authenticator_gets_131_and_the_node_stops() {
     req[n - 1] ^= 0x01;
     let out = w.ha.handle_request(&req, SRC, now);
     assert_rejected(&out, code::MN_FAILED_AUTHENTICATION);
-    // The reply is authenticated with the node's SA; the node accepts it.
+    // Whoever sent it, the reply speaks for no SA: no MHAE.
+    assert_eq!(out.reply.as_ref().unwrap().len(), wire::REPLY_HEADER_LEN);
+    let mn_out = w.mn.handle_reply(out.reply.as_ref().unwrap(), now).unwrap();
+    assert_eq!(
+        mn_out.events,
+        vec![Event::Ignored("reply fails MN-HA authentication")]
+    );
+    assert!(mn_out.actions.is_empty());
+    assert_eq!(w.mn.state(), State::Registering);
+    assert_eq!(w.mn.ignored_replies(), 1);
+}
+
+#[test]
+fn authenticated_131_stops_the_node() {
+    // A Kerberos failure of an authentic request: the 131 is signed.
+    let (other_cred, _) = issue_ticket(
+        CLIENT,
+        SERVICE,
+        Etype::Aes256CtsHmacSha196,
+        t0() - secs(100),
+        secs(36_000),
+    );
+    let mut w = world();
+    w.mn = MobileNode::new(mn_config(Some(other_cred)), counter_rng());
+    let now = t0();
+    let req = w.mn.register(COA_A, now).unwrap().send.unwrap();
+    let out = w.ha.handle_request(&req, SRC, now);
+    assert_rejected(&out, code::MN_FAILED_AUTHENTICATION);
     let mn_out = w.mn.handle_reply(out.reply.as_ref().unwrap(), now).unwrap();
     assert_eq!(mn_out.events, vec![Event::AuthenticationFailed]);
     assert!(matches!(mn_out.actions[..], [Action::RemoveTunnel { .. }]));
     assert_eq!(w.mn.state(), State::Idle);
-    assert!(w.mn.next_wakeup().is_none() || w.mn.binding().is_none());
 }
 
 #[test]
@@ -1290,4 +1316,151 @@ fn rollback_of_a_deregistration_whose_tunnel_is_gone_keeps_it_gone() {
         w.ha.poll(at + secs(5)).actions,
         vec![Action::RemoveTunnel { spi: old_spi }]
     );
+}
+
+// Issue 16, finding 4: a forged request must not yield a reply that the
+// node takes for the home agent's word.
+#[test]
+fn forged_request_gets_an_unauthenticated_reply_that_the_node_ignores() {
+    let mut w = world();
+    let now = t0();
+    assert_eq!(register(&mut w, COA_A, now).code, Some(code::ACCEPTED));
+    let bound = w.mn.binding().cloned().unwrap();
+    let ha_spi = w.ha.binding(HOME).unwrap().spi;
+    // The re-registration is due. An attacker on the node's link copies the
+    // request's fixed part (Identification included) under a key it guessed,
+    // and its forgery reaches the home agent first.
+    let later = bound.refresh_at;
+    let genuine = w.mn.poll(later).unwrap().send.unwrap();
+    let forged = SecurityAssociation::new(SPI, b"the attacker's guess")
+        .unwrap()
+        .append_mn_ha_auth(genuine[..wire::REQUEST_HEADER_LEN].to_vec());
+    let ha_out = w.ha.handle_request(&forged, SRC, later);
+    assert_rejected(&ha_out, code::MN_FAILED_AUTHENTICATION);
+    let reply = ha_out.reply.unwrap();
+    let mn_out = w.mn.handle_reply(&reply, later).unwrap();
+    assert!(
+        mn_out.actions.is_empty(),
+        "a reply to a forged request moved the node's data plane: {:?}",
+        mn_out.actions
+    );
+    assert!(
+        matches!(mn_out.events[..], [Event::Ignored(_)]),
+        "{:?}",
+        mn_out.events
+    );
+    assert_eq!(w.mn.state(), State::Registering);
+    assert_eq!(w.mn.binding(), Some(&bound));
+    assert_eq!(w.mn.ignored_replies(), 1);
+    assert_eq!(w.ha.binding(HOME).unwrap().spi, ha_spi);
+    // RFC 5944 §3.8.3.1: no MN-HA authenticator on a reply to a request
+    // that failed authentication.
+    assert_eq!(reply.len(), wire::REPLY_HEADER_LEN);
+    // The genuine request still completes; both ends agree on the tunnel.
+    let ha_out = w.ha.handle_request(&genuine, SRC, later);
+    assert_eq!(ha_out.code, Some(code::ACCEPTED));
+    let mn_out =
+        w.mn.handle_reply(ha_out.reply.as_ref().unwrap(), later)
+            .unwrap();
+    assert!(matches!(mn_out.events[..], [Event::Registered { .. }]));
+    assert_eq!(w.mn.binding().unwrap().spi, w.ha.binding(HOME).unwrap().spi);
+}
+
+// RFC 5944 §3.6.2.1: only a 133 reply carries other seconds than the
+// request; any other reply must echo the whole Identification.
+#[test]
+fn mobile_node_ignores_an_authenticated_reply_with_other_seconds() {
+    let mut w = world();
+    let now = t0();
+    w.mn.register(COA_A, now).unwrap();
+    let id = w.mn.pending_identification().unwrap();
+    let reply = wire::ReplyRepr {
+        code: code::ACCEPTED,
+        lifetime: 300,
+        home_address: HOME,
+        home_agent: HA,
+        identification: id ^ (1 << 32),
+    }
+    .to_bytes()
+    .to_vec();
+    let reply = SecurityAssociation::new(SPI, MN_HA_KEY)
+        .unwrap()
+        .append_mn_ha_auth(reply);
+    let out = w.mn.handle_reply(&reply, now).unwrap();
+    assert!(out.actions.is_empty(), "{:?}", out.actions);
+    assert!(matches!(out.events[..], [Event::Ignored(_)]));
+    assert_eq!(w.mn.state(), State::Registering);
+}
+
+/// 2036-02-07T06:28:16Z: NTP era 0 ends, the seconds field wraps to 0.
+fn ntp_wrap() -> SystemTime {
+    UNIX_EPOCH + secs(2_085_978_496)
+}
+
+// Issue 16, finding 8: Identification order across the NTP era wrap.
+#[test]
+fn re_registration_across_the_2036_ntp_wrap_is_accepted() {
+    let mut w = world();
+    w.mn = MobileNode::new(
+        MobileNodeConfig {
+            home_address: HOME2,
+            ..mn_config(None)
+        },
+        counter_rng(),
+    );
+    let before = ntp_wrap() - secs(3);
+    let req = w.mn.register(COA_A, before).unwrap().send.unwrap();
+    let out = w.ha.handle_request(&req, SRC, before);
+    assert_eq!(out.code, Some(code::ACCEPTED), "{:?}", out.rejection);
+    w.mn.handle_reply(out.reply.as_ref().unwrap(), before)
+        .unwrap();
+    let after = ntp_wrap() + secs(2);
+    let req = w.mn.register(COA_B, after).unwrap().send.unwrap();
+    let id = w.mn.pending_identification().unwrap();
+    assert_eq!(identification::seconds_of(id), 2);
+    let out = w.ha.handle_request(&req, IpAddr::V4(COA_B), after);
+    assert_eq!(out.code, Some(code::ACCEPTED), "{:?}", out.rejection);
+    let mn_out =
+        w.mn.handle_reply(out.reply.as_ref().unwrap(), after)
+            .unwrap();
+    assert!(matches!(mn_out.events[..], [Event::Registered { .. }]));
+    // The pre-wrap request replayed after the wrap is still refused.
+    let out = w.ha.handle_request(&req, IpAddr::V4(COA_B), after);
+    assert_eq!(out.code, Some(code::IDENTIFICATION_MISMATCH));
+}
+
+// Issue 16, finding 8: forged traffic from the node's own care-of address
+// must not use up the node's share of the rate limit.
+#[test]
+fn forged_flood_from_the_care_of_address_does_not_starve_the_node() {
+    let mut c = ha_config();
+    c.rate_limit = RateLimit {
+        burst: 5,
+        per_second: 1,
+        max_sources: 100,
+    };
+    let mut w = world_with(c);
+    let now = t0();
+    // A genuine registration an attacker captures and replays later.
+    let first = now - secs(3);
+    let captured = w.mn.register(COA_A, first).unwrap().send.unwrap();
+    let out = w.ha.handle_request(&captured, SRC, first);
+    w.mn.handle_reply(out.reply.as_ref().unwrap(), first)
+        .unwrap();
+    let forged = SecurityAssociation::new(SPI, b"the attacker's guess")
+        .unwrap()
+        .append_mn_ha_auth(repr_at(now, HOME).to_bytes().to_vec());
+    let mut replies = 0;
+    for i in 0..1_000 {
+        let msg = if i % 2 == 0 { &forged } else { &captured };
+        if w.ha.handle_request(msg, SRC, now).reply.is_some() {
+            replies += 1;
+        }
+    }
+    // Answers to the flood stay within the source's burst.
+    assert!(replies <= 5, "{replies} replies to a forged flood");
+    let req = w.mn.register(COA_A, now).unwrap().send.unwrap();
+    let out = w.ha.handle_request(&req, SRC, now);
+    assert_eq!(out.dropped, None, "the genuine node was refused");
+    assert_eq!(out.code, Some(code::ACCEPTED), "{:?}", out.rejection);
 }
