@@ -42,6 +42,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "boots Debian's Linux 6.1 for the oldest-kernel tests",
     ),
     ("busybox-static", "the 6.1 guest's shell and cpio"),
+    (
+        "strace",
+        "tests that key and status files are fsync'd after their rename",
+    ),
 ];
 
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
