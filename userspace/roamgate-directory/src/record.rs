@@ -75,7 +75,7 @@ impl MipKey {
     /// Parses hex digits (the provisioning CLI's form).
     pub fn from_hex(s: &str) -> Result<Self, RecordError> {
         let s = s.trim();
-        if s.len() % 2 != 0 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+        if !s.len().is_multiple_of(2) || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
             return Err(RecordError::MipKeyHex);
         }
         let bytes: Zeroizing<Vec<u8>> = Zeroizing::new(
