@@ -462,4 +462,122 @@ mod tests {
         assert!(t.contains("roamgate_directory_served_total 3"));
         assert!(t.contains("roamgate_directory_refused_not_authorised_total 0"));
     }
+
+    /// `serve` over real UDP on loopback: a ticket from the KDC core in
+    /// the unit's name fetches the record; another unit's is refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serve_answers_over_udp() {
+        use roamgate_directory::client::{build_request, ClientError};
+        use roamgate_krb::client::{AsExchange, AsOptions, AsStep, ClientSecret, TgsExchange};
+        use roamgate_krb::kdc::db::{MemoryStore, PrincipalFlags, PrincipalStore};
+        use roamgate_krb::kdc::{Kdc, KdcConfig};
+        use roamgate_krb::keytab::{Keytab, KeytabEntry};
+        use roamgate_krb::Principal;
+        use roamgate_krb_crypto::Etype;
+
+        const SERVICE: &str = "directory/dir.example.org@EXAMPLE.ORG";
+        let p = |s: &str| Principal::parse(s).unwrap();
+        let db = std::sync::Arc::new(MemoryStore::new("EXAMPLE.ORG"));
+        let et = [Etype::Aes256CtsHmacSha196];
+        db.add_random(
+            &Principal::krbtgt("EXAMPLE.ORG"),
+            &et,
+            PrincipalFlags::DEFAULT,
+        );
+        for u in ["unit-a@EXAMPLE.ORG", "unit-b@EXAMPLE.ORG", SERVICE] {
+            db.add_random(&p(u), &et, PrincipalFlags::DEFAULT);
+        }
+        let kdc = Kdc::new(db.clone(), KdcConfig::default());
+        let ticket = |client: &str| {
+            let now = SystemTime::now();
+            let keys = db.get(&p(client)).unwrap().unwrap();
+            let secret = ClientSecret::Keys(keys.keys.iter().map(|k| k.key.clone()).collect());
+            let mut ex = AsExchange::new(p(client), secret, AsOptions::default()).unwrap();
+            let mut req = ex.first_request(now).unwrap();
+            let tgt = loop {
+                match ex
+                    .handle_reply(&kdc.handle(&req, now).unwrap(), now)
+                    .unwrap()
+                {
+                    AsStep::Send(r) => req = r,
+                    AsStep::Done(c) => break *c,
+                }
+            };
+            let tgs = TgsExchange::new(&tgt, p(SERVICE), 0).unwrap();
+            tgs.handle_reply(&kdc.handle(&tgs.request(now).unwrap(), now).unwrap())
+                .unwrap()
+        };
+
+        let tmp = tempfile::tempdir().unwrap();
+        let mut c = cfg(tmp.path());
+        let mut kt = Keytab::new();
+        for k in &db.get(&p(SERVICE)).unwrap().unwrap().keys {
+            kt.push(KeytabEntry {
+                principal: p(SERVICE),
+                timestamp: 0,
+                kvno: k.kvno,
+                key: k.key.clone(),
+            });
+        }
+        c.kerberos.keytab = tmp.path().join("directory.keytab");
+        kt.save(&c.kerberos.keytab).unwrap();
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        c.directory.listen = SocketAddr::from(([127, 0, 0, 1], port));
+        run(
+            &c,
+            &[
+                "add-unit",
+                "-c",
+                "x",
+                "--code",
+                CODE,
+                "--principal",
+                "unit-a@EXAMPLE.ORG",
+                "--home-address",
+                "10.1.0.10",
+                "--home-agent",
+                "10.1.0.1",
+                "--spi",
+                "4096",
+                "--generate-mip-key",
+                "--account",
+                "acct-1",
+            ],
+        )
+        .unwrap();
+
+        let listen = c.directory.listen;
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(c, shutdown.clone()));
+        let code: IdentityCode = CODE.parse().unwrap();
+        let ask = move |cred: roamgate_krb::credential::Credential| {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let (req, pending) = build_request(&cred, code, SystemTime::now()).unwrap();
+            let mut buf = vec![0u8; MAX_MESSAGE];
+            // The server may still be binding: retry a few times.
+            for _ in 0..20 {
+                sock.send_to(&req, listen).unwrap();
+                if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                    return pending.open(&buf[..n], SystemTime::now());
+                }
+            }
+            panic!("no answer from the directory");
+        };
+        let a = ticket("unit-a@EXAMPLE.ORG");
+        let b = ticket("unit-b@EXAMPLE.ORG");
+        let (ra, rb) = tokio::task::spawn_blocking(move || (ask(a), ask(b)))
+            .await
+            .unwrap();
+        let rec = ra.unwrap();
+        assert_eq!(rec.code, code);
+        assert_eq!(rec.home_address, Ipv4Addr::new(10, 1, 0, 10));
+        assert!(matches!(rb, Err(ClientError::Refused { .. })), "{rb:?}");
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
+    }
 }
