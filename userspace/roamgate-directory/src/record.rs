@@ -57,6 +57,8 @@ pub enum RecordError {
     Trailing(usize),
     #[error("record text field is not UTF-8")]
     Utf8,
+    #[error("the system random source failed")]
+    Random,
 }
 
 /// The MN-HA key of a unit's mobility security association. Zeroised on
@@ -93,7 +95,7 @@ impl MipKey {
         let mut b = Zeroizing::new(vec![0u8; len]);
         SystemRandom::new()
             .fill(&mut b)
-            .map_err(|_| RecordError::MipKeyLength(0))?;
+            .map_err(|_| RecordError::Random)?;
         Self::new(&b)
     }
 

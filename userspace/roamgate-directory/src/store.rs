@@ -30,8 +30,8 @@ pub enum StoreError {
     },
     #[error("unit {0} is already in the directory; remove it first")]
     Exists(IdentityCode),
-    #[error("the stored record of unit {code} is invalid ({source}); fix it with remove-unit and add-unit")]
-    Corrupt { code: String, source: RecordError },
+    #[error("the stored record of unit {code} is invalid ({what}); fix it with remove-unit and add-unit")]
+    Corrupt { code: String, what: String },
     #[error("invalid record: {0}")]
     Invalid(#[from] RecordError),
 }
@@ -132,31 +132,31 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
 
 fn record_of(row: Row) -> Result<UnitRecord, StoreError> {
     let (code, principal, ha, agent, spi, key, account, dialled) = row;
-    let corrupt = |source| StoreError::Corrupt {
+    let corrupt = |what: String| StoreError::Corrupt {
         code: code.clone(),
-        source,
+        what,
     };
-    let addr = |s: &str| {
+    let addr = |field: &str, s: &str| {
         s.parse::<Ipv4Addr>()
-            .map_err(|_| corrupt(RecordError::HomeAddress(Ipv4Addr::UNSPECIFIED)))
+            .map_err(|_| corrupt(format!("{field} {s:?} is not an IPv4 address")))
     };
     let rec = UnitRecord {
         code: code
             .parse()
-            .map_err(|_| corrupt(RecordError::Truncated(0)))?,
-        principal: parse_principal(&principal).map_err(corrupt)?,
-        home_address: addr(&ha)?,
-        home_agent: addr(&agent)?,
-        mip_spi: u32::try_from(spi).map_err(|_| corrupt(RecordError::ReservedSpi(0)))?,
-        mip_key: MipKey::new(&key).map_err(corrupt)?,
+            .map_err(|e: crate::identity::IdentityCodeError| corrupt(e.to_string()))?,
+        principal: parse_principal(&principal).map_err(|e| corrupt(e.to_string()))?,
+        home_address: addr("home_address", &ha)?,
+        home_agent: addr("home_agent", &agent)?,
+        mip_spi: u32::try_from(spi).map_err(|_| corrupt(format!("mip_spi {spi} is not a u32")))?,
+        mip_key: MipKey::new(&key).map_err(|e| corrupt(e.to_string()))?,
         account,
         dialled_number: dialled
             .as_deref()
             .map(DialledNumber::parse)
             .transpose()
-            .map_err(corrupt)?,
+            .map_err(|e| corrupt(e.to_string()))?,
     };
-    rec.validate().map_err(corrupt)?;
+    rec.validate().map_err(|e| corrupt(e.to_string()))?;
     Ok(rec)
 }
 
@@ -335,10 +335,14 @@ impl DirectoryStore for SqliteStore {
             .map(|(t, code, client, outcome)| {
                 Ok(AuditEntry {
                     time: from_ms(t),
-                    code: code.parse().map_err(|_| StoreError::Corrupt {
-                        code: code.clone(),
-                        source: RecordError::Truncated(0),
-                    })?,
+                    code: code
+                        .parse()
+                        .map_err(
+                            |e: crate::identity::IdentityCodeError| StoreError::Corrupt {
+                                code: code.clone(),
+                                what: format!("audit entry: {e}"),
+                            },
+                        )?,
                     client,
                     outcome,
                 })
@@ -401,6 +405,26 @@ mod tests {
             Err(StoreError::Invalid(RecordError::ReservedSpi(7)))
         ));
         assert!(s.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_corrupt_row_is_a_typed_error_naming_the_unit() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("d.db")).unwrap();
+        s.add(&sample(code(1), "u@R")).unwrap();
+        s.with(|c| {
+            c.execute("UPDATE units SET home_agent = 'nowhere'", [])
+                .unwrap();
+            Ok(())
+        })
+        .unwrap();
+        let err = s.get(&code(1)).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("unit {}", code(1)))
+                && err.to_string().contains("home_agent \"nowhere\""),
+            "{err}"
+        );
+        assert!(s.list().is_err());
     }
 
     #[test]
