@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use roamgate_directory::client::{build_request, ClientError};
 use roamgate_directory::record::DialledNumber;
 use roamgate_directory::server::{Outcome, Refusal};
-use roamgate_directory::store::DirectoryStore;
+use roamgate_directory::store::{AuditEntry, DirectoryStore, StoreError};
 use roamgate_directory::wire::{Reason, Reply, HEADER_LEN};
 use roamgate_directory::{
     Directory, DirectoryConfig, IdentityCode, MipKey, SqliteStore, UnitRecord,
@@ -57,6 +57,17 @@ fn record(code: IdentityCode, principal: &str, host: u8) -> UnitRecord {
     }
 }
 
+fn service_keys(db: &MemoryStore) -> KeySet {
+    let entry = db.get(&p(SERVICE)).unwrap().unwrap();
+    KeySet(
+        entry
+            .keys
+            .iter()
+            .map(|k| (p(SERVICE), k.kvno, k.key.clone()))
+            .collect(),
+    )
+}
+
 fn world() -> World {
     let db = Arc::new(MemoryStore::new(REALM));
     let etypes = [Etype::Aes256CtsHmacSha196];
@@ -65,14 +76,7 @@ fn world() -> World {
         db.add_random(&p(u), &etypes, PrincipalFlags::DEFAULT);
     }
     let kdc = Kdc::new(db.clone(), KdcConfig::default());
-    let entry = db.get(&p(SERVICE)).unwrap().unwrap();
-    let keys = KeySet(
-        entry
-            .keys
-            .iter()
-            .map(|k| (p(SERVICE), k.kvno, k.key.clone()))
-            .collect(),
-    );
+    let keys = service_keys(&db);
     let tmp = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&tmp.path().join("directory.db")).unwrap();
     store
@@ -119,6 +123,10 @@ impl World {
         assert_eq!(cred.client, p(client));
         assert_eq!(cred.server, p(SERVICE));
         cred
+    }
+
+    fn dir_keys(&self) -> KeySet {
+        service_keys(&self.db)
     }
 
     fn audit(&self) -> Vec<(String, Option<String>, String)> {
@@ -409,4 +417,61 @@ fn junk_is_dropped_without_answer_or_audit() {
     assert_eq!(w.audit().len(), 1);
     assert_eq!(w.audit()[0].1, None);
     assert_eq!(w.dir.stats().dropped, 4);
+}
+
+/// A store whose audit log cannot be written.
+struct NoAudit(SqliteStore);
+
+impl DirectoryStore for NoAudit {
+    fn get(&self, c: &IdentityCode) -> Result<Option<UnitRecord>, StoreError> {
+        self.0.get(c)
+    }
+    fn add(&self, r: &UnitRecord) -> Result<(), StoreError> {
+        self.0.add(r)
+    }
+    fn put(&self, r: &UnitRecord) -> Result<(), StoreError> {
+        self.0.put(r)
+    }
+    fn remove(&self, c: &IdentityCode) -> Result<bool, StoreError> {
+        self.0.remove(c)
+    }
+    fn list(&self) -> Result<Vec<UnitRecord>, StoreError> {
+        self.0.list()
+    }
+    fn audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
+        Err(StoreError::Exists(e.code))
+    }
+    fn audit_log(&self, n: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.0.audit_log(n)
+    }
+}
+
+#[test]
+fn no_read_leaves_without_its_audit_entry() {
+    let w = world();
+    let cred = w.ticket("unit-a@EXAMPLE.COM", at(0), HOUR);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&tmp.path().join("d.db")).unwrap();
+    store
+        .add(&record(CODE_A, "unit-a@EXAMPLE.COM", 10))
+        .unwrap();
+    let keys = w.dir_keys();
+    let mut dir = Directory::new(NoAudit(store), keys, DirectoryConfig::new(p(SERVICE)));
+    let (req, _) = build_request(&cred, CODE_A, at(5)).unwrap();
+    let h = dir.handle(&req, at(5));
+    assert!(
+        matches!(
+            h.outcome,
+            Outcome::Refused {
+                refusal: Refusal::AuditFailed,
+                audit_failed: true,
+                ..
+            }
+        ),
+        "{:?}",
+        h.outcome
+    );
+    assert_error_answer(&h.reply.unwrap(), CODE_A, Reason::Unavailable);
+    assert_eq!(dir.stats().served, 0);
+    assert_eq!(dir.stats().audit_failures, 2);
 }
