@@ -515,6 +515,24 @@ fn krb_client_side(seeds: &mut Seeds) -> Result<()> {
     ccache.store(to_ccache(&service_ticket));
     ccache.store(to_ccache(&forwarded_tgt));
     seeds.put("ccache", "tgt-and-tickets", &ccache.to_bytes()?)?;
+    directory_request(seeds, &service_ticket)?;
+    Ok(())
+}
+
+/// fuzz_targets/directory_request.rs: the code its one unit has.
+const DIRECTORY_CODE: [u8; 16] = [0x5e; 16];
+
+/// Directory requests the target's directory serves (its unit's code) and
+/// refuses (another code), with the ap_req target's service ticket.
+fn directory_request(seeds: &mut Seeds, ticket: &Credential) -> Result<()> {
+    for (name, code) in [("own-code", DIRECTORY_CODE), ("other-code", [0x01; 16])] {
+        let (req, _) = roamgate_directory::client::build_request(
+            ticket,
+            roamgate_directory::IdentityCode::from_bytes(code),
+            now(),
+        )?;
+        seeds.put("directory_request", name, &req)?;
+    }
     Ok(())
 }
 

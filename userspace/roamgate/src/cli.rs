@@ -82,6 +82,12 @@ pub enum Command {
         #[command(subcommand)]
         command: roamgate_krb::cli::kdc::KdcCommand,
     },
+    /// The telephone directory: serve units' initiating information to
+    /// callers with a ticket in the unit's name, and provision it.
+    Directory {
+        #[command(subcommand)]
+        command: crate::directory::DirectoryCommand,
+    },
     /// Kerberos client tools: kinit, kvno, klist.
     Krb {
         #[command(subcommand)]

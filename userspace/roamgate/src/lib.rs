@@ -4,6 +4,7 @@ pub mod cli;
 pub mod config;
 pub mod counters_cmd;
 pub mod dataplane;
+pub mod directory;
 pub mod gateway;
 pub mod home_agent;
 pub mod logging;

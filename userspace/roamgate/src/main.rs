@@ -86,5 +86,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             roamgate_krb::cli::kdc::run(command).await
         }
         Command::Krb { command } => roamgate_krb::cli::krb::run(command).await,
+        Command::Directory { command } => roamgate::directory::run(command).await,
     }
 }

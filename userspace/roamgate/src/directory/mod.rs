@@ -1,0 +1,589 @@
+//! `roamgate directory`: the directory role (docs/directory.md). `serve`
+//! runs the `roamgate-directory` core over UDP; `add-unit`, `remove-unit`,
+//! `list` and `show` provision its store. MIP keys are never printed
+//! unless `--show-keys` is given, and never logged.
+
+pub mod config;
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context as _};
+use clap::Subcommand;
+use roamgate_directory::record::{check_account, parse_principal, DialledNumber};
+use roamgate_directory::server::{Outcome, Stats};
+use roamgate_directory::store::DirectoryStore;
+use roamgate_directory::wire::MAX_MESSAGE;
+use roamgate_directory::{Directory, IdentityCode, MipKey, SqliteStore, UnitRecord};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::ConfigFile as _;
+use config::DirectoryFile;
+
+/// Length of a key made by `add-unit --generate-mip-key`.
+const GENERATED_KEY_LEN: usize = 32;
+
+#[derive(Subcommand, Debug)]
+pub enum DirectoryCommand {
+    /// Serve directory requests over UDP (AP-REQ in, AP-REP + KRB-PRIV out).
+    Serve {
+        /// TOML configuration (see config/directory.toml).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Add a unit's initiating information.
+    AddUnit {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// The unit's identity code (32 hex digits, from `roamgate unit init`).
+        #[arg(long)]
+        code: IdentityCode,
+        /// The subscriber principal: the only client the directory answers
+        /// for this code.
+        #[arg(long)]
+        principal: String,
+        #[arg(long)]
+        home_address: Ipv4Addr,
+        #[arg(long)]
+        home_agent: Ipv4Addr,
+        /// MIP SPI: 256..2^31 selects HMAC-MD5, 2^31 and above HMAC-SHA256.
+        #[arg(long)]
+        spi: u32,
+        /// File holding the MIP (MN-HA) key as hex, mode 0600.
+        #[arg(long, value_name = "FILE", conflicts_with = "generate_mip_key")]
+        mip_key_file: Option<PathBuf>,
+        /// Make a random 32-byte MIP key (print it with `show --show-keys`
+        /// to give it to the home agent).
+        #[arg(long)]
+        generate_mip_key: bool,
+        #[arg(long)]
+        account: String,
+        /// E.164 number, e.g. +4930123456.
+        #[arg(long)]
+        dialled_number: Option<String>,
+        /// Replace an existing entry for this code.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Remove a unit.
+    RemoveUnit {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long)]
+        code: IdentityCode,
+    },
+    /// List every unit (one line each).
+    List {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Print the MIP keys too.
+        #[arg(long)]
+        show_keys: bool,
+    },
+    /// Show one unit.
+    Show {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long)]
+        code: IdentityCode,
+        /// Print the MIP key too.
+        #[arg(long)]
+        show_keys: bool,
+    },
+}
+
+impl DirectoryCommand {
+    pub fn config_path(&self) -> &Path {
+        match self {
+            DirectoryCommand::Serve { config }
+            | DirectoryCommand::AddUnit { config, .. }
+            | DirectoryCommand::RemoveUnit { config, .. }
+            | DirectoryCommand::List { config, .. }
+            | DirectoryCommand::Show { config, .. } => config,
+        }
+    }
+}
+
+fn open_store(cfg: &DirectoryFile) -> anyhow::Result<SqliteStore> {
+    let db = &cfg.directory.database;
+    if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::platform::fs::private_dir(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(SqliteStore::open(db)?)
+}
+
+/// One unit as text; the key only when asked.
+pub fn describe(r: &UnitRecord, show_keys: bool) -> String {
+    let key = if show_keys {
+        r.mip_key.expose_hex().to_string()
+    } else {
+        "<hidden: --show-keys>".to_owned()
+    };
+    format!(
+        "{} principal={} home_address={} home_agent={} spi={} mip_key={} account={} dialled_number={}",
+        r.code,
+        r.principal,
+        r.home_address,
+        r.home_agent,
+        r.mip_spi,
+        key,
+        r.account,
+        r.dialled_number
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), ToString::to_string),
+    )
+}
+
+/// Runs a provisioning subcommand (not `serve`), writing to `out`.
+pub fn provision(
+    cmd: DirectoryCommand,
+    cfg: &DirectoryFile,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
+    let store = open_store(cfg)?;
+    match cmd {
+        DirectoryCommand::Serve { .. } => bail!("serve is not a provisioning command"),
+        DirectoryCommand::AddUnit {
+            code,
+            principal,
+            home_address,
+            home_agent,
+            spi,
+            mip_key_file,
+            generate_mip_key,
+            account,
+            dialled_number,
+            replace,
+            ..
+        } => {
+            let mip_key = match (mip_key_file, generate_mip_key) {
+                (Some(f), false) => MipKey::new(&crate::platform::keyfile::read_hex_key(&f)?)?,
+                (None, true) => MipKey::generate(GENERATED_KEY_LEN)?,
+                _ => bail!("give the MIP key with --mip-key-file FILE or --generate-mip-key"),
+            };
+            check_account(&account)?;
+            let rec = UnitRecord {
+                code,
+                principal: parse_principal(&principal)?,
+                home_address,
+                home_agent,
+                mip_spi: spi,
+                mip_key,
+                account,
+                dialled_number: dialled_number
+                    .as_deref()
+                    .map(DialledNumber::parse)
+                    .transpose()?,
+            };
+            if replace {
+                store.put(&rec)?;
+            } else {
+                store.add(&rec)?;
+            }
+            writeln!(out, "added {}", describe(&rec, false))?;
+        }
+        DirectoryCommand::RemoveUnit { code, .. } => {
+            if !store.remove(&code)? {
+                bail!("unit {code} is not in the directory");
+            }
+            writeln!(out, "removed {code}")?;
+        }
+        DirectoryCommand::List { show_keys, .. } => {
+            for r in store.list()? {
+                writeln!(out, "{}", describe(&r, show_keys))?;
+            }
+        }
+        DirectoryCommand::Show {
+            code, show_keys, ..
+        } => match store.get(&code)? {
+            Some(r) => writeln!(out, "{}", describe(&r, show_keys))?,
+            None => bail!("unit {code} is not in the directory"),
+        },
+    }
+    Ok(())
+}
+
+/// The Prometheus text of the directory's counters.
+pub fn prometheus(s: &Stats) -> String {
+    let mut t = String::new();
+    for (name, v) in [
+        ("served", s.served),
+        ("refused_auth", s.refused_auth),
+        ("refused_not_authorised", s.refused_not_authorised),
+        ("refused_unavailable", s.refused_unavailable),
+        ("dropped", s.dropped),
+        ("audit_failures", s.audit_failures),
+    ] {
+        let m = format!("roamgate_directory_{name}_total");
+        t.push_str(&format!("# TYPE {m} counter\n{m} {v}\n"));
+    }
+    t
+}
+
+/// Serves until `shutdown`: a blocking thread owns the core (its SQLite
+/// calls block) and the UDP socket.
+pub async fn serve(cfg: DirectoryFile, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let keytab = roamgate_krb::keytab::Keytab::load(&cfg.kerberos.keytab)
+        .with_context(|| format!("reading keytab {}", cfg.kerberos.keytab.display()))?;
+    let core_cfg = cfg.core()?;
+    if keytab.find(&core_cfg.service, None, None).is_none() {
+        bail!(
+            "keytab {} has no key for {}; export it with `roamgate kdc export-keytab {} --out {}`",
+            cfg.kerberos.keytab.display(),
+            core_cfg.service,
+            core_cfg.service,
+            cfg.kerberos.keytab.display()
+        );
+    }
+    let store = open_store(&cfg)?;
+    let sock = UdpSocket::bind(cfg.directory.listen)
+        .with_context(|| format!("binding {}", cfg.directory.listen))?;
+    sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+    info!(listen = %sock.local_addr()?, service = %core_cfg.service, database = %cfg.directory.database.display(), "directory ready");
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    let mut tasks = tokio::task::JoinSet::new();
+    if !cfg.metrics.listen.is_empty() {
+        let addr: SocketAddr = cfg.metrics.listen.parse()?;
+        let listener = crate::metrics::bind(addr).await?;
+        let s = stats.clone();
+        let render: crate::metrics::Render =
+            Arc::new(move || prometheus(&s.lock().unwrap_or_else(|p| p.into_inner())));
+        let stop = shutdown.clone();
+        tasks.spawn(async move { crate::metrics::serve(listener, render, stop).await });
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = {
+        let stop = stop.clone();
+        let dir = Directory::new(store, keytab, core_cfg);
+        tokio::task::spawn_blocking(move || serve_loop(dir, &sock, &stop, &stats))
+    };
+    shutdown.cancelled().await;
+    stop.store(true, Ordering::Relaxed);
+    let res = worker.await.context("directory thread")?;
+    tasks.shutdown().await;
+    res
+}
+
+fn serve_loop<S: DirectoryStore, K: roamgate_krb::ap::ServiceKeys>(
+    mut dir: Directory<S, K>,
+    sock: &UdpSocket,
+    stop: &AtomicBool,
+    stats: &Mutex<Stats>,
+) -> anyhow::Result<()> {
+    let mut buf = vec![0u8; MAX_MESSAGE + 1];
+    while !stop.load(Ordering::Relaxed) {
+        let (n, peer) = match sock.recv_from(&mut buf) {
+            Ok(r) => r,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => {
+                warn!(error = %e, "directory: receive failed");
+                continue;
+            }
+        };
+        let h = dir.handle(&buf[..n], SystemTime::now());
+        match &h.outcome {
+            Outcome::Served { code, client } => {
+                info!(%peer, %code, %client, "directory: served")
+            }
+            Outcome::Refused {
+                code,
+                client,
+                refusal,
+                audit_failed,
+            } => {
+                let client = client.as_ref().map(ToString::to_string);
+                warn!(%peer, %code, client = client.as_deref().unwrap_or("-"), cause = %refusal, audit_failed, "directory: refused");
+            }
+            Outcome::Dropped(e) => debug!(%peer, error = %e, "directory: dropped"),
+        }
+        if let Some(reply) = h.reply {
+            if let Err(e) = sock.send_to(&reply, peer) {
+                warn!(%peer, error = %e, "directory: send failed");
+            }
+        }
+        *stats.lock().unwrap_or_else(|p| p.into_inner()) = dir.stats();
+    }
+    Ok(())
+}
+
+/// Entry point of `roamgate directory`.
+pub async fn run(cmd: DirectoryCommand) -> anyhow::Result<()> {
+    let cfg = DirectoryFile::load(cmd.config_path())?;
+    if let DirectoryCommand::Serve { .. } = cmd {
+        crate::logging::init(cfg.log.format, &cfg.log.level);
+        let shutdown = CancellationToken::new();
+        crate::gateway::cancel_on_signals(shutdown.clone())?;
+        return serve(cfg, shutdown).await;
+    }
+    provision(cmd, &cfg, &mut std::io::stdout().lock())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn cfg(dir: &Path) -> DirectoryFile {
+        let mut c = DirectoryFile::default();
+        c.directory.database = dir.join("state/directory.sqlite");
+        c
+    }
+
+    fn run(c: &DirectoryFile, args: &[&str]) -> anyhow::Result<String> {
+        let mut argv = vec!["roamgate", "directory"];
+        argv.extend_from_slice(args);
+        let cli = crate::cli::Cli::try_parse_from(argv)?;
+        let crate::cli::Command::Directory { command } = cli.command else {
+            panic!("not a directory command")
+        };
+        let mut out = Vec::new();
+        provision(command, c, &mut out)?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    const CODE: &str = "00112233445566778899aabbccddeeff";
+
+    #[test]
+    fn provisioning_never_prints_keys_unless_asked() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let c = cfg(tmp.path());
+        let key = tmp.path().join("mip.key");
+        std::fs::write(&key, "5a".repeat(16)).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let add = [
+            "add-unit",
+            "-c",
+            "x",
+            "--code",
+            CODE,
+            "--principal",
+            "unit-a@EXAMPLE.ORG",
+            "--home-address",
+            "10.1.0.10",
+            "--home-agent",
+            "10.1.0.1",
+            "--spi",
+            "4096",
+            "--mip-key-file",
+            key.to_str().unwrap(),
+            "--account",
+            "acct-1",
+            "--dialled-number",
+            "+4930555",
+        ];
+        let out = run(&c, &add).unwrap();
+        assert!(out.starts_with(&format!("added {CODE}")), "{out}");
+        let secret = "5a".repeat(16);
+        assert!(!out.contains(&secret));
+        let err = run(&c, &add).unwrap_err();
+        assert!(
+            err.to_string().contains("already in the directory"),
+            "{err}"
+        );
+        let list = run(&c, &["list", "-c", "x"]).unwrap();
+        assert!(
+            list.contains("mip_key=<hidden: --show-keys>") && !list.contains(&secret),
+            "{list}"
+        );
+        let show = run(&c, &["show", "-c", "x", "--code", CODE]).unwrap();
+        assert!(!show.contains(&secret), "{show}");
+        let show = run(&c, &["show", "-c", "x", "--code", CODE, "--show-keys"]).unwrap();
+        assert!(show.contains(&format!("mip_key={secret}")), "{show}");
+        assert!(show.contains("dialled_number=+4930555"), "{show}");
+        let mode = std::fs::metadata(&c.directory.database)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        run(&c, &["remove-unit", "-c", "x", "--code", CODE]).unwrap();
+        assert!(run(&c, &["show", "-c", "x", "--code", CODE]).is_err());
+        assert!(run(&c, &["remove-unit", "-c", "x", "--code", CODE]).is_err());
+    }
+
+    #[test]
+    fn bad_provisioning_input_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = cfg(tmp.path());
+        let base = |spi: &str, extra: &[&'static str]| {
+            let mut v = vec![
+                "add-unit",
+                "-c",
+                "x",
+                "--code",
+                CODE,
+                "--principal",
+                "u@R",
+                "--home-address",
+                "10.1.0.10",
+                "--home-agent",
+                "10.1.0.1",
+                "--account",
+                "a",
+            ];
+            v.push("--spi");
+            v.push(Box::leak(spi.to_owned().into_boxed_str()));
+            v.extend_from_slice(extra);
+            v
+        };
+        let err = run(&c, &base("4096", &[])).unwrap_err();
+        assert!(err.to_string().contains("--mip-key-file"), "{err}");
+        let err = run(&c, &base("7", &["--generate-mip-key"])).unwrap_err();
+        assert!(err.to_string().contains("SPI 7 is reserved"), "{err}");
+        // A key file others can read is refused.
+        let key = tmp.path().join("k");
+        std::fs::write(&key, "00".repeat(16)).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let k: &'static str = Box::leak(key.to_str().unwrap().to_owned().into_boxed_str());
+        let err = run(&c, &base("4096", &["--mip-key-file", k])).unwrap_err();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+        assert!(run(&c, &base("4096", &["--generate-mip-key"])).is_ok());
+    }
+
+    #[test]
+    fn metrics_text_names_every_counter() {
+        let t = prometheus(&Stats {
+            served: 3,
+            ..Default::default()
+        });
+        assert!(t.contains("roamgate_directory_served_total 3"));
+        assert!(t.contains("roamgate_directory_refused_not_authorised_total 0"));
+    }
+
+    /// `serve` over real UDP on loopback: a ticket from the KDC core in
+    /// the unit's name fetches the record; another unit's is refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serve_answers_over_udp() {
+        use roamgate_directory::client::{build_request, ClientError};
+        use roamgate_krb::client::{AsExchange, AsOptions, AsStep, ClientSecret, TgsExchange};
+        use roamgate_krb::kdc::db::{MemoryStore, PrincipalFlags, PrincipalStore};
+        use roamgate_krb::kdc::{Kdc, KdcConfig};
+        use roamgate_krb::keytab::{Keytab, KeytabEntry};
+        use roamgate_krb::Principal;
+        use roamgate_krb_crypto::Etype;
+
+        const SERVICE: &str = "directory/dir.example.org@EXAMPLE.ORG";
+        let p = |s: &str| Principal::parse(s).unwrap();
+        let db = std::sync::Arc::new(MemoryStore::new("EXAMPLE.ORG"));
+        let et = [Etype::Aes256CtsHmacSha196];
+        db.add_random(
+            &Principal::krbtgt("EXAMPLE.ORG"),
+            &et,
+            PrincipalFlags::DEFAULT,
+        );
+        for u in ["unit-a@EXAMPLE.ORG", "unit-b@EXAMPLE.ORG", SERVICE] {
+            db.add_random(&p(u), &et, PrincipalFlags::DEFAULT);
+        }
+        let kdc = Kdc::new(db.clone(), KdcConfig::default());
+        let ticket = |client: &str| {
+            let now = SystemTime::now();
+            let keys = db.get(&p(client)).unwrap().unwrap();
+            let secret = ClientSecret::Keys(keys.keys.iter().map(|k| k.key.clone()).collect());
+            let mut ex = AsExchange::new(p(client), secret, AsOptions::default()).unwrap();
+            let mut req = ex.first_request(now).unwrap();
+            let tgt = loop {
+                match ex
+                    .handle_reply(&kdc.handle(&req, now).unwrap(), now)
+                    .unwrap()
+                {
+                    AsStep::Send(r) => req = r,
+                    AsStep::Done(c) => break *c,
+                }
+            };
+            let tgs = TgsExchange::new(&tgt, p(SERVICE), 0).unwrap();
+            tgs.handle_reply(&kdc.handle(&tgs.request(now).unwrap(), now).unwrap())
+                .unwrap()
+        };
+
+        let tmp = tempfile::tempdir().unwrap();
+        let mut c = cfg(tmp.path());
+        let mut kt = Keytab::new();
+        for k in &db.get(&p(SERVICE)).unwrap().unwrap().keys {
+            kt.push(KeytabEntry {
+                principal: p(SERVICE),
+                timestamp: 0,
+                kvno: k.kvno,
+                key: k.key.clone(),
+            });
+        }
+        c.kerberos.keytab = tmp.path().join("directory.keytab");
+        kt.save(&c.kerberos.keytab).unwrap();
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        c.directory.listen = SocketAddr::from(([127, 0, 0, 1], port));
+        run(
+            &c,
+            &[
+                "add-unit",
+                "-c",
+                "x",
+                "--code",
+                CODE,
+                "--principal",
+                "unit-a@EXAMPLE.ORG",
+                "--home-address",
+                "10.1.0.10",
+                "--home-agent",
+                "10.1.0.1",
+                "--spi",
+                "4096",
+                "--generate-mip-key",
+                "--account",
+                "acct-1",
+            ],
+        )
+        .unwrap();
+
+        let listen = c.directory.listen;
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(c, shutdown.clone()));
+        let code: IdentityCode = CODE.parse().unwrap();
+        let ask = move |cred: roamgate_krb::credential::Credential| {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let (req, pending) = build_request(&cred, code, SystemTime::now()).unwrap();
+            let mut buf = vec![0u8; MAX_MESSAGE];
+            // The server may still be binding: retry a few times.
+            for _ in 0..20 {
+                sock.send_to(&req, listen).unwrap();
+                if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                    return pending.open(&buf[..n], SystemTime::now()).map_err(Box::new);
+                }
+            }
+            panic!("no answer from the directory");
+        };
+        let a = ticket("unit-a@EXAMPLE.ORG");
+        let b = ticket("unit-b@EXAMPLE.ORG");
+        let (ra, rb) = tokio::task::spawn_blocking(move || (ask(a), ask(b)))
+            .await
+            .unwrap();
+        let rec = ra.unwrap();
+        assert_eq!(rec.code, code);
+        assert_eq!(rec.home_address, Ipv4Addr::new(10, 1, 0, 10));
+        assert!(
+            matches!(
+                rb.as_ref().map_err(|e| &**e),
+                Err(ClientError::Refused { .. })
+            ),
+            "{rb:?}"
+        );
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
+    }
+}
