@@ -66,9 +66,11 @@ fn attaches_natively_to_a_veth_and_sees_real_frames() {
     assert_eq!(rc, 0, "unshare(CLONE_NEWNET): are you root?");
     // No IPv6 on the new links: their router and multicast-listener
     // solicitations would be frames the exact counts below do not expect.
-    sh("f=/proc/sys/net/ipv6/conf/default/disable_ipv6; if [ -w $f ]; then echo 1 > $f; fi \
+    sh(
+        "f=/proc/sys/net/ipv6/conf/default/disable_ipv6; if [ -w $f ]; then echo 1 > $f; fi \
         && ip link add rgnat0 type veth peer name rgnat1 \
-        && ip link set rgnat0 up && ip link set rgnat1 up");
+        && ip link set rgnat0 up && ip link set rgnat1 up",
+    );
 
     let pin = TestPinDir::new("native-attach");
     let mut dp = DataPlane::load(pin.path()).expect("load data plane");
