@@ -15,4 +15,14 @@
 //! The Kerberos pieces are `roamgate-krb`'s (AP-REQ/AP-REP, KRB-CRED,
 //! KRB-PRIV, the replay cache); this crate only frames and binds them.
 
+pub mod manager;
+pub mod relay;
+pub mod unit;
 pub mod wire;
+
+pub use manager::{Refusal, Verified, Verifier, VerifyError};
+pub use relay::BaseStation;
+pub use unit::{Unit, UnitCredentials, UnitError, UnitEvent};
+
+#[cfg(test)]
+mod tests;

@@ -255,6 +255,8 @@ mod field {
     pub const STATUS_END: usize = REGISTRATION_EXPIRY.end;
 }
 
+/// The length of a unit frame's bound part (what an AP-REQ checksum covers).
+pub const BOUND_LEN: usize = field::BOUND.end;
 /// The fixed part shared by every unit frame.
 pub const FIXED_LEN: usize = field::FIXED_END;
 /// The fixed part of a relay frame (without its domain).
@@ -631,8 +633,8 @@ impl<'a> Repr<'a> {
 
 /// The bytes an AP-REQ's authenticator checksum covers for a request of
 /// type `ty` from `identity` with `nonce`: the first 28 bytes of its frame.
-pub fn bound_part(ty: MessageType, identity: &IdentityCode, nonce: u64) -> [u8; 28] {
-    let mut b = [0u8; 28];
+pub fn bound_part(ty: MessageType, identity: &IdentityCode, nonce: u64) -> [u8; BOUND_LEN] {
+    let mut b = [0u8; BOUND_LEN];
     b[field::VERSION] = VERSION;
     b[field::TYPE] = ty as u8;
     b[field::IDENTITY].copy_from_slice(identity.as_bytes());
