@@ -17,6 +17,7 @@
 
 pub mod manager;
 pub mod relay;
+pub mod state;
 pub mod unit;
 pub mod wire;
 

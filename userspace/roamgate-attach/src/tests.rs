@@ -553,3 +553,47 @@ fn expired_credentials_are_not_used() {
         Err(UnitError::Expired(_))
     ));
 }
+
+#[test]
+fn a_unit_from_its_state_file_switches_on_once_provisioned() {
+    use roamgate_krb::kdc::db::{KeyEntry, PrincipalEntry};
+    let realm = Realm::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("unit.state");
+    let state = crate::state::init(&path, p("unit3@HOME.TEST"), false).unwrap();
+    // The operator provisions the principal from the unit's keytab export.
+    let kt = state.keytab();
+    let principal = state.principal.clone();
+    realm.store.insert(PrincipalEntry {
+        principal: principal.clone(),
+        kvno: 1,
+        flags: PrincipalFlags::DEFAULT,
+        max_life: Duration::ZERO,
+        max_renew: Duration::ZERO,
+        keys: kt
+            .keys_for(&principal)
+            .map(|e| KeyEntry {
+                kvno: e.kvno,
+                key: e.key.clone(),
+                salt: principal.default_salt(),
+                s2kparams: e.key.etype().default_s2kparams(),
+            })
+            .collect(),
+    });
+    let loaded = crate::state::UnitState::load(&path).unwrap();
+    let tgt = realm
+        .tgt("unit3@HOME.TEST", loaded.long_term_keys(), at(0))
+        .unwrap();
+    let creds = UnitCredentials {
+        manager_ticket: realm.tgs(TgsExchange::new(&tgt, p(MANAGER), 0).unwrap(), at(0)),
+        forwarded_tgt: realm.tgs(TgsExchange::forwarded_tgt(&tgt).unwrap(), at(0)),
+    };
+    let mut unit = Unit::new(loaded.identity, creds).unwrap();
+    let s = switch_on(
+        &mut realm.verifier(),
+        &unit.switch_on(at(5)).unwrap(),
+        at(5),
+    );
+    assert_eq!(s.identity, state.identity);
+    assert_eq!(s.client, principal);
+}
