@@ -597,3 +597,42 @@ fn a_unit_from_its_state_file_switches_on_once_provisioned() {
     assert_eq!(s.identity, state.identity);
     assert_eq!(s.client, principal);
 }
+
+#[test]
+fn unanswered_requests_are_resent_fresh_with_backoff_then_given_up() {
+    let realm = Realm::new();
+    let mut unit = realm.unit("unit1@HOME.TEST", 1);
+    let mut v = realm.verifier();
+    assert_eq!(unit.poll_timeout(), None);
+    let first = unit.switch_on(at(10)).unwrap();
+    assert_eq!(unit.poll_timeout(), Some(at(11)));
+    assert!(unit.handle_timeout(at(10)).unwrap().is_none());
+    // Each resend is a fresh request: it verifies, the first is not a
+    // duplicate of it, and only the newest one's ack is taken.
+    let mut sent = vec![first];
+    for (due, next) in [(11, 13), (13, 17), (17, 25), (25, 33)] {
+        assert_eq!(unit.poll_timeout(), Some(at(due)));
+        let again = unit.handle_timeout(at(due)).unwrap().expect("a resend");
+        assert_ne!(again[20..28], sent.last().unwrap()[20..28], "new nonce");
+        sent.push(again);
+        assert_eq!(unit.poll_timeout(), Some(at(next)));
+    }
+    let old = switch_on(&mut v, &sent[0], at(30));
+    assert!(matches!(
+        unit.handle_input(&old.ack().unwrap(), at(30)),
+        Err(UnitError::Unsolicited { .. })
+    ));
+    match unit.handle_timeout(at(33)) {
+        Err(UnitError::NoAnswer {
+            request: MessageType::SwitchOn,
+            attempts: 5,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(unit.poll_timeout(), None);
+    let last = switch_on(&mut v, &sent[4], at(33));
+    assert!(matches!(
+        unit.handle_input(&last.ack().unwrap(), at(33)),
+        Err(UnitError::Unsolicited { .. })
+    ));
+}

@@ -8,7 +8,7 @@
 //! manager, and a forwarded TGT to hand over. The long-term key is used
 //! for the AS exchange only and never leaves the unit.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use roamgate_directory::IdentityCode;
 use roamgate_krb::ap::{build_ap_req, ApClient, ApError, ApReqParams};
@@ -95,6 +95,11 @@ pub enum UnitError {
          our ticket is for ({1})"
     )]
     Mutual(MessageType, ApError),
+    #[error(
+        "no answer to the {request} after {attempts} attempts: \
+         check the base station address and that its proxy manager runs"
+    )]
+    NoAnswer { request: MessageType, attempts: u32 },
     #[error("the status answer's KRB-PRIV did not open: {0}")]
     Status(PrivSafeError),
 }
@@ -115,6 +120,23 @@ struct Pending {
     kind: MessageType,
     nonce: u64,
     client: ApClient,
+    sent_at: SystemTime,
+    /// 1 for the first frame of this request.
+    attempt: u32,
+}
+
+/// The first retransmission of an unanswered request (docs/attach.md §2).
+pub const RETRANSMIT_INITIAL: Duration = Duration::from_secs(1);
+/// The retransmission interval stops doubling here.
+pub const RETRANSMIT_MAX: Duration = Duration::from_secs(8);
+/// Frames sent for one request before the unit gives up (1+2+4+8+8 s).
+pub const MAX_ATTEMPTS: u32 = 5;
+
+/// How long after its `attempt`-th frame a request is sent again.
+fn retransmit_after(attempt: u32) -> Duration {
+    RETRANSMIT_INITIAL
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(RETRANSMIT_MAX)
 }
 
 /// The unit's protocol core: at most one request outstanding.
@@ -173,44 +195,75 @@ impl Unit {
     /// subkey, checksum over the frame's bound part) and the forwarded TGT
     /// in a KRB-CRED under that subkey.
     pub fn switch_on(&mut self, now: SystemTime) -> Result<Vec<u8>, UnitError> {
-        if !self.creds.forwarded_tgt.is_valid_at(now) {
-            return Err(UnitError::Expired("forwarded TGT"));
-        }
-        let (nonce, ap_req, client) = self.ap_req(MessageType::SwitchOn, now)?;
-        let subkey = client
-            .subkey()
-            .ok_or(UnitError::Ap(ApError::MutualFailed))?;
-        let krb_cred =
-            build_krb_cred(std::slice::from_ref(&self.creds.forwarded_tgt), subkey, now)?;
-        let frame = Repr::SwitchOn {
-            identity: self.identity,
-            nonce,
-            ap_req: &ap_req,
-            krb_cred: &krb_cred,
-        }
-        .to_bytes()?;
-        self.pending = Some(Pending {
-            kind: MessageType::SwitchOn,
-            nonce,
-            client,
-        });
-        Ok(frame)
+        self.send(MessageType::SwitchOn, 1, now)
     }
 
     /// Builds a switch-off (a fresh AP-REQ bound to it).
     pub fn switch_off(&mut self, now: SystemTime) -> Result<Vec<u8>, UnitError> {
-        self.simple_request(MessageType::SwitchOff, now)
+        self.send(MessageType::SwitchOff, 1, now)
     }
 
     /// Builds a status request (a fresh AP-REQ bound to it).
     pub fn status_request(&mut self, now: SystemTime) -> Result<Vec<u8>, UnitError> {
-        self.simple_request(MessageType::StatusRequest, now)
+        self.send(MessageType::StatusRequest, 1, now)
     }
 
-    fn simple_request(&mut self, kind: MessageType, now: SystemTime) -> Result<Vec<u8>, UnitError> {
+    /// When [`Unit::handle_timeout`] should next be called: the
+    /// retransmission time of the outstanding request.
+    pub fn poll_timeout(&self) -> Option<SystemTime> {
+        self.pending
+            .as_ref()
+            .map(|p| p.sent_at + retransmit_after(p.attempt))
+    }
+
+    /// Past the outstanding request's retransmission time: a fresh frame of
+    /// the same request (new nonce and authenticator, since the proxy
+    /// manager refuses a resent one), or [`UnitError::NoAnswer`] after
+    /// [`MAX_ATTEMPTS`]. `Ok(None)` when nothing is due.
+    pub fn handle_timeout(&mut self, now: SystemTime) -> Result<Option<Vec<u8>>, UnitError> {
+        let Some(p) = &self.pending else {
+            return Ok(None);
+        };
+        if now < p.sent_at + retransmit_after(p.attempt) {
+            return Ok(None);
+        }
+        let (kind, attempt) = (p.kind, p.attempt);
+        if attempt >= MAX_ATTEMPTS {
+            self.pending = None;
+            return Err(UnitError::NoAnswer {
+                request: kind,
+                attempts: attempt,
+            });
+        }
+        self.send(kind, attempt + 1, now).map(Some)
+    }
+
+    fn send(
+        &mut self,
+        kind: MessageType,
+        attempt: u32,
+        now: SystemTime,
+    ) -> Result<Vec<u8>, UnitError> {
+        if kind == MessageType::SwitchOn && !self.creds.forwarded_tgt.is_valid_at(now) {
+            return Err(UnitError::Expired("forwarded TGT"));
+        }
         let (nonce, ap_req, client) = self.ap_req(kind, now)?;
         let identity = self.identity;
+        let krb_cred;
         let repr = match kind {
+            MessageType::SwitchOn => {
+                let subkey = client
+                    .subkey()
+                    .ok_or(UnitError::Ap(ApError::MutualFailed))?;
+                krb_cred =
+                    build_krb_cred(std::slice::from_ref(&self.creds.forwarded_tgt), subkey, now)?;
+                Repr::SwitchOn {
+                    identity,
+                    nonce,
+                    ap_req: &ap_req,
+                    krb_cred: &krb_cred,
+                }
+            }
             MessageType::SwitchOff => Repr::SwitchOff {
                 identity,
                 nonce,
@@ -227,6 +280,8 @@ impl Unit {
             kind,
             nonce,
             client,
+            sent_at: now,
+            attempt,
         });
         Ok(frame)
     }
