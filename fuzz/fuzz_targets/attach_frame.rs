@@ -20,7 +20,10 @@ fn verifier() -> &'static Mutex<Verifier<KeySet>> {
     V.get_or_init(|| {
         let service = Principal::parse("attach/pm@FUZZ.TEST").expect("valid principal");
         let key = Key::new(Etype::Aes128CtsHmacSha196, &[0x42; 16]).expect("valid key");
-        Mutex::new(Verifier::new(service.clone(), KeySet(vec![(service, 1, key)])))
+        Mutex::new(Verifier::new(
+            service.clone(),
+            KeySet(vec![(service, 1, key)]),
+        ))
     })
 }
 

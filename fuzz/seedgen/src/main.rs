@@ -557,7 +557,11 @@ fn attach_frame(seeds: &mut Seeds) -> Result<()> {
     const T: &str = "attach_frame";
     const PM: &str = "attach/pm@FUZZ.TEST";
     let seed_key = Key::new(Etype::Aes128CtsHmacSha196, &[0x24; 16])?;
-    let kdc = kdc("FUZZ.TEST", &[("unit@FUZZ.TEST", "fuzz")], &[(PM, &seed_key)])?;
+    let kdc = kdc(
+        "FUZZ.TEST",
+        &[("unit@FUZZ.TEST", "fuzz")],
+        &[(PM, &seed_key)],
+    )?;
     let tgt = as_exchange(&kdc, "unit@FUZZ.TEST", "fuzz")?.tgt;
     let (_, _, manager_ticket) = tgs_exchange(&kdc, &tgt, PM, 0)?;
     let fwd = TgsExchange::forwarded_tgt(&tgt)?;
@@ -586,7 +590,11 @@ fn attach_frame(seeds: &mut Seeds) -> Result<()> {
     let ack = s.ack()?;
     seeds.put(T, "switch-on-ack", &ack)?;
     let relay = roamgate_attach::wire::RelayRepr::parse_bytes(&relayed)?;
-    seeds.put(T, "relayed-ack", &roamgate_attach::relay::answer_relay(&relay, &ack)?)?;
+    seeds.put(
+        T,
+        "relayed-ack",
+        &roamgate_attach::relay::answer_relay(&relay, &ack)?,
+    )?;
     let refusal = pm.verify(&on, now()).err().context("a replay is refused")?;
     seeds.put(T, "refused", &refusal.frame().context("a refusal frame")?)?;
     let status = unit.status_request(now())?;

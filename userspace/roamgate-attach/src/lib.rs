@@ -10,7 +10,8 @@
 //!   authentication);
 //! - [`manager`]: the proxy manager's verification of a switch-on (AP-REQ,
 //!   replay cache, forwarded TGT in a KRB-CRED) and of later requests;
-//! - [`relay`]: the base station's core.
+//! - [`relay`]: the base station's core;
+//! - [`state`]: the unit's state file (identity code and long-term keys).
 //!
 //! The Kerberos pieces are `roamgate-krb`'s (AP-REQ/AP-REP, KRB-CRED,
 //! KRB-PRIV, the replay cache); this crate only frames and binds them.
