@@ -64,6 +64,8 @@ pub enum WireError {
     BadStatusBody(usize),
     #[error("unknown proxy state {0} in a status body")]
     UnknownState(u8),
+    #[error("reserved bytes at offset {offset} are not zero (a newer version would change the version byte)")]
+    Reserved { offset: usize },
     #[error("a {0} of {1} bytes cannot be encoded")]
     TooLong(&'static str, usize),
 }
@@ -306,6 +308,12 @@ impl<T: AsRef<[u8]>> Frame<T> {
         }
         if b[field::VERSION] != VERSION {
             return Err(WireError::BadVersion(b[field::VERSION]));
+        }
+        // Strict, so that a parsed frame re-encodes to the same bytes.
+        if b[field::RESERVED] != [0, 0] {
+            return Err(WireError::Reserved {
+                offset: field::RESERVED.start,
+            });
         }
         let ty = MessageType::from_u8(b[field::TYPE])?;
         let Some((first, second, second_required)) = ty.parts() else {
@@ -683,6 +691,16 @@ impl<T: AsRef<[u8]>> RelayFrame<T> {
         if ty != MessageType::Relay {
             return Err(WireError::UnknownType(ty as u8));
         }
+        if b[field::RESERVED] != [0, 0] {
+            return Err(WireError::Reserved {
+                offset: field::RESERVED.start,
+            });
+        }
+        if b[field::RELAY_RESERVED] != 0 {
+            return Err(WireError::Reserved {
+                offset: field::RELAY_RESERVED,
+            });
+        }
         let d = usize::from(b[field::DOMAIN_LEN]);
         if d == 0 || d > MAX_DOMAIN_LEN {
             return Err(WireError::BadDomain(d));
@@ -837,6 +855,11 @@ impl StatusBody {
     pub fn parse(b: &[u8]) -> Result<Self, WireError> {
         if b.len() != STATUS_BODY_LEN {
             return Err(WireError::BadStatusBody(b.len()));
+        }
+        if b[field::STATUS_RESERVED] != [0, 0, 0] {
+            return Err(WireError::Reserved {
+                offset: field::STATUS_RESERVED.start,
+            });
         }
         let state = match b[field::STATE] {
             1 => ProxyState::Starting,

@@ -359,3 +359,44 @@ fn junk_never_panics() {
         }
     }
 }
+
+#[test]
+fn nonzero_reserved_bytes_are_refused() {
+    // Found by fuzz/fuzz_targets/attach_frame.rs: a refusal with reserved
+    // bytes 08 00 parsed, and re-encoded with zeros.
+    let mut f = REFUSED;
+    f[2] = 0x08;
+    assert_eq!(
+        Repr::parse_bytes(&f).unwrap_err(),
+        WireError::Reserved { offset: 2 }
+    );
+    let mut f = SWITCH_ON;
+    f[3] = 1;
+    assert_eq!(
+        Repr::parse_bytes(&f).unwrap_err(),
+        WireError::Reserved { offset: 2 }
+    );
+    let relay = relay_repr(&SWITCH_ON).to_bytes().unwrap();
+    for offset in [2, 3, 15] {
+        let mut r = relay.clone();
+        r[offset] = 0x80;
+        let want = if offset == 15 { 15 } else { 2 };
+        assert_eq!(
+            RelayRepr::parse_bytes(&r).unwrap_err(),
+            WireError::Reserved { offset: want }
+        );
+    }
+    let mut body = StatusBody {
+        state: ProxyState::Starting,
+        home_address: Ipv4Addr::UNSPECIFIED,
+        care_of: Ipv4Addr::UNSPECIFIED,
+        tgt_expiry: 0,
+        registration_expiry: 0,
+    }
+    .to_bytes();
+    body[3] = 1;
+    assert_eq!(
+        StatusBody::parse(&body).unwrap_err(),
+        WireError::Reserved { offset: 1 }
+    );
+}
