@@ -104,6 +104,7 @@ fn main() -> Result<()> {
     kdc_request(&mut seeds)?;
     krb_client_side(&mut seeds)?;
     krb_priv(&mut seeds)?;
+    attach_frame(&mut seeds)?;
     eprintln!(
         "wrote {} seeds under {}",
         seeds.written,
@@ -558,5 +559,81 @@ fn krb_priv(seeds: &mut Seeds) -> Result<()> {
         let sealed = channel.seal_safe(data, now())?;
         seeds.put("krb_priv", &format!("safe-{mode}"), &sealed)?;
     }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Attach protocol
+
+/// fuzz_targets/attach_frame.rs: frames of a real switch-on, switch-off and
+/// status exchange, made with another proxy-manager key than the target's
+/// (a frame that verified would fail the target).
+fn attach_frame(seeds: &mut Seeds) -> Result<()> {
+    use roamgate_attach::manager::Verified;
+    use roamgate_attach::wire::{ProxyState, StatusBody};
+    use roamgate_attach::{BaseStation, Unit, UnitCredentials, Verifier};
+    const T: &str = "attach_frame";
+    const PM: &str = "attach/pm@FUZZ.TEST";
+    let seed_key = Key::new(Etype::Aes128CtsHmacSha196, &[0x24; 16])?;
+    let kdc = kdc(
+        "FUZZ.TEST",
+        &[("unit@FUZZ.TEST", "fuzz")],
+        &[(PM, &seed_key)],
+    )?;
+    let tgt = as_exchange(&kdc, "unit@FUZZ.TEST", "fuzz")?.tgt;
+    let (_, _, manager_ticket) = tgs_exchange(&kdc, &tgt, PM, 0)?;
+    let fwd = TgsExchange::forwarded_tgt(&tgt)?;
+    let forwarded_tgt = fwd.handle_reply(&ask(&kdc, &fwd.request(now())?)?)?;
+    let creds = UnitCredentials {
+        manager_ticket,
+        forwarded_tgt,
+    };
+    let identity = roamgate_directory::IdentityCode::from_bytes([0x5a; 16]);
+    let mut unit = Unit::new(identity, creds)?;
+    let pm_principal = Principal::parse(PM)?;
+    let mut pm = Verifier::new(
+        pm_principal.clone(),
+        KeySet(vec![(pm_principal, 1, seed_key)]),
+    );
+    let bs = BaseStation::new(1, "FUZZ.TEST")?;
+    let addr = std::net::SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 4000);
+
+    let on = unit.switch_on(now())?;
+    seeds.put(T, "switch-on", &on)?;
+    let relayed = bs.from_unit(&on, addr)?;
+    seeds.put(T, "relayed-switch-on", &relayed)?;
+    let Ok(Verified::SwitchOn(s)) = pm.verify(&on, now()) else {
+        bail!("the seed switch-on did not verify");
+    };
+    let ack = s.ack()?;
+    seeds.put(T, "switch-on-ack", &ack)?;
+    let relay = roamgate_attach::wire::RelayRepr::parse_bytes(&relayed)?;
+    seeds.put(
+        T,
+        "relayed-ack",
+        &roamgate_attach::relay::answer_relay(&relay, &ack)?,
+    )?;
+    let refusal = pm.verify(&on, now()).err().context("a replay is refused")?;
+    seeds.put(T, "refused", &refusal.frame().context("a refusal frame")?)?;
+    let status = unit.status_request(now())?;
+    seeds.put(T, "status-request", &status)?;
+    let Ok(Verified::Status(r)) = pm.verify(&status, now()) else {
+        bail!("the seed status request did not verify");
+    };
+    let body = StatusBody {
+        state: ProxyState::Attached,
+        home_address: Ipv4Addr::new(10, 0, 0, 5),
+        care_of: Ipv4Addr::new(192, 0, 2, 1),
+        tgt_expiry: 1_800_036_000,
+        registration_expiry: 1_800_000_600,
+    };
+    seeds.put(T, "status-body", &body.to_bytes())?;
+    seeds.put(T, "status-answer", &r.status_answer(&body, now())?)?;
+    let off = unit.switch_off(now())?;
+    seeds.put(T, "switch-off", &off)?;
+    let Ok(Verified::SwitchOff(r)) = pm.verify(&off, now()) else {
+        bail!("the seed switch-off did not verify");
+    };
+    seeds.put(T, "switch-off-ack", &r.switch_off_ack()?)?;
     Ok(())
 }
