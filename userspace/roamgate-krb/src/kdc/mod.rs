@@ -51,8 +51,8 @@ pub struct KdcConfig {
     /// (KDC_ERR_SVC_UNAVAILABLE) until entries age out.
     pub replay_capacity: usize,
     /// Live TGS authenticators one client principal may hold in the replay
-    /// cache; past it only that client is refused, so that one flooding
-    /// client cannot deny the others.
+    /// cache once it is half full; past it only that client is refused, so
+    /// that one flooding client cannot deny the others.
     pub replay_per_client: usize,
 }
 

@@ -669,7 +669,8 @@ fn one_client_flooding_tgs_does_not_deny_others() {
         .unwrap_or_default();
     assert!(text.contains("this client"), "{text}");
     let refusals = f.kdc.stats().replay_cache_refusals.load(Ordering::Relaxed);
-    assert_eq!(refusals, 600 - 128);
+    // Free until the cache is half full (256), then held to its share.
+    assert_eq!(refusals, 600 - 256);
 
     let bob = tgt_for(&f, "bob@EXAMPLE.COM");
     let req = probe::tgs_req(
