@@ -13,36 +13,42 @@
 //!   `care_of_poll_ms`); a change registers at once (handover).
 //! - SIGINT/SIGTERM: deregisters (lifetime 0), waits briefly for the reply,
 //!   removes its bindings and detaches.
+//!
+//! The node itself is the library type [`node::Node`], whose inputs
+//! (identity, credentials, care-of source, data plane) are injected; [`run`]
+//! only builds them from the config file and owns the data plane. The proxy
+//! manager runs one `Node` per unit as a tokio task.
 
 pub mod config;
+pub mod node;
 pub mod tun;
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
     path::Path,
-    time::{Duration, Instant, SystemTime},
+    sync::Arc,
+    time::{Duration, SystemTime},
 };
 
 use anyhow::Context as _;
 use roamgate_krb::{
-    client::{self, ClientSecret, Credential, KdcTransport},
+    client::{ClientSecret, Credential},
     Principal,
 };
-use roamgate_mip::{
-    auth::SecurityAssociation,
-    mobile_node::{Event, MobileNode, MobileNodeConfig, Output},
-};
-use tokio::net::UdpSocket;
+use roamgate_mip::auth::SecurityAssociation;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+pub use self::node::{
+    CareOfSource, Credentials, Deregistration, Identity, Node, NodeReport, NodeSpec, NodeStatus,
+    Plane, SharedMaps,
+};
 use self::{
     config::{DataplaneMode, KerberosSection, MobileNodeFile},
     tun::TunPlane,
 };
 use crate::{
     dataplane::{maps::Maps, DataPlane},
-    home_agent::apply,
     platform::keyfile::read_hex_key,
 };
 
@@ -146,188 +152,34 @@ fn keytab_secret(path: &Path, client: &Principal) -> anyhow::Result<ClientSecret
     ))
 }
 
+/// The credential source `[kerberos]` describes (a keytab).
+pub fn keytab_credentials(k: &KerberosSection) -> anyhow::Result<Credentials> {
+    Ok(Credentials::Keytab {
+        kdc: k.kdc,
+        principal: Principal::parse(&k.principal).map_err(|e| anyhow::anyhow!("{e}"))?,
+        keytab: k.keytab.clone(),
+        service: Principal::parse(&k.service).map_err(|e| anyhow::anyhow!("{e}"))?,
+    })
+}
+
 /// A service ticket for the home agent.
 pub async fn fetch_ticket(k: &KerberosSection) -> anyhow::Result<Credential> {
-    let client = Principal::parse(&k.principal).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let service = Principal::parse(&k.service).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let secret = keytab_secret(&k.keytab, &client)?;
-    let transport = KdcTransport::new(k.kdc.to_string());
-    let tgt = client::get_tgt(
-        &transport,
-        client.clone(),
-        secret,
-        client::AsOptions::default(),
-        SystemTime::now,
-    )
-    .await
-    .with_context(|| format!("getting a TGT for {client} from {}", k.kdc))?;
-    client::get_service_ticket(&transport, &tgt, service.clone(), SystemTime::now)
-        .await
-        .with_context(|| format!("getting a ticket for {service}"))
+    keytab_credentials(k)?
+        .fetch()
+        .await?
+        .context("a keytab always yields a ticket")
 }
 
-#[derive(Debug, Default, serde::Serialize)]
-struct Status {
-    state: String,
-    care_of: Option<Ipv4Addr>,
-    spi: Option<u32>,
-    registrations: u64,
-    handovers: u64,
-    deregistered: bool,
-    /// Request sent → accepting reply handled, per registration (last 256).
-    registration_ms: Vec<f64>,
-    rejections: Vec<String>,
-    /// When the care-of address last changed, and when a registration was
-    /// last accepted (seconds since the epoch).
-    care_of_changed_at: f64,
-    registered_at: f64,
-    pid: u32,
-    /// `xdp`, `pinned` or `tun`.
-    dataplane: &'static str,
-    /// TUN mode: the forwarder's counters (packets, bytes, drops by
-    /// reason), and the SPIs it holds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    forwarder: Option<std::collections::BTreeMap<&'static str, u64>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tunnel_spis: Option<Vec<u32>>,
-}
-
-fn epoch_secs() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-fn write_status(path: Option<&Path>, s: &Status) {
-    let Some(path) = path else { return };
-    if let Ok(text) = serde_json::to_string(s) {
-        if let Err(e) = crate::platform::fs::write_atomic(path, text.as_bytes(), 0o644) {
-            tracing::debug!(error = %e, "status file");
-        }
-    }
-}
-
-/// Where the core's actions go.
-enum Plane {
-    Maps(Box<Maps>),
-    Tun(TunPlane),
-    /// After shutdown.
-    Stopped,
-}
-
-struct Daemon {
-    core: MobileNode,
-    plane: Plane,
-    mtu: u16,
-    sock: UdpSocket,
-    ha: SocketAddr,
-    status: Status,
-    status_path: Option<std::path::PathBuf>,
-    /// When the current registration attempt was first sent.
-    attempt: Option<Instant>,
-}
-
-impl Daemon {
-    async fn run_output(&mut self, out: Output, new_attempt: bool) {
-        let now = SystemTime::now();
-        if !out.actions.is_empty() {
-            let r = match &mut self.plane {
-                Plane::Maps(maps) => apply::apply(maps, &out.actions, self.mtu, now)
-                    .map(|_| ())
-                    .map_err(anyhow::Error::from),
-                Plane::Tun(t) => t.apply(&out.actions, now).map_err(anyhow::Error::from),
-                Plane::Stopped => Ok(()),
-            };
-            if let Err(e) = r {
-                warn!(error = %e, "applying data-plane actions");
-            }
-        }
-        if let Some(msg) = out.send {
-            if new_attempt || self.attempt.is_none() {
-                self.attempt = Some(Instant::now());
-            }
-            if let Err(e) = self.sock.send_to(&msg, self.ha).await {
-                warn!(ha = %self.ha, error = %e, "sending the registration");
-            }
-        }
-        let mut changed = false;
-        for ev in out.events {
-            changed = true;
-            match ev {
-                Event::Registered { care_of, lifetime } => {
-                    let ms = self
-                        .attempt
-                        .take()
-                        .map(|t| t.elapsed().as_secs_f64() * 1000.0)
-                        .unwrap_or(0.0);
-                    self.status.registrations += 1;
-                    self.status.registered_at = epoch_secs();
-                    self.status.deregistered = false;
-                    self.status.registration_ms.push(ms);
-                    if self.status.registration_ms.len() > 256 {
-                        self.status.registration_ms.remove(0);
-                    }
-                    info!(%care_of, lifetime, ms = format!("{ms:.2}"), "registered");
-                }
-                Event::Deregistered => {
-                    self.attempt = None;
-                    self.status.deregistered = true;
-                    info!("deregistered");
-                }
-                Event::Ignored(why) => {
-                    changed = false;
-                    warn!(why, "reply ignored")
-                }
-                other => {
-                    warn!(event = ?other, "registration not accepted");
-                    self.status.rejections.push(format!("{other:?}"));
-                }
-            }
-        }
-        if changed || new_attempt {
-            self.refresh_status();
-        }
-    }
-
-    fn refresh_status(&mut self) {
-        self.status.state = format!("{:?}", self.core.state()).to_lowercase();
-        self.status.care_of = self.core.binding().map(|b| b.care_of);
-        self.status.spi = self.core.binding().map(|b| b.spi);
-        if let Plane::Tun(t) = &self.plane {
-            self.status.forwarder = Some(t.counters());
-            self.status.tunnel_spis = Some(t.state().1);
-        }
-        write_status(self.status_path.as_deref(), &self.status);
-    }
-}
-
+/// `roamgate mobile-node`: builds a [`Node`] from the config file (key
+/// file, keytab, care-of interfaces, its own data plane), runs it, and
+/// tears the data plane down after it.
 pub async fn run(cfg: MobileNodeFile, shutdown: CancellationToken) -> anyhow::Result<()> {
     let m = &cfg.mobile_node;
     let key = read_hex_key(&m.key_file)?;
     let sa = SecurityAssociation::new(m.spi, &key).map_err(|e| anyhow::anyhow!("{e}"))?;
-
-    let credential = match &cfg.kerberos {
-        Some(k) => {
-            let mut delay = Duration::from_millis(200);
-            loop {
-                match fetch_ticket(k).await {
-                    Ok(c) => {
-                        info!(service = %k.service, "service ticket for the home agent");
-                        break Some(c);
-                    }
-                    Err(e) => {
-                        warn!(error = %format!("{e:#}"), "Kerberos; retrying");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return Ok(()),
-                            _ = tokio::time::sleep(delay) => {}
-                        }
-                        delay = (delay * 2).min(Duration::from_secs(10));
-                    }
-                }
-            }
-        }
-        None => None,
+    let credentials = match &cfg.kerberos {
+        Some(k) => keytab_credentials(k)?,
+        None => Credentials::None,
     };
 
     let mut dp = match cfg.dataplane.mode {
@@ -346,7 +198,7 @@ pub async fn run(cfg: MobileNodeFile, shutdown: CancellationToken) -> anyhow::Re
         DataplaneMode::Tun => {
             // The home agent and the KDC stay reachable outside the tunnel.
             let mut bypass = vec![m.home_agent];
-            if let Some(SocketAddr::V4(kdc)) = cfg.kerberos.as_ref().map(|k| k.kdc) {
+            if let Some(SocketAddr::V4(kdc)) = credentials.kdc() {
                 bypass.push(*kdc.ip());
             }
             let t = TunPlane::start(&cfg.dataplane, m.home_address, &bypass)?;
@@ -355,7 +207,7 @@ pub async fn run(cfg: MobileNodeFile, shutdown: CancellationToken) -> anyhow::Re
                 routes = ?cfg.dataplane.routes, table = cfg.dataplane.route_table,
                 "TUN data plane running"
             );
-            Plane::Tun(t)
+            Plane::Tun(Arc::new(t))
         }
         DataplaneMode::Xdp | DataplaneMode::Pinned => {
             let mut maps = Maps::open(&cfg.dataplane.pin_dir)?;
@@ -367,160 +219,49 @@ pub async fn run(cfg: MobileNodeFile, shutdown: CancellationToken) -> anyhow::Re
                      owns it marks its inside interfaces"
                 );
             }
-            Plane::Maps(Box::new(maps))
+            Plane::shared_maps(maps)
         }
     };
 
-    let rng = ring::rand::SystemRandom::new();
-    let core = MobileNode::new(
-        MobileNodeConfig {
+    let node = Node::new(NodeSpec {
+        identity: Identity {
             home_address: m.home_address,
             home_agent: m.home_agent,
             security_association: sa,
-            credential,
             lifetime: m.lifetime,
             reverse_tunnel: m.reverse_tunnel,
             co_located: m.co_located,
             tunnel_grace: Duration::from_secs(m.tunnel_grace_secs),
         },
-        Box::new(move || {
-            let mut b = [0u8; 4];
-            let _ = ring::rand::SecureRandom::fill(&rng, &mut b);
-            u32::from_ne_bytes(b)
-        }),
-    );
-    let sock = UdpSocket::bind("0.0.0.0:0")
-        .await
-        .context("binding a UDP socket")?;
-    let mut d = Daemon {
-        core,
-        plane,
-        mtu: cfg.dataplane.tunnel_mtu,
-        sock,
-        ha: SocketAddr::new(m.home_agent.into(), roamgate_mip::wire::MIP_PORT),
-        status: Status {
-            pid: std::process::id(),
-            dataplane: cfg.dataplane.mode.name(),
-            ..Status::default()
+        credentials,
+        care_of: CareOfSource::Interfaces {
+            names: m.care_of_interfaces.clone(),
+            poll: Duration::from_millis(m.care_of_poll_ms),
         },
-        status_path: m.status_file.clone(),
-        attempt: None,
-    };
-    d.refresh_status();
+        plane: plane.clone(),
+        tunnel_mtu: cfg.dataplane.tunnel_mtu,
+        dataplane_name: cfg.dataplane.mode.name(),
+        status_file: m.status_file.clone(),
+    });
+    let result = node.run(shutdown).await;
 
-    let mut care_of: Option<Ipv4Addr> = None;
-    let mut renew: Option<SystemTime> = d
-        .core
-        .credential_end_time()
-        .map(|end| renew_at(end, SystemTime::now()));
-    let mut tick = tokio::time::interval(Duration::from_millis(m.care_of_poll_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut counters_tick = tokio::time::interval(COUNTERS_INTERVAL);
-    let tun_mode = matches!(d.plane, Plane::Tun(_));
-    let mut buf = vec![0u8; 65_536];
-    loop {
-        let sleep = d
-            .core
-            .next_wakeup()
-            .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default())
-            .unwrap_or(Duration::from_secs(3600));
-        let renew_in = renew
-            .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default())
-            .unwrap_or(Duration::from_secs(3600));
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = counters_tick.tick(), if tun_mode => d.refresh_status(),
-            _ = tokio::time::sleep(renew_in), if renew.is_some() => {
-                let Some(k) = &cfg.kerberos else { renew = None; continue };
-                match tokio::time::timeout(Duration::from_secs(10), fetch_ticket(k)).await {
-                    Ok(Ok(c)) => {
-                        let end = c.end_time;
-                        d.core.set_credential(Some(c));
-                        renew = Some(renew_at(end, SystemTime::now()));
-                        info!(service = %k.service, "service ticket renewed");
-                    }
-                    Ok(Err(e)) => {
-                        warn!(error = %format!("{e:#}"), "renewing the service ticket");
-                        renew = Some(SystemTime::now() + TICKET_RETRY);
-                    }
-                    Err(_) => {
-                        warn!("renewing the service ticket: the KDC did not answer in 10 s");
-                        renew = Some(SystemTime::now() + TICKET_RETRY);
-                    }
-                }
+    match plane {
+        Plane::Tun(t) => match Arc::try_unwrap(t) {
+            Ok(t) => {
+                let counters = t.stop();
+                info!(%counters, "TUN data plane stopped; device, routes and rules removed");
             }
-            _ = tick.tick() => {
-                let now_coa = current_care_of(&m.care_of_interfaces);
-                if now_coa != care_of {
-                    match now_coa {
-                        Some(c) => {
-                            if care_of.is_some() {
-                                d.status.handovers += 1;
-                            }
-                            d.status.care_of_changed_at = epoch_secs();
-                            info!(from = ?care_of, to = %c, "care-of address changed: registering");
-                            match d.core.set_care_of(c, SystemTime::now()) {
-                                Ok(out) => d.run_output(out, true).await,
-                                Err(e) => warn!(error = %e, "building the registration"),
-                            }
-                        }
-                        None => warn!("no care-of address on any of {:?}", m.care_of_interfaces),
-                    }
-                    care_of = now_coa;
-                }
-            }
-            r = d.sock.recv_from(&mut buf) => {
-                let Ok((n, _src)) = r else { continue };
-                match d.core.handle_reply(&buf[..n], SystemTime::now()) {
-                    Ok(out) => d.run_output(out, false).await,
-                    Err(e) => warn!(error = %e, "handling the reply"),
-                }
-            }
-            _ = tokio::time::sleep(sleep) => {
-                match d.core.poll(SystemTime::now()) {
-                    Ok(out) => d.run_output(out, false).await,
-                    Err(e) => warn!(error = %e, "re-registering"),
-                }
-            }
-        }
-    }
-
-    // Deregister and wait briefly for the reply.
-    if care_of.is_some() {
-        match d.core.deregister(SystemTime::now()) {
-            Ok(out) => d.run_output(out, true).await,
-            Err(e) => warn!(error = %e, "building the deregistration"),
-        }
-        let deadline = tokio::time::Instant::now() + DEREGISTRATION_WAIT;
-        while !d.status.deregistered {
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {
-                    warn!("no deregistration reply; leaving anyway");
-                    break;
-                }
-                r = d.sock.recv_from(&mut buf) => {
-                    let Ok((n, _)) = r else { continue };
-                    if let Ok(out) = d.core.handle_reply(&buf[..n], SystemTime::now()) {
-                        d.run_output(out, false).await;
-                    }
-                }
-            }
-        }
-    }
-    d.refresh_status();
-    match std::mem::replace(&mut d.plane, Plane::Stopped) {
-        Plane::Tun(t) => {
-            let counters = t.stop();
-            info!(%counters, "TUN data plane stopped; device, routes and rules removed");
-        }
-        Plane::Maps(mut maps) => {
+            // Dropping the last reference tears it down too.
+            Err(_) => warn!("TUN data plane still referenced; it stops when released"),
+        },
+        Plane::Maps(maps) => {
+            let mut maps = maps.lock().unwrap_or_else(|p| p.into_inner());
             for i in inside {
                 if let Err(e) = maps.unmark_inside(i) {
                     warn!(ifindex = i, error = %e, "unmarking an inside interface");
                 }
             }
         }
-        Plane::Stopped => {}
     }
     if let Some(dp) = dp.as_mut() {
         for (i, r) in dp.detach_all() {
@@ -529,7 +270,7 @@ pub async fn run(cfg: MobileNodeFile, shutdown: CancellationToken) -> anyhow::Re
             }
         }
     }
-    Ok(())
+    result.map(|_| ())
 }
 
 #[cfg(test)]
@@ -567,7 +308,7 @@ mod tests {
         std::fs::write(&victim, "root's file").unwrap();
         let p = dir.path().join("status.json");
         std::os::unix::fs::symlink(&victim, dir.path().join("status.tmp")).unwrap();
-        write_status(Some(&p), &Status::default());
+        node::write_status(Some(&p), &NodeStatus::default());
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root's file");
         assert!(std::fs::read_to_string(&p).unwrap().starts_with('{'));
     }
