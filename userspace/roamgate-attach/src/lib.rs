@@ -31,4 +31,6 @@ pub use relay::BaseStation;
 pub use unit::{Unit, UnitCredentials, UnitError, UnitEvent};
 
 #[cfg(test)]
+mod proxy_manager_tests;
+#[cfg(test)]
 mod tests;
