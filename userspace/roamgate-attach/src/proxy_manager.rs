@@ -103,7 +103,7 @@ pub enum Command {
     GetDirectoryTicket {
         unit: IdentityCode,
         session: Session,
-        tgt: Credential,
+        tgt: Box<Credential>,
     },
     /// Send `bytes` to the directory; answer with
     /// [`ProxyManager::handle_directory`].
@@ -118,7 +118,7 @@ pub enum Command {
         unit: IdentityCode,
         session: Session,
         record: Box<UnitRecord>,
-        tgt: Credential,
+        tgt: Box<Credential>,
         /// The domain of the base station the unit switched on at.
         domain: String,
     },
@@ -619,7 +619,7 @@ impl<K: ServiceKeys> ProxyManager<K> {
         self.command(Command::GetDirectoryTicket {
             unit: s.identity,
             session,
-            tgt: s.tgt,
+            tgt: Box::new(s.tgt),
         });
     }
 
@@ -931,7 +931,7 @@ impl<K: ServiceKeys> ProxyManager<K> {
             unit,
             session,
             record: Box::new(record),
-            tgt,
+            tgt: Box::new(tgt),
             domain,
         });
     }
@@ -1118,7 +1118,11 @@ impl<K: ServiceKeys> ProxyManager<K> {
                     let (unit, tgt) = (p.unit, p.tgt.clone());
                     let wake = now + self.config.step_timeout;
                     self.arm_pending(session, wake);
-                    self.command(Command::GetDirectoryTicket { unit, session, tgt });
+                    self.command(Command::GetDirectoryTicket {
+                        unit,
+                        session,
+                        tgt: Box::new(tgt),
+                    });
                 }
             },
             Stage::Ticket => {
@@ -1181,7 +1185,7 @@ impl<K: ServiceKeys> ProxyManager<K> {
                     unit,
                     session,
                     record: Box::new(p.record.clone()),
-                    tgt: p.tgt.clone(),
+                    tgt: Box::new(p.tgt.clone()),
                     domain: p.domain.clone(),
                 };
                 self.command(cmd);
