@@ -409,6 +409,11 @@ impl<K: ServiceKeys> ProxyManager<K> {
         self.proxies.len()
     }
 
+    /// Timers held, live or finished (bounded by the live work).
+    pub fn timers(&self) -> usize {
+        self.timers.len()
+    }
+
     /// The session of `unit`'s proxy, if it has one.
     pub fn proxy_session(&self, unit: &IdentityCode) -> Option<Session> {
         self.proxies.get(unit).map(|p| p.session)
@@ -627,6 +632,7 @@ impl<K: ServiceKeys> ProxyManager<K> {
         if let Some(p) = self.pending.get_mut(&session) {
             p.wake = at;
             self.timers.push(Reverse((at, Timer::Pending(session))));
+            self.compact_timers();
         }
     }
 
@@ -634,11 +640,26 @@ impl<K: ServiceKeys> ProxyManager<K> {
         let silence = self.config.silence_timeout;
         if let Some(p) = self.proxies.get_mut(&unit) {
             let at = p.next_wake(silence);
-            if p.armed != at {
+            // Only ever earlier: a later wake (the unit was heard) is
+            // found when the armed one fires, so a chatty unit does not
+            // grow the heap.
+            if p.armed == UNIX_EPOCH || at < p.armed {
                 p.armed = at;
                 self.timers
                     .push(Reverse((at, Timer::Proxy(unit, p.session))));
+                self.compact_timers();
             }
+        }
+    }
+
+    /// Drops timers of finished work once they outnumber the live ones,
+    /// so that churn cannot grow the heap.
+    fn compact_timers(&mut self) {
+        let live = self.pending.len() + self.proxies.len();
+        if self.timers.len() > 2 * live + 64 {
+            let mut timers = std::mem::take(&mut self.timers);
+            timers.retain(|Reverse((at, t))| self.timer_live(*at, *t));
+            self.timers = timers;
         }
     }
 
@@ -937,8 +958,8 @@ impl<K: ServiceKeys> ProxyManager<K> {
     }
 
     /// The I/O layer started the proxy of `session`.
-    pub fn proxy_started(&mut self, session: Session) {
-        let Some(unit) = self.proxy_unit(session) else {
+    pub fn proxy_started(&mut self, unit: IdentityCode, session: Session) {
+        let Some(unit) = self.proxy_unit(unit, session) else {
             return self.stale(session);
         };
         if let Some(p) = self.proxies.get_mut(&unit) {
@@ -961,8 +982,14 @@ impl<K: ServiceKeys> ProxyManager<K> {
 
     /// The proxy of `session` registered `care_of` until `expiry` (for
     /// status answers).
-    pub fn proxy_registered(&mut self, session: Session, care_of: Ipv4Addr, expiry: SystemTime) {
-        let Some(unit) = self.proxy_unit(session) else {
+    pub fn proxy_registered(
+        &mut self,
+        unit: IdentityCode,
+        session: Session,
+        care_of: Ipv4Addr,
+        expiry: SystemTime,
+    ) {
+        let Some(unit) = self.proxy_unit(unit, session) else {
             return self.stale(session);
         };
         if let Some(p) = self.proxies.get_mut(&unit) {
@@ -975,8 +1002,14 @@ impl<K: ServiceKeys> ProxyManager<K> {
 
     /// The proxy of `session` failed (or could not start): it is restarted
     /// with backoff until its unit falls silent.
-    pub fn proxy_failed(&mut self, session: Session, reason: String, now: SystemTime) {
-        let Some(unit) = self.proxy_unit(session) else {
+    pub fn proxy_failed(
+        &mut self,
+        unit: IdentityCode,
+        session: Session,
+        reason: String,
+        now: SystemTime,
+    ) {
+        let Some(unit) = self.proxy_unit(unit, session) else {
             return self.stale(session);
         };
         let (initial, max) = (self.config.retry_initial, self.config.retry_max);
@@ -1003,26 +1036,18 @@ impl<K: ServiceKeys> ProxyManager<K> {
 
     /// The proxy of `session` has stopped. Expected after a
     /// [`Command::StopProxy`]; a proxy that stops by itself has failed.
-    pub fn proxy_stopped(&mut self, session: Session, now: SystemTime) {
-        if self.proxy_unit(session).is_some() {
-            self.proxy_failed(session, "the proxy stopped by itself".into(), now);
+    pub fn proxy_stopped(&mut self, unit: IdentityCode, session: Session, now: SystemTime) {
+        if self.proxy_unit(unit, session).is_some() {
+            self.proxy_failed(unit, session, "the proxy stopped by itself".into(), now);
         }
     }
 
-    fn proxy_unit(&self, session: Session) -> Option<IdentityCode> {
-        // Proxies are few per session; the pending entry knows the unit
-        // while a switch-on is in progress.
-        if let Some(p) = self.pending.get(&session) {
-            return self
-                .proxies
-                .get(&p.unit)
-                .filter(|x| x.session == session)
-                .map(|_| p.unit);
-        }
+    /// `unit`, if its proxy is the one of `session`.
+    fn proxy_unit(&self, unit: IdentityCode, session: Session) -> Option<IdentityCode> {
         self.proxies
-            .iter()
-            .find(|(_, p)| p.session == session)
-            .map(|(u, _)| *u)
+            .get(&unit)
+            .filter(|p| p.session == session)
+            .map(|_| unit)
     }
 
     fn stale(&mut self, session: Session) {

@@ -151,7 +151,7 @@ impl Rig {
                 );
                 self.seen.started.push((unit, session, *record, domain));
                 if self.auto_start {
-                    self.pm.proxy_started(session);
+                    self.pm.proxy_started(unit, session);
                 }
             }
             Command::StopProxy {
@@ -222,7 +222,7 @@ fn genuine_switch_on_fetches_the_record_starts_the_proxy_then_acks() {
     assert!(rig.seen.sent.is_empty());
     assert_eq!(rig.pm.in_progress(), 1);
 
-    rig.pm.proxy_started(session);
+    rig.pm.proxy_started(code(1), session);
     rig.pump(at(10));
     let ack = rig.last_answer();
     assert_eq!(
@@ -238,7 +238,7 @@ fn genuine_switch_on_fetches_the_record_starts_the_proxy_then_acks() {
 
     // Status comes from the table, sealed in a KRB-PRIV.
     rig.pm
-        .proxy_registered(session, Ipv4Addr::new(192, 0, 2, 7), at(610));
+        .proxy_registered(code(1), session, Ipv4Addr::new(192, 0, 2, 7), at(610));
     let req = unit.status_request(at(20)).unwrap();
     rig.relay(&req, bs_addr(), at(20));
     let answer = rig.last_answer();
@@ -327,8 +327,8 @@ fn switch_on_again_replaces_the_proxy_without_deregistering() {
     assert_eq!(rig.pm.proxy_session(&code(1)), Some(second));
     assert_eq!(rig.pm.stats().replaced, 1);
     // A late completion for the old session is ignored.
-    rig.pm.proxy_started(first);
-    rig.pm.proxy_failed(first, "late".into(), at(101));
+    rig.pm.proxy_started(code(1), first);
+    rig.pm.proxy_failed(code(1), first, "late".into(), at(101));
     rig.pump(at(101));
     assert_eq!(rig.pm.stats().stale, 2);
     assert_eq!(rig.seen.started.len(), 2);
@@ -537,8 +537,8 @@ fn flood_of_junk_oversized_and_replayed_frames_stays_bounded_and_a_genuine_unit_
     assert_eq!(rig.pm.stats().refused(Cause::UnknownUnit), 1);
 
     // The genuine units get through.
-    for (_, session, _, _) in rig.seen.started.clone() {
-        rig.pm.proxy_started(session);
+    for (unit, session, _, _) in rig.seen.started.clone() {
+        rig.pm.proxy_started(unit, session);
     }
     rig.pump(at(13));
     assert_eq!(rig.pm.stats().switch_ons_ok, 2);
@@ -574,7 +574,7 @@ fn in_progress_cap_refuses_busy_and_frees_on_completion() {
     assert_eq!(rig.refused_cause(), Cause::Busy);
     assert_eq!(rig.pm.stats().refused_busy_in_progress, 1);
     let session = rig.seen.started[0].1;
-    rig.pm.proxy_started(session);
+    rig.pm.proxy_started(code(1), session);
     rig.pump(at(10));
     rig.auto_start = true;
     rig.attach(&mut unit2, at(11));
@@ -588,7 +588,7 @@ fn failed_proxy_is_restarted_with_backoff() {
     rig.attach(&mut unit, at(10));
     let session = rig.seen.started[0].1;
     rig.pm
-        .proxy_failed(session, "home agent unreachable".into(), at(20));
+        .proxy_failed(code(1), session, "home agent unreachable".into(), at(20));
     rig.pump(at(20));
     rig.run_until(at(20) + Duration::from_millis(499));
     assert_eq!(rig.seen.started.len(), 1);
@@ -597,11 +597,33 @@ fn failed_proxy_is_restarted_with_backoff() {
     assert_eq!(rig.seen.started[1].1, session, "same session, same unit");
     assert_eq!(rig.pm.stats().proxy_restarts, 1);
     // A status during the restart says so.
-    rig.pm.proxy_failed(session, "again".into(), at(21));
+    rig.pm
+        .proxy_failed(code(1), session, "again".into(), at(21));
     rig.pump(at(21));
     rig.relay(&unit.status_request(at(21)).unwrap(), bs_addr(), at(21));
     let UnitEvent::Status(body) = unit.handle_input(&rig.last_answer(), at(21)).unwrap() else {
         panic!()
     };
     assert_eq!(body.state, ProxyState::Retrying);
+}
+
+#[test]
+fn chatty_and_churning_units_keep_the_timer_heap_bounded() {
+    let mut rig = Rig::new(ManagerConfig::default());
+    let mut unit = rig.realm.unit("unit1@HOME.TEST", 1);
+    rig.attach(&mut unit, at(10));
+    // (Under the verifier's 64-per-unit replay share.)
+    for i in 0..50 {
+        let t = at(11) + Duration::from_millis(i * 100);
+        rig.relay(&unit.status_request(t).unwrap(), bs_addr(), t);
+    }
+    assert!(rig.pm.timers() < 10, "{} timers", rig.pm.timers());
+    for i in 0..150 {
+        let t = at(400 + 10 * i);
+        let mut u = rig.realm.unit("unit1@HOME.TEST", 1);
+        rig.attach(&mut u, t);
+        rig.relay(&u.switch_off(t).unwrap(), bs_addr(), t);
+    }
+    assert_eq!((rig.pm.in_progress(), rig.pm.proxies()), (0, 0));
+    assert!(rig.pm.timers() <= 64 + 1, "{} timers", rig.pm.timers());
 }
