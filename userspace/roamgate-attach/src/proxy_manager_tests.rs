@@ -627,3 +627,28 @@ fn chatty_and_churning_units_keep_the_timer_heap_bounded() {
     assert_eq!((rig.pm.in_progress(), rig.pm.proxies()), (0, 0));
     assert!(rig.pm.timers() <= 64 + 1, "{} timers", rig.pm.timers());
 }
+
+#[test]
+fn another_principal_claiming_a_code_in_progress_does_not_join_or_disturb_it() {
+    let mut rig = Rig::new(ManagerConfig::default());
+    rig.auto_start = false;
+    let mut unit1 = rig.realm.unit("unit1@HOME.TEST", 1);
+    rig.relay(&unit1.switch_on(at(10)).unwrap(), bs_addr(), at(10));
+    let session = rig.seen.started[0].1;
+    // unit2 claims code 1 while unit1's proxy is starting.
+    let mut thief = rig.realm.unit("unit2@HOME.TEST", 1);
+    rig.relay(&thief.switch_on(at(11)).unwrap(), bs_addr(), at(11));
+    assert_eq!(rig.refused_cause(), Cause::UnknownUnit);
+    assert_eq!(rig.pm.stats().joined, 0);
+    assert!(rig.seen.stopped.is_empty());
+    assert_eq!(rig.seen.started.len(), 1);
+    // unit1's switch-on completes, and its ack goes to unit1.
+    rig.pm.proxy_started(code(1), session);
+    rig.pump(at(11));
+    let ack = rig.last_answer();
+    assert_eq!(
+        unit1.handle_input(&ack, at(11)).unwrap(),
+        UnitEvent::SwitchedOn
+    );
+    assert_eq!(rig.pm.proxy_session(&code(1)), Some(session));
+}
