@@ -10,6 +10,8 @@
 //!   authentication);
 //! - [`manager`]: the proxy manager's verification of a switch-on (AP-REQ,
 //!   replay cache, forwarded TGT in a KRB-CRED) and of later requests;
+//! - [`proxy_manager`]: the proxy manager's protocol core (switch-on to
+//!   running proxy, switch-off, status, silence, retries, limits);
 //! - [`relay`]: the base station's core;
 //! - [`state`]: the unit's state file (identity code and long-term keys).
 //!
@@ -17,14 +19,18 @@
 //! KRB-PRIV, the replay cache); this crate only frames and binds them.
 
 pub mod manager;
+pub mod proxy_manager;
 pub mod relay;
 pub mod state;
 pub mod unit;
 pub mod wire;
 
 pub use manager::{Refusal, Verified, Verifier, VerifyError};
+pub use proxy_manager::{ManagerConfig, ProxyManager};
 pub use relay::BaseStation;
 pub use unit::{Unit, UnitCredentials, UnitError, UnitEvent};
 
+#[cfg(test)]
+mod proxy_manager_tests;
 #[cfg(test)]
 mod tests;

@@ -24,32 +24,32 @@ use crate::wire::{
     MAX_FRAME_LEN,
 };
 
-const REALM: &str = "HOME.TEST";
-const T0: u64 = 1_800_000_000;
-const MANAGER: &str = "attach/pm.home.test@HOME.TEST";
-const DIRECTORY: &str = "directory/dir.home.test@HOME.TEST";
+pub(crate) const REALM: &str = "HOME.TEST";
+pub(crate) const T0: u64 = 1_800_000_000;
+pub(crate) const MANAGER: &str = "attach/pm.home.test@HOME.TEST";
+pub(crate) const DIRECTORY: &str = "directory/dir.home.test@HOME.TEST";
 
-fn at(s: u64) -> SystemTime {
+pub(crate) fn at(s: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(T0 + s)
 }
 
-fn p(s: &str) -> Principal {
+pub(crate) fn p(s: &str) -> Principal {
     Principal::parse(s).unwrap()
 }
 
-fn code(n: u8) -> IdentityCode {
+pub(crate) fn code(n: u8) -> IdentityCode {
     IdentityCode::from_bytes([n; 16])
 }
 
-const UNIT_ADDR: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 1, 0, 2), 40000);
+pub(crate) const UNIT_ADDR: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 1, 0, 2), 40000);
 
-struct Realm {
-    kdc: Kdc,
-    store: Arc<MemoryStore>,
+pub(crate) struct Realm {
+    pub(crate) kdc: Kdc,
+    pub(crate) store: Arc<MemoryStore>,
 }
 
 impl Realm {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let store = Arc::new(MemoryStore::new(REALM));
         store.add_random(
             &Principal::krbtgt(REALM),
@@ -64,13 +64,13 @@ impl Realm {
         Self { kdc, store }
     }
 
-    fn keys_of(&self, name: &str) -> Vec<Key> {
+    pub(crate) fn keys_of(&self, name: &str) -> Vec<Key> {
         let e = self.store.get(&p(name)).unwrap().unwrap();
         e.keys.iter().map(|k| k.key.clone()).collect()
     }
 
     /// The proxy manager's keytab.
-    fn manager_keys(&self) -> KeySet {
+    pub(crate) fn manager_keys(&self) -> KeySet {
         let e = self.store.get(&p(MANAGER)).unwrap().unwrap();
         KeySet(
             e.keys
@@ -80,12 +80,17 @@ impl Realm {
         )
     }
 
-    fn verifier(&self) -> Verifier<KeySet> {
+    pub(crate) fn verifier(&self) -> Verifier<KeySet> {
         Verifier::new(p(MANAGER), self.manager_keys())
     }
 
     /// An AS exchange with `keys`, driven against the KDC core.
-    fn tgt(&self, unit: &str, keys: Vec<Key>, now: SystemTime) -> Result<Credential, ClientError> {
+    pub(crate) fn tgt(
+        &self,
+        unit: &str,
+        keys: Vec<Key>,
+        now: SystemTime,
+    ) -> Result<Credential, ClientError> {
         let opts = AsOptions {
             forwardable: true,
             ..Default::default()
@@ -101,14 +106,14 @@ impl Realm {
         }
     }
 
-    fn tgs(&self, ex: TgsExchange, now: SystemTime) -> Credential {
+    pub(crate) fn tgs(&self, ex: TgsExchange, now: SystemTime) -> Credential {
         let reply = self.kdc.handle(&ex.request(now).unwrap(), now).unwrap();
         ex.handle_reply(&reply).unwrap()
     }
 
     /// What `roamgate unit switch-on` fetches: the unit's TGT with its own
     /// key, then a ticket for the proxy manager and a forwarded TGT.
-    fn unit_credentials(&self, unit: &str, now: SystemTime) -> UnitCredentials {
+    pub(crate) fn unit_credentials(&self, unit: &str, now: SystemTime) -> UnitCredentials {
         let tgt = self.tgt(unit, self.keys_of(unit), now).unwrap();
         UnitCredentials {
             manager_ticket: self.tgs(TgsExchange::new(&tgt, p(MANAGER), 0).unwrap(), now),
@@ -116,7 +121,7 @@ impl Realm {
         }
     }
 
-    fn unit(&self, unit: &str, n: u8) -> Unit {
+    pub(crate) fn unit(&self, unit: &str, n: u8) -> Unit {
         Unit::new(code(n), self.unit_credentials(unit, at(0))).unwrap()
     }
 }
