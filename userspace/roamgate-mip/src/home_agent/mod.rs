@@ -127,6 +127,9 @@ pub struct Outcome {
 pub struct Stats {
     pub accepted: u64,
     pub deregistered: u64,
+    /// Deregistrations of a care-of address the binding no longer has
+    /// (accepted, nothing removed).
+    pub deregistered_stale: u64,
     pub rejected: u64,
     pub dropped: u64,
     pub expired: u64,
