@@ -107,7 +107,7 @@ pub fn current_care_of(interfaces: &[String]) -> Option<Ipv4Addr> {
 
 /// Marks `names` as the node's inside in the data plane (only their frames
 /// from the home address are reverse-tunnelled); returns their ifindexes.
-fn mark_inside(maps: &mut Maps, names: &[String]) -> anyhow::Result<Vec<u32>> {
+pub fn mark_inside(maps: &mut Maps, names: &[String]) -> anyhow::Result<Vec<u32>> {
     let mut out = Vec::new();
     for name in names {
         let c = std::ffi::CString::new(name.as_str())
