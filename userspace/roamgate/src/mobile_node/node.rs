@@ -443,7 +443,9 @@ impl Node {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut counters_tick = tokio::time::interval(COUNTERS_INTERVAL);
         let tun_mode = matches!(d.plane, Plane::Tun(_));
-        let mut buf = vec![0u8; 65_536];
+        // Registration replies are a few hundred bytes; a proxy manager runs
+        // thousands of nodes, so no 64 KiB buffer each.
+        let mut buf = vec![0u8; 4096];
         loop {
             let sleep = d
                 .core
