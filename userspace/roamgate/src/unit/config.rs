@@ -31,6 +31,9 @@ pub struct UnitSection {
     pub session_file: PathBuf,
     /// The proxy manager's service principal, unless `--manager` names one.
     pub manager: String,
+    /// `switch-on --stay`: a status request this often; keep it well below
+    /// the proxy manager's silence timeout.
+    pub keepalive_secs: u64,
 }
 
 impl Default for UnitSection {
@@ -39,6 +42,7 @@ impl Default for UnitSection {
             state_file: PathBuf::from(DEFAULT_STATE_FILE),
             session_file: PathBuf::from(DEFAULT_SESSION_FILE),
             manager: DEFAULT_MANAGER.to_owned(),
+            keepalive_secs: 120,
         }
     }
 }
@@ -67,6 +71,9 @@ impl ConfigFile for UnitFile {
             bail!("unit.session_file: empty; give the session file's path");
         }
         self.manager()?;
+        if self.unit.keepalive_secs == 0 {
+            bail!("unit.keepalive_secs must be at least 1");
+        }
         Ok(())
     }
 }
@@ -91,6 +98,7 @@ mod tests {
         assert_eq!(cfg.unit.state_file, d.unit.state_file);
         assert_eq!(cfg.unit.session_file, d.unit.session_file);
         assert_eq!(cfg.unit.manager, d.unit.manager);
+        assert_eq!(cfg.unit.keepalive_secs, d.unit.keepalive_secs);
         assert_eq!(cfg.kerberos.kdc, d.kerberos.kdc);
     }
 

@@ -73,6 +73,13 @@ pub enum UnitCommand {
         manager: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Stay in the foreground, as a handset does while it is on: a
+        /// status request every unit.keepalive_secs (so the proxy manager's
+        /// silence timeout does not stop the proxy), a new switch-on with a
+        /// fresh TGT before the forwarded one ends, and a switch-off on
+        /// SIGINT/SIGTERM.
+        #[arg(long)]
+        stay: bool,
         /// Testing: write the first switch-on frame sent to this file.
         #[arg(long, value_name = "FILE", hide = true)]
         write_frame: Option<PathBuf>,
@@ -196,6 +203,15 @@ async fn exchange(
 
 /// A unit core with fresh credentials for `manager`.
 async fn unit_for(cfg: &UnitFile, st: &UnitState, manager: &Principal) -> anyhow::Result<Unit> {
+    Ok(unit_and_expiry(cfg, st, manager).await?.0)
+}
+
+/// A unit core with fresh credentials, and when its forwarded TGT ends.
+async fn unit_and_expiry(
+    cfg: &UnitFile,
+    st: &UnitState,
+    manager: &Principal,
+) -> anyhow::Result<(Unit, SystemTime)> {
     let transport = KdcTransport::new(cfg.kerberos.kdc.to_string());
     let creds = fetch_credentials(
         &transport,
@@ -212,7 +228,8 @@ async fn unit_for(cfg: &UnitFile, st: &UnitState, manager: &Principal) -> anyhow
             st.principal, cfg.kerberos.kdc
         )
     })?;
-    Ok(Unit::new(st.identity, creds)?)
+    let end = creds.forwarded_tgt.end_time;
+    Ok((Unit::new(st.identity, creds)?, end))
 }
 
 async fn socket_for(to: SocketAddr) -> anyhow::Result<UdpSocket> {
@@ -240,6 +257,8 @@ pub struct SwitchOnReport {
     /// Fetching the credentials from the KDC.
     pub credentials_ms: f64,
     pub previous: Option<PreviousReport>,
+    #[serde(skip)]
+    pub tgt_end: SystemTime,
 }
 
 #[derive(Debug, Serialize)]
@@ -263,7 +282,7 @@ async fn switch_on(
     };
     let previous = load_session(&cfg.unit.session_file)?;
     let t0 = Instant::now();
-    let mut unit = unit_for(cfg, &st, &manager).await?;
+    let (mut unit, tgt_end) = unit_and_expiry(cfg, &st, &manager).await?;
     let credentials_ms = t0.elapsed().as_secs_f64() * 1e3;
     let sock = socket_for(base_station).await?;
     let frame = unit.switch_on(SystemTime::now())?;
@@ -314,6 +333,7 @@ async fn switch_on(
         switch_on_ms,
         credentials_ms,
         previous,
+        tgt_end,
     })
 }
 
@@ -324,6 +344,61 @@ async fn switch_off_at(cfg: &UnitFile, st: &UnitState, s: &Session) -> anyhow::R
     let frame = unit.switch_off(SystemTime::now())?;
     match exchange(&mut unit, &sock, s.base_station, frame).await? {
         UnitEvent::SwitchedOff => Ok(()),
+        ev => bail!("unexpected answer {ev:?}"),
+    }
+}
+
+/// `switch-on --stay`: keepalives, re-switch-on before the TGT ends,
+/// switch-off on a signal.
+async fn stay_on(
+    cfg: &UnitFile,
+    base_station: SocketAddr,
+    manager: Option<String>,
+    mut tgt_end: SystemTime,
+) -> anyhow::Result<()> {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    crate::gateway::cancel_on_signals(shutdown.clone())?;
+    let st = UnitState::load(&cfg.unit.state_file)?;
+    let every = std::time::Duration::from_secs(cfg.unit.keepalive_secs);
+    loop {
+        let renew = crate::mobile_node::renew_at(tgt_end, SystemTime::now());
+        let until_renew = renew.duration_since(SystemTime::now()).unwrap_or_default();
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(until_renew) => {
+                match switch_on(cfg, base_station, manager.clone(), None).await {
+                    Ok(r) => {
+                        tgt_end = r.tgt_end;
+                        info!("switched on again with a fresh TGT: the proxy manager replaced the proxy");
+                    }
+                    Err(e) => warn!(error = %format!("{e:#}"), "renewing the switch-on"),
+                }
+            }
+            _ = tokio::time::sleep(every) => {
+                let Some(s) = load_session(&cfg.unit.session_file)? else { break };
+                if let Err(e) = keepalive(cfg, &st, &s).await {
+                    warn!(error = %format!("{e:#}"), "keepalive (status request)");
+                }
+            }
+        }
+    }
+    if let Some(s) = load_session(&cfg.unit.session_file)? {
+        switch_off_at(cfg, &st, &s)
+            .await
+            .with_context(|| format!("switch-off at {}", s.base_station))?;
+        save_session(&cfg.unit.session_file, None)?;
+        info!(base_station = %s.base_station, "switched off");
+    }
+    Ok(())
+}
+
+async fn keepalive(cfg: &UnitFile, st: &UnitState, s: &Session) -> anyhow::Result<StatusBody> {
+    let manager = parse_principal(&s.manager, "session file manager")?;
+    let mut unit = unit_for(cfg, st, &manager).await?;
+    let sock = socket_for(s.base_station).await?;
+    let frame = unit.status_request(SystemTime::now())?;
+    match exchange(&mut unit, &sock, s.base_station, frame).await? {
+        UnitEvent::Status(b) => Ok(b),
         ev => bail!("unexpected answer {ev:?}"),
     }
 }
@@ -424,15 +499,20 @@ pub async fn run(cmd: UnitCommand) -> anyhow::Result<()> {
             manager,
             json,
             write_frame,
+            stay,
             ..
         } => {
-            let r = switch_on(&cfg, base_station, manager, write_frame.as_deref()).await?;
+            let r = switch_on(&cfg, base_station, manager.clone(), write_frame.as_deref()).await?;
             print(json, &r, || {
                 format!(
                     "switched on at {} ({}) in {:.1} ms",
                     r.base_station, r.manager, r.switch_on_ms
                 )
-            })
+            })?;
+            if stay {
+                stay_on(&cfg, base_station, manager, r.tgt_end).await?;
+            }
+            Ok(())
         }
         UnitCommand::SwitchOff { json, .. } => {
             let st = UnitState::load(&cfg.unit.state_file)?;
@@ -447,17 +527,9 @@ pub async fn run(cmd: UnitCommand) -> anyhow::Result<()> {
         UnitCommand::Status { json, .. } => {
             let st = UnitState::load(&cfg.unit.state_file)?;
             let s = load_session(&cfg.unit.session_file)?.ok_or_else(|| not_switched_on(&cfg))?;
-            let manager = parse_principal(&s.manager, "session file manager")?;
-            let mut unit = unit_for(&cfg, &st, &manager).await?;
-            let sock = socket_for(s.base_station).await?;
-            let frame = unit.status_request(SystemTime::now())?;
-            let body = match exchange(&mut unit, &sock, s.base_station, frame)
+            let body = keepalive(&cfg, &st, &s)
                 .await
-                .with_context(|| format!("status at {}", s.base_station))?
-            {
-                UnitEvent::Status(b) => b,
-                ev => bail!("unexpected answer {ev:?}"),
-            };
+                .with_context(|| format!("status at {}", s.base_station))?;
             let r = status_report(&st, &s, &body);
             print(json, &r, || {
                 let opt = |a: Option<Ipv4Addr>| a.map_or("-".to_owned(), |a| a.to_string());
