@@ -62,6 +62,8 @@ pub trait DirectoryStore: Send + Sync {
     fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
     /// The newest `limit` audit entries, oldest first.
     fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Removes audit entries older than `before`; returns how many went.
+    fn audit_prune(&self, before: SystemTime) -> Result<u64, StoreError>;
 }
 
 const SCHEMA: &str = "
@@ -308,6 +310,18 @@ impl DirectoryStore for SqliteStore {
         })
     }
 
+    fn audit_prune(&self, before: SystemTime) -> Result<u64, StoreError> {
+        let sql = self.sql();
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM audit WHERE time_ms < ?1",
+                params![to_ms(before)],
+            )
+            .map(|n| n as u64)
+            .map_err(sql)
+        })
+    }
+
     fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         let sql = self.sql();
         let rows = self.with(|c| {
@@ -425,6 +439,34 @@ mod tests {
             "{err}"
         );
         assert!(s.list().is_err());
+    }
+
+    #[test]
+    fn audit_prune_removes_only_older_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("d.sqlite")).unwrap();
+        let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        for i in 0..4u64 {
+            s.audit(&AuditEntry {
+                time: t0 + std::time::Duration::from_secs(i * 100),
+                code: code(1),
+                client: None,
+                outcome: format!("served {i}"),
+            })
+            .unwrap();
+        }
+        assert_eq!(
+            s.audit_prune(t0 + std::time::Duration::from_secs(150))
+                .unwrap(),
+            2
+        );
+        let left: Vec<String> = s
+            .audit_log(10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.outcome)
+            .collect();
+        assert_eq!(left, ["served 2", "served 3"]);
     }
 
     #[test]

@@ -444,6 +444,9 @@ impl DirectoryStore for NoAudit {
     fn audit_log(&self, n: usize) -> Result<Vec<AuditEntry>, StoreError> {
         self.0.audit_log(n)
     }
+    fn audit_prune(&self, before: std::time::SystemTime) -> Result<u64, StoreError> {
+        self.0.audit_prune(before)
+    }
 }
 
 #[test]

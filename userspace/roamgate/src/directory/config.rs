@@ -20,6 +20,7 @@ pub const DEFAULT_SERVICE: &str = "directory/dir.example.org@EXAMPLE.ORG";
 #[serde(deny_unknown_fields, default)]
 pub struct DirectoryFile {
     pub directory: DirectorySection,
+    pub limits: Limits,
     pub kerberos: KerberosSection,
     pub metrics: MetricsSection,
     pub log: LogSection,
@@ -32,6 +33,30 @@ pub struct DirectorySection {
     pub listen: SocketAddr,
     /// The SQLite store (created with mode 0600).
     pub database: PathBuf,
+    /// Audit entries older than this are deleted (checked hourly); 0 keeps
+    /// them forever.
+    pub audit_retention_days: u64,
+}
+
+/// Per source address of requests. The directory's clients are proxy
+/// managers (a few, busy): the defaults let one take 2,000 switch-ons/s,
+/// and stop a flood from one source writing more audit rows than that.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub burst: u32,
+    pub per_second: u32,
+    pub max_sources: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            burst: 1000,
+            per_second: 2000,
+            max_sources: 4096,
+        }
+    }
 }
 
 impl Default for DirectorySection {
@@ -39,6 +64,7 @@ impl Default for DirectorySection {
         Self {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             database: PathBuf::from(DEFAULT_DATABASE),
+            audit_retention_days: 90,
         }
     }
 }
@@ -97,6 +123,10 @@ impl ConfigFile for DirectoryFile {
                 k.replay_capacity
             );
         }
+        let l = &self.limits;
+        if l.burst == 0 || l.per_second == 0 || l.max_sources == 0 {
+            bail!("limits.burst, limits.per_second and limits.max_sources must be at least 1");
+        }
         if self.directory.database.as_os_str().is_empty() {
             bail!("directory.database: empty; give the SQLite file's path");
         }
@@ -135,6 +165,13 @@ mod tests {
         let d = DirectoryFile::default();
         assert_eq!(cfg.directory.listen, d.directory.listen);
         assert_eq!(cfg.directory.database, d.directory.database);
+        assert_eq!(
+            cfg.directory.audit_retention_days,
+            d.directory.audit_retention_days
+        );
+        assert_eq!(cfg.limits.burst, d.limits.burst);
+        assert_eq!(cfg.limits.per_second, d.limits.per_second);
+        assert_eq!(cfg.limits.max_sources, d.limits.max_sources);
         assert_eq!(cfg.kerberos.keytab, d.kerberos.keytab);
         assert_eq!(cfg.kerberos.service, d.kerberos.service);
         assert_eq!(cfg.kerberos.skew_secs, 300);

@@ -18,11 +18,15 @@ use roamgate_directory::server::{Outcome, Stats};
 use roamgate_directory::store::DirectoryStore;
 use roamgate_directory::wire::MAX_MESSAGE;
 use roamgate_directory::{Directory, IdentityCode, MipKey, SqliteStore, UnitRecord};
+use roamgate_mip::rate_limit::{RateLimit, SourceLimiter};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::ConfigFile as _;
 use config::DirectoryFile;
+
+/// How often audit entries past their retention are removed.
+const AUDIT_PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Length of a key made by `add-unit --generate-mip-key`.
 const GENERATED_KEY_LEN: usize = 32;
@@ -209,9 +213,10 @@ pub fn provision(
 }
 
 /// The Prometheus text of the directory's counters.
-pub fn prometheus(s: &Stats) -> String {
+pub fn prometheus(s: &Stats, rate_limited: u64) -> String {
     let mut t = String::new();
     for (name, v) in [
+        ("rate_limited", rate_limited),
         ("served", s.served),
         ("refused_auth", s.refused_auth),
         ("refused_not_authorised", s.refused_not_authorised),
@@ -245,14 +250,16 @@ pub async fn serve(cfg: DirectoryFile, shutdown: CancellationToken) -> anyhow::R
         .with_context(|| format!("binding {}", cfg.directory.listen))?;
     sock.set_read_timeout(Some(Duration::from_millis(200)))?;
     info!(listen = %sock.local_addr()?, service = %core_cfg.service, database = %cfg.directory.database.display(), "directory ready");
-    let stats = Arc::new(Mutex::new(Stats::default()));
+    let stats = Arc::new(Mutex::new((Stats::default(), 0u64)));
     let mut tasks = tokio::task::JoinSet::new();
     if !cfg.metrics.listen.is_empty() {
         let addr: SocketAddr = cfg.metrics.listen.parse()?;
         let listener = crate::metrics::bind(addr).await?;
         let s = stats.clone();
-        let render: crate::metrics::Render =
-            Arc::new(move || prometheus(&s.lock().unwrap_or_else(|p| p.into_inner())));
+        let render: crate::metrics::Render = Arc::new(move || {
+            let (st, limited) = *s.lock().unwrap_or_else(|p| p.into_inner());
+            prometheus(&st, limited)
+        });
         let stop = shutdown.clone();
         tasks.spawn(async move { crate::metrics::serve(listener, render, stop).await });
     }
@@ -260,7 +267,15 @@ pub async fn serve(cfg: DirectoryFile, shutdown: CancellationToken) -> anyhow::R
     let worker = {
         let stop = stop.clone();
         let dir = Directory::new(store, keytab, core_cfg);
-        tokio::task::spawn_blocking(move || serve_loop(dir, &sock, &stop, &stats))
+        let limits = RateLimit {
+            burst: cfg.limits.burst,
+            per_second: cfg.limits.per_second,
+            max_sources: cfg.limits.max_sources,
+        };
+        let retention = Duration::from_secs(cfg.directory.audit_retention_days * 86_400);
+        tokio::task::spawn_blocking(move || {
+            serve_loop(dir, &sock, &stop, &stats, limits, retention)
+        })
     };
     shutdown.cancelled().await;
     stop.store(true, Ordering::Relaxed);
@@ -273,10 +288,26 @@ fn serve_loop<S: DirectoryStore, K: roamgate_krb::ap::ServiceKeys>(
     mut dir: Directory<S, K>,
     sock: &UdpSocket,
     stop: &AtomicBool,
-    stats: &Mutex<Stats>,
+    stats: &Mutex<(Stats, u64)>,
+    limits: RateLimit,
+    retention: Duration,
 ) -> anyhow::Result<()> {
     let mut buf = vec![0u8; MAX_MESSAGE + 1];
+    let mut sources = SourceLimiter::new(limits);
+    let mut rate_limited = 0u64;
+    let mut next_prune = SystemTime::now();
     while !stop.load(Ordering::Relaxed) {
+        if !retention.is_zero() && SystemTime::now() >= next_prune {
+            next_prune = SystemTime::now() + AUDIT_PRUNE_EVERY;
+            match dir.store().audit_prune(SystemTime::now() - retention) {
+                Ok(0) => {}
+                Ok(n) => info!(
+                    removed = n,
+                    "directory: audit entries past their retention removed"
+                ),
+                Err(e) => warn!(error = %e, "directory: pruning the audit log failed"),
+            }
+        }
         let (n, peer) = match sock.recv_from(&mut buf) {
             Ok(r) => r,
             Err(e)
@@ -292,6 +323,13 @@ fn serve_loop<S: DirectoryStore, K: roamgate_krb::ap::ServiceKeys>(
                 continue;
             }
         };
+        // Over its source's limit: no answer and no audit row, so that a
+        // flood cannot grow the audit table faster than the limit.
+        if !sources.allow(peer.ip(), SystemTime::now()) {
+            rate_limited += 1;
+            stats.lock().unwrap_or_else(|p| p.into_inner()).1 = rate_limited;
+            continue;
+        }
         let h = dir.handle(&buf[..n], SystemTime::now());
         match &h.outcome {
             Outcome::Served { code, client } => {
@@ -313,7 +351,7 @@ fn serve_loop<S: DirectoryStore, K: roamgate_krb::ap::ServiceKeys>(
                 warn!(%peer, error = %e, "directory: send failed");
             }
         }
-        *stats.lock().unwrap_or_else(|p| p.into_inner()) = dir.stats();
+        *stats.lock().unwrap_or_else(|p| p.into_inner()) = (dir.stats(), rate_limited);
     }
     Ok(())
 }
@@ -455,11 +493,15 @@ mod tests {
 
     #[test]
     fn metrics_text_names_every_counter() {
-        let t = prometheus(&Stats {
-            served: 3,
-            ..Default::default()
-        });
+        let t = prometheus(
+            &Stats {
+                served: 3,
+                ..Default::default()
+            },
+            7,
+        );
         assert!(t.contains("roamgate_directory_served_total 3"));
+        assert!(t.contains("roamgate_directory_rate_limited_total 7"));
         assert!(t.contains("roamgate_directory_refused_not_authorised_total 0"));
     }
 
@@ -527,6 +569,9 @@ mod tests {
             .unwrap()
             .port();
         c.directory.listen = SocketAddr::from(([127, 0, 0, 1], port));
+        c.limits.burst = 3;
+        c.limits.per_second = 1;
+        let db_path = c.directory.database.clone();
         run(
             &c,
             &[
@@ -583,7 +628,31 @@ mod tests {
             ),
             "{rb:?}"
         );
+
+        // A burst from one source past its limit: one token is left, the
+        // rest get no answer and no audit row.
+        let a2 = ticket("unit-a@EXAMPLE.ORG");
+        let answered = tokio::task::spawn_blocking(move || {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            for _ in 0..6 {
+                let (req, _) = build_request(&a2, code, SystemTime::now()).unwrap();
+                sock.send_to(&req, listen).unwrap();
+            }
+            let mut buf = vec![0u8; MAX_MESSAGE];
+            let mut n = 0;
+            while sock.recv_from(&mut buf).is_ok() {
+                n += 1;
+            }
+            n
+        })
+        .await
+        .unwrap();
+        assert_eq!(answered, 1, "burst 3, two spent, refill 1/s");
         shutdown.cancel();
         server.await.unwrap().unwrap();
+        let audit = SqliteStore::open(&db_path).unwrap().audit_log(100).unwrap();
+        assert_eq!(audit.len(), 3, "{audit:?}");
     }
 }
