@@ -461,8 +461,43 @@ fn open_plane(cfg: &ProxyManagerFile) -> anyhow::Result<SharedPlane> {
     })
 }
 
+/// Each proxy holds a UDP socket: raise the soft limit on open files to
+/// the hard one, and say how many proxies that allows.
+fn raise_nofile_limit(max_units: usize) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    // A few dozen descriptors go to the process itself.
+    let room = usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX).saturating_sub(64);
+    if room < max_units {
+        warn!(
+            open_files = lim.rlim_cur,
+            max_units,
+            "the open-file limit allows about {room} proxies (one UDP socket each); raise \
+             LimitNOFILE (systemd) or `ulimit -Hn`, or lower proxy_manager.max_units"
+        );
+    }
+}
+
 /// Serves until `shutdown`; then every proxy deregisters and stops.
 pub async fn run(cfg: ProxyManagerFile, shutdown: CancellationToken) -> anyhow::Result<()> {
+    raise_nofile_limit(cfg.proxy_manager.max_units);
     let keytab = Keytab::load(&cfg.kerberos.keytab)
         .with_context(|| format!("reading keytab {}", cfg.kerberos.keytab.display()))?;
     let service = cfg.service()?;
