@@ -42,19 +42,7 @@ const MN_HA_KEYS: [&[u8]; 2] = [b"first node's MN-HA key", b"second node's MN-HA
 
 /// The newest key per etype of `who` in `kt`.
 fn client_secret(kt: &Keytab, who: &Principal) -> client::ClientSecret {
-    let mut keys: Vec<(u32, roamgate_krb_crypto::Key)> = Vec::new();
-    for e in kt
-        .entries
-        .iter()
-        .filter(|e| roamgate_krb::keytab::same_principal(&e.principal, who))
-    {
-        match keys.iter_mut().find(|(_, k)| k.etype() == e.key.etype()) {
-            Some(slot) if slot.0 < e.kvno => *slot = (e.kvno, e.key.clone()),
-            Some(_) => {}
-            None => keys.push((e.kvno, e.key.clone())),
-        }
-    }
-    client::ClientSecret::Keys(keys.into_iter().map(|(_, k)| k).collect())
+    client::ClientSecret::Keys(kt.newest_keys(who))
 }
 
 async fn wait_until(

@@ -57,6 +57,8 @@ pub enum StateError {
     Version { path: PathBuf, version: u32 },
     #[error("the system random source failed")]
     Random,
+    #[error("the keytab has no key of a supported etype (17-20) for {0}")]
+    NoKeys(Principal),
 }
 
 /// A unit's identity and long-term keys. Debug shows the keys' etypes only
@@ -116,6 +118,27 @@ impl UnitState {
         // first rather than panic inside it.
         rng.fill(&mut [0u8; 1]).map_err(|_| StateError::Random)?;
         let keys = Etype::ALL.iter().map(|&e| (1, Key::random(e))).collect();
+        Ok(Self {
+            identity,
+            principal,
+            keys,
+        })
+    }
+
+    /// A fresh identity code with keys the KDC made (an MIT realm, whose
+    /// `kadmin ktadd -norandkey` exports them): the newest key per etype of
+    /// `principal` in `keytab`.
+    pub fn from_keytab(principal: Principal, keytab: &Keytab) -> Result<Self, StateError> {
+        let rng = SystemRandom::new();
+        let identity = IdentityCode::generate(&rng).map_err(|_| StateError::Random)?;
+        let keys: Vec<(u32, Key)> = Etype::ALL
+            .iter()
+            .filter_map(|&e| keytab.find(&principal, Some(e), None))
+            .map(|e| (e.kvno, e.key.clone()))
+            .collect();
+        if keys.is_empty() {
+            return Err(StateError::NoKeys(principal));
+        }
         Ok(Self {
             identity,
             principal,

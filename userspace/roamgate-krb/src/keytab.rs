@@ -235,6 +235,15 @@ impl Keytab {
         best
     }
 
+    /// The newest key (highest kvno) per supported etype of `principal`,
+    /// strongest etype first: a client's long-term secret.
+    pub fn newest_keys(&self, principal: &Principal) -> Vec<Key> {
+        Etype::ALL
+            .into_iter()
+            .filter_map(|e| self.find(principal, Some(e), None).map(|k| k.key.clone()))
+            .collect()
+    }
+
     /// Every supported key of `principal`, in file order.
     pub fn keys_for<'a>(
         &'a self,

@@ -18,6 +18,7 @@ pub mod identification;
 pub mod journal;
 pub mod kerberos;
 pub mod mobile_node;
+pub mod rate_limit;
 pub mod tunnel_key;
 pub mod wire;
 

@@ -748,6 +748,38 @@ fn deregistration_removes_everything_at_both_ends() {
     assert_eq!(w.ha.binding_count(), 0);
 }
 
+/// RFC 5944 §3.8.3.1: a deregistration names the care-of address it ends.
+/// A unit's old proxy deregistering after the unit moved (its binding now
+/// has the new care-of address) must not cut the new one.
+#[test]
+fn deregistration_of_an_old_care_of_address_keeps_the_new_binding() {
+    let mut w = world();
+    let now = t0();
+    register(&mut w, COA_B, now);
+    let mut r = repr_at(now + secs(1), HOME);
+    r.lifetime = 0;
+    r.care_of_address = COA_A;
+    let out =
+        w.ha.handle_request(&request(r, &[]), IpAddr::V4(COA_A), now + secs(1));
+    assert_eq!(out.code, Some(0), "accepted: there is nothing to delete");
+    assert!(out.actions.is_empty(), "{:?}", out.actions);
+    assert!(
+        !out.journal.contains(&JournalOp::RemoveBinding(HOME)),
+        "{:?}",
+        out.journal
+    );
+    assert_eq!(w.ha.binding(HOME).unwrap().care_of, COA_B);
+    assert_eq!(w.ha.stats().deregistered_stale, 1);
+    // The current care-of address still ends it.
+    let mut r = repr_at(now + secs(2), HOME);
+    r.lifetime = 0;
+    r.care_of_address = COA_B;
+    let out =
+        w.ha.handle_request(&request(r, &[]), IpAddr::V4(COA_B), now + secs(2));
+    assert_eq!(out.code, Some(0));
+    assert_eq!(w.ha.binding_count(), 0);
+}
+
 #[test]
 fn binding_expires_at_the_home_agent() {
     let mut w = world();

@@ -88,6 +88,27 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::directory::DirectoryCommand,
     },
+    /// A handset or laptop: create its identity, switch on through a base
+    /// station, switch off, ask its proxy's state.
+    Unit {
+        #[command(subcommand)]
+        command: crate::unit::UnitCommand,
+    },
+    /// A base station: relays units' attach frames to its domain's proxy
+    /// manager and the answers back (docs/attach.md §4).
+    BaseStation {
+        /// TOML configuration (see config/base-station.toml).
+        #[arg(long, short, value_name = "FILE")]
+        config: std::path::PathBuf,
+    },
+    /// The proxy manager: verifies units' switch-ons, fetches their
+    /// initiating information from the directory in their name, and runs one
+    /// proxy (a Mobile IP mobile node) per unit (docs/attach.md §6.3).
+    ProxyManager {
+        /// TOML configuration (see config/proxy-manager.toml).
+        #[arg(long, short, value_name = "FILE")]
+        config: std::path::PathBuf,
+    },
     /// Kerberos client tools: kinit, kvno, klist.
     Krb {
         #[command(subcommand)]

@@ -1,5 +1,6 @@
 //! roamgate control plane: the roles of the `roamgate` binary as a library.
 
+pub mod base_station;
 pub mod cli;
 pub mod config;
 pub mod counters_cmd;
@@ -11,4 +12,6 @@ pub mod logging;
 pub mod metrics;
 pub mod mobile_node;
 pub mod platform;
+pub mod proxy_manager;
 pub mod tunnel;
+pub mod unit;

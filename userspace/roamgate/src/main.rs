@@ -87,5 +87,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Krb { command } => roamgate_krb::cli::krb::run(command).await,
         Command::Directory { command } => roamgate::directory::run(command).await,
+        Command::Unit { command } => roamgate::unit::run(command).await,
+        Command::ProxyManager { config } => {
+            let cfg = roamgate::proxy_manager::config::ProxyManagerFile::load(&config)?;
+            logging::init(cfg.log.format, &cfg.log.level);
+            gateway::require_root()?;
+            let shutdown = CancellationToken::new();
+            gateway::cancel_on_signals(shutdown.clone())?;
+            roamgate::proxy_manager::run(cfg, shutdown).await
+        }
+        Command::BaseStation { config } => {
+            let cfg = roamgate::base_station::BaseStationFile::load(&config)?;
+            logging::init(cfg.log.format, &cfg.log.level);
+            let shutdown = CancellationToken::new();
+            gateway::cancel_on_signals(shutdown.clone())?;
+            roamgate::base_station::run(cfg, shutdown).await
+        }
     }
 }

@@ -37,13 +37,18 @@ pub struct KeyArgs {
     /// Read the password from the first line of stdin.
     #[arg(
         long,
-        conflicts_with = "random_key",
-        required_unless_present = "random_key"
+        conflicts_with_all = ["random_key", "keytab"],
+        required_unless_present_any = ["random_key", "keytab"]
     )]
     password_stdin: bool,
     /// Random keys (for services).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "keytab")]
     random_key: bool,
+    /// Take the principal's keys from this keytab (the newest kvno per
+    /// etype), e.g. a unit's own from `roamgate unit export-keytab`: the
+    /// key was made on the unit and never leaves it and the KDC.
+    #[arg(long, value_name = "FILE")]
+    keytab: Option<PathBuf>,
     /// Comma-separated etypes (numbers or MIT names); default all of
     /// 20, 18, 19, 17.
     #[arg(long, value_delimiter = ',')]
@@ -54,9 +59,22 @@ impl KeyArgs {
     /// Calls `f` with the keys to derive and the etypes to derive them for.
     fn with_keys<T>(
         &self,
+        principal: &Principal,
         f: impl FnOnce(NewKeys<'_>, Vec<Etype>) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        let etypes = parse_etypes(&self.etypes)?;
+        let mut etypes = parse_etypes(&self.etypes)?;
+        if let Some(path) = &self.keytab {
+            let kt = crate::keytab::Keytab::load(path)
+                .with_context(|| format!("reading keytab {}", path.display()))?;
+            let keys = kt.newest_keys(principal);
+            if keys.is_empty() {
+                bail!("keytab {} has no key for {principal}", path.display());
+            }
+            if self.etypes.is_empty() {
+                etypes = keys.iter().map(|k| k.etype()).collect();
+            }
+            return f(NewKeys::Given(&keys), etypes);
+        }
         if self.password_stdin {
             let pw = read_password()?;
             f(NewKeys::Password(pw.as_bytes()), etypes)
@@ -209,7 +227,7 @@ pub async fn run(cmd: KdcCommand) -> anyhow::Result<()> {
             if no_preauth {
                 flags &= !PrincipalFlags::REQUIRES_PREAUTH;
             }
-            keys.with_keys(|new, etypes| {
+            keys.with_keys(&p, |new, etypes| {
                 let opts = NewPrincipal {
                     etypes,
                     flags: PrincipalFlags(flags),
@@ -224,7 +242,8 @@ pub async fn run(cmd: KdcCommand) -> anyhow::Result<()> {
         KdcCommand::ChangeKeys { store, name, keys } => {
             let store = store.open()?;
             let p = principal_in(&store, &name)?;
-            let kvno = keys.with_keys(|new, etypes| Ok(store.change_keys(&p, new, &etypes)?))?;
+            let kvno =
+                keys.with_keys(&p, |new, etypes| Ok(store.change_keys(&p, new, &etypes)?))?;
             println!("{p}: new keys at kvno {kvno}");
             Ok(())
         }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
-use roamgate_krb_crypto::{Etype, Key};
+use roamgate_krb_crypto::Key;
 use zeroize::Zeroizing;
 
 use crate::ccache::{CCache, CCacheError};
@@ -176,10 +176,7 @@ fn keytab_keys(path: &Path, client: &Principal) -> anyhow::Result<Vec<Key>> {
         }
         other => anyhow!("corrupt keytab {}: {other}", path.display()),
     })?;
-    let keys: Vec<Key> = Etype::ALL
-        .into_iter()
-        .filter_map(|e| kt.find(client, Some(e), None).map(|k| k.key.clone()))
-        .collect();
+    let keys = kt.newest_keys(client);
     if keys.is_empty() {
         bail!(
             "keytab {} has no key for {client} of a supported etype (17, 18, 19, 20)",
@@ -340,6 +337,7 @@ pub fn klist_text(cc: &CCache, path: &Path) -> String {
 mod tests {
     use super::*;
     use crate::ap::tests::{assert_same_credential, at, issue};
+    use roamgate_krb_crypto::Etype;
 
     #[test]
     fn ccache_round_trip_of_a_credential() {

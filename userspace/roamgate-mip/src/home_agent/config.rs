@@ -51,28 +51,7 @@ pub struct NodeConfig {
 ///   answered only while their source has tokens, so a forged or replayed
 ///   flood buys no more than `burst` replies per source, and cannot spend
 ///   a genuine node's budget even from the node's own care-of address.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RateLimit {
-    /// Requests a node (or a source of unverified requests) may send at
-    /// once.
-    pub burst: u32,
-    /// Sustained requests per second.
-    pub per_second: u32,
-    /// Sources of unverified requests tracked at most; when full, such
-    /// requests from new sources get no reply until idle ones are
-    /// forgotten.
-    pub max_sources: usize,
-}
-
-impl Default for RateLimit {
-    fn default() -> Self {
-        Self {
-            burst: 20,
-            per_second: 10,
-            max_sources: 65_536,
-        }
-    }
-}
+pub use crate::rate_limit::RateLimit;
 
 /// Home agent configuration.
 #[derive(Debug, Clone)]

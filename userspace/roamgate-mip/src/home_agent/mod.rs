@@ -53,7 +53,6 @@ use crate::wire::MAX_MESSAGE_LEN;
 use crate::{Action, Role};
 
 mod config;
-mod rate_limit;
 mod request;
 mod rollback;
 
@@ -65,7 +64,7 @@ pub use config::{
 };
 pub use rollback::Undo;
 
-use rate_limit::{Bucket, SourceLimiter};
+use crate::rate_limit::{Bucket, SourceLimiter};
 
 /// Replaced tunnels a node may have waiting for their grace period.
 pub const MAX_RETIRING_PER_NODE: usize = 4;
@@ -127,6 +126,9 @@ pub struct Outcome {
 pub struct Stats {
     pub accepted: u64,
     pub deregistered: u64,
+    /// Deregistrations of a care-of address the binding no longer has
+    /// (accepted, nothing removed).
+    pub deregistered_stale: u64,
     pub rejected: u64,
     pub dropped: u64,
     pub expired: u64,

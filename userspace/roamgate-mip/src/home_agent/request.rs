@@ -250,7 +250,20 @@ impl HomeAgent {
     fn deregister(&mut self, v: &Verified<'_>, now: SystemTime, out: &mut Outcome) {
         let repr = &v.parsed.repr;
         out.undo = Some(self.undo_point(repr, v.spi, true));
-        self.remove_binding(repr.home_address, out);
+        // RFC 5944 §3.8.3.1: lifetime 0 with a care-of address deletes the
+        // binding *for that care-of address*; the home address as care-of
+        // deletes them all. A node's old proxy deregistering its old care-of
+        // after the node moved must not remove the new binding.
+        let stale = repr.care_of_address != repr.home_address
+            && self
+                .bindings
+                .get(&repr.home_address)
+                .is_some_and(|b| b.care_of != repr.care_of_address);
+        if stale {
+            self.stats.deregistered_stale += 1;
+        } else {
+            self.remove_binding(repr.home_address, out);
+        }
         self.stats.deregistered += 1;
         self.reply(out, repr, Some(v.spi), code::ACCEPTED, 0, now);
     }

@@ -129,6 +129,8 @@ pub struct Metrics {
     pub requests: u64,
     pub accepted: u64,
     pub deregistered: u64,
+    /// Deregistrations of a care-of address the binding no longer has.
+    pub deregistered_stale: u64,
     pub rejected: u64,
     pub dropped: u64,
     pub expired: u64,
@@ -160,6 +162,7 @@ impl Metrics {
         c("requests", self.requests);
         c("accepted", self.accepted);
         c("deregistered", self.deregistered);
+        c("deregistered_stale", self.deregistered_stale);
         c("rejected", self.rejected);
         c("dropped", self.dropped);
         c("expired", self.expired);
@@ -541,6 +544,7 @@ impl Engine {
         let after = self.core.stats();
         self.metrics.accepted = after.accepted;
         self.metrics.deregistered = after.deregistered;
+        self.metrics.deregistered_stale = after.deregistered_stale;
         self.metrics.rejected = after.rejected;
         self.metrics.dropped = after.dropped;
         self.metrics.expired = after.expired;

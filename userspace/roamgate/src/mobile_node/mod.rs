@@ -107,7 +107,7 @@ pub fn current_care_of(interfaces: &[String]) -> Option<Ipv4Addr> {
 
 /// Marks `names` as the node's inside in the data plane (only their frames
 /// from the home address are reverse-tunnelled); returns their ifindexes.
-fn mark_inside(maps: &mut Maps, names: &[String]) -> anyhow::Result<Vec<u32>> {
+pub fn mark_inside(maps: &mut Maps, names: &[String]) -> anyhow::Result<Vec<u32>> {
     let mut out = Vec::new();
     for name in names {
         let c = std::ffi::CString::new(name.as_str())
@@ -133,23 +133,11 @@ fn mark_inside(maps: &mut Maps, names: &[String]) -> anyhow::Result<Vec<u32>> {
 fn keytab_secret(path: &Path, client: &Principal) -> anyhow::Result<ClientSecret> {
     let kt = roamgate_krb::keytab::Keytab::load(path)
         .with_context(|| format!("reading keytab {}", path.display()))?;
-    let mut best: Vec<(u32, roamgate_krb_crypto::Key)> = Vec::new();
-    for e in &kt.entries {
-        if !roamgate_krb::keytab::same_principal(&e.principal, client) {
-            continue;
-        }
-        match best.iter_mut().find(|(_, k)| k.etype() == e.key.etype()) {
-            Some(slot) if slot.0 < e.kvno => *slot = (e.kvno, e.key.clone()),
-            Some(_) => {}
-            None => best.push((e.kvno, e.key.clone())),
-        }
-    }
-    if best.is_empty() {
+    let keys = kt.newest_keys(client);
+    if keys.is_empty() {
         anyhow::bail!("keytab {} has no key for {client}", path.display());
     }
-    Ok(ClientSecret::Keys(
-        best.into_iter().map(|(_, k)| k).collect(),
-    ))
+    Ok(ClientSecret::Keys(keys))
 }
 
 /// The credential source `[kerberos]` describes (a keytab).

@@ -24,7 +24,10 @@ use std::{
     collections::BTreeSet,
     net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant, SystemTime},
 };
 
@@ -267,6 +270,9 @@ pub struct NodeStatus {
     /// last accepted (seconds since the epoch).
     pub care_of_changed_at: f64,
     pub registered_at: f64,
+    /// When the accepted registration's granted lifetime ends (seconds
+    /// since the epoch; 0 before the first).
+    pub registration_expires: f64,
     /// When the service ticket for the home agent expires (seconds since
     /// the epoch).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -325,6 +331,7 @@ pub(super) fn write_status(path: Option<&Path>, s: &NodeStatus) {
 pub struct Node {
     spec: NodeSpec,
     status: watch::Sender<NodeStatus>,
+    deregister_on_stop: Arc<AtomicBool>,
 }
 
 impl Node {
@@ -334,7 +341,19 @@ impl Node {
             dataplane: spec.dataplane_name,
             ..NodeStatus::default()
         });
-        Self { spec, status }
+        Self {
+            spec,
+            status,
+            deregister_on_stop: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// Cleared before the shutdown token is cancelled, the node stops
+    /// without deregistering: its binding was (or is about to be) replaced
+    /// by a newer registration, which a deregistration could race. It still
+    /// removes its own entries from the plane.
+    pub fn deregister_on_stop(&self) -> Arc<AtomicBool> {
+        self.deregister_on_stop.clone()
     }
 
     /// The node's status, updated on every change while it runs.
@@ -346,7 +365,11 @@ impl Node {
     /// renews, and on `shutdown` deregisters and removes its entries from
     /// the plane.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<NodeReport> {
-        let Node { spec, status } = self;
+        let Node {
+            spec,
+            status,
+            deregister_on_stop,
+        } = self;
         let id = &spec.identity;
         let credential = {
             let mut delay = TICKET_FIRST_RETRY;
@@ -496,7 +519,7 @@ impl Node {
 
         // Deregister and wait briefly for the reply.
         let mut deregistration = Deregistration::NotNeeded;
-        if care_of.is_some() {
+        if care_of.is_some() && deregister_on_stop.load(Ordering::Relaxed) {
             match d.core.deregister(SystemTime::now()) {
                 Ok(out) => d.run_output(out, true).await,
                 Err(e) => warn!(error = %e, "building the deregistration"),
@@ -611,6 +634,7 @@ impl Running {
                     self.status.send_modify(|s| {
                         s.registrations += 1;
                         s.registered_at = epoch_secs();
+                        s.registration_expires = s.registered_at + f64::from(lifetime);
                         s.deregistered = false;
                         s.registration_ms.push(ms);
                         if s.registration_ms.len() > 256 {

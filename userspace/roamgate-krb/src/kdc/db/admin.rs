@@ -24,6 +24,11 @@ impl SqliteDb {
                     NewKeys::Password(pw) => Key::from_password(etype, pw, &salt, Some(&s2kparams))
                         .map_err(DbError::StringToKey)?,
                     NewKeys::Random => Key::random(etype),
+                    NewKeys::Given(keys) => keys
+                        .iter()
+                        .find(|k| k.etype() == etype)
+                        .cloned()
+                        .ok_or(DbError::MissingKey(etype))?,
                 };
                 Ok(KeyEntry {
                     kvno,

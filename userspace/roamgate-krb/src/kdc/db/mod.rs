@@ -77,6 +77,8 @@ pub enum DbError {
     NotInitialized(PathBuf),
     #[error("principal {0} already exists")]
     PrincipalExists(String),
+    #[error("no {0:?} key among the given keys; export every etype asked for, or pass --etypes")]
+    MissingKey(roamgate_krb_crypto::Etype),
     #[error("principal {0} not found")]
     PrincipalNotFound(String),
     #[error("principal {principal} belongs to realm {found}, the database serves {expected}")]

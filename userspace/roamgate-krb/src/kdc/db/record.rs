@@ -86,6 +86,9 @@ pub enum NewKeys<'a> {
     Password(&'a [u8]),
     /// Random keys.
     Random,
+    /// Keys made elsewhere (a unit's own, from its keytab export): one per
+    /// etype asked for.
+    Given(&'a [Key]),
 }
 
 impl fmt::Debug for NewKeys<'_> {
@@ -93,6 +96,7 @@ impl fmt::Debug for NewKeys<'_> {
         match self {
             NewKeys::Password(_) => f.write_str("Password(<redacted>)"),
             NewKeys::Random => f.write_str("Random"),
+            NewKeys::Given(k) => write!(f, "Given({} keys)", k.len()),
         }
     }
 }

@@ -158,3 +158,37 @@ fn cache_is_bounded() {
         assert!(c.cached() <= 100);
     }
 }
+
+/// A unit's own keys (made on the unit, exported as a keytab) are stored
+/// as given; an etype asked for but not given is refused, not invented.
+#[test]
+fn given_keys_are_stored_as_they_are() {
+    let dir = tmp();
+    let db = SqliteDb::create(&dir.path().join("kdc.sqlite"), "EXAMPLE.COM", None).unwrap();
+    let unit = Principal::parse("unit1@EXAMPLE.COM").unwrap();
+    let keys = vec![
+        Key::random(Etype::Aes256CtsHmacSha384192),
+        Key::random(Etype::Aes128CtsHmacSha196),
+    ];
+    let opts = NewPrincipal {
+        etypes: keys.iter().map(|k| k.etype()).collect(),
+        ..NewPrincipal::default()
+    };
+    db.add_principal(&unit, NewKeys::Given(&keys), &opts)
+        .unwrap();
+    let e = db.get(&unit).unwrap().unwrap();
+    assert_eq!(e.keys.len(), 2);
+    for k in &keys {
+        assert_eq!(&e.key(k.etype()).unwrap().key, k);
+    }
+    let other = Principal::parse("unit2@EXAMPLE.COM").unwrap();
+    let opts = NewPrincipal {
+        etypes: vec![Etype::Aes256CtsHmacSha196],
+        ..NewPrincipal::default()
+    };
+    assert!(matches!(
+        db.add_principal(&other, NewKeys::Given(&keys), &opts),
+        Err(DbError::MissingKey(Etype::Aes256CtsHmacSha196))
+    ));
+    assert!(db.get(&other).unwrap().is_none());
+}

@@ -1,19 +1,41 @@
-//! Token buckets for the rate limit ([`RateLimit`]).
+//! Token buckets per source: the home agent's rate limit, and the attach
+//! roles' per-source limits (base station, proxy manager).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
-use super::config::RateLimit;
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Requests a node (or a source of unverified requests) may send at
+    /// once.
+    pub burst: u32,
+    /// Sustained requests per second.
+    pub per_second: u32,
+    /// Sources of unverified requests tracked at most; when full, such
+    /// requests from new sources get no reply until idle ones are
+    /// forgotten.
+    pub max_sources: usize,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            burst: 20,
+            per_second: 10,
+            max_sources: 65_536,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Bucket {
+pub struct Bucket {
     tokens: f64,
     last: SystemTime,
 }
 
 impl Bucket {
-    pub(super) fn full(cfg: &RateLimit, now: SystemTime) -> Self {
+    pub fn full(cfg: &RateLimit, now: SystemTime) -> Self {
         Self {
             tokens: f64::from(cfg.burst),
             last: now,
@@ -30,7 +52,7 @@ impl Bucket {
     }
 
     /// Takes a token; false when none is left.
-    pub(super) fn take(&mut self, cfg: &RateLimit, now: SystemTime) -> bool {
+    pub fn take(&mut self, cfg: &RateLimit, now: SystemTime) -> bool {
         self.refill(cfg, now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -40,7 +62,7 @@ impl Bucket {
         }
     }
 
-    fn is_full(&mut self, cfg: &RateLimit, now: SystemTime) -> bool {
+    pub fn is_full(&mut self, cfg: &RateLimit, now: SystemTime) -> bool {
         self.refill(cfg, now);
         self.tokens >= f64::from(cfg.burst)
     }
@@ -49,26 +71,30 @@ impl Bucket {
 /// One bucket per source address, for requests not (yet) proven authentic
 /// and fresh; the table holds at most `max_sources` sources.
 #[derive(Debug)]
-pub(super) struct SourceLimiter {
-    pub(super) cfg: RateLimit,
+pub struct SourceLimiter {
+    pub cfg: RateLimit,
     buckets: HashMap<IpAddr, Bucket>,
 }
 
 impl SourceLimiter {
-    pub(super) fn new(cfg: RateLimit) -> Self {
+    pub fn new(cfg: RateLimit) -> Self {
         Self {
             cfg,
             buckets: HashMap::new(),
         }
     }
 
-    pub(super) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.buckets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
     }
 
     /// Takes a token for `src`; false when it has none left or the table
     /// is full of active sources.
-    pub(super) fn allow(&mut self, src: IpAddr, now: SystemTime) -> bool {
+    pub fn allow(&mut self, src: IpAddr, now: SystemTime) -> bool {
         if !self.buckets.contains_key(&src) && self.buckets.len() >= self.cfg.max_sources {
             self.forget_idle(now);
             if self.buckets.len() >= self.cfg.max_sources {
@@ -83,7 +109,7 @@ impl SourceLimiter {
     }
 
     /// Forgets sources whose bucket is full again (they look new anyway).
-    pub(super) fn forget_idle(&mut self, now: SystemTime) {
+    pub fn forget_idle(&mut self, now: SystemTime) {
         let cfg = self.cfg;
         self.buckets.retain(|_, b| !b.is_full(&cfg, now));
     }

@@ -1,0 +1,690 @@
+//! `roamgate proxy-manager`: the IP managing unit (docs/attach.md §6.3).
+//!
+//! The I/O around the sans-IO core `roamgate_attach::ProxyManager`: relay
+//! frames from base stations on one UDP socket; the core's commands run as
+//! tokio tasks (a TGS request with the unit's forwarded TGT, a directory
+//! request); each unit's **proxy** is a [`Node`] of the mobile-node library,
+//! as a supervised task on the one XDP data plane all proxies share, with
+//! the care-of address of this host. The core decides; completions come
+//! back on a channel, tagged with their session, so a late one is stale.
+//!
+//! The forwarded TGTs and every ticket derived from them live in memory
+//! only, inside the core and the proxies' tasks, and go when the proxy
+//! stops (switch-off, silence, replacement).
+
+pub mod config;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    sync::{atomic::Ordering, Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{bail, Context as _};
+use roamgate_attach::{
+    proxy_manager::{Command, Event, KdcFailure, Output, Session, Stats, STEP_TIMEOUT},
+    wire::{Cause, MAX_FRAME_LEN},
+    ProxyManager, Verifier,
+};
+use roamgate_directory::{wire::MAX_MESSAGE, IdentityCode, UnitRecord};
+use roamgate_krb::{
+    client::{self, ClientError, Credential, KdcTransport},
+    keytab::Keytab,
+    Principal,
+};
+use roamgate_mip::auth::SecurityAssociation;
+use serde::Serialize;
+use tokio::{
+    net::UdpSocket,
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::{
+    dataplane::{maps::Maps, DataPlane},
+    mobile_node::{CareOfSource, Credentials, Identity, Node, NodeSpec, NodeStatus, Plane},
+};
+use config::ProxyManagerFile;
+
+/// What the I/O tasks report to the core's loop.
+#[derive(Debug)]
+enum Completion {
+    Ticket(Session, Box<Result<Credential, KdcFailure>>),
+    Directory(Session, Result<Vec<u8>, String>),
+    /// The proxy's registration was accepted (`first`: its first).
+    Registered {
+        unit: IdentityCode,
+        session: Session,
+        first: bool,
+        care_of: Ipv4Addr,
+        expires: SystemTime,
+    },
+    /// The proxy's task ended without being told to.
+    Failed {
+        unit: IdentityCode,
+        session: Session,
+        reason: String,
+    },
+}
+
+/// A running proxy.
+struct Proxy {
+    session: Session,
+    stop: CancellationToken,
+    deregister: Arc<std::sync::atomic::AtomicBool>,
+    done: JoinHandle<()>,
+    status: watch::Receiver<NodeStatus>,
+    home_address: Ipv4Addr,
+    principal: String,
+}
+
+/// The I/O side's settings, shared by the tasks it spawns.
+struct Io {
+    kdc: SocketAddr,
+    directory: SocketAddr,
+    directory_service: Principal,
+    home_agent_service: Principal,
+    care_of: Ipv4Addr,
+    plane: Plane,
+    proxy: config::ProxySection,
+    tunnel_mtu: u16,
+    tx: mpsc::UnboundedSender<Completion>,
+}
+
+/// Counters of the I/O side (the core counts the protocol).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct IoStats {
+    pub datagrams: u64,
+    pub oversized: u64,
+    pub send_errors: u64,
+    pub proxies_started: u64,
+    pub proxies_stopped: u64,
+    pub proxy_failures: u64,
+    pub deregistered_on_stop: u64,
+}
+
+fn kdc_failure(e: ClientError) -> KdcFailure {
+    match e {
+        ClientError::Transport(t) => KdcFailure::Unreachable(t.to_string()),
+        other => KdcFailure::Refused(other.to_string()),
+    }
+}
+
+impl Io {
+    fn directory_ticket(&self, session: Session, tgt: Box<Credential>) {
+        let (kdc, service, tx) = (self.kdc, self.directory_service.clone(), self.tx.clone());
+        tokio::spawn(async move {
+            let transport = KdcTransport::new(kdc.to_string());
+            let r = tokio::time::timeout(
+                STEP_TIMEOUT,
+                client::get_service_ticket(&transport, &tgt, service, SystemTime::now),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(ClientError::Transport(
+                    roamgate_krb::client::TransportError::Timeout {
+                        kdc: kdc.to_string(),
+                        timeout: STEP_TIMEOUT,
+                    },
+                ))
+            })
+            .map_err(kdc_failure);
+            let _ = tx.send(Completion::Ticket(session, Box::new(r)));
+        });
+    }
+
+    fn directory_request(&self, session: Session, bytes: Vec<u8>) {
+        let (dir, tx) = (self.directory, self.tx.clone());
+        tokio::spawn(async move {
+            let r = ask_directory(dir, &bytes).await;
+            let _ = tx.send(Completion::Directory(session, r));
+        });
+    }
+
+    fn start_proxy(
+        &self,
+        unit: IdentityCode,
+        session: Session,
+        record: &UnitRecord,
+        tgt: Credential,
+        previous: Option<Proxy>,
+    ) -> anyhow::Result<Proxy> {
+        let sa = SecurityAssociation::new(record.mip_spi, record.mip_key.expose())
+            .map_err(|e| anyhow::anyhow!("the directory's MIP SPI/key: {e}"))?;
+        let node = Node::new(NodeSpec {
+            identity: Identity {
+                home_address: record.home_address,
+                home_agent: record.home_agent,
+                security_association: sa,
+                lifetime: self.proxy.lifetime,
+                reverse_tunnel: self.proxy.reverse_tunnel,
+                co_located: true,
+                tunnel_grace: Duration::from_secs(self.proxy.tunnel_grace_secs),
+            },
+            credentials: Credentials::Tgt {
+                kdc: self.kdc,
+                tgt: Box::new(tgt),
+                service: self.home_agent_service.clone(),
+            },
+            care_of: CareOfSource::Fixed(self.care_of),
+            plane: self.plane.clone(),
+            tunnel_mtu: self.tunnel_mtu,
+            dataplane_name: "xdp",
+            status_file: None,
+        });
+        let stop = CancellationToken::new();
+        let deregister = node.deregister_on_stop();
+        let status = node.status();
+        let tx = self.tx.clone();
+        let (task_stop, mut watch_rx) = (stop.clone(), node.status());
+        let principal = record.principal.to_string();
+        let span = tracing::info_span!("proxy", code = %unit, session = session.0);
+        let done = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                // A replaced proxy clears its entries from the shared plane
+                // first: the new one installs the same home address.
+                if let Some(old) = previous {
+                    let _ = old.done.await;
+                }
+                let run = node.run(task_stop.clone());
+                tokio::pin!(run);
+                let mut seen = 0u64;
+                let mut watching = true;
+                loop {
+                    tokio::select! {
+                        r = &mut run => {
+                            if !task_stop.is_cancelled() {
+                                let reason = match r {
+                                    Ok(_) => "the proxy stopped by itself".to_owned(),
+                                    Err(e) => format!("{e:#}"),
+                                };
+                                let _ = tx.send(Completion::Failed { unit, session, reason });
+                            }
+                            break;
+                        }
+                        c = watch_rx.changed(), if watching => {
+                            if c.is_err() { watching = false; continue; }
+                            let s = watch_rx.borrow_and_update().clone();
+                            if s.registrations > seen && s.state == "registered" {
+                                let first = seen == 0;
+                                seen = s.registrations;
+                                let _ = tx.send(Completion::Registered {
+                                    unit,
+                                    session,
+                                    first,
+                                    care_of: s.care_of.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                                    expires: UNIX_EPOCH + Duration::from_secs_f64(s.registration_expires.max(0.0)),
+                                });
+                            }
+                        }
+                    }
+                }
+            },
+            span,
+        ));
+        Ok(Proxy {
+            session,
+            stop,
+            deregister,
+            done,
+            status,
+            home_address: record.home_address,
+            principal,
+        })
+    }
+}
+
+/// One directory request and its answer (from the directory's address).
+async fn ask_directory(dir: SocketAddr, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let any: SocketAddr = (Ipv4Addr::UNSPECIFIED, 0).into();
+    let sock = UdpSocket::bind(any)
+        .await
+        .map_err(|e| format!("binding a UDP socket: {e}"))?;
+    sock.send_to(bytes, dir)
+        .await
+        .map_err(|e| format!("sending to the directory at {dir}: {e}"))?;
+    let mut buf = vec![0u8; MAX_MESSAGE + 1];
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        match tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await {
+            Err(_) => {
+                return Err(format!(
+                    "no answer from the directory at {dir} within {} s",
+                    STEP_TIMEOUT.as_secs()
+                ))
+            }
+            Ok(Err(e)) => return Err(format!("the directory at {dir}: {e}")),
+            Ok(Ok((n, from))) if from == dir => return Ok(buf[..n].to_vec()),
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// The status file and `/metrics`: counters, and one line per proxy.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Report {
+    pub pid: u32,
+    pub proxies: usize,
+    pub in_progress: usize,
+    pub stats: serde_json::Value,
+    pub io: IoStats,
+    pub units: Vec<UnitLine>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitLine {
+    pub identity_code: String,
+    pub session: u64,
+    pub principal: String,
+    pub home_address: Ipv4Addr,
+    pub state: String,
+    pub care_of: Option<Ipv4Addr>,
+    pub registrations: u64,
+}
+
+fn stats_json(s: &Stats) -> serde_json::Value {
+    let mut refused = BTreeMap::new();
+    for (i, n) in s.refused.iter().enumerate() {
+        if *n > 0 {
+            let name = format!("{:?}", Cause::from_u8(i as u8));
+            refused.insert(name, *n);
+        }
+    }
+    serde_json::json!({
+        "switch_ons_ok": s.switch_ons_ok,
+        "refused_by_cause": refused,
+        "refused_busy_in_progress": s.refused_busy_in_progress,
+        "refused_busy_base_station": s.refused_busy_base_station,
+        "refused_busy_units": s.refused_busy_units,
+        "dropped": s.dropped,
+        "joined": s.joined,
+        "replaced": s.replaced,
+        "retries": s.retries,
+        "gave_up": s.gave_up,
+        "switched_off": s.switched_off,
+        "silence_timeouts": s.silence_timeouts,
+        "proxy_restarts": s.proxy_restarts,
+        "stale": s.stale,
+    })
+}
+
+impl Report {
+    pub fn prometheus(&self) -> String {
+        let mut out = String::new();
+        let mut c = |name: &str, v: u64| {
+            out.push_str(&format!(
+                "# TYPE roamgate_pm_{name}_total counter\nroamgate_pm_{name}_total {v}\n"
+            ))
+        };
+        if let Some(m) = self.stats.as_object() {
+            for (k, v) in m {
+                if let Some(n) = v.as_u64() {
+                    c(k, n);
+                }
+            }
+        }
+        let io = serde_json::to_value(&self.io).unwrap_or_default();
+        if let Some(m) = io.as_object() {
+            for (k, v) in m {
+                c(k, v.as_u64().unwrap_or(0));
+            }
+        }
+        out.push_str("# TYPE roamgate_pm_refused_total counter\n");
+        if let Some(m) = self.stats["refused_by_cause"].as_object() {
+            for (k, v) in m {
+                out.push_str(&format!(
+                    "roamgate_pm_refused_total{{cause=\"{k}\"}} {}\n",
+                    v.as_u64().unwrap_or(0)
+                ));
+            }
+        }
+        out.push_str(&format!(
+            "# TYPE roamgate_pm_proxies gauge\nroamgate_pm_proxies {}\n\
+             # TYPE roamgate_pm_in_progress gauge\nroamgate_pm_in_progress {}\n",
+            self.proxies, self.in_progress
+        ));
+        out
+    }
+}
+
+fn report(
+    core: &ProxyManager<Keytab>,
+    io: &IoStats,
+    proxies: &HashMap<IdentityCode, Proxy>,
+) -> Report {
+    let mut units: Vec<UnitLine> = proxies
+        .iter()
+        .map(|(code, p)| {
+            let s = p.status.borrow();
+            UnitLine {
+                identity_code: code.to_string(),
+                session: p.session.0,
+                principal: p.principal.clone(),
+                home_address: p.home_address,
+                state: s.state.clone(),
+                care_of: s.care_of,
+                registrations: s.registrations,
+            }
+        })
+        .collect();
+    units.sort_by(|a, b| a.identity_code.cmp(&b.identity_code));
+    Report {
+        pid: std::process::id(),
+        proxies: core.proxies(),
+        in_progress: core.in_progress(),
+        stats: stats_json(&core.stats()),
+        io: io.clone(),
+        units,
+    }
+}
+
+fn log_event(ev: &Event) {
+    match ev {
+        Event::Dropped { from, error } => debug!(%from, %error, "dropped a datagram"),
+        Event::Refused {
+            from,
+            unit,
+            cause,
+            error,
+        } => {
+            let unit = unit.map(|u| u.to_string());
+            warn!(%from, unit = unit.as_deref().unwrap_or("-"), ?cause, %error, "refused")
+        }
+        Event::Joined { unit, session } => {
+            debug!(%unit, session = session.0, "a resend joined the switch-on in progress")
+        }
+        Event::Retrying {
+            unit,
+            session,
+            step,
+            attempt,
+            reason,
+            ..
+        } => warn!(%unit, session = session.0, ?step, attempt, %reason, "retrying"),
+        Event::Attached {
+            unit,
+            session,
+            principal,
+        } => info!(%unit, session = session.0, %principal, "attached: proxy registered, ack sent"),
+        Event::Replaced { unit, old, new } => {
+            info!(%unit, old = old.0, new = new.0, "switched on again: the new proxy replaces the old")
+        }
+        Event::SwitchedOff { unit, session } => {
+            info!(%unit, session = session.0, "switched off: proxy deregisters and stops")
+        }
+        Event::SilenceTimeout { unit, session } => {
+            warn!(%unit, session = session.0, "unit silent past the timeout: proxy deregisters and stops")
+        }
+        Event::Stale { session } => debug!(session = session.0, "stale completion ignored"),
+    }
+}
+
+/// The data plane all proxies share.
+struct SharedPlane {
+    dp: Option<DataPlane>,
+    plane: Plane,
+    inside: Vec<u32>,
+}
+
+fn open_plane(cfg: &ProxyManagerFile) -> anyhow::Result<SharedPlane> {
+    let d = &cfg.dataplane;
+    let dp = if d.interfaces.is_empty() {
+        None
+    } else {
+        let mut dp = DataPlane::load(&d.pin_dir)?;
+        for i in &d.interfaces {
+            dp.attach(i, d.xdp_mode)
+                .with_context(|| format!("attaching XDP to {i} (dataplane.interfaces)"))?;
+            info!(interface = %i, "XDP attached");
+        }
+        Some(dp)
+    };
+    let mut maps = Maps::open(&d.pin_dir).with_context(|| {
+        format!(
+            "opening the pinned maps in {} (dataplane.pin_dir); with dataplane.interfaces empty \
+             another process must have loaded them",
+            d.pin_dir.display()
+        )
+    })?;
+    let inside = crate::mobile_node::mark_inside(&mut maps, &d.inside_interfaces)?;
+    if inside.is_empty() {
+        warn!("no inside interface (dataplane.inside_interfaces): units' traffic is not tunnelled");
+    }
+    Ok(SharedPlane {
+        dp,
+        plane: Plane::shared_maps(maps),
+        inside,
+    })
+}
+
+/// Serves until `shutdown`; then every proxy deregisters and stops.
+pub async fn run(cfg: ProxyManagerFile, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let keytab = Keytab::load(&cfg.kerberos.keytab)
+        .with_context(|| format!("reading keytab {}", cfg.kerberos.keytab.display()))?;
+    let service = cfg.service()?;
+    if keytab.find(&service, None, None).is_none() {
+        bail!(
+            "keytab {} has no key for {service}; export it with `roamgate kdc export-keytab {service} --out {}`",
+            cfg.kerberos.keytab.display(),
+            cfg.kerberos.keytab.display()
+        );
+    }
+    let mut core = ProxyManager::new(Verifier::new(service.clone(), keytab), cfg.core());
+    let mut shared = open_plane(&cfg)?;
+    let sock = UdpSocket::bind(cfg.proxy_manager.listen)
+        .await
+        .with_context(|| format!("binding proxy_manager.listen {}", cfg.proxy_manager.listen))?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let io = Io {
+        kdc: cfg.kerberos.kdc,
+        directory: cfg.directory.address,
+        directory_service: cfg.directory_service()?,
+        home_agent_service: cfg.home_agent_service()?,
+        care_of: cfg.proxy_manager.care_of,
+        plane: shared.plane.clone(),
+        proxy: config::ProxySection {
+            lifetime: cfg.proxy.lifetime,
+            reverse_tunnel: cfg.proxy.reverse_tunnel,
+            tunnel_grace_secs: cfg.proxy.tunnel_grace_secs,
+        },
+        tunnel_mtu: cfg.dataplane.tunnel_mtu,
+        tx,
+    };
+    info!(listen = %sock.local_addr()?, %service, care_of = %io.care_of, kdc = %io.kdc, directory = %io.directory, "proxy manager ready");
+
+    let published = Arc::new(Mutex::new(Report::default()));
+    let mut tasks = tokio::task::JoinSet::new();
+    if !cfg.metrics.listen.is_empty() {
+        let listener = crate::metrics::bind(cfg.metrics.listen.parse()?).await?;
+        let p = published.clone();
+        let render: crate::metrics::Render =
+            Arc::new(move || p.lock().unwrap_or_else(|e| e.into_inner()).prometheus());
+        let stop = shutdown.clone();
+        tasks.spawn(async move { crate::metrics::serve(listener, render, stop).await });
+    }
+    let status_file = (!cfg.proxy_manager.status_file.is_empty())
+        .then(|| PathBuf::from(&cfg.proxy_manager.status_file));
+
+    let mut proxies: HashMap<IdentityCode, Proxy> = HashMap::new();
+    let mut stats = IoStats::default();
+    let mut tick =
+        tokio::time::interval(Duration::from_millis(cfg.proxy_manager.stats_interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut buf = vec![0u8; MAX_FRAME_LEN + 1];
+    loop {
+        let wake = core
+            .poll_timeout()
+            .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default())
+            .unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = sock.recv_from(&mut buf) => match r {
+                Ok((n, from)) => {
+                    stats.datagrams += 1;
+                    if n > MAX_FRAME_LEN {
+                        stats.oversized += 1;
+                    } else {
+                        core.handle_relay(&buf[..n], from, SystemTime::now());
+                    }
+                }
+                Err(e) => warn!(error = %e, "receive failed"),
+            },
+            Some(c) = rx.recv() => complete(&mut core, &mut proxies, &mut stats, c),
+            _ = tokio::time::sleep(wake) => core.handle_timeout(SystemTime::now()),
+            _ = tick.tick() => {
+                let r = report(&core, &stats, &proxies);
+                if let Some(p) = &status_file {
+                    if let Ok(text) = serde_json::to_string(&r) {
+                        if let Err(e) = crate::platform::fs::write_atomic(p, text.as_bytes(), 0o600) {
+                            debug!(error = %e, "status file");
+                        }
+                    }
+                }
+                *published.lock().unwrap_or_else(|e| e.into_inner()) = r;
+                continue;
+            }
+        }
+        while let Some(out) = core.poll_output() {
+            match out {
+                Output::Send { to, bytes } => {
+                    if let Err(e) = sock.try_send_to(&bytes, to) {
+                        stats.send_errors += 1;
+                        warn!(%to, error = %e, "sending to a base station failed");
+                    }
+                }
+                Output::Event(ev) => log_event(&ev),
+                Output::Command(cmd) => run_command(&io, &mut proxies, &mut stats, &mut core, cmd),
+            }
+        }
+    }
+
+    info!(proxies = proxies.len(), "stopping: every proxy deregisters");
+    for p in proxies.values() {
+        p.stop.cancel();
+    }
+    for (_, p) in proxies.drain() {
+        let _ = p.done.await;
+    }
+    if let Plane::Maps(maps) = &shared.plane {
+        let mut maps = maps.lock().unwrap_or_else(|p| p.into_inner());
+        for i in &shared.inside {
+            if let Err(e) = maps.unmark_inside(*i) {
+                warn!(ifindex = i, error = %e, "unmarking an inside interface");
+            }
+        }
+    }
+    if let Some(dp) = shared.dp.as_mut() {
+        for (i, r) in dp.detach_all() {
+            if let Err(e) = r {
+                warn!(interface = %i, error = %e, "detaching XDP");
+            }
+        }
+    }
+    if let Some(p) = &status_file {
+        let r = report(&core, &stats, &proxies);
+        if let Ok(text) = serde_json::to_string(&r) {
+            let _ = crate::platform::fs::write_atomic(p, text.as_bytes(), 0o600);
+        }
+    }
+    tasks.shutdown().await;
+    Ok(())
+}
+
+fn run_command(
+    io: &Io,
+    proxies: &mut HashMap<IdentityCode, Proxy>,
+    stats: &mut IoStats,
+    core: &mut ProxyManager<Keytab>,
+    cmd: Command,
+) {
+    match cmd {
+        Command::GetDirectoryTicket { session, tgt, .. } => io.directory_ticket(session, tgt),
+        Command::SendDirectoryRequest { session, bytes, .. } => {
+            io.directory_request(session, bytes)
+        }
+        Command::StartProxy {
+            unit,
+            session,
+            record,
+            tgt,
+            domain,
+        } => {
+            // A restart of the same unit's proxy replaces the old task
+            // without deregistering (the new one re-registers).
+            let previous = proxies.remove(&unit).inspect(|old| {
+                old.deregister.store(false, Ordering::Relaxed);
+                old.stop.cancel();
+            });
+            info!(%unit, session = session.0, home = %record.home_address, %domain, "starting the proxy");
+            match io.start_proxy(unit, session, &record, *tgt, previous) {
+                Ok(p) => {
+                    stats.proxies_started += 1;
+                    proxies.insert(unit, p);
+                }
+                Err(e) => {
+                    stats.proxy_failures += 1;
+                    core.proxy_failed(unit, session, format!("{e:#}"), SystemTime::now());
+                }
+            }
+        }
+        Command::StopProxy {
+            unit,
+            session,
+            deregister,
+        } => {
+            if proxies.get(&unit).is_some_and(|p| p.session == session) {
+                if let Some(p) = proxies.remove(&unit) {
+                    p.deregister.store(deregister, Ordering::Relaxed);
+                    p.stop.cancel();
+                    stats.proxies_stopped += 1;
+                    if deregister {
+                        stats.deregistered_on_stop += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn complete(
+    core: &mut ProxyManager<Keytab>,
+    proxies: &mut HashMap<IdentityCode, Proxy>,
+    stats: &mut IoStats,
+    c: Completion,
+) {
+    let now = SystemTime::now();
+    match c {
+        Completion::Ticket(session, r) => core.handle_ticket(session, *r, now),
+        Completion::Directory(session, r) => {
+            core.handle_directory(session, r.as_deref().map_err(Clone::clone), now)
+        }
+        Completion::Registered {
+            unit,
+            session,
+            first,
+            care_of,
+            expires,
+        } => {
+            if first {
+                core.proxy_started(unit, session);
+            }
+            core.proxy_registered(unit, session, care_of, expires);
+        }
+        Completion::Failed {
+            unit,
+            session,
+            reason,
+        } => {
+            if proxies.get(&unit).is_some_and(|p| p.session == session) {
+                proxies.remove(&unit);
+                stats.proxy_failures += 1;
+                warn!(%unit, session = session.0, %reason, "proxy failed");
+                core.proxy_failed(unit, session, reason, now);
+            }
+        }
+    }
+}
