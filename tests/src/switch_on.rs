@@ -43,8 +43,9 @@ use serde_json::{json, Value};
 
 use crate::{
     mobility::{
-        add_service, ha_bindings, home_network, in_netns, kill, percentile, read_json, roamgate_ok,
-        start_home_agent, start_kdc_serve, write_ha_config, write_private, HaNode, HA,
+        add_service, counters, delta, ha_bindings, home_network, in_netns, kill, percentile,
+        read_json, roamgate_ok, start_home_agent, start_kdc_serve, write_ha_config, write_private,
+        HaNode, HA,
     },
     netns::{roamgate_bin, root, wait_for, Topology},
     tunnel_net::read_pcap,
@@ -944,9 +945,21 @@ level = "info"
         std::thread::sleep(Duration::from_millis(400));
     }
 
-    /// cn pings `home`: (packets sent, received).
-    fn ping_home(&self, home: Ipv4Addr) -> anyhow::Result<(u32, u32)> {
-        let h = home.to_string();
+    fn pin(&self, d: &Domain) -> &Path {
+        if d.pm == HOME_DOMAIN.pm {
+            &self.pin_pm[0]
+        } else {
+            &self.pin_pm[1]
+        }
+    }
+
+    /// cn pings `u`'s home address five times while `u` is at `d`. Besides
+    /// the replies, `d`'s proxy manager's XDP must have decapsulated the
+    /// requests (the home agent tunnelled them) and encapsulated the
+    /// replies (the reverse tunnel: without it the replies would still
+    /// reach cn, routed straight to the home link).
+    fn reach(&self, u: &Unit, d: &Domain, c: &mut Checks) -> anyhow::Result<Value> {
+        let h = u.home.to_string();
         // The first exchange resolves every neighbour on the way.
         let _ = wait_for(&format!("cn -> {h}"), Duration::from_secs(5), || {
             Ok(self
@@ -955,11 +968,13 @@ level = "info"
                 .status
                 .success())
         });
+        let before = counters(self.pin(d))?;
         let out = self
             .topo
             .exec("cn", &["ping", "-c", "5", "-i", "0.2", "-W", "1", &h])?;
+        let after = counters(self.pin(d))?;
         let text = String::from_utf8_lossy(&out.stdout);
-        let num = |what: &str| -> u32 {
+        let num = |what: &str| -> u64 {
             text.lines()
                 .find(|l| l.contains("packets transmitted"))
                 .and_then(|l| {
@@ -970,7 +985,20 @@ level = "info"
                 })
                 .unwrap_or(0)
         };
-        Ok((num("transmitted"), num("received")))
+        let (tx, rx) = (num("transmitted"), num("received"));
+        let (decap, encap) = (
+            delta(&before, &after, "tunnel_decap"),
+            delta(&before, &after, "tunnel_encap"),
+        );
+        c.expect(
+            tx == 5 && rx == 5 && decap >= 5 && encap >= 5,
+            format!(
+                "cn -> {} at {}: {rx}/{tx} pings answered; {}'s XDP decapsulated {decap}, \
+                 encapsulated {encap}",
+                u.host, d.bs, d.pm
+            ),
+        );
+        Ok(json!({"pings": format!("{rx}/{tx}"), "decap": decap, "encap": encap}))
     }
 
     /// Sends `frame` from `host` to `d`'s base station; the answer, if one
@@ -1003,6 +1031,10 @@ fn unit_outcome(out: &std::process::Output) -> UnitRun {
         json: serde_json::from_str(stdout.trim()).unwrap_or(Value::Null),
         stderr: format!("{}{}", stdout, String::from_utf8_lossy(&out.stderr)),
     }
+}
+
+fn last_line(s: &str) -> &str {
+    s.trim().lines().last().unwrap_or_default()
 }
 
 fn hex(b: &[u8]) -> String {
@@ -1080,23 +1112,45 @@ struct Secrets {
     homes: Vec<Ipv4Addr>,
 }
 
+/// What tshark made of one capture.
+struct Decoded {
+    packets: u64,
+    /// Packets with a Kerberos, Mobile IP message.
+    kerberos: u64,
+    mip: u64,
+    /// Malformed packets and expert infos at warning level or above, one
+    /// line each as tshark lists them.
+    problems: Vec<String>,
+}
+
 /// (a) tshark decodes `file` with no malformed packet and no expert info
-/// at warning level or above: the offending packets, as tshark lists them.
-fn tshark_problems(file: &Path) -> anyhow::Result<(u64, Vec<String>)> {
-    let count = Command::new("tshark")
+/// at warning level or above.
+fn tshark_decode(file: &Path) -> anyhow::Result<Decoded> {
+    let all = Command::new("tshark")
         .arg("-r")
         .arg(file)
-        .args(["-T", "fields", "-e", "frame.number"])
+        .args(["-T", "fields", "-e", "frame.protocols"])
         .output()
         .context("running tshark")?;
-    if !count.status.success() {
+    if !all.status.success() {
         bail!(
             "tshark -r {}: {}",
             file.display(),
-            String::from_utf8_lossy(&count.stderr)
+            String::from_utf8_lossy(&all.stderr)
         );
     }
-    let packets = String::from_utf8_lossy(&count.stdout).lines().count() as u64;
+    let protocols = String::from_utf8_lossy(&all.stdout);
+    let with = |p: &str| {
+        protocols
+            .lines()
+            .filter(|l| l.split(':').any(|x| x == p))
+            .count() as u64
+    };
+    let (packets, kerberos, mip) = (
+        protocols.lines().count() as u64,
+        with("kerberos"),
+        with("mip"),
+    );
     // PI_WARN is 0x00600000 (epan/proto.h); errors are above it.
     let out = Command::new("tshark")
         .arg("-r")
@@ -1128,7 +1182,12 @@ fn tshark_problems(file: &Path) -> anyhow::Result<(u64, Vec<String>)> {
         .filter(|l| !l.trim().is_empty())
         .map(str::to_owned)
         .collect();
-    Ok((packets, problems))
+    Ok(Decoded {
+        packets,
+        kerberos,
+        mip,
+        problems,
+    })
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -1165,6 +1224,7 @@ fn check_pcaps(files: &[PathBuf], secrets: &Secrets, checks: &mut Checks) -> any
     let mut attach_payloads = 0usize;
     let mut directory_payloads = 0usize;
     let mut total_packets = 0u64;
+    let (mut total_kerberos, mut total_mip) = (0u64, 0u64);
     let mut dirty = 0usize;
     let mut leaks = Vec::new();
     for f in files {
@@ -1172,8 +1232,15 @@ fn check_pcaps(files: &[PathBuf], secrets: &Secrets, checks: &mut Checks) -> any
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let (packets, problems) = tshark_problems(f)?;
+        let Decoded {
+            packets,
+            kerberos,
+            mip,
+            problems,
+        } = tshark_decode(f)?;
         total_packets += packets;
+        total_kerberos += kerberos;
+        total_mip += mip;
         if !problems.is_empty() {
             dirty += 1;
         }
@@ -1209,10 +1276,14 @@ fn check_pcaps(files: &[PathBuf], secrets: &Secrets, checks: &mut Checks) -> any
         }
         per_file.insert(
             name,
-            json!({"packets": packets, "tshark_problems": problems.len()}),
+            json!({"packets": packets, "kerberos": kerberos, "mip": mip, "tshark_problems": problems.len()}),
         );
     }
     checks.expect(leaks.is_empty(), format!("in clear: {leaks:?}"));
+    checks.expect(
+        total_kerberos > 0 && total_mip > 0,
+        format!("tshark decoded {total_kerberos} Kerberos and {total_mip} Mobile IP packets"),
+    );
     checks.expect(
         attach_payloads > 0 && directory_payloads > 0,
         format!("captured {attach_payloads} attach and {directory_payloads} directory datagrams"),
@@ -1220,6 +1291,8 @@ fn check_pcaps(files: &[PathBuf], secrets: &Secrets, checks: &mut Checks) -> any
     Ok(json!({
         "files": per_file,
         "packets": total_packets,
+        "kerberos_packets": total_kerberos,
+        "mip_packets": total_mip,
         "files_with_tshark_problems": dirty,
         "secrets_checked": secrets.items.len(),
         "secrets_in_clear": leaks,
@@ -1307,12 +1380,7 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
     }
     let mut reach = serde_json::Map::new();
     for u in [&U1, &U2] {
-        let (tx, rx) = s.ping_home(u.home)?;
-        c.expect(
-            tx == 5 && rx == 5,
-            format!("cn -> {} at home: {rx}/{tx} pings answered", u.home),
-        );
-        reach.insert(format!("{}_home", u.host), json!(format!("{rx}/{tx}")));
+        reach.insert(format!("{}_home", u.host), s.reach(u, h, &mut c)?);
     }
 
     // 2. u1 moves to the foreign domain.
@@ -1355,12 +1423,7 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
             s.pm_status(f)
         ),
     );
-    let (tx, rx) = s.ping_home(U1.home)?;
-    c.expect(
-        tx == 5 && rx == 5,
-        format!("cn -> {} after the move: {rx}/{tx} pings answered", U1.home),
-    );
-    reach.insert("u1_foreign".into(), json!(format!("{rx}/{tx}")));
+    reach.insert("u1_foreign".into(), s.reach(&U1, f, &mut c)?);
 
     // 3. Attacks.
     // Replay: u1's first switch-on frame again, from u1, at home.
@@ -1491,6 +1554,7 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
     std::thread::sleep(Duration::from_millis(1500));
     s.start_directory("directory-2.log")?;
     let out = child.wait_with_output()?;
+    let directory_down_switch_on_s = started.elapsed().as_secs_f64();
     let down = unit_outcome(&out);
     let pm_log = s.log("pmh.log");
     let retry_lines: Vec<&str> = pm_log[pm_log_mark.min(pm_log.len())..]
@@ -1499,6 +1563,7 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
             let l = l.to_ascii_lowercase();
             l.contains("director") && (l.contains("retry") || l.contains("backoff"))
         })
+        .map(|l| l.split_once("proxy_manager: ").map_or(l, |(_, m)| m))
         .collect();
     c.expect(
         down.ok,
@@ -1593,11 +1658,15 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
         "switch_on_forged_rejected": switch_on_forged_rejected,
         "switch_on_replayed_rejected": switch_on_replayed_rejected,
         "switch_on_unknown_rejected": u64::from(unknown_rejected),
+        "switch_on_refusals": {
+            "impostor": last_line(&imp.stderr),
+            "unknown": last_line(&u3.stderr),
+        },
         "directory_unauthorised_rejected": directory_unauthorised_rejected,
         "directory_unauthorised_answers": dir_answers,
         "directory_down_switch_on_ok": down.ok,
-        "directory_down_switch_on_s": started.elapsed().as_secs_f64(),
-        "directory_down_retry_logged": retry_lines.len(),
+        "directory_down_switch_on_s": directory_down_switch_on_s,
+        "directory_down_retries_logged": retry_lines,
         "switch_on_reachability": reach,
         "moved_old_proxy_gone": old_proxy_gone,
         "switch_offs_ok": off_ok,
