@@ -5,6 +5,9 @@
 #   netns.sh veth NS1 IF1 CIDR1 NS2 IF2 CIDR2
 #                                           veth pair between two namespaces,
 #                                           addressed, up, TX checksum offload off
+#   netns.sh bridge NS BR CIDR              bridge BR in NS, addressed, up
+#   netns.sh port NS1 IF1 CIDR1 NS2 IF2 BR  veth pair: IF1 addressed in NS1,
+#                                           IF2 a port of bridge BR in NS2
 #   netns.sh route NS DEST VIA              add a route in NS
 #   netns.sh forward NS                     enable IPv4 forwarding in NS
 #   netns.sh destroy PREFIX                 delete every namespace named PREFIX*
@@ -31,6 +34,21 @@ veth)
     ip netns exec "$ns1" ethtool -K "$if1" tx off >/dev/null 2>&1 || true
     ip netns exec "$ns2" ethtool -K "$if2" tx off >/dev/null 2>&1 || true
     ;;
+bridge)
+    ip -n "$1" link add "$2" type bridge
+    ip -n "$1" addr add "$3" dev "$2"
+    ip -n "$1" link set "$2" up
+    ;;
+port)
+    ns1=$1 if1=$2 cidr1=$3 ns2=$4 if2=$5 br=$6
+    ip link add "$if1" netns "$ns1" type veth peer name "$if2" netns "$ns2"
+    ip -n "$ns1" addr add "$cidr1" dev "$if1"
+    ip -n "$ns2" link set "$if2" master "$br"
+    ip -n "$ns1" link set "$if1" up
+    ip -n "$ns2" link set "$if2" up
+    ip netns exec "$ns1" ethtool -K "$if1" tx off >/dev/null 2>&1 || true
+    ip netns exec "$ns2" ethtool -K "$if2" tx off >/dev/null 2>&1 || true
+    ;;
 route)
     ip -n "$1" route add "$2" via "$3"
     ;;
@@ -52,7 +70,7 @@ list)
     ip netns list | awk '{print $1}' | grep "^${1}" || true
     ;;
 *)
-    sed -n '2,12p' "$0" >&2
+    sed -n '2,15p' "$0" >&2
     exit 2
     ;;
 esac

@@ -7,4 +7,5 @@ pub mod mit;
 pub mod mobility;
 pub mod netns;
 pub mod rawbpf;
+pub mod switch_on;
 pub mod tunnel_net;

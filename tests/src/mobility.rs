@@ -76,7 +76,7 @@ pub fn spawn_in_netns<T: Send + 'static>(
     })
 }
 
-fn in_netns<T: Send + 'static>(
+pub(crate) fn in_netns<T: Send + 'static>(
     ns: &str,
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
@@ -312,23 +312,213 @@ fn window(streams: &[Stream; 2], from: [u32; 2], to: [u32; 2]) -> (f64, f64, u64
     (pct, gap.max(0.0), sent, lost)
 }
 
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::write(path, text)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(())
 }
 
-fn read_json(path: &Path) -> Value {
+pub(crate) fn read_json(path: &Path) -> Value {
     std::fs::read_to_string(path)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or(Value::Null)
 }
 
-fn kill(pid: u32, sig: i32) {
+pub(crate) fn kill(pid: u32, sig: i32) {
     // SAFETY: kill(2) on the pid of a child process we started.
     unsafe { libc::kill(pid as libc::pid_t, sig) };
+}
+
+/// The network both scenarios share, in a new topology tagged `tag`: the
+/// correspondent `cn` on the home link (10.1.0.0/24) and the KDC host `kdc`
+/// (10.1.1.0/24), both behind the home agent `ha`; its transit link to
+/// `tr` (192.0.2.0/24); and `tr`'s links to the two domains' gateways,
+/// `uplinks` = [(tr's interface, gateway host, its interface)], the first
+/// as 198.51.100.2/24, the second as 203.0.113.2/24. `hosts` are the other
+/// hosts to create.
+pub(crate) fn home_network(
+    tag: &str,
+    hosts: &[&str],
+    uplinks: [(&str, &str, &str); 2],
+) -> anyhow::Result<Topology> {
+    let mut topo = Topology::new(tag)?;
+    for h in ["cn", "kdc", "ha", "tr"].iter().chain(hosts) {
+        topo.add_host(h)?;
+    }
+    topo.link(("cn", "cn0", "10.1.0.2/24"), ("ha", "ha-cn", "10.1.0.1/24"))?;
+    topo.link(
+        ("kdc", "kdc0", "10.1.1.2/24"),
+        ("ha", "ha-kdc", "10.1.1.1/24"),
+    )?;
+    topo.link(
+        ("ha", "ha-tr", "192.0.2.1/24"),
+        ("tr", "tr-ha", "192.0.2.2/24"),
+    )?;
+    for ((tr_if, gw, gw_if), net) in uplinks.into_iter().zip(["198.51.100", "203.0.113"]) {
+        topo.link(
+            ("tr", tr_if, &format!("{net}.1/24")),
+            (gw, gw_if, &format!("{net}.2/24")),
+        )?;
+    }
+    Ok(topo)
+}
+
+/// Runs `roamgate ARGS` on the host; its stdout, or an error with its stderr.
+pub(crate) fn roamgate_ok(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(roamgate_bin()?).args(args).output()?;
+    if !out.status.success() {
+        bail!(
+            "roamgate {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Adds `principal` with a random key to the KDC database `db` and exports
+/// its keytab to `keytab`.
+pub(crate) fn add_service(db: &Path, principal: &str, keytab: &Path) -> anyhow::Result<()> {
+    let (db, kt) = (db.display().to_string(), keytab.display().to_string());
+    roamgate_ok(&[
+        "kdc",
+        "add-principal",
+        "--db",
+        &db,
+        principal,
+        "--random-key",
+    ])?;
+    roamgate_ok(&["kdc", "export-keytab", "--db", &db, principal, "--out", &kt])?;
+    Ok(())
+}
+
+/// Starts `roamgate kdc serve` on `listen` in `host`; waits until it listens.
+pub(crate) fn start_kdc_serve(
+    topo: &mut Topology,
+    host: &str,
+    db: &Path,
+    listen: &str,
+    log: &Path,
+) -> anyhow::Result<()> {
+    let mut cmd = Command::new(roamgate_bin()?);
+    cmd.args(["kdc", "serve", "--db"])
+        .arg(db)
+        .args(["--listen", listen]);
+    topo.spawn(host, cmd, Some(log))?;
+    wait_for("the KDC to listen", Duration::from_secs(10), || {
+        let out = topo.exec(host, &["ss", "-lnu"])?;
+        Ok(String::from_utf8_lossy(&out.stdout).contains(listen))
+    })
+}
+
+/// One `[[node]]` of a home agent's configuration.
+pub(crate) struct HaNode<'a> {
+    pub home_address: Ipv4Addr,
+    pub spi: u32,
+    pub key_file: &'a Path,
+    pub principal: &'a str,
+}
+
+/// Writes a home agent configuration to `cfg`: home link `ha-cn`, XDP on
+/// ha-cn and ha-tr, its service principal `mip/ha@realm`, and `nodes`.
+pub(crate) fn write_ha_config(
+    cfg: &Path,
+    dir: &Path,
+    realm: &str,
+    pin: &Path,
+    nodes: &[HaNode<'_>],
+) -> anyhow::Result<()> {
+    let mut text = format!(
+        r#"[home_agent]
+addresses = ["{HA}"]
+home_interface = "ha-cn"
+home_route_via = "192.0.2.2"
+state_dir = "{state}"
+stats_file = "{stats}"
+stats_interval_ms = 50
+rate_limit_burst = 50
+rate_limit_per_second = 50
+
+[kerberos]
+keytab = "{kt}"
+service = "mip/ha@{realm}"
+
+[dataplane]
+interfaces = ["ha-cn", "ha-tr"]
+pin_dir = "{pin}"
+
+[log]
+level = "info"
+"#,
+        state = dir.join("ha-state").display(),
+        stats = dir.join("ha-stats.json").display(),
+        kt = dir.join("ha.keytab").display(),
+        pin = pin.display(),
+    );
+    for n in nodes {
+        text.push_str(&format!(
+            "\n[[node]]\nhome_address = \"{}\"\nspi = {}\nkey_file = \"{}\"\nprincipal = \"{}\"\n",
+            n.home_address,
+            n.spi,
+            n.key_file.display(),
+            n.principal
+        ));
+    }
+    std::fs::write(cfg, text)?;
+    Ok(())
+}
+
+/// Starts `roamgate home-agent --config cfg` in `host`; waits until it
+/// writes its pid to `stats` (removed first).
+pub(crate) fn start_home_agent(
+    topo: &mut Topology,
+    host: &str,
+    cfg: &Path,
+    stats: &Path,
+    log: &Path,
+) -> anyhow::Result<usize> {
+    let _ = std::fs::remove_file(stats);
+    let mut cmd = Command::new(roamgate_bin()?);
+    cmd.arg("home-agent").arg("--config").arg(cfg);
+    let idx = topo.spawn(host, cmd, Some(log))?;
+    let pid = topo.child_mut(idx).id();
+    wait_for("the home agent to start", Duration::from_secs(20), || {
+        if let Some(st) = topo.child_mut(idx).try_wait()? {
+            bail!(
+                "home agent exited ({st}): {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        Ok(read_json(stats)["pid"].as_u64() == Some(u64::from(pid)))
+    })?;
+    Ok(idx)
+}
+
+/// The home agent's bindings (`roamgate bindings` over its pinned maps and
+/// journal).
+pub(crate) fn ha_bindings(pin: &Path, journal: &Path) -> anyhow::Result<Vec<Value>> {
+    let out = Command::new(roamgate_bin()?)
+        .args(["bindings", "--json", "--pin-dir"])
+        .arg(pin)
+        .arg("--journal")
+        .arg(journal)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "roamgate bindings: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    Ok(v.as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r["role"] == "home-agent")
+        .collect())
 }
 
 /// Sends `msg` to the home agent from `ns` and returns the reply code (None:
@@ -412,7 +602,7 @@ fn udp434(frames: &[Vec<u8>], ty: u8) -> Vec<(Vec<u8>, Vec<u8>)> {
         .collect()
 }
 
-fn counters(pin: &Path) -> anyhow::Result<Value> {
+pub(crate) fn counters(pin: &Path) -> anyhow::Result<Value> {
     let out = Command::new(roamgate_bin()?)
         .args(["counters", "--json", "--pin-dir"])
         .arg(pin)
@@ -426,7 +616,7 @@ fn counters(pin: &Path) -> anyhow::Result<Value> {
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-fn delta(a: &Value, b: &Value, k: &str) -> u64 {
+pub(crate) fn delta(a: &Value, b: &Value, k: &str) -> u64 {
     b[k].as_u64()
         .unwrap_or(0)
         .saturating_sub(a[k].as_u64().unwrap_or(0))
@@ -462,7 +652,7 @@ fn gateway_counters(a: &Value, b: &Value) -> Value {
     })
 }
 
-fn percentile(v: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(v: &[f64], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
@@ -635,27 +825,11 @@ impl Scenario {
     }
 
     pub fn build() -> anyhow::Result<Self> {
-        let mut topo = Topology::new("mip")?;
         let hosts = ["cn", "kdc", "ha", "tr", "gwa", "gwb", "mn", "app"];
-        for h in hosts {
-            topo.add_host(h)?;
-        }
-        topo.link(("cn", "cn0", "10.1.0.2/24"), ("ha", "ha-cn", "10.1.0.1/24"))?;
-        topo.link(
-            ("kdc", "kdc0", "10.1.1.2/24"),
-            ("ha", "ha-kdc", "10.1.1.1/24"),
-        )?;
-        topo.link(
-            ("ha", "ha-tr", "192.0.2.1/24"),
-            ("tr", "tr-ha", "192.0.2.2/24"),
-        )?;
-        topo.link(
-            ("tr", "tr-a", "198.51.100.1/24"),
-            ("gwa", "gwa-tr", "198.51.100.2/24"),
-        )?;
-        topo.link(
-            ("tr", "tr-b", "203.0.113.1/24"),
-            ("gwb", "gwb-tr", "203.0.113.2/24"),
+        let mut topo = home_network(
+            "mip",
+            &hosts[4..],
+            [("tr-a", "gwa", "gwa-tr"), ("tr-b", "gwb", "gwb-tr")],
         )?;
         topo.link(
             ("gwa", "gwa-mn", "10.2.0.1/24"),
@@ -672,15 +846,8 @@ impl Scenario {
         for h in ["ha", "tr", "gwa", "gwb", "mn"] {
             topo.forward(h)?;
         }
-        for h in hosts {
-            for k in ["all", "default"] {
-                topo.exec_ok(
-                    h,
-                    &["sysctl", "-qw", &format!("net.ipv4.conf.{k}.rp_filter=0")],
-                )?;
-            }
-        }
-        for (h, i) in [
+        topo.no_rp_filter(&hosts)?;
+        topo.tune_for_xdp(&[
             ("cn", "cn0"),
             ("ha", "ha-cn"),
             ("ha", "ha-tr"),
@@ -695,13 +862,7 @@ impl Scenario {
             ("mn", "mnb"),
             ("mn", "mn-app"),
             ("app", "app0"),
-        ] {
-            // Receivers of XDP-redirected frames need GRO (veth NAPI).
-            topo.exec_ok(h, &["ethtool", "-K", i, "gro", "on"])?;
-            // Locally generated packets would carry partial checksums that
-            // nobody completes once XDP has redirected them.
-            topo.exec_ok(h, &["ethtool", "-K", i, "tx", "off"])?;
-        }
+        ])?;
         for (h, i) in [
             ("cn", "cn0"),
             ("ha", "ha-cn"),
@@ -780,50 +941,13 @@ impl Scenario {
     /// Realm, principals, keytabs; the KDC serving in `kdc`.
     pub fn start_kdc(&mut self) -> anyhow::Result<()> {
         let db = self.path("kdc.db");
-        let run = |args: &[&str]| -> anyhow::Result<()> {
-            let out = Command::new(roamgate_bin()?).args(args).output()?;
-            if !out.status.success() {
-                bail!(
-                    "roamgate {}: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            Ok(())
-        };
         let dbs = db.display().to_string();
-        run(&["kdc", "init", "--realm", REALM, "--db", &dbs])?;
-        for p in [format!("mip/ha@{REALM}"), format!("mn@{REALM}")] {
-            run(&["kdc", "add-principal", "--db", &dbs, &p, "--random-key"])?;
+        roamgate_ok(&["kdc", "init", "--realm", REALM, "--db", &dbs])?;
+        for (p, kt) in [("mip/ha", "ha.keytab"), ("mn", "mn.keytab")] {
+            add_service(&db, &format!("{p}@{REALM}"), &self.path(kt))?;
         }
-        let ha_kt = self.path("ha.keytab").display().to_string();
-        let mn_kt = self.path("mn.keytab").display().to_string();
-        run(&[
-            "kdc",
-            "export-keytab",
-            "--db",
-            &dbs,
-            &format!("mip/ha@{REALM}"),
-            "--out",
-            &ha_kt,
-        ])?;
-        run(&[
-            "kdc",
-            "export-keytab",
-            "--db",
-            &dbs,
-            &format!("mn@{REALM}"),
-            "--out",
-            &mn_kt,
-        ])?;
-        let mut cmd = self.roamgate()?;
-        cmd.args(["kdc", "serve", "--db", &dbs, "--listen", "10.1.1.2:88"]);
         let log = self.path("kdc.log");
-        self.topo.spawn("kdc", cmd, Some(&log))?;
-        wait_for("the KDC to listen", Duration::from_secs(10), || {
-            let out = self.topo.exec("kdc", &["ss", "-lnu"])?;
-            Ok(String::from_utf8_lossy(&out.stdout).contains("10.1.1.2:88"))
-        })
+        start_kdc_serve(&mut self.topo, "kdc", &db, &format!("{KDC}:88"), &log)
     }
 
     pub fn start_gateways(&mut self) -> anyhow::Result<()> {
@@ -862,42 +986,18 @@ impl Scenario {
         let key = self.path("mn-ha.key");
         write_private(&key, MN_HA_KEY)?;
         let cfg = self.path("ha.toml");
-        std::fs::write(
+        let principal = format!("mn@{REALM}");
+        write_ha_config(
             &cfg,
-            format!(
-                r#"[home_agent]
-addresses = ["{HA}"]
-home_interface = "ha-cn"
-home_route_via = "192.0.2.2"
-state_dir = "{state}"
-stats_file = "{stats}"
-stats_interval_ms = 50
-rate_limit_burst = 50
-rate_limit_per_second = 50
-
-[kerberos]
-keytab = "{kt}"
-service = "mip/ha@{REALM}"
-
-[dataplane]
-interfaces = ["ha-cn", "ha-tr"]
-pin_dir = "{pin}"
-
-[[node]]
-home_address = "{HOME}"
-spi = 256
-key_file = "{key}"
-principal = "mn@{REALM}"
-
-[log]
-level = "info"
-"#,
-                state = self.path("ha-state").display(),
-                stats = self.path("ha-stats.json").display(),
-                kt = self.path("ha.keytab").display(),
-                pin = self.pin_ha.display(),
-                key = key.display(),
-            ),
+            self.dir.path(),
+            REALM,
+            &self.pin_ha,
+            &[HaNode {
+                home_address: HOME,
+                spi: 256,
+                key_file: &key,
+                principal: &principal,
+            }],
         )?;
         Ok(cfg)
     }
@@ -905,23 +1005,12 @@ level = "info"
     /// Starts (or restarts) the home agent; waits until it serves.
     pub fn start_ha(&mut self, n: usize) -> anyhow::Result<()> {
         let cfg = self.ha_config()?;
-        let stats = self.path("ha-stats.json");
-        let _ = std::fs::remove_file(&stats);
-        let mut cmd = self.roamgate()?;
-        cmd.arg("home-agent").arg("--config").arg(&cfg);
-        let log = self.path(&format!("ha-{n}.log"));
-        let idx = self.topo.spawn("ha", cmd, Some(&log))?;
-        self.ha_child = Some(idx);
-        let pid = self.topo.child_mut(idx).id();
-        wait_for("the home agent to start", Duration::from_secs(20), || {
-            if let Some(st) = self.topo.child_mut(idx).try_wait()? {
-                bail!(
-                    "home agent exited ({st}): {}",
-                    self.log(&format!("ha-{n}.log"))
-                );
-            }
-            Ok(read_json(&stats)["pid"].as_u64() == Some(u64::from(pid)))
-        })
+        let (stats, log) = (
+            self.path("ha-stats.json"),
+            self.path(&format!("ha-{n}.log")),
+        );
+        self.ha_child = Some(start_home_agent(&mut self.topo, "ha", &cfg, &stats, &log)?);
+        Ok(())
     }
 
     pub fn kill_ha(&mut self) -> anyhow::Result<()> {
@@ -1050,25 +1139,7 @@ level = "info"
     }
 
     pub fn ha_bindings(&self) -> anyhow::Result<Vec<Value>> {
-        let out = Command::new(roamgate_bin()?)
-            .args(["bindings", "--json", "--pin-dir"])
-            .arg(&self.pin_ha)
-            .arg("--journal")
-            .arg(self.path("ha-state/bindings.sqlite"))
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "roamgate bindings: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let v: Value = serde_json::from_slice(&out.stdout)?;
-        Ok(v.as_array()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|r| r["role"] == "home-agent")
-            .collect())
+        ha_bindings(&self.pin_ha, &self.path("ha-state/bindings.sqlite"))
     }
 }
 

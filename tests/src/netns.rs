@@ -104,6 +104,50 @@ impl Topology {
         self.script(&["veth", &a, if_a, cidr_a, &b, if_b, cidr_b])
     }
 
+    /// Creates bridge `bridge` in `host`, addressed (CIDR) and up.
+    pub fn bridge(&mut self, host: &str, bridge: &str, cidr: &str) -> anyhow::Result<()> {
+        let ns = self.ns(host);
+        self.script(&["bridge", &ns, bridge, cidr])
+    }
+
+    /// Joins `host_a` (addressed) to the bridge `bridge` of `host_b` with a
+    /// veth pair whose `host_b` end is a port of that bridge.
+    pub fn port(
+        &mut self,
+        (host_a, if_a, cidr_a): (&str, &str, &str),
+        (host_b, if_b, bridge): (&str, &str, &str),
+    ) -> anyhow::Result<()> {
+        let (a, b) = (self.ns(host_a), self.ns(host_b));
+        self.script(&["port", &a, if_a, cidr_a, &b, if_b, bridge])
+    }
+
+    /// What XDP forwarding between veths needs on each of `ifaces` (host,
+    /// interface): GRO on (receivers of XDP-redirected frames need veth
+    /// NAPI) and TX checksum offload off (locally generated packets would
+    /// carry partial checksums that nobody completes once XDP has
+    /// redirected them).
+    pub fn tune_for_xdp(&self, ifaces: &[(&str, &str)]) -> anyhow::Result<()> {
+        for (h, i) in ifaces {
+            self.exec_ok(h, &["ethtool", "-K", i, "gro", "on"])?;
+            self.exec_ok(h, &["ethtool", "-K", i, "tx", "off"])?;
+        }
+        Ok(())
+    }
+
+    /// Turns reverse-path filtering off in `hosts` (tunnelled and
+    /// asymmetric paths).
+    pub fn no_rp_filter(&self, hosts: &[&str]) -> anyhow::Result<()> {
+        for h in hosts {
+            for k in ["all", "default"] {
+                self.exec_ok(
+                    h,
+                    &["sysctl", "-qw", &format!("net.ipv4.conf.{k}.rp_filter=0")],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn route(&mut self, host: &str, dest: &str, via: &str) -> anyhow::Result<()> {
         let ns = self.ns(host);
         self.script(&["route", &ns, dest, via])

@@ -29,7 +29,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("ethtool", "turning off TX checksum offload on test veths"),
     ("iputils-ping", "ping between test hosts"),
     ("python3", "scapy and small HTTP probes in tests"),
-    ("tshark", "independent decoder of captured traffic"),
+    (
+        "tshark",
+        "independent decoder of captured traffic; its dumpcap captures the e2e links",
+    ),
     ("python3-scapy", "independent packet builder"),
     ("krb5-kdc", "MIT KDC interop peer"),
     (
