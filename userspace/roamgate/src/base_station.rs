@@ -21,7 +21,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::{ConfigFile, LogSection};
+use crate::config::{ConfigFile, LogSection, OptionalMetrics};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:4340";
 pub const DEFAULT_MANAGER: &str = "127.0.0.1:4341";
@@ -31,7 +31,7 @@ pub const DEFAULT_MANAGER: &str = "127.0.0.1:4341";
 pub struct BaseStationFile {
     pub base_station: Section,
     pub limits: Limits,
-    pub metrics: MetricsSection,
+    pub metrics: OptionalMetrics,
     pub log: LogSection,
 }
 
@@ -84,13 +84,6 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsSection {
-    /// `ADDR:PORT` for Prometheus text at /metrics; empty disables it.
-    pub listen: String,
-}
-
 impl ConfigFile for BaseStationFile {
     fn validate(&self) -> anyhow::Result<()> {
         BaseStation::new(self.base_station.id, &self.base_station.domain)
@@ -102,9 +95,7 @@ impl ConfigFile for BaseStationFile {
         if l.burst == 0 || l.per_second == 0 || l.max_sources == 0 {
             bail!("limits.burst, limits.per_second and limits.max_sources must be at least 1");
         }
-        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
-            bail!("metrics.listen: {:?} is not ADDR:PORT", self.metrics.listen);
-        }
+        self.metrics.addr()?;
         if self.base_station.stats_interval_ms == 0 {
             bail!("base_station.stats_interval_ms must be at least 1");
         }
@@ -153,8 +144,8 @@ pub async fn run(cfg: BaseStationFile, shutdown: CancellationToken) -> anyhow::R
     info!(listen = %sock.local_addr()?, manager = %b.manager, id = b.id, domain = %b.domain, "base station ready");
     let stats = Arc::new(Mutex::new(Stats::default()));
     let mut tasks = tokio::task::JoinSet::new();
-    if !cfg.metrics.listen.is_empty() {
-        let listener = crate::metrics::bind(cfg.metrics.listen.parse()?).await?;
+    if let Some(addr) = cfg.metrics.addr()? {
+        let listener = crate::metrics::bind(addr).await?;
         let s = stats.clone();
         let render: crate::metrics::Render =
             Arc::new(move || s.lock().unwrap_or_else(|p| p.into_inner()).prometheus());

@@ -79,6 +79,27 @@ impl Default for MetricsSection {
     }
 }
 
+/// `[metrics]` of a role whose endpoint is off unless configured.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptionalMetrics {
+    /// `ADDR:PORT` for Prometheus text at /metrics; empty disables it.
+    pub listen: String,
+}
+
+impl OptionalMetrics {
+    /// The endpoint, if one is configured; an error names the key.
+    pub fn addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        self.listen
+            .parse()
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("metrics.listen: {:?} is not ADDR:PORT", self.listen))
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSection {

@@ -9,7 +9,7 @@ use roamgate_directory::DirectoryConfig;
 use roamgate_krb::Principal;
 use serde::Deserialize;
 
-use crate::config::{ConfigFile, LogSection};
+use crate::config::{ConfigFile, LogSection, OptionalMetrics};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7750";
 pub const DEFAULT_DATABASE: &str = "/var/lib/roamgate/directory.sqlite";
@@ -22,7 +22,7 @@ pub struct DirectoryFile {
     pub directory: DirectorySection,
     pub limits: Limits,
     pub kerberos: KerberosSection,
-    pub metrics: MetricsSection,
+    pub metrics: OptionalMetrics,
     pub log: LogSection,
 }
 
@@ -96,13 +96,6 @@ impl Default for KerberosSection {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsSection {
-    /// `ADDR:PORT` for Prometheus text at /metrics; empty disables it.
-    pub listen: String,
-}
-
 impl ConfigFile for DirectoryFile {
     fn validate(&self) -> anyhow::Result<()> {
         self.service()?;
@@ -130,9 +123,7 @@ impl ConfigFile for DirectoryFile {
         if self.directory.database.as_os_str().is_empty() {
             bail!("directory.database: empty; give the SQLite file's path");
         }
-        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
-            bail!("metrics.listen: {:?} is not ADDR:PORT", self.metrics.listen);
-        }
+        self.metrics.addr()?;
         Ok(())
     }
 }

@@ -5,7 +5,7 @@
 
 pub mod config;
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -252,8 +252,7 @@ pub async fn serve(cfg: DirectoryFile, shutdown: CancellationToken) -> anyhow::R
     info!(listen = %sock.local_addr()?, service = %core_cfg.service, database = %cfg.directory.database.display(), "directory ready");
     let stats = Arc::new(Mutex::new((Stats::default(), 0u64)));
     let mut tasks = tokio::task::JoinSet::new();
-    if !cfg.metrics.listen.is_empty() {
-        let addr: SocketAddr = cfg.metrics.listen.parse()?;
+    if let Some(addr) = cfg.metrics.addr()? {
         let listener = crate::metrics::bind(addr).await?;
         let s = stats.clone();
         let render: crate::metrics::Render = Arc::new(move || {
@@ -568,7 +567,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        c.directory.listen = SocketAddr::from(([127, 0, 0, 1], port));
+        c.directory.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         c.limits.burst = 3;
         c.limits.per_second = 1;
         let db_path = c.directory.database.clone();

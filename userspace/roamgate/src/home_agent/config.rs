@@ -17,7 +17,7 @@ use roamgate_mip::{
 use serde::Deserialize;
 
 use crate::{
-    config::{ConfigFile, LogSection},
+    config::{ConfigFile, LogSection, OptionalMetrics},
     dataplane::AttachMode,
     platform::keyfile::read_hex_key,
 };
@@ -37,7 +37,7 @@ pub struct HomeAgentFile {
     #[serde(default, rename = "node")]
     pub nodes: Vec<NodeSection>,
     #[serde(default)]
-    pub metrics: MetricsSection,
+    pub metrics: OptionalMetrics,
     #[serde(default)]
     pub log: LogSection,
 }
@@ -142,13 +142,6 @@ pub struct NodeSection {
     pub require_kerberos: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsSection {
-    /// `ADDR:PORT` for Prometheus text at /metrics; empty disables it.
-    pub listen: String,
-}
-
 fn default_listen() -> SocketAddr {
     DEFAULT_LISTEN.parse().expect("valid default")
 }
@@ -246,11 +239,7 @@ impl ConfigFile for HomeAgentFile {
                 );
             }
         }
-        if !self.metrics.listen.is_empty() {
-            self.metrics.listen.parse::<SocketAddr>().with_context(|| {
-                format!("metrics.listen: {:?} is not ADDR:PORT", self.metrics.listen)
-            })?;
-        }
+        self.metrics.addr()?;
         Ok(())
     }
 }

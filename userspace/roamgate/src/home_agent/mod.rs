@@ -676,8 +676,7 @@ pub async fn run(
     info!(listen = %cfg.home_agent.listen, addresses = ?cfg.home_agent.addresses, "home agent ready");
 
     let mut tasks = tokio::task::JoinSet::new();
-    if !cfg.metrics.listen.is_empty() {
-        let addr: SocketAddr = cfg.metrics.listen.parse()?;
+    if let Some(addr) = cfg.metrics.addr()? {
         let listener = crate::metrics::bind(addr).await?;
         let snapshot = engine.subscribe();
         let render: crate::metrics::Render = Arc::new(move || snapshot.borrow().prometheus());

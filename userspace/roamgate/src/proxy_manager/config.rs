@@ -13,7 +13,7 @@ use roamgate_attach::ManagerConfig;
 use roamgate_krb::Principal;
 use serde::Deserialize;
 
-use crate::config::{valid_ifname, ConfigFile, LogSection};
+use crate::config::{valid_ifname, ConfigFile, LogSection, OptionalMetrics};
 use crate::dataplane::AttachMode;
 
 #[derive(Debug, Default, Deserialize)]
@@ -24,7 +24,7 @@ pub struct ProxyManagerFile {
     pub directory: DirectorySection,
     pub proxy: ProxySection,
     pub dataplane: DataplaneSection,
-    pub metrics: MetricsSection,
+    pub metrics: OptionalMetrics,
     pub log: LogSection,
 }
 
@@ -155,13 +155,6 @@ impl Default for DataplaneSection {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsSection {
-    /// `ADDR:PORT` for Prometheus text at /metrics; empty disables it.
-    pub listen: String,
-}
-
 fn principal(s: &str, key: &str) -> anyhow::Result<Principal> {
     Principal::parse(s).map_err(|e| anyhow::anyhow!("{key}: {e} (e.g. service/host@REALM)"))
 }
@@ -204,9 +197,7 @@ impl ConfigFile for ProxyManagerFile {
         if self.dataplane.tunnel_mtu < 576 {
             bail!("dataplane.tunnel_mtu must be at least 576");
         }
-        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
-            bail!("metrics.listen: {:?} is not ADDR:PORT", self.metrics.listen);
-        }
+        self.metrics.addr()?;
         Ok(())
     }
 }
