@@ -185,6 +185,9 @@ pub struct MitKdcConfig {
     /// the KDC no longer writes to its database on every AS exchange
     /// (MIT's own performance advice; off by default, as MIT ships).
     pub no_db_writes: bool,
+    /// Serve on this address (e.g. in a network namespace, started from a
+    /// thread inside it) instead of a free loopback port.
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for MitKdcConfig {
@@ -196,6 +199,7 @@ impl Default for MitKdcConfig {
             max_life: "10h".to_owned(),
             max_renewable_life: "7d".to_owned(),
             no_db_writes: false,
+            listen: None,
         }
     }
 }
@@ -234,10 +238,13 @@ impl MitKdc {
         // (other tests run at the same time): retry with a new port.
         let mut last_err = None;
         for _ in 0..5 {
-            let port = free_loopback_port()?;
+            let addr = match cfg.listen {
+                Some(a) => a,
+                None => SocketAddr::from(([127, 0, 0, 1], free_loopback_port()?)),
+            };
             let mut kdc = Self {
                 realm: cfg.realm.clone(),
-                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                addr,
                 dir: tempfile::Builder::new()
                     .prefix("roamgate-mit-kdc-")
                     .tempdir()
@@ -280,7 +287,7 @@ impl MitKdc {
     fn write_config(&self, cfg: &MitKdcConfig) -> Result<()> {
         let d = self.dir().display().to_string();
         let realm = &cfg.realm;
-        let port = self.addr.port();
+        let addr = self.addr;
         let mut krb5 = String::new();
         writeln!(
             krb5,
@@ -289,7 +296,7 @@ impl MitKdc {
              ignore_acceptor_hostname = true\n  forwardable = true\n  \
              default_ccache_name = FILE:{d}/ccache\n  default_keytab_name = FILE:{d}/krb5.keytab\n  \
              permitted_enctypes = {all}\n  default_tkt_enctypes = {all}\n  default_tgs_enctypes = {all}\n\n\
-             [realms]\n  {realm} = {{\n    kdc = 127.0.0.1:{port}\n    admin_server = 127.0.0.1:{port}\n  }}\n\n\
+             [realms]\n  {realm} = {{\n    kdc = {addr}\n    admin_server = {addr}\n  }}\n\n\
              [domain_realm]\n  localhost = {realm}\n",
             all = ALL_ENCTYPES.join(" ")
         )?;
@@ -297,7 +304,7 @@ impl MitKdc {
         let mut kdc = String::new();
         writeln!(
             kdc,
-            "[kdcdefaults]\n  kdc_listen = 127.0.0.1:{port}\n  kdc_tcp_listen = 127.0.0.1:{port}\n\n\
+            "[kdcdefaults]\n  kdc_listen = {addr}\n  kdc_tcp_listen = {addr}\n\n\
              [realms]\n  {realm} = {{\n    database_name = {d}/principal\n    \
              key_stash_file = {d}/stash\n    acl_file = {d}/kadm5.acl\n    \
              master_key_type = aes256-cts-hmac-sha1-96\n    supported_enctypes = {sup}\n    \
@@ -308,7 +315,11 @@ impl MitKdc {
             sup = supported.join(" "),
             life = cfg.max_life,
             renew = cfg.max_renewable_life,
-            flags = if cfg.require_preauth { "+preauth" } else { "-preauth" },
+            flags = if cfg.require_preauth {
+                "+preauth"
+            } else {
+                "-preauth"
+            },
         )?;
         if cfg.no_db_writes {
             writeln!(

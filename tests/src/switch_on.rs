@@ -42,6 +42,7 @@ use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 
 use crate::{
+    mit::{MitKdc, MitKdcConfig},
     mobility::{
         add_service, counters, delta, ha_bindings, home_network, in_netns, kill, percentile,
         read_json, roamgate_ok, start_home_agent, start_kdc_serve, write_ha_config, write_private,
@@ -166,6 +167,15 @@ pub struct SwitchOn {
     daemons: Vec<usize>,
     /// The units' identity codes (u1, u2, u3).
     codes: Vec<String>,
+    /// The realm's KDC when it is MIT krb5kdc (stopped on drop).
+    mit: Option<MitKdc>,
+}
+
+/// Which KDC serves the realm: a config switch for every role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KdcKind {
+    Roamgate,
+    Mit,
 }
 
 impl Drop for SwitchOn {
@@ -376,6 +386,7 @@ impl SwitchOn {
             directory: None,
             daemons: Vec::new(),
             codes: Vec::new(),
+            mit: None,
         };
         // Every link, and the paths a unit's KDC exchange takes.
         for (h, dst) in [
@@ -477,6 +488,16 @@ impl SwitchOn {
     /// Writes a unit's configuration and initialises its state file for
     /// `principal`; returns its identity code.
     fn unit_init(&self, name: &str, principal: &str) -> anyhow::Result<String> {
+        self.unit_init_from(name, principal, None)
+    }
+
+    /// As [`Self::unit_init`]; with `keytab`, the keys the KDC made.
+    fn unit_init_from(
+        &self,
+        name: &str,
+        principal: &str,
+        keytab: Option<&Path>,
+    ) -> anyhow::Result<String> {
         let cfg = self.unit_config(name);
         std::fs::write(
             &cfg,
@@ -498,7 +519,7 @@ level = "info"
             ),
         )?;
         let cfgs = cfg.display().to_string();
-        let out = roamgate_ok(&[
+        let mut args = vec![
             "unit",
             "init",
             "--config",
@@ -506,7 +527,12 @@ level = "info"
             "--principal",
             principal,
             "--json",
-        ])?;
+        ];
+        let kts = keytab.map(|k| k.display().to_string());
+        if let Some(k) = &kts {
+            args.extend(["--keytab", k]);
+        }
+        let out = roamgate_ok(&args)?;
         let v: Value = serde_json::from_str(out.trim())
             .with_context(|| format!("`roamgate unit init --json` printed {out:?}"))?;
         let code = v["identity_code"]
@@ -519,7 +545,53 @@ level = "info"
     /// entries, home agent nodes; starts the KDC, the directory, the home
     /// agent, the proxy managers and the base stations.
     pub fn provision_and_start(&mut self) -> anyhow::Result<()> {
+        self.provision_and_start_with(KdcKind::Roamgate)
+    }
+
+    /// The same with the realm on MIT krb5kdc: the KDC makes every key,
+    /// and the units get theirs by `roamgate unit init --keytab`.
+    fn provision_mit(&mut self) -> anyhow::Result<()> {
+        let listen: std::net::SocketAddr = KDC_ADDR.parse()?;
+        let mit = in_netns(&self.topo.ns("kdc"), move || {
+            MitKdc::start_with(MitKdcConfig {
+                realm: REALM.to_owned(),
+                listen: Some(listen),
+                ..MitKdcConfig::default()
+            })
+        })
+        .context("starting MIT krb5kdc in the kdc namespace")?;
+        for (p, kt) in [
+            (format!("mip/ha@{REALM}"), "ha.keytab"),
+            (DIRECTORY_SERVICE.to_owned(), "directory.keytab"),
+            (HOME_DOMAIN.service(), "pmh.keytab"),
+            (FOREIGN_DOMAIN.service(), "pmf.keytab"),
+        ] {
+            mit.add_random_principal(&p, &[])?;
+            mit.export_keytab(&p, &self.path(kt))?;
+        }
+        for name in ["u1", "u2", "u3"] {
+            let principal = format!("{name}@{REALM}");
+            let kt = self.path(&format!("{name}.keytab"));
+            mit.add_random_principal(&principal, &[])?;
+            mit.export_keytab(&principal, &kt)?;
+            let code = self.unit_init_from(name, &principal, Some(&kt))?;
+            self.codes.push(code);
+        }
+        self.mit = Some(mit);
+        Ok(())
+    }
+
+    pub fn provision_and_start_with(&mut self, kdc: KdcKind) -> anyhow::Result<()> {
         let db = self.path("kdc.db");
+        if kdc == KdcKind::Mit {
+            self.provision_mit()?;
+        } else {
+            self.provision_roamgate_kdc(&db)?;
+        }
+        self.provision_rest_and_start(kdc, &db)
+    }
+
+    fn provision_roamgate_kdc(&mut self, db: &Path) -> anyhow::Result<()> {
         let dbs = db.display().to_string();
         roamgate_ok(&["kdc", "init", "--realm", REALM, "--db", &dbs])?;
         for (p, kt) in [
@@ -528,7 +600,7 @@ level = "info"
             (HOME_DOMAIN.service(), "pmh.keytab"),
             (FOREIGN_DOMAIN.service(), "pmf.keytab"),
         ] {
-            add_service(&db, &p, &self.path(kt))?;
+            add_service(db, &p, &self.path(kt))?;
         }
         // The units: u1, u2 provisioned everywhere; u3 at the KDC only.
         for name in ["u1", "u2", "u3"] {
@@ -555,6 +627,10 @@ level = "info"
             ])?;
             self.codes.push(code);
         }
+        Ok(())
+    }
+
+    fn provision_rest_and_start(&mut self, kdc: KdcKind, db: &Path) -> anyhow::Result<()> {
         // An impostor: u2's name, keys of its own the KDC never saw.
         self.unit_init("impostor", &U2.principal())?;
 
@@ -627,13 +703,15 @@ level = "info"
         let ha_cfg = self.path("ha.toml");
         write_ha_config(&ha_cfg, self.dir.path(), REALM, &self.pin_ha, &nodes)?;
 
-        start_kdc_serve(
-            &mut self.topo,
-            "kdc",
-            &db,
-            KDC_ADDR,
-            &self.dir.path().join("kdc.log"),
-        )?;
+        if kdc == KdcKind::Roamgate {
+            start_kdc_serve(
+                &mut self.topo,
+                "kdc",
+                db,
+                KDC_ADDR,
+                &self.dir.path().join("kdc.log"),
+            )?;
+        }
         self.start_directory("directory.log")?;
         let (stats, log) = (self.path("ha-stats.json"), self.path("ha.log"));
         let ha = start_home_agent(&mut self.topo, "ha", &ha_cfg, &stats, &log)?;
@@ -1680,4 +1758,97 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
         "switch_on_elapsed_s": t0.elapsed().as_secs_f64(),
     });
     Ok((result, c.0))
+}
+
+/// The switch-on flow with MIT krb5kdc as the realm's KDC (issue 11, "real
+/// peers"): the same roles and configs, only `kerberos.kdc` points at MIT.
+/// u1 switches on at home, is reachable through the tunnel, moves to the
+/// foreign domain and switches off; nothing is left behind.
+pub fn run_mit() -> anyhow::Result<(Value, Vec<String>)> {
+    let t0 = Instant::now();
+    let mut c = Checks::default();
+    let mut s = SwitchOn::build()?;
+    s.provision_and_start_with(KdcKind::Mit)?;
+    let (h, f) = (&HOME_DOMAIN, &FOREIGN_DOMAIN);
+    let code1 = s.codes[0].clone();
+    let mut switch_on_ms = Vec::new();
+
+    let r = s.switch_on("u1", "u1", h, None)?;
+    if !r.ok {
+        bail!(
+            "u1 did not switch on at {} with MIT krb5kdc: {}\n{}",
+            h.bs,
+            r.stderr,
+            s.logs_tail()
+        );
+    }
+    switch_on_ms.extend(r.json["switch_on_ms"].as_f64());
+    s.wait_care_of(&U1, h)?;
+    let home = s.adopt_home(&U1, h)?;
+    c.expect(home == U1.home, format!("u1's home address {home}"));
+    let st = s.unit_status("u1")?;
+    c.expect(
+        st["state"] == "attached" && st["care_of"] == h.care_of.to_string(),
+        format!("u1's status at home: {st}"),
+    );
+    let mut reach = serde_json::Map::new();
+    reach.insert("u1_home".into(), s.reach(&U1, h, &mut c)?);
+
+    s.default_route(&U1, f, None)?;
+    let r = s.switch_on("u1", "u1", f, None)?;
+    c.expect(r.ok, format!("u1's move with MIT krb5kdc: {}", r.stderr));
+    switch_on_ms.extend(r.json["switch_on_ms"].as_f64());
+    c.expect(
+        r.json["previous"]["switched_off"] == true,
+        format!("u1's move did not switch off at {}: {}", h.bs, r.json),
+    );
+    if r.ok {
+        s.wait_care_of(&U1, f)?;
+        s.release_home(&U1, f)?;
+        s.adopt_home(&U1, f)?;
+        s.settle();
+        c.expect(
+            !s.pm_has_unit(h, &code1) && s.pm_has_unit(f, &code1),
+            "after the move u1's proxy is not (only) at the foreign proxy manager".to_owned(),
+        );
+        reach.insert("u1_foreign".into(), s.reach(&U1, f, &mut c)?);
+    }
+
+    let off = s.unit_run("u1", "u1", &["switch-off", "--json"])?;
+    c.expect(off.ok, format!("u1's switch-off: {}", off.stderr));
+    s.release_home(&U1, f)?;
+    let proxies = || {
+        [h, f]
+            .iter()
+            .map(|d| s.pm_status(d)["proxies"].as_u64().unwrap_or(u64::MAX))
+            .fold(0u64, u64::saturating_add)
+    };
+    let _ = wait_for(
+        "u1's proxy and binding to go",
+        Duration::from_secs(10),
+        || Ok(proxies() == 0 && s.bindings()?.is_empty()),
+    );
+    let (proxies_left, bindings_left) = (proxies(), s.bindings()?.len());
+    c.expect(
+        proxies_left == 0 && bindings_left == 0,
+        format!("{proxies_left} proxies and {bindings_left} bindings after switch-off"),
+    );
+    let mit_log = s.mit.as_ref().map(|m| m.log()).unwrap_or_default();
+    let issued = mit_log.matches("ISSUE:").count();
+    c.expect(
+        issued > 0,
+        "MIT krb5kdc's log shows no ticket issued: the roles did not use it".to_owned(),
+    );
+    Ok((
+        json!({
+            "kdc": "mit-krb5kdc",
+            "switch_on_ms": switch_on_ms,
+            "reachability": reach,
+            "mit_tickets_issued": issued,
+            "proxies_after_switch_off": proxies_left,
+            "bindings_after_switch_off": bindings_left,
+            "elapsed_s": t0.elapsed().as_secs_f64(),
+        }),
+        c.0,
+    ))
 }

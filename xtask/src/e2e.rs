@@ -14,6 +14,8 @@
 //!   `target/e2e/<link>.pcap` (the key `pcaps`), and the captures are
 //!   checked: tshark decodes them cleanly, no key, account or home address
 //!   crosses a link in clear.
+//! - Switch-on with MIT krb5kdc as the realm's KDC (key `switch_on_mit`):
+//!   the same roles, only `kerberos.kdc` points at MIT.
 //!
 //! `cargo xtask test` runs the same scenarios as the integration tests
 //! `tests/tests/mobility_e2e.rs` and `tests/tests/switch_on_e2e.rs`.
@@ -26,7 +28,7 @@ pub struct Options {
     #[arg(long, value_name = "DIR")]
     pub keep_logs: Option<std::path::PathBuf>,
     /// Run only this scenario.
-    #[arg(long, value_parser = ["mobility", "switch-on"])]
+    #[arg(long, value_parser = ["mobility", "switch-on", "switch-on-mit"])]
     pub only: Option<String>,
 }
 

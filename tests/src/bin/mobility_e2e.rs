@@ -3,21 +3,30 @@
 //! one JSON object on stdout, the keys of both; exits 1 if any expectation
 //! fails (the failures go to stderr), 2 if a scenario could not run.
 //!
-//! `mobility_e2e mobility` or `mobility_e2e switch-on` runs only that one.
+//! The switch-on flow runs again with MIT krb5kdc as the realm's KDC, under
+//! the key `switch_on_mit`.
+//!
+//! `mobility_e2e mobility|switch-on|switch-on-mit` runs only that one.
 
 use serde_json::Value;
 
 type Scenario = fn() -> anyhow::Result<(Value, Vec<String>)>;
 
+fn switch_on_mit() -> anyhow::Result<(Value, Vec<String>)> {
+    let (v, f) = roamgate_integration::switch_on::run_mit()?;
+    Ok((serde_json::json!({ "switch_on_mit": v }), f))
+}
+
 fn main() {
     let only = std::env::args().nth(1);
-    let scenarios: [(&str, Scenario); 2] = [
+    let scenarios: [(&str, Scenario); 3] = [
         ("mobility", roamgate_integration::mobility::run),
         ("switch-on", roamgate_integration::switch_on::run),
+        ("switch-on-mit", switch_on_mit),
     ];
     if let Some(o) = &only {
         if !scenarios.iter().any(|(n, _)| n == o) {
-            eprintln!("unknown scenario {o:?}: mobility or switch-on");
+            eprintln!("unknown scenario {o:?}: mobility, switch-on or switch-on-mit");
             std::process::exit(2);
         }
     }
