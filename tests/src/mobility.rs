@@ -447,7 +447,7 @@ keytab = "{kt}"
 service = "mip/ha@{realm}"
 
 [dataplane]
-interfaces = ["ha-cn", "ha-tr"]
+interfaces = ["ha-cn", "ha-kdc", "ha-tr"]
 pin_dir = "{pin}"
 
 [log]
@@ -849,7 +849,9 @@ impl Scenario {
         topo.no_rp_filter(&hosts)?;
         topo.tune_for_xdp(&[
             ("cn", "cn0"),
+            ("kdc", "kdc0"),
             ("ha", "ha-cn"),
+            ("ha", "ha-kdc"),
             ("ha", "ha-tr"),
             ("tr", "tr-ha"),
             ("tr", "tr-a"),

@@ -151,7 +151,7 @@ impl Io {
         session: Session,
         record: &UnitRecord,
         tgt: Credential,
-        previous: Option<Proxy>,
+        previous: Option<JoinHandle<()>>,
     ) -> anyhow::Result<Proxy> {
         let sa = SecurityAssociation::new(record.mip_spi, record.mip_key.expose())
             .map_err(|e| anyhow::anyhow!("the directory's MIP SPI/key: {e}"))?;
@@ -188,7 +188,7 @@ impl Io {
                 // A replaced proxy clears its entries from the shared plane
                 // first: the new one installs the same home address.
                 if let Some(old) = previous {
-                    let _ = old.done.await;
+                    let _ = old.await;
                 }
                 let run = node.run(task_stop.clone());
                 tokio::pin!(run);
@@ -546,6 +546,8 @@ pub async fn run(cfg: ProxyManagerFile, shutdown: CancellationToken) -> anyhow::
         .then(|| PathBuf::from(&cfg.proxy_manager.status_file));
 
     let mut proxies: HashMap<IdentityCode, Proxy> = HashMap::new();
+    // Proxies told to stop, until they have: a successor waits for them.
+    let mut stopping: HashMap<IdentityCode, JoinHandle<()>> = HashMap::new();
     let mut stats = IoStats::default();
     let mut tick =
         tokio::time::interval(Duration::from_millis(cfg.proxy_manager.stats_interval_ms));
@@ -572,6 +574,7 @@ pub async fn run(cfg: ProxyManagerFile, shutdown: CancellationToken) -> anyhow::
             Some(c) = rx.recv() => complete(&mut core, &mut proxies, &mut stats, c),
             _ = tokio::time::sleep(wake) => core.handle_timeout(SystemTime::now()),
             _ = tick.tick() => {
+                stopping.retain(|_, h| !h.is_finished());
                 let r = report(&core, &stats, &proxies);
                 if let Some(p) = &status_file {
                     if let Ok(text) = serde_json::to_string(&r) {
@@ -593,7 +596,9 @@ pub async fn run(cfg: ProxyManagerFile, shutdown: CancellationToken) -> anyhow::
                     }
                 }
                 Output::Event(ev) => log_event(&ev),
-                Output::Command(cmd) => run_command(&io, &mut proxies, &mut stats, &mut core, cmd),
+                Output::Command(cmd) => {
+                    run_command(&io, &mut proxies, &mut stopping, &mut stats, &mut core, cmd)
+                }
             }
         }
     }
@@ -604,6 +609,9 @@ pub async fn run(cfg: ProxyManagerFile, shutdown: CancellationToken) -> anyhow::
     }
     for (_, p) in proxies.drain() {
         let _ = p.done.await;
+    }
+    for (_, h) in stopping.drain() {
+        let _ = h.await;
     }
     if let Plane::Maps(maps) = &shared.plane {
         let mut maps = maps.lock().unwrap_or_else(|p| p.into_inner());
@@ -633,6 +641,7 @@ pub async fn run(cfg: ProxyManagerFile, shutdown: CancellationToken) -> anyhow::
 fn run_command(
     io: &Io,
     proxies: &mut HashMap<IdentityCode, Proxy>,
+    stopping: &mut HashMap<IdentityCode, JoinHandle<()>>,
     stats: &mut IoStats,
     core: &mut ProxyManager<Keytab>,
     cmd: Command,
@@ -651,10 +660,17 @@ fn run_command(
         } => {
             // A restart of the same unit's proxy replaces the old task
             // without deregistering (the new one re-registers).
-            let previous = proxies.remove(&unit).inspect(|old| {
-                old.deregister.store(false, Ordering::Relaxed);
-                old.stop.cancel();
-            });
+            // The core stops a replaced proxy first (StopProxy); a restart
+            // replaces a running one here. Either way the new proxy starts
+            // once the old one has cleared its entries from the plane.
+            let previous = match proxies.remove(&unit) {
+                Some(old) => {
+                    old.deregister.store(false, Ordering::Relaxed);
+                    old.stop.cancel();
+                    Some(old.done)
+                }
+                None => stopping.remove(&unit),
+            };
             info!(%unit, session = session.0, home = %record.home_address, %domain, "starting the proxy");
             match io.start_proxy(unit, session, &record, *tgt, previous) {
                 Ok(p) => {
@@ -676,6 +692,7 @@ fn run_command(
                 if let Some(p) = proxies.remove(&unit) {
                     p.deregister.store(deregister, Ordering::Relaxed);
                     p.stop.cancel();
+                    stopping.insert(unit, p.done);
                     stats.proxies_stopped += 1;
                     if deregister {
                         stats.deregistered_on_stop += 1;
