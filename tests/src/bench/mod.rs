@@ -5,6 +5,7 @@ pub mod dataplane;
 pub mod ha_restore;
 pub mod kdc;
 pub mod mobility;
+pub mod switch_on;
 
 pub type Section = fn() -> anyhow::Result<serde_json::Value>;
 
@@ -14,4 +15,5 @@ pub const SECTIONS: &[(&str, Section)] = &[
     ("kdc", kdc::run),
     ("mobility", mobility::run),
     ("ha_restore", ha_restore::run),
+    ("switch_on", switch_on::run),
 ];

@@ -460,45 +460,55 @@ fn open_plane(cfg: &ProxyManagerFile) -> anyhow::Result<SharedPlane> {
     })
 }
 
-/// Each proxy holds a UDP socket: raise the soft limit on open files to
-/// the hard one, and say how many proxies that allows.
-fn raise_nofile_limit(max_units: usize) {
+/// Raises the soft RLIMIT_NOFILE to the hard limit: every proxy holds a
+/// UDP socket for its life, and each switch-on in progress a KDC and a
+/// directory socket for a moment, so 10,000 units need well over the usual
+/// soft limit of 1024. Returns the (soft, hard) limits now in force.
+pub fn raise_nofile_limit() -> std::io::Result<(u64, u64)> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    // SAFETY: getrlimit and setrlimit with a valid rlimit struct.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return;
+            return Err(std::io::Error::last_os_error());
         }
         if lim.rlim_cur < lim.rlim_max {
             let raised = libc::rlimit {
                 rlim_cur: lim.rlim_max,
                 rlim_max: lim.rlim_max,
             };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim = raised;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                return Err(std::io::Error::last_os_error());
             }
+            lim = raised;
         }
     }
-    // A few dozen descriptors go to the process itself.
-    let room = usize::try_from(lim.rlim_cur)
-        .unwrap_or(usize::MAX)
-        .saturating_sub(64);
-    if room < max_units {
-        warn!(
-            open_files = lim.rlim_cur,
-            max_units,
-            "the open-file limit allows about {room} proxies (one UDP socket each); raise \
-             LimitNOFILE (systemd) or `ulimit -Hn`, or lower proxy_manager.max_units"
-        );
-    }
+    Ok((lim.rlim_cur, lim.rlim_max))
 }
+
+/// Descriptors kept free beyond one per unit (listening sockets, metrics,
+/// switch-ons in progress).
+const FD_HEADROOM: u64 = 256;
 
 /// Serves until `shutdown`; then every proxy deregisters and stops.
 pub async fn run(cfg: ProxyManagerFile, shutdown: CancellationToken) -> anyhow::Result<()> {
-    raise_nofile_limit(cfg.proxy_manager.max_units);
+    match raise_nofile_limit() {
+        Ok((soft, hard)) => {
+            let want = cfg.proxy_manager.max_units as u64 + FD_HEADROOM;
+            if soft < want {
+                warn!(
+                    soft, hard, max_units = cfg.proxy_manager.max_units,
+                    "RLIMIT_NOFILE is below proxy_manager.max_units: proxies past the limit \
+                     cannot open their sockets (raise the hard limit, e.g. LimitNOFILE= in systemd)"
+                );
+            } else {
+                debug!(soft, hard, "RLIMIT_NOFILE");
+            }
+        }
+        Err(e) => warn!(error = %e, "could not raise RLIMIT_NOFILE"),
+    }
     let keytab = Keytab::load(&cfg.kerberos.keytab)
         .with_context(|| format!("reading keytab {}", cfg.kerberos.keytab.display()))?;
     let service = cfg.service()?;
@@ -739,5 +749,52 @@ fn complete(
                 core.proxy_failed(unit, session, reason, now);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs in a child process (the test binary again, this test only),
+    /// because it changes RLIMIT_NOFILE for the whole process.
+    #[test]
+    fn raises_the_soft_nofile_limit_to_the_hard_one() {
+        const CHILD: &str = "RG_PM_NOFILE_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit/setrlimit with a valid rlimit; this child
+            // process exists only for this test.
+            unsafe {
+                assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+                let low = libc::rlimit {
+                    rlim_cur: lim.rlim_max.min(256),
+                    rlim_max: lim.rlim_max,
+                };
+                assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &low), 0);
+            }
+            let (soft, hard) = raise_nofile_limit().unwrap();
+            assert_eq!((soft, hard), (lim.rlim_max, lim.rlim_max));
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "proxy_manager::tests::raises_the_soft_nofile_limit_to_the_hard_one",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
