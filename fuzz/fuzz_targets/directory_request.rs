@@ -50,6 +50,9 @@ impl DirectoryStore for OneUnit {
     fn audit_log(&self, _: usize) -> Result<Vec<AuditEntry>, StoreError> {
         Ok(Vec::new())
     }
+    fn audit_prune(&self, _: std::time::SystemTime) -> Result<u64, StoreError> {
+        Ok(0)
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
