@@ -97,17 +97,23 @@ const FLOOD_UNITS: usize = 300;
 /// Units of the MIT run (provisioning through kadmin.local is the slow
 /// part, and the comparison needs a rate, not the full count).
 const MIT_UNITS: usize = 2_000;
-/// Switch-ons outstanding at once at most (the proxy manager refuses more
-/// than 512 in progress per base station).
-const MAX_INFLIGHT: usize = 400;
+/// Switch-ons outstanding at once at most: enough to saturate the stack
+/// (unloaded, a switch-on takes ~3 ms), few enough that their datagrams
+/// rarely overflow a role's socket queue (400 lost ~4 % to it), and below
+/// the proxy manager's 512 in progress per base station.
+const MAX_INFLIGHT: usize = 128;
 /// Offered rate of the max phase: above what the stack takes, so the
 /// in-flight cap is what paces it.
-const OFFERED_MAX_PER_S: f64 = 3_000.0;
+const OFFERED_MAX_PER_S: f64 = 10_000.0;
 /// The max phase stops sending after this long (a stack slower than
 /// 500/s does not attach all 10k then: `units_not_sent` says so).
 const MAX_PHASE_LIMIT: Duration = Duration::from_secs(20);
 /// Fresh units for the half-rate phase, after the N of the max phase.
 const HALF_UNITS: usize = 5_000;
+/// Fresh units sent at half the goal's rate (1,000/s), after the
+/// half-rate phase: the "p99 at half that rate" read literally.
+const GOAL_HALF_UNITS: usize = 2_500;
+const GOAL_HALF_PER_S: f64 = 500.0;
 /// The half-rate phase sends for this long at most.
 const HALF_PHASE_LIMIT: Duration = Duration::from_secs(20);
 /// Between "every proxy registered" and reading the proxy manager's RSS.
@@ -626,6 +632,10 @@ fn start_stack(topo: Topology, mit: bool, n: usize) -> Result<Stack> {
     let kdc_addr = realm.kdc_addr();
     let kind = realm.kind();
     facts.insert("kdc".into(), json!(kind));
+    facts.insert(
+        "roamgate_binary".into(),
+        json!(binary()?.display().to_string()),
+    );
     facts.insert(
         "provision_kdc_s".into(),
         json!(r2(t.elapsed().as_secs_f64())),
@@ -1351,12 +1361,12 @@ fn run_one(mit: bool, n: usize) -> Result<Value> {
 }
 
 fn run_in_netns(topo: Topology, mit: bool, n: usize) -> Result<Value> {
-    let (half_units, flood_units) = if mit {
-        (0, 0)
+    let (half_units, goal_units, flood_units) = if mit {
+        (0, 0, 0)
     } else {
-        (HALF_UNITS, FLOOD_UNITS)
+        (HALF_UNITS, GOAL_HALF_UNITS, FLOOD_UNITS)
     };
-    let s = start_stack(topo, mit, n + half_units + flood_units)?;
+    let s = start_stack(topo, mit, n + half_units + goal_units + flood_units)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -1367,6 +1377,11 @@ fn run_in_netns(topo: Topology, mit: bool, n: usize) -> Result<Value> {
     let (ready, cred_rate, cred_failures) = rt.block_on(fetch_all(&s.states, &kdc));
     let mut ready: Vec<Option<Ready>> = ready;
     let flood_set: Vec<Ready> = ready
+        .split_off(n + half_units + goal_units)
+        .into_iter()
+        .flatten()
+        .collect();
+    let goal_set: Vec<Ready> = ready
         .split_off(n + half_units)
         .into_iter()
         .flatten()
@@ -1438,6 +1453,22 @@ fn run_in_netns(topo: Topology, mit: bool, n: usize) -> Result<Value> {
         out["failures"] = json!(failures);
         s.alive()?;
     }
+    if !goal_set.is_empty() {
+        let (out_g, left, times) = rt.block_on(phase(goal_set, GOAL_HALF_PER_S, HALF_PHASE_LIMIT));
+        let g = summarize(&out_g, &times);
+        let mut j = g.json(times.stalls);
+        j["target_per_s"] = json!(GOAL_HALF_PER_S);
+        j["units_not_sent"] = json!(left.len());
+        out["at_500_per_s"] = j;
+        out["p99_ms_at_500_per_s"] = json!(r3(g.p99_ms));
+        if let Some(f) = out["failures"].as_object_mut() {
+            for (k, v) in &g.failures {
+                let n = f.get(k).and_then(Value::as_u64).unwrap_or(0) + v;
+                f.insert(k.clone(), json!(n));
+            }
+        }
+        s.alive()?;
+    }
     for (k, v) in &s.facts {
         out[k] = v.clone();
     }
@@ -1487,12 +1518,14 @@ pub fn run() -> Result<Value> {
         "rss_per_proxy_kib": "<= 16",
         "switch_ons_per_s_met": rg_rate >= 1000.0,
         "p99_ms_at_half_rate_met": p99_half <= 50.0,
+        "p99_ms_at_500_per_s_met": out["p99_ms_at_500_per_s"].as_f64().is_some_and(|p| p <= 50.0),
         "rss_per_proxy_kib_met": rss <= 16.0,
         "genuine_units_switch_on_during_floods_met": genuine_ok.is_some() && genuine_ok == genuine_all,
     });
     out["method"] = json!({
         "max": format!("the N units, open loop offered at {OFFERED_MAX_PER_S}/s with at most {MAX_INFLIGHT} switch-ons outstanding: the cap paces it, so the achieved rate is the stack's maximum; sending stops after {} s", MAX_PHASE_LIMIT.as_secs()),
-        "half": format!("{HALF_UNITS} fresh units (after the N), open loop at half the max phase's achieved rate"),
+        "half": format!("{HALF_UNITS} fresh units (after the N), open loop at half the max phase's achieved rate (p99_ms_at_half_rate, the goal's key)"),
+        "at_500_per_s": format!("{GOAL_HALF_UNITS} more fresh units at {GOAL_HALF_PER_S}/s: half the goal's 1,000/s, the issue's wording read literally"),
         "latency": "first switch-on frame sent -> ack verified (the proxy manager acks after the proxy's registration was accepted); credentials fetched before, untimed",
         "sources": "every unit has its own source address (10.98.0.0/16 on lo): the base station's per-source limit (10 burst, 5/s) does not bind",
         "rss_per_proxy_kib": "proxy manager VmRSS with the N proxies attached and idle (after the max phase), minus before the first switch-on, divided by the proxies",

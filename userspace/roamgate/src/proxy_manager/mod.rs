@@ -350,13 +350,19 @@ impl Report {
     }
 }
 
+/// The counters, and with `with_units` one line per proxy (only the status
+/// file shows them: with 10,000 proxies building the lines takes the
+/// event loop ~15 ms, so the metrics tick alone does not).
 fn report(
     core: &ProxyManager<Keytab>,
     io: &IoStats,
     proxies: &HashMap<IdentityCode, Proxy>,
+    with_units: bool,
 ) -> Report {
+    let lines = if with_units { proxies.len() } else { 0 };
     let mut units: Vec<UnitLine> = proxies
         .iter()
+        .take(lines)
         .map(|(code, p)| {
             let s = p.status.borrow();
             UnitLine {
@@ -585,7 +591,7 @@ pub async fn run(cfg: ProxyManagerFile, shutdown: CancellationToken) -> anyhow::
             _ = tokio::time::sleep(wake) => core.handle_timeout(SystemTime::now()),
             _ = tick.tick() => {
                 stopping.retain(|_, h| !h.is_finished());
-                let r = report(&core, &stats, &proxies);
+                let r = report(&core, &stats, &proxies, status_file.is_some());
                 if let Some(p) = &status_file {
                     if let Ok(text) = serde_json::to_string(&r) {
                         if let Err(e) = crate::platform::fs::write_atomic(p, text.as_bytes(), 0o600) {
@@ -639,7 +645,7 @@ pub async fn run(cfg: ProxyManagerFile, shutdown: CancellationToken) -> anyhow::
         }
     }
     if let Some(p) = &status_file {
-        let r = report(&core, &stats, &proxies);
+        let r = report(&core, &stats, &proxies, true);
         if let Ok(text) = serde_json::to_string(&r) {
             let _ = crate::platform::fs::write_atomic(p, text.as_bytes(), 0o600);
         }
