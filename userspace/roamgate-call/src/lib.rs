@@ -1,0 +1,5 @@
+//! Calls between proxies (ARCHITECTURE.md flow 7), sans-IO:
+//! - [`wire`]: TPKT, Q.931 and the H.225.0 subset (aligned PER via rasn),
+//!   with the H.235 hashed token that protects each message.
+
+pub mod wire;

@@ -1,0 +1,1 @@
+//! The call signalling wire formats.
