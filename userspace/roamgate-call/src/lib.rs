@@ -1,5 +1,9 @@
 //! Calls between proxies (ARCHITECTURE.md flow 7), sans-IO:
 //! - [`wire`]: TPKT, Q.931 and the H.225.0 subset (aligned PER via rasn),
-//!   with the H.235 hashed token that protects each message.
+//!   with the H.235 hashed token that protects each message;
+//! - [`handshake`]: the call's Kerberos AP exchange and every key a call
+//!   uses (signalling integrity, SRTP master keys), derived from both
+//!   sides' subkeys.
 
+pub mod handshake;
 pub mod wire;
