@@ -50,11 +50,14 @@ const LABEL_SRTP_CALLEE: &[u8] = b"roamgate-call srtp callee-to-caller";
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
     #[error("building the AP-REQ for {callee}: {source}")]
-    Build { callee: Principal, source: ApError },
+    Build {
+        callee: Principal,
+        source: Box<ApError>,
+    },
     #[error("the caller's AP-REQ was refused: {0}")]
-    Refused(ApError),
+    Refused(Box<ApError>),
     #[error("the callee's AP-REP does not prove the callee: {0}")]
-    MutualFailed(ApError),
+    MutualFailed(Box<ApError>),
     #[error("the callee's AP-REP carries no subkey; this profile needs one from each side")]
     NoCalleeSubkey,
     #[error("the caller's AP-REQ carries no subkey; this profile needs one from each side")]
@@ -69,8 +72,12 @@ impl HandshakeError {
     /// (protocol error) for a handshake that breaks this profile.
     pub fn q850_cause(&self) -> u8 {
         match self {
-            Self::Refused(ApError::Malformed(_)) | Self::NotMutual | Self::NoCallerSubkey => 111,
-            Self::Refused(ApError::ReplayCacheFull) => 47, // resource unavailable
+            Self::NotMutual | Self::NoCallerSubkey => 111,
+            Self::Refused(e) => match **e {
+                ApError::Malformed(_) | ApError::BadVersion(_) => 111,
+                ApError::ReplayCacheFull => 47, // resource unavailable
+                _ => 21,
+            },
             _ => 21,
         }
     }
@@ -256,7 +263,7 @@ impl Caller {
         let (ap_req, client) =
             build_ap_req(ticket, &params, now).map_err(|source| HandshakeError::Build {
                 callee: ticket.server.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let subkey = client.subkey().ok_or(HandshakeError::NoCallerSubkey)?;
         let setup_key = setup_key(subkey, &call_id);
@@ -280,7 +287,7 @@ impl Caller {
         let info = self
             .client
             .verify_ap_rep(ap_rep)
-            .map_err(HandshakeError::MutualFailed)?;
+            .map_err(|e| HandshakeError::MutualFailed(Box::new(e)))?;
         let ours = self.client.subkey().ok_or(HandshakeError::NoCallerSubkey)?;
         // verify_ap_rep falls back to our own subkey when the AP-REP has
         // none; a call needs the callee's contribution.
@@ -320,8 +327,8 @@ pub fn answer<K: ServiceKeys + ?Sized>(
         app_data: Some(&bound),
         ..AcceptParams::default()
     };
-    let accepted =
-        accept_ap_req(ap_req, keys, &params, replay, now).map_err(HandshakeError::Refused)?;
+    let accepted = accept_ap_req(ap_req, keys, &params, replay, now)
+        .map_err(|e| HandshakeError::Refused(Box::new(e)))?;
     if !accepted.mutual_required {
         return Err(HandshakeError::NotMutual);
     }
