@@ -3,7 +3,9 @@
 //!   with the H.235 hashed token that protects each message;
 //! - [`handshake`]: the call's Kerberos AP exchange and every key a call
 //!   uses (signalling integrity, SRTP master keys), derived from both
-//!   sides' subkeys.
+//!   sides' subkeys;
+//! - [`media`]: G.711, RTP packets of 20 ms, and RFC 3550 statistics.
 
 pub mod handshake;
+pub mod media;
 pub mod wire;
