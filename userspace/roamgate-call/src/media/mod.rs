@@ -2,3 +2,6 @@
 //! 20 ms a packet, and the RFC 3550 statistics of each stream.
 
 pub mod g711;
+pub mod rtcp;
+pub mod rtp;
+pub mod stream;
