@@ -20,6 +20,7 @@
 
 pub mod manager;
 pub mod proxy_manager;
+pub mod proxy_op;
 pub mod relay;
 pub mod state;
 pub mod unit;

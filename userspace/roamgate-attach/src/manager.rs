@@ -27,7 +27,10 @@ use roamgate_krb::messages::{self, ticket_flags};
 use roamgate_krb::priv_safe::{PrivSafeError, SecureChannel};
 use roamgate_krb::replay::{ReplayCache, CLOCK_SKEW};
 use roamgate_krb::Principal;
+use roamgate_krb_crypto::Key;
+use zeroize::Zeroizing;
 
+use crate::proxy_op::{OpError, ProxyOp, ProxyReply};
 use crate::wire::{Cause, MessageType, Repr, StatusBody, WireError, BOUND_LEN};
 
 /// Live authenticators one unit principal may hold in a replay cache; a
@@ -64,6 +67,10 @@ pub enum VerifyError {
          a unit may only delegate its own name"
     )]
     ClientMismatch { ap: Principal, tgt: Principal },
+    #[error("the proxy request's KRB-PRIV was refused: {0}")]
+    Priv(PrivSafeError),
+    #[error("the proxy request's body: {0}")]
+    Op(OpError),
 }
 
 impl VerifyError {
@@ -99,6 +106,14 @@ impl VerifyError {
                 Cause::NoDelegation
             }
             Self::ClientMismatch { .. } => Cause::ClientMismatch,
+            Self::Priv(e) => match e {
+                PrivSafeError::Malformed(_) | PrivSafeError::BadVersion(_) => Cause::Malformed,
+                PrivSafeError::Skew(_) => Cause::ClockSkew,
+                PrivSafeError::ReplayCacheFull => Cause::Busy,
+                PrivSafeError::Replay => Cause::Replayed,
+                _ => Cause::Tampered,
+            },
+            Self::Op(_) => Cause::Malformed,
         }
     }
 }
@@ -208,12 +223,64 @@ impl Request {
     }
 }
 
+/// A verified proxy request: the unit's principal and its opened body
+/// (a [`ProxyOp`]).
+#[derive(Debug)]
+pub struct ProxyRequest {
+    pub identity: IdentityCode,
+    pub nonce: u64,
+    pub client: Principal,
+    body: Zeroizing<Vec<u8>>,
+    accepted: Accepted,
+}
+
+impl ProxyRequest {
+    /// What the unit asks (the body already parsed once, when the request
+    /// was verified).
+    pub fn op(&self) -> Result<ProxyOp<'_>, OpError> {
+        ProxyOp::parse(&self.body)
+    }
+
+    /// The request's subkey: a KRB-CRED in the answer is sealed under it.
+    pub fn subkey(&self) -> Key {
+        self.accepted.key()
+    }
+
+    /// The proxy answer: the AP-REP, and `reply` in a KRB-PRIV under the
+    /// unit's subkey.
+    pub fn answer(&self, reply: &ProxyReply<'_>, now: SystemTime) -> Result<Vec<u8>, AnswerError> {
+        let body = reply.to_bytes().map_err(AnswerError::Op)?;
+        let mut channel = SecureChannel::for_acceptor(&self.accepted, None, None);
+        let krb_priv = channel.seal_priv(&body, now).map_err(AnswerError::Priv)?;
+        Repr::ProxyAnswer {
+            identity: self.identity,
+            nonce: self.nonce,
+            ap_rep: &self.accepted.ap_rep(None, None),
+            krb_priv: &krb_priv,
+        }
+        .to_bytes()
+        .map_err(AnswerError::Wire)
+    }
+}
+
+/// Why a proxy answer could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    #[error("proxy answer body: {0}")]
+    Op(OpError),
+    #[error("sealing the proxy answer: {0}")]
+    Priv(PrivSafeError),
+    #[error("proxy answer frame: {0}")]
+    Wire(WireError),
+}
+
 /// A verified request of any type.
 #[derive(Debug)]
 pub enum Verified {
     SwitchOn(Box<SwitchOn>),
     SwitchOff(Request),
     Status(Request),
+    Proxy(Box<ProxyRequest>),
 }
 
 /// The proxy manager's verifier: its service principal, its keys and its
@@ -301,6 +368,27 @@ impl<K: ServiceKeys> Verifier<K> {
                 } else {
                     Verified::Status(req)
                 })
+            }
+            Repr::ProxyRequest {
+                identity,
+                nonce,
+                ap_req,
+                krb_priv,
+            } => {
+                let accepted = self.accept(bound, ap_req, now).map_err(refuse)?;
+                // Sealed under the AP-REQ's subkey, by the initiator.
+                let body = SecureChannel::for_acceptor(&accepted, None, None)
+                    .open_priv(krb_priv, now)
+                    .map(Zeroizing::new)
+                    .map_err(|e| refuse(VerifyError::Priv(e)))?;
+                ProxyOp::parse(&body).map_err(|e| refuse(VerifyError::Op(e)))?;
+                Ok(Verified::Proxy(Box::new(ProxyRequest {
+                    identity,
+                    nonce,
+                    client: accepted.client.clone(),
+                    body,
+                    accepted,
+                })))
             }
             _ => Err(refuse(VerifyError::NotARequest(ty))),
         }

@@ -28,7 +28,7 @@ use roamgate_krb::credential::Credential;
 use roamgate_krb::messages::same_principal;
 use roamgate_krb::Principal;
 
-use crate::manager::{Request, SwitchOn, Verified, Verifier, BUSY_RETRY_AFTER};
+use crate::manager::{ProxyRequest, Request, SwitchOn, Verified, Verifier, BUSY_RETRY_AFTER};
 use crate::relay::answer_relay;
 use crate::wire::{Cause, MessageType, ProxyState, RelayRepr, Repr, StatusBody};
 
@@ -121,6 +121,15 @@ pub enum Command {
         tgt: Box<Credential>,
         /// The domain of the base station the unit switched on at.
         domain: String,
+    },
+    /// A unit's request for its proxy (a call's Kerberos): do it with the
+    /// proxy's credentials and answer with [`ProxyManager::proxy_answered`]
+    /// and the same `id`.
+    Proxy {
+        unit: IdentityCode,
+        session: Session,
+        id: u64,
+        request: Box<ProxyRequest>,
     },
     /// Stop the unit's proxy and destroy its tickets; with `deregister`,
     /// it first deregisters its binding at the home agent.
@@ -237,6 +246,10 @@ pub struct Stats {
     pub silence_timeouts: u64,
     pub proxy_restarts: u64,
     pub stale: u64,
+    /// Proxy requests handed to proxies, answered, and dropped unanswered.
+    pub proxy_ops: u64,
+    pub proxy_ops_answered: u64,
+    pub proxy_ops_expired: u64,
 }
 
 impl Stats {
@@ -345,7 +358,22 @@ impl Proxy {
 enum Timer {
     Pending(Session),
     Proxy(IdentityCode, Session),
+    Op(u64),
 }
+
+/// A proxy request waiting for its proxy's answer.
+#[derive(Debug)]
+struct Op {
+    reply: ReplyTo,
+    request: (MessageType, IdentityCode, u64),
+    deadline: SystemTime,
+}
+
+/// Proxy requests in flight at once; past it a unit is told to retry.
+pub const MAX_PROXY_OPS: usize = 4096;
+/// How long a proxy has to answer a proxy request (the unit's own
+/// retransmissions go on meanwhile, each a fresh request).
+pub const PROXY_OP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The proxy manager core.
 pub struct ProxyManager<K> {
@@ -364,6 +392,8 @@ pub struct ProxyManager<K> {
     /// proxy manager's loop for ~30 ms; boxed, a slot is 24 bytes.
     proxies: HashMap<IdentityCode, Box<Proxy>>,
     timers: BinaryHeap<Reverse<(SystemTime, Timer)>>,
+    ops: HashMap<u64, Op>,
+    next_op: u64,
     out: VecDeque<Output>,
     stats: Stats,
 }
@@ -394,6 +424,8 @@ impl<K: ServiceKeys> ProxyManager<K> {
             per_base_station: HashMap::new(),
             proxies: HashMap::new(),
             timers: BinaryHeap::new(),
+            ops: HashMap::new(),
+            next_op: 1,
             out: VecDeque::new(),
             stats: Stats::default(),
         }
@@ -446,6 +478,7 @@ impl<K: ServiceKeys> ProxyManager<K> {
                 .proxies
                 .get(&code)
                 .is_some_and(|p| p.session == s && p.armed == at),
+            Timer::Op(id) => self.ops.get(&id).is_some_and(|o| o.deadline == at),
         }
     }
 
@@ -542,7 +575,76 @@ impl<K: ServiceKeys> ProxyManager<K> {
             Ok(Verified::SwitchOn(s)) => self.switch_on(*s, reply, now),
             Ok(Verified::SwitchOff(r)) => self.switch_off(r, reply),
             Ok(Verified::Status(r)) => self.status(r, reply, now),
+            Ok(Verified::Proxy(r)) => self.proxy_op(r, reply, now),
         }
+    }
+
+    fn proxy_op(&mut self, r: Box<ProxyRequest>, reply: ReplyTo, now: SystemTime) {
+        let req = (MessageType::ProxyRequest, r.identity, r.nonce);
+        let session = match self.proxies.get_mut(&r.identity) {
+            Some(p) if same_principal(&p.principal, &r.client) => {
+                p.last_heard = now;
+                p.session
+            }
+            _ => {
+                return self.refuse(
+                    &reply,
+                    req,
+                    Cause::NotAttached,
+                    format!("{} has no proxy for this identity code", r.client),
+                )
+            }
+        };
+        if self.ops.len() >= MAX_PROXY_OPS {
+            return self.refuse(
+                &reply,
+                req,
+                Cause::Busy,
+                format!("{MAX_PROXY_OPS} proxy requests in flight"),
+            );
+        }
+        self.arm_proxy(r.identity);
+        let id = self.next_op;
+        self.next_op += 1;
+        let deadline = now + PROXY_OP_TIMEOUT;
+        self.ops.insert(
+            id,
+            Op {
+                reply,
+                request: req,
+                deadline,
+            },
+        );
+        self.timers.push(Reverse((deadline, Timer::Op(id))));
+        self.stats.proxy_ops += 1;
+        self.command(Command::Proxy {
+            unit: r.identity,
+            session,
+            id,
+            request: r,
+        });
+    }
+
+    /// The proxy's answer to proxy request `id`: the unit frame built with
+    /// [`ProxyRequest::answer`], or why there is none (the unit is told
+    /// the service is unavailable). An answer after the timeout is dropped.
+    pub fn proxy_answered(&mut self, id: u64, answer: Result<Vec<u8>, String>) {
+        let Some(op) = self.ops.remove(&id) else {
+            self.stats.stale += 1;
+            return;
+        };
+        match answer {
+            Ok(frame) => {
+                self.stats.proxy_ops_answered += 1;
+                self.send(&op.reply, &frame);
+            }
+            Err(error) => self.refuse(&op.reply, op.request, Cause::Unavailable, error),
+        }
+    }
+
+    /// Proxy requests waiting for their proxies.
+    pub fn proxy_ops_in_flight(&self) -> usize {
+        self.ops.len()
     }
 
     fn switch_on(&mut self, s: SwitchOn, reply: ReplyTo, now: SystemTime) {
@@ -1130,6 +1232,11 @@ impl<K: ServiceKeys> ProxyManager<K> {
             match timer {
                 Timer::Pending(s) => self.pending_timer(s, now),
                 Timer::Proxy(code, _) => self.proxy_timer(code, now),
+                Timer::Op(id) => {
+                    if self.ops.remove(&id).is_some() {
+                        self.stats.proxy_ops_expired += 1;
+                    }
+                }
             }
         }
     }

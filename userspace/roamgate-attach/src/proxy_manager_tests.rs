@@ -50,6 +50,7 @@ struct Seen {
     stopped: Vec<(IdentityCode, Session, bool)>,
     sent: Vec<(SocketAddr, Vec<u8>)>,
     events: Vec<Event>,
+    proxy_ops: Vec<(IdentityCode, u64, Box<crate::manager::ProxyRequest>)>,
 }
 
 struct Rig {
@@ -153,6 +154,12 @@ impl Rig {
                 if self.auto_start {
                     self.pm.proxy_started(unit, session);
                 }
+            }
+            Command::Proxy {
+                unit, id, request, ..
+            } => {
+                self.seen.commands.push("Proxy".into());
+                self.seen.proxy_ops.push((unit, id, request));
             }
             Command::StopProxy {
                 unit,
@@ -651,4 +658,94 @@ fn another_principal_claiming_a_code_in_progress_does_not_join_or_disturb_it() {
         UnitEvent::SwitchedOn
     );
     assert_eq!(rig.pm.proxy_session(&code(1)), Some(session));
+}
+
+#[test]
+fn a_proxy_request_reaches_the_units_proxy_sealed_and_its_answer_comes_back_sealed() {
+    use crate::proxy_op::{ProxyOp, ProxyReply};
+    let mut rig = Rig::new(ManagerConfig::default());
+    let mut unit = rig.realm.unit("unit1@HOME.TEST", 1);
+    rig.attach(&mut unit, at(10));
+    let body = ProxyOp::CallTicket {
+        number: "4930999888",
+    }
+    .to_bytes()
+    .unwrap();
+    let frame = unit.proxy_request(&body, at(11)).unwrap();
+    // The number crosses the access link only inside the KRB-PRIV.
+    assert!(!frame.windows(10).any(|w| w == b"4930999888"));
+    rig.relay(&frame, bs_addr(), at(11));
+    let (u, id, request) = rig.seen.proxy_ops.pop().expect("a Proxy command");
+    assert_eq!(u, code(1));
+    assert_eq!(request.client, p("unit1@HOME.TEST"));
+    assert_eq!(
+        request.op().unwrap(),
+        ProxyOp::CallTicket {
+            number: "4930999888"
+        }
+    );
+    assert_eq!(rig.pm.proxy_ops_in_flight(), 1);
+    let reply = ProxyReply::CallTicket {
+        home_address: Ipv4Addr::new(10, 9, 0, 2),
+        krb_cred: b"\x76\x00",
+    };
+    let answer = request.answer(&reply, at(11)).unwrap();
+    rig.pm.proxy_answered(id, Ok(answer));
+    rig.pump(at(11));
+    let answer = rig.last_answer();
+    assert!(!answer.windows(4).any(|w| w == [10, 9, 0, 2]));
+    let UnitEvent::Proxy(plain) = unit.handle_input(&answer, at(11)).unwrap() else {
+        panic!("not a proxy answer")
+    };
+    assert_eq!(ProxyReply::parse(&plain, 1).unwrap(), reply);
+    assert_eq!(rig.pm.proxy_ops_in_flight(), 0);
+    assert_eq!(rig.pm.stats().proxy_ops_answered, 1);
+
+    // A late second answer for the same id is stale, not sent.
+    let sent = rig.seen.sent.len();
+    rig.pm.proxy_answered(id, Err("late".into()));
+    rig.pump(at(12));
+    assert_eq!(rig.seen.sent.len(), sent);
+}
+
+#[test]
+fn proxy_requests_without_a_proxy_tampered_or_unanswered_get_no_service() {
+    use crate::proxy_op::ProxyOp;
+    let mut rig = Rig::new(ManagerConfig::default());
+    let body = ProxyOp::CallTicket { number: "49" }.to_bytes().unwrap();
+    // No proxy yet: refused NotAttached, nothing handed on.
+    let mut unit = rig.realm.unit("unit1@HOME.TEST", 1);
+    let frame = unit.proxy_request(&body, at(10)).unwrap();
+    rig.relay(&frame, bs_addr(), at(10));
+    assert_eq!(rig.refused_cause(), Cause::NotAttached);
+    assert!(rig.seen.proxy_ops.is_empty());
+
+    // Attached; a KRB-PRIV altered in flight is refused Tampered.
+    let mut unit = rig.realm.unit("unit1@HOME.TEST", 1);
+    rig.attach(&mut unit, at(20));
+    let mut frame = unit.proxy_request(&body, at(21)).unwrap();
+    let n = frame.len();
+    frame[n - 5] ^= 1;
+    rig.relay(&frame, bs_addr(), at(21));
+    assert_eq!(rig.refused_cause(), Cause::Tampered);
+    assert!(rig.seen.proxy_ops.is_empty());
+
+    // Resent as is: the AP-REQ is a replay.
+    let frame = unit.proxy_request(&body, at(22)).unwrap();
+    rig.relay(&frame, bs_addr(), at(22));
+    rig.relay(&frame, bs_addr(), at(22));
+    assert_eq!(rig.refused_cause(), Cause::Replayed);
+    assert_eq!(rig.seen.proxy_ops.len(), 1);
+
+    // A proxy that never answers: the op expires, bounded.
+    rig.run_until(at(22) + super::proxy_manager::PROXY_OP_TIMEOUT);
+    assert_eq!(rig.pm.proxy_ops_in_flight(), 0);
+    assert_eq!(rig.pm.stats().proxy_ops_expired, 1);
+    // And an error from the proxy is "unavailable" to the unit.
+    let frame = unit.proxy_request(&body, at(40)).unwrap();
+    rig.relay(&frame, bs_addr(), at(40));
+    let (_, id, _) = rig.seen.proxy_ops.pop().unwrap();
+    rig.pm.proxy_answered(id, Err("directory down".into()));
+    rig.pump(at(40));
+    assert_eq!(rig.refused_cause(), Cause::Unavailable);
 }

@@ -19,9 +19,10 @@ use roamgate_krb::client::{
 use roamgate_krb::cred::{build_krb_cred, CredError};
 use roamgate_krb::credential::Credential;
 use roamgate_krb::messages::{self, ticket_flags};
-use roamgate_krb::priv_safe::{PrivSafeError, SecureChannel};
+use roamgate_krb::priv_safe::{Direction, PrivSafeError, ReplayMode, SecureChannel};
 use roamgate_krb::Principal;
 use roamgate_krb_crypto::Key;
+use zeroize::Zeroizing;
 
 use crate::wire::{bound_part, Cause, MessageType, Repr, StatusBody, WireError};
 
@@ -100,7 +101,7 @@ pub enum UnitError {
          check the base station address and that its proxy manager runs"
     )]
     NoAnswer { request: MessageType, attempts: u32 },
-    #[error("the status answer's KRB-PRIV did not open: {0}")]
+    #[error("a KRB-PRIV of the exchange did not seal or open: {0}")]
     Status(PrivSafeError),
 }
 
@@ -113,6 +114,9 @@ pub enum UnitEvent {
     SwitchedOff,
     /// The proxy's state.
     Status(StatusBody),
+    /// The proxy's answer to a proxy request: the plaintext of its
+    /// KRB-PRIV, a `proxy_op::ProxyReply` for the request's op.
+    Proxy(Zeroizing<Vec<u8>>),
 }
 
 #[derive(Debug)]
@@ -120,6 +124,8 @@ struct Pending {
     kind: MessageType,
     nonce: u64,
     client: ApClient,
+    /// A proxy request's body, sent again in each fresh frame.
+    body: Option<Vec<u8>>,
     sent_at: SystemTime,
     /// 1 for the first frame of this request.
     attempt: u32,
@@ -208,6 +214,12 @@ impl Unit {
         self.send(MessageType::StatusRequest, 1, now)
     }
 
+    /// Builds a proxy request carrying `body` (a `proxy_op::ProxyOp`) in
+    /// a KRB-PRIV under the AP-REQ's subkey.
+    pub fn proxy_request(&mut self, body: &[u8], now: SystemTime) -> Result<Vec<u8>, UnitError> {
+        self.send_with(MessageType::ProxyRequest, 1, Some(body.to_vec()), now)
+    }
+
     /// When [`Unit::handle_timeout`] should next be called: the
     /// retransmission time of the outstanding request.
     pub fn poll_timeout(&self) -> Option<SystemTime> {
@@ -227,7 +239,7 @@ impl Unit {
         if now < p.sent_at + retransmit_after(p.attempt) {
             return Ok(None);
         }
-        let (kind, attempt) = (p.kind, p.attempt);
+        let (kind, attempt, body) = (p.kind, p.attempt, p.body.clone());
         if attempt >= MAX_ATTEMPTS {
             self.pending = None;
             return Err(UnitError::NoAnswer {
@@ -235,7 +247,7 @@ impl Unit {
                 attempts: attempt,
             });
         }
-        self.send(kind, attempt + 1, now).map(Some)
+        self.send_with(kind, attempt + 1, body, now).map(Some)
     }
 
     fn send(
@@ -244,13 +256,39 @@ impl Unit {
         attempt: u32,
         now: SystemTime,
     ) -> Result<Vec<u8>, UnitError> {
+        self.send_with(kind, attempt, None, now)
+    }
+
+    fn send_with(
+        &mut self,
+        kind: MessageType,
+        attempt: u32,
+        body: Option<Vec<u8>>,
+        now: SystemTime,
+    ) -> Result<Vec<u8>, UnitError> {
         if kind == MessageType::SwitchOn && !self.creds.forwarded_tgt.is_valid_at(now) {
             return Err(UnitError::Expired("forwarded TGT"));
         }
         let (nonce, ap_req, client) = self.ap_req(kind, now)?;
         let identity = self.identity;
         let krb_cred;
+        let krb_priv;
         let repr = match kind {
+            MessageType::ProxyRequest => {
+                let subkey = client
+                    .subkey()
+                    .ok_or(UnitError::Ap(ApError::MutualFailed))?;
+                krb_priv =
+                    SecureChannel::new(subkey.clone(), Direction::Initiator, ReplayMode::Timestamp)
+                        .seal_priv(body.as_deref().unwrap_or_default(), now)
+                        .map_err(UnitError::Status)?;
+                Repr::ProxyRequest {
+                    identity,
+                    nonce,
+                    ap_req: &ap_req,
+                    krb_priv: &krb_priv,
+                }
+            }
             MessageType::SwitchOn => {
                 let subkey = client
                     .subkey()
@@ -280,6 +318,7 @@ impl Unit {
             kind,
             nonce,
             client,
+            body,
             sent_at: now,
             attempt,
         });
@@ -372,6 +411,21 @@ impl Unit {
                     .open_priv(krb_priv, now)
                     .map_err(UnitError::Status)?;
                 UnitEvent::Status(StatusBody::parse(&plain)?)
+            }
+            (
+                MessageType::ProxyRequest,
+                Repr::ProxyAnswer {
+                    ap_rep, krb_priv, ..
+                },
+            ) => {
+                let info = p
+                    .client
+                    .verify_ap_rep(ap_rep)
+                    .map_err(|e| UnitError::Mutual(got, e))?;
+                let plain = SecureChannel::for_initiator(&p.client, &info)
+                    .open_priv(krb_priv, now)
+                    .map_err(UnitError::Status)?;
+                UnitEvent::Proxy(Zeroizing::new(plain))
             }
             _ => return Err(UnitError::Unsolicited { got }),
         };

@@ -81,6 +81,8 @@ pub enum MessageType {
     SwitchOffAck = 5,
     StatusRequest = 6,
     StatusAnswer = 7,
+    ProxyRequest = 8,
+    ProxyAnswer = 9,
     Relay = 0x80,
 }
 
@@ -94,6 +96,8 @@ impl MessageType {
             5 => Self::SwitchOffAck,
             6 => Self::StatusRequest,
             7 => Self::StatusAnswer,
+            8 => Self::ProxyRequest,
+            9 => Self::ProxyAnswer,
             0x80 => Self::Relay,
             other => return Err(WireError::UnknownType(other)),
         })
@@ -101,14 +105,21 @@ impl MessageType {
 
     /// Sent by a unit (towards the proxy manager).
     pub fn is_request(self) -> bool {
-        matches!(self, Self::SwitchOn | Self::SwitchOff | Self::StatusRequest)
+        matches!(
+            self,
+            Self::SwitchOn | Self::SwitchOff | Self::StatusRequest | Self::ProxyRequest
+        )
     }
 
     /// Sent by a proxy manager (towards a unit).
     pub fn is_answer(self) -> bool {
         matches!(
             self,
-            Self::SwitchOnAck | Self::Refused | Self::SwitchOffAck | Self::StatusAnswer
+            Self::SwitchOnAck
+                | Self::Refused
+                | Self::SwitchOffAck
+                | Self::StatusAnswer
+                | Self::ProxyAnswer
         )
     }
 
@@ -119,7 +130,8 @@ impl MessageType {
             Self::SwitchOn => Some(("AP-REQ", Some("KRB-CRED"), true)),
             Self::SwitchOff | Self::StatusRequest => Some(("AP-REQ", None, false)),
             Self::SwitchOnAck | Self::SwitchOffAck => Some(("AP-REP", None, false)),
-            Self::StatusAnswer => Some(("AP-REP", Some("KRB-PRIV"), true)),
+            Self::StatusAnswer | Self::ProxyAnswer => Some(("AP-REP", Some("KRB-PRIV"), true)),
+            Self::ProxyRequest => Some(("AP-REQ", Some("KRB-PRIV"), true)),
             Self::Refused | Self::Relay => None,
         }
     }
@@ -135,6 +147,8 @@ impl std::fmt::Display for MessageType {
             Self::SwitchOffAck => "switch-off ack",
             Self::StatusRequest => "status request",
             Self::StatusAnswer => "status answer",
+            Self::ProxyRequest => "proxy request",
+            Self::ProxyAnswer => "proxy answer",
             Self::Relay => "relay frame",
         })
     }
@@ -473,6 +487,20 @@ pub enum Repr<'a> {
         ap_rep: &'a [u8],
         krb_priv: &'a [u8],
     },
+    /// A request for the unit's proxy (`proxy_op`), sealed under the
+    /// AP-REQ's subkey.
+    ProxyRequest {
+        identity: IdentityCode,
+        nonce: u64,
+        ap_req: &'a [u8],
+        krb_priv: &'a [u8],
+    },
+    ProxyAnswer {
+        identity: IdentityCode,
+        nonce: u64,
+        ap_rep: &'a [u8],
+        krb_priv: &'a [u8],
+    },
 }
 
 impl<'a> Repr<'a> {
@@ -528,6 +556,18 @@ impl<'a> Repr<'a> {
                 ap_rep: p1,
                 krb_priv: p2,
             },
+            MessageType::ProxyRequest => Self::ProxyRequest {
+                identity,
+                nonce,
+                ap_req: p1,
+                krb_priv: p2,
+            },
+            MessageType::ProxyAnswer => Self::ProxyAnswer {
+                identity,
+                nonce,
+                ap_rep: p1,
+                krb_priv: p2,
+            },
             MessageType::Relay => return Err(WireError::NestedRelay),
         })
     }
@@ -546,6 +586,8 @@ impl<'a> Repr<'a> {
             Self::SwitchOffAck { .. } => MessageType::SwitchOffAck,
             Self::StatusRequest { .. } => MessageType::StatusRequest,
             Self::StatusAnswer { .. } => MessageType::StatusAnswer,
+            Self::ProxyRequest { .. } => MessageType::ProxyRequest,
+            Self::ProxyAnswer { .. } => MessageType::ProxyAnswer,
         }
     }
 
@@ -557,7 +599,9 @@ impl<'a> Repr<'a> {
             | Self::SwitchOff { identity, .. }
             | Self::SwitchOffAck { identity, .. }
             | Self::StatusRequest { identity, .. }
-            | Self::StatusAnswer { identity, .. } => identity,
+            | Self::StatusAnswer { identity, .. }
+            | Self::ProxyRequest { identity, .. }
+            | Self::ProxyAnswer { identity, .. } => identity,
         }
     }
 
@@ -569,7 +613,9 @@ impl<'a> Repr<'a> {
             | Self::SwitchOff { nonce, .. }
             | Self::SwitchOffAck { nonce, .. }
             | Self::StatusRequest { nonce, .. }
-            | Self::StatusAnswer { nonce, .. } => nonce,
+            | Self::StatusAnswer { nonce, .. }
+            | Self::ProxyRequest { nonce, .. }
+            | Self::ProxyAnswer { nonce, .. } => nonce,
         }
     }
 
@@ -583,7 +629,13 @@ impl<'a> Repr<'a> {
             Self::SwitchOff { ap_req, .. } | Self::StatusRequest { ap_req, .. } => (ap_req, &[]),
             Self::StatusAnswer {
                 ap_rep, krb_priv, ..
+            }
+            | Self::ProxyAnswer {
+                ap_rep, krb_priv, ..
             } => (ap_rep, krb_priv),
+            Self::ProxyRequest {
+                ap_req, krb_priv, ..
+            } => (ap_req, krb_priv),
             Self::Refused { .. } => (&[], &[]),
         }
     }

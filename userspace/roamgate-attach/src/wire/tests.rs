@@ -128,6 +128,18 @@ fn every_type_round_trips() {
             ap_rep: b"rep",
             krb_priv: b"priv",
         },
+        Repr::ProxyRequest {
+            identity: id,
+            nonce: 7,
+            ap_req: b"req",
+            krb_priv: b"priv",
+        },
+        Repr::ProxyAnswer {
+            identity: id,
+            nonce: 8,
+            ap_rep: b"rep",
+            krb_priv: b"priv",
+        },
         Repr::Refused {
             identity: id,
             nonce: 6,
@@ -202,11 +214,25 @@ fn bad_version_type_and_parts_are_refused() {
     f[0] = 2;
     assert_eq!(Repr::parse_bytes(&f).unwrap_err(), WireError::BadVersion(2));
     let mut f = SWITCH_ON;
-    f[1] = 9;
+    f[1] = 10;
     assert_eq!(
         Repr::parse_bytes(&f).unwrap_err(),
-        WireError::UnknownType(9)
+        WireError::UnknownType(10)
     );
+    // A proxy request must carry its KRB-PRIV.
+    let r = Repr::ProxyRequest {
+        identity: identity(),
+        nonce: 0,
+        ap_req: b"req",
+        krb_priv: b"",
+    };
+    assert!(matches!(
+        r.to_bytes(),
+        Err(WireError::MissingPart(
+            MessageType::ProxyRequest,
+            "KRB-PRIV"
+        ))
+    ));
     // A switch-on without a KRB-CRED.
     let r = Repr::SwitchOn {
         identity: identity(),
