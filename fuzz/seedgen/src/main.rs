@@ -11,6 +11,7 @@
 //! Kerberos messages carry random confounders, keys and nonces, so each
 //! run writes different bytes of the same shape.
 
+use roamgate_attach::proxy_op::{CallEventKind, Media, ProxyOp, ProxyReply, Role};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -105,6 +106,7 @@ fn main() -> Result<()> {
     krb_client_side(&mut seeds)?;
     krb_priv(&mut seeds)?;
     attach_frame(&mut seeds)?;
+    proxy_op(&mut seeds)?;
     eprintln!(
         "wrote {} seeds under {}",
         seeds.written,
@@ -635,5 +637,77 @@ fn attach_frame(seeds: &mut Seeds) -> Result<()> {
         bail!("the seed switch-off did not verify");
     };
     seeds.put(T, "switch-off-ack", &r.switch_off_ack()?)?;
+
+    let op = ProxyOp::CallTicket {
+        number: "4940123456",
+    }
+    .to_bytes()?;
+    let req = unit.proxy_request(&op, now())?;
+    seeds.put(T, "proxy-request", &req)?;
+    let Ok(Verified::Proxy(r)) = pm.verify(&req, now()) else {
+        bail!("the seed proxy request did not verify");
+    };
+    let reply = ProxyReply::Failed { op: 1, cause: 1 };
+    seeds.put(T, "proxy-answer", &r.answer(&reply, now())?)?;
+    Ok(())
+}
+
+/// fuzz_targets/proxy_op.rs: each op and answer.
+fn proxy_op(seeds: &mut Seeds) -> Result<()> {
+    const T: &str = "proxy_op";
+    let media = Media {
+        local: "10.1.0.51:40000".parse()?,
+        remote: "10.1.0.52:40002".parse()?,
+        ssrc_out: 1,
+        ssrc_in: 2,
+    };
+    let ops = [
+        ("call-ticket", ProxyOp::CallTicket { number: "4940123456" }),
+        (
+            "accept-call",
+            ProxyOp::AcceptCall {
+                call_id: [7; 16],
+                number: "4940123456",
+                ap_req: b"\x6e\x03\x02\x01\x05",
+            },
+        ),
+        (
+            "call-event",
+            ProxyOp::CallEvent {
+                call_id: [7; 16],
+                kind: CallEventKind::Connected,
+                cause: 0,
+                role: Role::Caller,
+                media,
+            },
+        ),
+    ];
+    for (name, op) in ops {
+        seeds.put(T, name, &op.to_bytes()?)?;
+    }
+    let answers = [
+        (
+            "call-ticket-answer",
+            ProxyReply::CallTicket {
+                home_address: Ipv4Addr::new(10, 1, 0, 52),
+                krb_cred: b"\x76\x03\x02\x01\x05",
+            },
+        ),
+        (
+            "call-accepted",
+            ProxyReply::CallAccepted {
+                caller: "unit1@FUZZ.TEST",
+                etype: 18,
+                caller_subkey: vec![1; 32].into(),
+                callee_subkey: vec![2; 32].into(),
+                ap_rep: b"\x6f\x03\x02\x01\x05",
+            },
+        ),
+        ("event-noted", ProxyReply::EventNoted),
+        ("failed", ProxyReply::Failed { op: 2, cause: 21 }),
+    ];
+    for (name, a) in answers {
+        seeds.put(T, name, &a.to_bytes()?)?;
+    }
     Ok(())
 }
