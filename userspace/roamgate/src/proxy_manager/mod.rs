@@ -12,6 +12,7 @@
 //! only, inside the core and the proxies' tasks, and go when the proxy
 //! stops (switch-off, silence, replacement).
 
+mod calls;
 pub mod config;
 
 use std::{
@@ -699,14 +700,20 @@ fn run_command(
                 }
             }
         }
-        Command::Proxy { unit, id, .. } => {
-            // The proxies' call Kerberos (issue 12) is not wired in yet:
-            // the unit hears "unavailable" rather than nothing.
-            warn!(%unit, "proxy request refused: this proxy manager does not serve calls yet");
-            core.proxy_answered(
-                id,
-                Err("calls are not served by this proxy manager yet".into()),
-            );
+        Command::Proxy {
+            unit,
+            session,
+            id,
+            request,
+        } => {
+            let answer = match proxies.get(&unit).filter(|p| p.session == session) {
+                Some(p) => calls::serve(&io.plane, p.home_address, &request, SystemTime::now()),
+                None => Err("the unit's proxy stopped".into()),
+            };
+            if let Err(e) = &answer {
+                warn!(%unit, error = %e, "proxy request not served");
+            }
+            core.proxy_answered(id, answer);
         }
         Command::StopProxy {
             unit,

@@ -1,0 +1,197 @@
+//! A proxy's part in its unit's calls (docs/attach.md §5.1): the unit's
+//! proxy requests, served with the proxy's credentials and the shared
+//! data plane. Today it serves call events (the voice flows of a call in
+//! the XDP voice path); the call ticket and the acceptance of a caller's
+//! AP-REQ are refused as unavailable until the proxies' call Kerberos is
+//! wired in.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, SystemTime};
+
+use roamgate_attach::manager::ProxyRequest;
+use roamgate_attach::proxy_op::{CallEventKind, Media, ProxyOp, ProxyReply};
+
+use crate::dataplane::maps::{Expiry, VoiceFlow};
+use crate::mobile_node::Plane;
+
+/// How long a call's voice flows stay authorised if its release never
+/// comes (a unit that vanished mid-call): the data plane drops them after.
+pub const MAX_CALL: Duration = Duration::from_secs(4 * 3600);
+
+/// Q.850 causes of a failed proxy op.
+const CAUSE_TEMPORARY_FAILURE: u8 = 41;
+const CAUSE_NOT_AUTHORISED: u8 = 57;
+
+/// Why a call's media cannot become voice flows.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FlowError {
+    #[error("the call's local address {got} is not the unit's home address {home}")]
+    NotHome { got: Ipv4Addr, home: Ipv4Addr },
+    #[error("a voice flow needs nonzero ports, a unicast remote and nonzero SSRCs")]
+    Invalid,
+}
+
+/// The call's two voice flows: in (remote → the unit's home address) and
+/// out. A unit may only open flows to and from its own home address.
+pub fn voice_flows(home: Ipv4Addr, media: &Media) -> Result<[VoiceFlow; 2], FlowError> {
+    let (l, r) = (media.local, media.remote);
+    if *l.ip() != home {
+        return Err(FlowError::NotHome { got: *l.ip(), home });
+    }
+    let rip = *r.ip();
+    if l.port() == 0
+        || r.port() == 0
+        || media.ssrc_in == 0
+        || media.ssrc_out == 0
+        || rip.is_unspecified()
+        || rip.is_broadcast()
+        || rip.is_multicast()
+        || rip == home
+    {
+        return Err(FlowError::Invalid);
+    }
+    Ok([
+        VoiceFlow {
+            src: rip,
+            dst: home,
+            src_port: r.port(),
+            dst_port: l.port(),
+            ssrc: media.ssrc_in,
+        },
+        VoiceFlow {
+            src: home,
+            dst: rip,
+            src_port: l.port(),
+            dst_port: r.port(),
+            ssrc: media.ssrc_out,
+        },
+    ])
+}
+
+/// Serves a unit's proxy request; `home` is the unit's home address from
+/// its initiating information. `Err` tells the unit the service is
+/// unavailable (with the reason for the log).
+pub fn serve(
+    plane: &Plane,
+    home: Ipv4Addr,
+    request: &ProxyRequest,
+    now: SystemTime,
+) -> Result<Vec<u8>, String> {
+    let op = request.op().map_err(|e| e.to_string())?;
+    let reply = match op {
+        ProxyOp::CallEvent { kind, media, .. } => match voice_flows(home, &media) {
+            Err(e) => {
+                tracing::warn!(unit = %request.client, error = %e, "call event refused");
+                ProxyReply::Failed {
+                    op: op.op(),
+                    cause: CAUSE_NOT_AUTHORISED,
+                }
+            }
+            Ok(flows) => match apply(plane, kind, &flows) {
+                Ok(()) => ProxyReply::EventNoted,
+                Err(e) => {
+                    tracing::warn!(unit = %request.client, error = %e, "voice flows not programmed");
+                    ProxyReply::Failed {
+                        op: op.op(),
+                        cause: CAUSE_TEMPORARY_FAILURE,
+                    }
+                }
+            },
+        },
+        ProxyOp::CallTicket { .. } | ProxyOp::AcceptCall { .. } => {
+            return Err("calls are not served by this proxy manager yet".into())
+        }
+    };
+    request.answer(&reply, now).map_err(|e| e.to_string())
+}
+
+fn apply(plane: &Plane, kind: CallEventKind, flows: &[VoiceFlow; 2]) -> anyhow::Result<()> {
+    let Plane::Maps(maps) = plane else {
+        // The TUN forwarder has no voice path: nothing to program.
+        return Ok(());
+    };
+    let mut maps = maps
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the shared maps' lock is poisoned"))?;
+    for f in flows {
+        match kind {
+            CallEventKind::Connected => maps.authorise_voice(f, Expiry::after(MAX_CALL))?,
+            CallEventKind::Released => maps.revoke_voice(f)?,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOME: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 51);
+
+    fn media() -> Media {
+        Media {
+            local: "10.1.0.51:40000".parse().unwrap(),
+            remote: "10.1.0.52:40002".parse().unwrap(),
+            ssrc_out: 0x1111,
+            ssrc_in: 0x2222,
+        }
+    }
+
+    #[test]
+    fn a_call_becomes_two_flows_to_and_from_the_home_address() {
+        let [inbound, outbound] = voice_flows(HOME, &media()).unwrap();
+        assert_eq!(
+            inbound,
+            VoiceFlow {
+                src: Ipv4Addr::new(10, 1, 0, 52),
+                dst: HOME,
+                src_port: 40002,
+                dst_port: 40000,
+                ssrc: 0x2222,
+            }
+        );
+        assert_eq!(
+            outbound,
+            VoiceFlow {
+                src: HOME,
+                dst: Ipv4Addr::new(10, 1, 0, 52),
+                src_port: 40000,
+                dst_port: 40002,
+                ssrc: 0x1111,
+            }
+        );
+    }
+
+    #[test]
+    fn a_unit_cannot_open_flows_for_another_address_or_nonsense() {
+        let mut m = media();
+        m.local = "10.1.0.99:40000".parse().unwrap();
+        assert_eq!(
+            voice_flows(HOME, &m),
+            Err(FlowError::NotHome {
+                got: Ipv4Addr::new(10, 1, 0, 99),
+                home: HOME
+            })
+        );
+        for bad in [
+            Media {
+                ssrc_in: 0,
+                ..media()
+            },
+            Media {
+                remote: "224.0.0.1:5000".parse().unwrap(),
+                ..media()
+            },
+            Media {
+                remote: "10.1.0.51:5000".parse().unwrap(),
+                ..media()
+            },
+            Media {
+                local: "10.1.0.51:0".parse().unwrap(),
+                ..media()
+            },
+        ] {
+            assert_eq!(voice_flows(HOME, &bad), Err(FlowError::Invalid));
+        }
+    }
+}
