@@ -5,8 +5,11 @@
 //! AP-REQ are refused as unavailable until the proxies' call Kerberos is
 //! wired in.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime};
+
+use roamgate_directory::IdentityCode;
 
 use roamgate_attach::manager::ProxyRequest;
 use roamgate_attach::proxy_op::{CallEventKind, Media, ProxyOp, ProxyReply};
@@ -18,7 +21,11 @@ use crate::mobile_node::Plane;
 /// comes (a unit that vanished mid-call): the data plane drops them after.
 pub const MAX_CALL: Duration = Duration::from_secs(4 * 3600);
 
+/// Calls in progress one unit may have voice flows for.
+pub const MAX_CALLS_PER_UNIT: usize = 8;
+
 /// Q.850 causes of a failed proxy op.
+const CAUSE_NO_CIRCUIT: u8 = 34;
 const CAUSE_TEMPORARY_FAILURE: u8 = 41;
 const CAUSE_NOT_AUTHORISED: u8 = 57;
 
@@ -68,41 +75,92 @@ pub fn voice_flows(home: Ipv4Addr, media: &Media) -> Result<[VoiceFlow; 2], Flow
     ])
 }
 
-/// Serves a unit's proxy request; `home` is the unit's home address from
-/// its initiating information. `Err` tells the unit the service is
-/// unavailable (with the reason for the log).
-pub fn serve(
-    plane: &Plane,
-    home: Ipv4Addr,
-    request: &ProxyRequest,
-    now: SystemTime,
-) -> Result<Vec<u8>, String> {
-    let op = request.op().map_err(|e| e.to_string())?;
-    let reply = match op {
-        ProxyOp::CallEvent { kind, media, .. } => match voice_flows(home, &media) {
-            Err(e) => {
-                tracing::warn!(unit = %request.client, error = %e, "call event refused");
-                ProxyReply::Failed {
-                    op: op.op(),
-                    cause: CAUSE_NOT_AUTHORISED,
-                }
-            }
-            Ok(flows) => match apply(plane, kind, &flows) {
-                Ok(()) => ProxyReply::EventNoted,
-                Err(e) => {
-                    tracing::warn!(unit = %request.client, error = %e, "voice flows not programmed");
-                    ProxyReply::Failed {
-                        op: op.op(),
-                        cause: CAUSE_TEMPORARY_FAILURE,
+/// The voice flows this proxy manager programmed, per unit and call. They
+/// outlive a proxy that is replaced (a unit switching on again mid-call),
+/// and go when the unit switches off, moves away or falls silent, or when
+/// the call is released.
+#[derive(Debug, Default)]
+pub struct Calls {
+    flows: HashMap<IdentityCode, HashMap<[u8; 16], [VoiceFlow; 2]>>,
+}
+
+impl Calls {
+    /// Voice flows programmed now.
+    pub fn voice_flows(&self) -> usize {
+        self.flows.values().map(|c| 2 * c.len()).sum()
+    }
+
+    /// Serves a unit's proxy request; `home` is the unit's home address
+    /// from its initiating information. `Err` tells the unit the service
+    /// is unavailable (with the reason, for the log).
+    pub fn serve(
+        &mut self,
+        plane: &Plane,
+        unit: IdentityCode,
+        home: Ipv4Addr,
+        request: &ProxyRequest,
+        now: SystemTime,
+    ) -> Result<Vec<u8>, String> {
+        let op = request.op().map_err(|e| e.to_string())?;
+        let reply = match op {
+            ProxyOp::CallEvent {
+                call_id,
+                kind,
+                media,
+                ..
+            } => {
+                let failed = |cause| ProxyReply::Failed { op: op.op(), cause };
+                match (kind, voice_flows(home, &media)) {
+                    (_, Err(e)) => {
+                        tracing::warn!(unit = %request.client, error = %e, "call event refused");
+                        failed(CAUSE_NOT_AUTHORISED)
+                    }
+                    (CallEventKind::Connected, Ok(flows)) => {
+                        let calls = self.flows.entry(unit).or_default();
+                        if !calls.contains_key(&call_id) && calls.len() >= MAX_CALLS_PER_UNIT {
+                            failed(CAUSE_NO_CIRCUIT)
+                        } else {
+                            match apply(plane, CallEventKind::Connected, &flows) {
+                                Ok(()) => {
+                                    calls.insert(call_id, flows);
+                                    ProxyReply::EventNoted
+                                }
+                                Err(e) => {
+                                    tracing::warn!(unit = %request.client, error = %e, "voice flows not programmed");
+                                    failed(CAUSE_TEMPORARY_FAILURE)
+                                }
+                            }
+                        }
+                    }
+                    (CallEventKind::Released, Ok(_)) => {
+                        // What this proxy manager programmed for the call,
+                        // whatever the event says.
+                        let flows = self.flows.get_mut(&unit).and_then(|c| c.remove(&call_id));
+                        if let Some(flows) = flows {
+                            if let Err(e) = apply(plane, CallEventKind::Released, &flows) {
+                                tracing::warn!(unit = %request.client, error = %e, "voice flows not revoked");
+                            }
+                        }
+                        ProxyReply::EventNoted
                     }
                 }
-            },
-        },
-        ProxyOp::CallTicket { .. } | ProxyOp::AcceptCall { .. } => {
-            return Err("calls are not served by this proxy manager yet".into())
+            }
+            ProxyOp::CallTicket { .. } | ProxyOp::AcceptCall { .. } => {
+                return Err("calls are not served by this proxy manager yet".into())
+            }
+        };
+        request.answer(&reply, now).map_err(|e| e.to_string())
+    }
+
+    /// Revokes every voice flow of `unit` (it switched off, moved away or
+    /// fell silent).
+    pub fn revoke_unit(&mut self, plane: &Plane, unit: &IdentityCode) {
+        for (_, flows) in self.flows.remove(unit).unwrap_or_default() {
+            if let Err(e) = apply(plane, CallEventKind::Released, &flows) {
+                tracing::warn!(%unit, error = %e, "voice flows not revoked");
+            }
         }
-    };
-    request.answer(&reply, now).map_err(|e| e.to_string())
+    }
 }
 
 fn apply(plane: &Plane, kind: CallEventKind, flows: &[VoiceFlow; 2]) -> anyhow::Result<()> {

@@ -270,6 +270,9 @@ pub struct Report {
     pub pid: u32,
     pub proxies: usize,
     pub in_progress: usize,
+    /// Voice flows programmed for units' calls.
+    pub voice_flows: usize,
+    pub proxy_ops_in_flight: usize,
     pub stats: serde_json::Value,
     pub io: IoStats,
     pub units: Vec<UnitLine>,
@@ -309,6 +312,9 @@ fn stats_json(s: &Stats) -> serde_json::Value {
         "silence_timeouts": s.silence_timeouts,
         "proxy_restarts": s.proxy_restarts,
         "stale": s.stale,
+        "proxy_ops": s.proxy_ops,
+        "proxy_ops_answered": s.proxy_ops_answered,
+        "proxy_ops_expired": s.proxy_ops_expired,
     })
 }
 
@@ -344,8 +350,10 @@ impl Report {
         }
         out.push_str(&format!(
             "# TYPE roamgate_pm_proxies gauge\nroamgate_pm_proxies {}\n\
-             # TYPE roamgate_pm_in_progress gauge\nroamgate_pm_in_progress {}\n",
-            self.proxies, self.in_progress
+             # TYPE roamgate_pm_in_progress gauge\nroamgate_pm_in_progress {}\n\
+             # TYPE roamgate_pm_voice_flows gauge\nroamgate_pm_voice_flows {}\n\
+             # TYPE roamgate_pm_proxy_ops_in_flight gauge\nroamgate_pm_proxy_ops_in_flight {}\n",
+            self.proxies, self.in_progress, self.voice_flows, self.proxy_ops_in_flight
         ));
         out
     }
@@ -358,6 +366,7 @@ fn report(
     core: &ProxyManager<Keytab>,
     io: &IoStats,
     proxies: &HashMap<IdentityCode, Proxy>,
+    calls: &calls::Calls,
     with_units: bool,
 ) -> Report {
     let lines = if with_units { proxies.len() } else { 0 };
@@ -382,6 +391,8 @@ fn report(
         pid: std::process::id(),
         proxies: core.proxies(),
         in_progress: core.in_progress(),
+        voice_flows: calls.voice_flows(),
+        proxy_ops_in_flight: core.proxy_ops_in_flight(),
         stats: stats_json(&core.stats()),
         io: io.clone(),
         units,
@@ -565,6 +576,7 @@ pub async fn run(cfg: ProxyManagerFile, shutdown: CancellationToken) -> anyhow::
     let mut proxies: HashMap<IdentityCode, Proxy> = HashMap::new();
     // Proxies told to stop, until they have: a successor waits for them.
     let mut stopping: HashMap<IdentityCode, JoinHandle<()>> = HashMap::new();
+    let mut calls = calls::Calls::default();
     let mut stats = IoStats::default();
     let mut tick =
         tokio::time::interval(Duration::from_millis(cfg.proxy_manager.stats_interval_ms));
@@ -592,7 +604,7 @@ pub async fn run(cfg: ProxyManagerFile, shutdown: CancellationToken) -> anyhow::
             _ = tokio::time::sleep(wake) => core.handle_timeout(SystemTime::now()),
             _ = tick.tick() => {
                 stopping.retain(|_, h| !h.is_finished());
-                let r = report(&core, &stats, &proxies, status_file.is_some());
+                let r = report(&core, &stats, &proxies, &calls, status_file.is_some());
                 if let Some(p) = &status_file {
                     if let Ok(text) = serde_json::to_string(&r) {
                         if let Err(e) = crate::platform::fs::write_atomic(p, text.as_bytes(), 0o600) {
@@ -613,9 +625,15 @@ pub async fn run(cfg: ProxyManagerFile, shutdown: CancellationToken) -> anyhow::
                     }
                 }
                 Output::Event(ev) => log_event(&ev),
-                Output::Command(cmd) => {
-                    run_command(&io, &mut proxies, &mut stopping, &mut stats, &mut core, cmd)
-                }
+                Output::Command(cmd) => run_command(
+                    &io,
+                    &mut proxies,
+                    &mut stopping,
+                    &mut calls,
+                    &mut stats,
+                    &mut core,
+                    cmd,
+                ),
             }
         }
     }
@@ -646,7 +664,7 @@ pub async fn run(cfg: ProxyManagerFile, shutdown: CancellationToken) -> anyhow::
         }
     }
     if let Some(p) = &status_file {
-        let r = report(&core, &stats, &proxies, true);
+        let r = report(&core, &stats, &proxies, &calls, true);
         if let Ok(text) = serde_json::to_string(&r) {
             let _ = crate::platform::fs::write_atomic(p, text.as_bytes(), 0o600);
         }
@@ -659,6 +677,7 @@ fn run_command(
     io: &Io,
     proxies: &mut HashMap<IdentityCode, Proxy>,
     stopping: &mut HashMap<IdentityCode, JoinHandle<()>>,
+    calls: &mut calls::Calls,
     stats: &mut IoStats,
     core: &mut ProxyManager<Keytab>,
     cmd: Command,
@@ -707,7 +726,9 @@ fn run_command(
             request,
         } => {
             let answer = match proxies.get(&unit).filter(|p| p.session == session) {
-                Some(p) => calls::serve(&io.plane, p.home_address, &request, SystemTime::now()),
+                Some(p) => {
+                    calls.serve(&io.plane, unit, p.home_address, &request, SystemTime::now())
+                }
                 None => Err("the unit's proxy stopped".into()),
             };
             if let Err(e) = &answer {
@@ -727,6 +748,9 @@ fn run_command(
                     stopping.insert(unit, p.done);
                     stats.proxies_stopped += 1;
                     if deregister {
+                        // Switched off, moved away or silent: its calls'
+                        // flows go too (a replacement keeps them).
+                        calls.revoke_unit(&io.plane, &unit);
                         stats.deregistered_on_stop += 1;
                     }
                 }
