@@ -402,34 +402,36 @@ impl Unit {
                 Repr::StatusAnswer {
                     ap_rep, krb_priv, ..
                 },
-            ) => {
-                let info = p
-                    .client
-                    .verify_ap_rep(ap_rep)
-                    .map_err(|e| UnitError::Mutual(got, e))?;
-                let plain = SecureChannel::for_initiator(&p.client, &info)
-                    .open_priv(krb_priv, now)
-                    .map_err(UnitError::Status)?;
-                UnitEvent::Status(StatusBody::parse(&plain)?)
-            }
+            ) => UnitEvent::Status(StatusBody::parse(&open_answer(
+                &p.client, ap_rep, krb_priv, got, now,
+            )?)?),
             (
                 MessageType::ProxyRequest,
                 Repr::ProxyAnswer {
                     ap_rep, krb_priv, ..
                 },
-            ) => {
-                let info = p
-                    .client
-                    .verify_ap_rep(ap_rep)
-                    .map_err(|e| UnitError::Mutual(got, e))?;
-                let plain = SecureChannel::for_initiator(&p.client, &info)
-                    .open_priv(krb_priv, now)
-                    .map_err(UnitError::Status)?;
-                UnitEvent::Proxy(Zeroizing::new(plain))
-            }
+            ) => UnitEvent::Proxy(Zeroizing::new(open_answer(
+                &p.client, ap_rep, krb_priv, got, now,
+            )?)),
             _ => return Err(UnitError::Unsolicited { got }),
         };
         self.pending = None;
         Ok(event)
     }
+}
+
+/// An answer's AP-REP (mutual authentication) and the KRB-PRIV it carries.
+fn open_answer(
+    client: &ApClient,
+    ap_rep: &[u8],
+    krb_priv: &[u8],
+    got: MessageType,
+    now: SystemTime,
+) -> Result<Vec<u8>, UnitError> {
+    let info = client
+        .verify_ap_rep(ap_rep)
+        .map_err(|e| UnitError::Mutual(got, e))?;
+    SecureChannel::for_initiator(client, &info)
+        .open_priv(krb_priv, now)
+        .map_err(UnitError::Status)
 }
