@@ -914,6 +914,44 @@ mod tests {
     }
 
     #[test]
+    fn srtcp_authentication_only_roundtrip() {
+        for profile in PROFILES {
+            let key = MasterKey::new([4; 16]);
+            let salt = MasterSalt::from_slice(&[6; 14][..profile.master_salt_len()]).expect("s");
+            let config = Config {
+                encrypt_rtcp: false,
+                ..Config::default()
+            };
+            let mut tx = Context::with_config(profile, &key, &salt, config).expect("ctx");
+            let mut rx = Context::new(profile, &key, &salt).expect("ctx");
+            let plain = h("80c90001 00000042 81ca0003 00000042 01047573 65720000");
+            let mut p = plain.clone();
+            tx.protect_rtcp(&mut p).expect("protect");
+            assert_eq!(
+                &p[..plain.len()],
+                &plain[..],
+                "{profile:?}: sent in the clear"
+            );
+            let word = &p[p.len() - profile.rtcp_trailer_len()..];
+            let word = match profile {
+                Profile::AesCm128HmacSha1_80 => &word[..4],
+                Profile::AeadAes128Gcm => &word[16..],
+            };
+            assert_eq!(word, [0, 0, 0, 0], "{profile:?}: E = 0, index 0");
+            let mut forged = p.clone();
+            forged[12] ^= 1;
+            let before = forged.clone();
+            assert_eq!(rx.unprotect_rtcp(&mut forged), Err(Error::AuthFailed));
+            assert_eq!(
+                forged, before,
+                "{profile:?}: a refused packet is left as it was"
+            );
+            rx.unprotect_rtcp(&mut p).expect("unprotect");
+            assert_eq!(p, plain);
+        }
+    }
+
+    #[test]
     fn salt_length_must_fit_the_profile() {
         let key = MasterKey::new([0; 16]);
         let salt14 = MasterSalt::from_slice(&[0; 14]).expect("14");
