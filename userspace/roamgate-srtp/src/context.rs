@@ -11,6 +11,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::kdf::{self, Label};
 use crate::replay::Window;
+use crate::wire::{self, RtcpPacket, RtpPacket};
 use crate::{Error, MasterKey, MasterSalt, Profile};
 
 /// HMAC-SHA1-80: the tag is the HMAC's first 80 bits.
@@ -18,10 +19,8 @@ const CM_TAG_LEN: usize = 10;
 /// HMAC-SHA1 session authentication key, 160 bits (RFC 3711 §4.2.1).
 const CM_AUTH_KEY_LEN: usize = 20;
 const GCM_TAG_LEN: usize = 16;
-/// The fixed RTP header, up to and including the SSRC (RFC 3550 §5.1).
-const RTP_FIXED_HEADER_LEN: usize = 12;
 /// RTCP header and sender SSRC: the part SRTCP leaves in the clear.
-const RTCP_CLEAR_LEN: usize = 8;
+const RTCP_CLEAR_LEN: usize = wire::RTCP_HEADER_LEN;
 /// The E flag of the SRTCP trailer word (RFC 3711 §3.4).
 const E_FLAG: u32 = 0x8000_0000;
 /// SRTCP indices are 31 bits.
@@ -231,44 +230,6 @@ fn accept(window: &mut Option<Window>, index: u64) {
         .accept(index);
 }
 
-/// RTP header length: fixed header, CSRCs, header extension (RFC 3550
-/// §5.1, §5.3.1). Checks the version and that `pkt` holds it all.
-fn rtp_header_len(pkt: &[u8]) -> Result<usize, Error> {
-    let first = *pkt.first().ok_or(Error::Truncated)?;
-    if first >> 6 != 2 {
-        return Err(Error::BadVersion);
-    }
-    if pkt.len() < RTP_FIXED_HEADER_LEN {
-        return Err(Error::Truncated);
-    }
-    let mut len = RTP_FIXED_HEADER_LEN + 4 * usize::from(first & 0x0f);
-    if first & 0x10 != 0 {
-        let ext = pkt.get(len..len + 4).ok_or(Error::Truncated)?;
-        len += 4 + 4 * usize::from(u16::from_be_bytes([ext[2], ext[3]]));
-    }
-    if len > pkt.len() {
-        return Err(Error::Truncated);
-    }
-    Ok(len)
-}
-
-fn rtcp_check(pkt: &[u8]) -> Result<(), Error> {
-    let first = *pkt.first().ok_or(Error::Truncated)?;
-    if first >> 6 != 2 {
-        return Err(Error::BadVersion);
-    }
-    if pkt.len() < RTCP_CLEAR_LEN {
-        return Err(Error::Truncated);
-    }
-    Ok(())
-}
-
-fn be16(b: &[u8], at: usize) -> u16 {
-    let mut a = [0u8; 2];
-    a.copy_from_slice(&b[at..at + 2]);
-    u16::from_be_bytes(a)
-}
-
 fn be32(b: &[u8], at: usize) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[at..at + 4]);
@@ -416,10 +377,10 @@ impl Context {
     /// packet's length.
     pub fn protect_rtp_in_place(&mut self, buf: &mut [u8], len: usize) -> Result<usize, Error> {
         let trailer = self.profile.rtp_trailer_len();
-        let pkt = buf.get(..len).ok_or(Error::BufferTooSmall)?;
-        let hdr = rtp_header_len(pkt)?;
-        let seq = be16(pkt, 2);
-        let ssrc = be32(pkt, 8);
+        let pkt = RtpPacket::new_checked(buf.get(..len).ok_or(Error::BufferTooSmall)?)?;
+        let hdr = pkt.header_len();
+        let seq = pkt.sequence_number();
+        let ssrc = pkt.ssrc();
         let total = len.checked_add(trailer).ok_or(Error::BufferTooSmall)?;
         if buf.len() < total {
             return Err(Error::BufferTooSmall);
@@ -466,9 +427,10 @@ impl Context {
     pub fn unprotect_rtp_in_place(&mut self, pkt: &mut [u8]) -> Result<usize, Error> {
         let trailer = self.profile.rtp_trailer_len();
         let len = pkt.len().checked_sub(trailer).ok_or(Error::Truncated)?;
-        let hdr = rtp_header_len(&pkt[..len])?;
-        let seq = be16(pkt, 2);
-        let ssrc = be32(pkt, 8);
+        let view = RtpPacket::new_checked(&pkt[..len])?;
+        let hdr = view.header_len();
+        let seq = view.sequence_number();
+        let ssrc = view.ssrc();
         let window = self.rx.get(ssrc).and_then(|s| s.rtp);
         let index = match &window {
             Some(w) => {
@@ -508,9 +470,7 @@ impl Context {
     /// packet's length.
     pub fn protect_rtcp_in_place(&mut self, buf: &mut [u8], len: usize) -> Result<usize, Error> {
         let trailer = self.profile.rtcp_trailer_len();
-        let pkt = buf.get(..len).ok_or(Error::BufferTooSmall)?;
-        rtcp_check(pkt)?;
-        let ssrc = be32(pkt, 4);
+        let ssrc = RtcpPacket::new_checked(buf.get(..len).ok_or(Error::BufferTooSmall)?)?.ssrc();
         let total = len.checked_add(trailer).ok_or(Error::BufferTooSmall)?;
         if buf.len() < total {
             return Err(Error::BufferTooSmall);
@@ -569,7 +529,7 @@ impl Context {
     /// length (its prefix of `pkt`).
     pub fn unprotect_rtcp_in_place(&mut self, pkt: &mut [u8]) -> Result<usize, Error> {
         let trailer = self.profile.rtcp_trailer_len();
-        rtcp_check(pkt)?;
+        let ssrc = RtcpPacket::new_checked(&*pkt)?.ssrc();
         if pkt.len() < RTCP_CLEAR_LEN + trailer {
             return Err(Error::Truncated);
         }
@@ -581,7 +541,6 @@ impl Context {
         let word = be32(pkt, word_at);
         let encrypted = word & E_FLAG != 0;
         let index = u64::from(word & !E_FLAG);
-        let ssrc = be32(pkt, 4);
         match self.rx.get(ssrc).and_then(|s| s.rtcp) {
             Some(w) => w.check(index)?,
             None => self.rx.room_for(ssrc)?,
@@ -780,7 +739,9 @@ mod tests {
             // Deliver 65535 after 0 and 1 of the next ROC.
             wire.swap(5, 7);
             for p in wire.iter_mut() {
-                let s = be16(p, 2);
+                let s = RtpPacket::new_checked(&p[..])
+                    .expect("rtp")
+                    .sequence_number();
                 rx.unprotect_rtp(p).expect("unprotect");
                 assert_eq!(*p, rtp(s, 0xabc, &[s as u8; 160]), "{profile:?} {s}");
             }

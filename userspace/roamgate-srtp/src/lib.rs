@@ -18,6 +18,7 @@
 mod context;
 pub mod kdf;
 pub mod replay;
+pub mod wire;
 
 pub use context::{Config, Context};
 
