@@ -690,6 +690,40 @@ mod tests {
         assert_eq!(forged, before, "a refused packet is left as it was");
     }
 
+    /// libsrtp's own reference packets (test/srtp_driver.c, srtp_validate):
+    /// AES_CM_128_HMAC_SHA1_80 under the RFC 3711 B.3 master key and salt,
+    /// through the whole path (key derivation, AES-CM, HMAC-SHA1-80). Its
+    /// SRTCP index is 1.
+    #[test]
+    fn libsrtp_validate_cm_reference_packets() {
+        let key = MasterKey::from_slice(&h("e1f97a0d3e018be0d64fa32c06de4139")).expect("key");
+        let salt = MasterSalt::from_slice(&h("0ec675ad498afeebb6960b3aabe6")).expect("salt");
+        let new = || Context::new(Profile::AesCm128HmacSha1_80, &key, &salt).expect("ctx");
+        let rtp = h("800f1234 decafbad cafebabe abababab abababab abababab abababab");
+        let srtp = h(
+            "800f1234 decafbad cafebabe 4e55dc4c e79978d8 8ca4d215 949d2402
+            b78d6acc 99ea179b 8dbb",
+        );
+        let mut p = rtp.clone();
+        new().protect_rtp(&mut p).expect("protect");
+        assert_eq!(p, srtp);
+        new().unprotect_rtp(&mut p).expect("unprotect");
+        assert_eq!(p, rtp);
+
+        let rtcp = h("81c8000b cafebabe abababab abababab abababab abababab");
+        let srtcp = h(
+            "81c8000b cafebabe 7128035b e487b9bd bef89041 f977a5a8 80000001
+            993e08cd 54d6c123 0798",
+        );
+        let mut tx = new();
+        tx.tx.entry(0xcafe_babe).expect("room").rtcp_next = 1;
+        let mut p = rtcp.clone();
+        tx.protect_rtcp(&mut p).expect("protect");
+        assert_eq!(p, srtcp);
+        new().unprotect_rtcp(&mut p).expect("unprotect");
+        assert_eq!(p, rtcp);
+    }
+
     impl Context {
         fn keys_rtp_nonce(&self, ssrc: u32, index: u64) -> Vec<u8> {
             let Keys::Gcm { rtp, .. } = &self.keys else {
