@@ -34,6 +34,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "independent decoder of captured traffic; its dumpcap captures the e2e links",
     ),
     ("python3-scapy", "independent packet builder"),
+    (
+        "python3-pylibsrtp",
+        "libsrtp, the SRTP interop peer of roamgate-srtp's tests",
+    ),
     ("krb5-kdc", "MIT KDC interop peer"),
     (
         "krb5-admin-server",

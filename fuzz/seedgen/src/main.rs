@@ -107,6 +107,7 @@ fn main() -> Result<()> {
     krb_priv(&mut seeds)?;
     attach_frame(&mut seeds)?;
     proxy_op(&mut seeds)?;
+    srtp_unprotect(&mut seeds)?;
     eprintln!(
         "wrote {} seeds under {}",
         seeds.written,
@@ -708,6 +709,49 @@ fn proxy_op(seeds: &mut Seeds) -> Result<()> {
     ];
     for (name, a) in answers {
         seeds.put(T, name, &a.to_bytes()?)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// SRTP
+
+/// fuzz_targets/srtp_unprotect.rs: SRTP and SRTCP of both profiles,
+/// protected under the target's own master key and salt (an accepted packet
+/// is no failure there), so that mutations start from genuine packets.
+fn srtp_unprotect(seeds: &mut Seeds) -> Result<()> {
+    use roamgate_srtp::{Context, MasterKey, MasterSalt, Profile};
+    const KEY: [u8; 16] = [0x5a; 16];
+    const SALT: [u8; 14] = [0xa5; 14];
+    for (profile, name) in [
+        (Profile::AesCm128HmacSha1_80, "cm"),
+        (Profile::AeadAes128Gcm, "gcm"),
+    ] {
+        let salt = MasterSalt::from_slice(&SALT[..profile.master_salt_len()])?;
+        let mut ctx = Context::new(profile, &MasterKey::new(KEY), &salt)?;
+        // RTP: plain header; then two CSRCs and a one-octet-header extension.
+        let mut plain = vec![
+            0x80, 0x00, 0x12, 0x34, 0, 0, 0x0c, 0x80, 0xca, 0xfe, 0xba, 0xbe,
+        ];
+        plain.extend_from_slice(&[0xd5; 160]);
+        let mut rich = vec![
+            0x92, 0x08, 0xff, 0xff, 0, 0, 0x0c, 0x80, 0xca, 0xfe, 0xba, 0xbe,
+        ];
+        rich.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 2, 0xbe, 0xde, 0, 1, 0x10, 0xff, 0, 0]);
+        rich.extend_from_slice(&[0x55; 80]);
+        for (kind, mut pkt) in [("rtp", plain), ("rtp-csrc-ext", rich)] {
+            ctx.protect_rtp(&mut pkt)?;
+            seeds.put("srtp_unprotect", &format!("{name}-{kind}"), &pkt)?;
+        }
+        // RTCP: an empty receiver report, then one with an SDES CNAME.
+        let rr = vec![0x80, 201, 0, 1, 0xca, 0xfe, 0xba, 0xbe];
+        let mut sdes = rr.clone();
+        sdes.extend_from_slice(&[0x81, 202, 0, 3, 0xca, 0xfe, 0xba, 0xbe, 1, 4, b'u', b'n']);
+        sdes.extend_from_slice(&[b'i', b't', 0, 0]);
+        for (kind, mut pkt) in [("rtcp-rr", rr), ("rtcp-rr-sdes", sdes)] {
+            ctx.protect_rtcp(&mut pkt)?;
+            seeds.put("srtp_unprotect", &format!("{name}-{kind}"), &pkt)?;
+        }
     }
     Ok(())
 }
