@@ -15,6 +15,9 @@ pub mod h245;
 pub mod q931;
 pub mod tpkt;
 
+pub use h225::{CallMessage, Channel, Codec, MessageBody, ReleaseReason};
+pub use h235::{Integrity, TokenFields};
+
 /// The H.225.0 call signalling TCP port.
 pub const CALL_SIGNALLING_PORT: u16 = 1720;
 
