@@ -8,7 +8,7 @@ mod common;
 use std::net::Ipv4Addr;
 use std::process::Command;
 
-use roamgate_call::wire::{h235, CALL_SIGNALLING_PORT};
+use roamgate_call::wire::{h235, MessageBody, ReleaseReason, CALL_SIGNALLING_PORT};
 
 /// A minimal pcap writer (libpcap 2.4, LINKTYPE_ETHERNET) of one TCP
 /// connection's data segments.
@@ -108,7 +108,16 @@ fn tshark_decodes_call_signalling_without_errors() {
     pcap.frame(false, 0x02, &[]);
     pcap.frame(true, 0x12, &[]);
     pcap.frame(false, 0x10, &[]);
-    let call = common::call();
+    let mut call = common::call();
+    // A refusal for a forged message: the extension alternatives
+    // securityError / securityIntegrityFailed of ReleaseCompleteReason.
+    call.push(common::msg(
+        MessageBody::ReleaseComplete {
+            cause: Some(21),
+            reason: Some(ReleaseReason::SecurityIntegrityFailed),
+        },
+        true,
+    ));
     for (i, m) in call.iter().enumerate() {
         let (s, r) = if m.from_destination {
             ("4402", "4401")
@@ -165,6 +174,9 @@ fn tshark_decodes_call_signalling_without_errors() {
         "sendersID: 4401",
         "cryptoHashedToken",
         "0.0.8.235.0.2.6",
+        "securityIntegrityFailed",
+        "Cause value: Call rejected (21)",
+        "Cause value: Normal call clearing (16)",
         "1.2.840.113554.1.2.2",
     ] {
         assert!(text.contains(needle), "no {needle:?} in:\n{text}");

@@ -773,11 +773,14 @@ impl CallMessage {
                 if q.message_type != MessageType::Setup {
                     return Err(mismatch("setup"));
                 }
-                let called_number = q
-                    .called_party_number
-                    .clone()
-                    .or_else(|| first_digits(&s.destination_address))
-                    .ok_or(Error::MissingField("called party number"))?;
+                let uuie_number = first_digits(&s.destination_address);
+                let called_number = match (q.called_party_number.clone(), uuie_number) {
+                    (Some(a), Some(b)) if a != b => {
+                        return Err(Error::InvalidField("called party number"))
+                    }
+                    (Some(a), _) | (None, Some(a)) => a,
+                    (None, None) => return Err(Error::MissingField("called party number")),
+                };
                 let body = MessageBody::Setup {
                     conference_id: *s.conference_id,
                     calling_number: first_digits(&s.source_address),

@@ -22,10 +22,9 @@
 //! The hash is HMAC-SHA1-96 (the first 12 bytes of HMAC-SHA1, H.235.1 §8)
 //! under the key of the Kerberos AP exchange, computed over the whole
 //! message as sent (TPKT, Q.931 and the PER H323-UserInformation) with the
-//! 96 hash bits zero, then patched in. [`verify`] re-encodes the decoded
-//! message, requires the received bytes to be exactly that canonical
-//! encoding (so that nothing outside what was decoded goes unprotected),
-//! recomputes the HMAC with the hash zeroed and compares in constant time.
+//! 96 hash bits zero, then patched in. [`verify`] zeroes the hash bytes of
+//! the received message in place, recomputes the HMAC over all of it and
+//! compares in constant time.
 //!
 //! # The Kerberos carrier
 //!
@@ -312,19 +311,25 @@ pub fn sign(msg: &CallMessage, fields: &TokenFields, key: &[u8]) -> Result<Vec<u
 
 /// Parses `bytes` and checks its hashed token under `key`; returns the
 /// message and the token's fields, whose freshness the caller checks.
+///
+/// The HMAC is recomputed over the received bytes with the hash's 12 bytes
+/// zeroed in place (in aligned PER a 96-bit BIT STRING is octet-aligned, so
+/// the hash is whole bytes of the message), so every byte received is
+/// covered, whether roamgate's decoder reads it or skips it.
 pub fn verify_message(bytes: &[u8], key: &[u8]) -> Result<(CallMessage, TokenFields), Error> {
     let msg = CallMessage::parse(bytes)?;
     let Some(integrity) = msg.integrity.clone() else {
         return Err(Error::NoIntegrityToken);
     };
-    if msg.to_bytes()? != bytes {
-        return Err(Error::NotCanonical);
-    }
-    let mut zeroed = msg.clone();
-    if let Some(i) = zeroed.integrity.as_mut() {
-        i.hash = [0; HASH_LEN];
-    }
-    let expected = hmac96(key, &zeroed.to_bytes()?);
+    // The cryptoTokens come after the tokens (and the Kerberos bytes): the
+    // last occurrence is the hash field.
+    let pos = bytes
+        .windows(HASH_LEN)
+        .rposition(|w| w == integrity.hash)
+        .ok_or(Error::NotCanonical)?;
+    let mut zeroed = bytes.to_vec();
+    zeroed[pos..pos + HASH_LEN].fill(0);
+    let expected = hmac96(key, &zeroed);
     if !ct_eq(&expected, &integrity.hash) {
         return Err(Error::IntegrityFailed);
     }

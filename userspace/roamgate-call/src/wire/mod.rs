@@ -72,6 +72,6 @@ pub enum Error {
     WrongTokenOid,
     #[error("the H.235 integrity check failed")]
     IntegrityFailed,
-    #[error("the message is not in its canonical encoding")]
+    #[error("the hash of the H.235 token is not octet-aligned in the message")]
     NotCanonical,
 }
