@@ -272,3 +272,59 @@ impl Channel {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ulaw() -> Channel {
+        Channel {
+            logical_channel: 1,
+            codec: Codec::G711Ulaw,
+            frames_per_packet: 20,
+            session_id: 1,
+            media: Some(SocketAddrV4::new(Ipv4Addr::new(10, 1, 0, 10), 40000)),
+            media_control: Some(SocketAddrV4::new(Ipv4Addr::new(10, 1, 0, 10), 40001)),
+        }
+    }
+
+    #[test]
+    fn olc_round_trip() {
+        for c in [
+            ulaw(),
+            Channel {
+                codec: Codec::G711Alaw,
+                media: None,
+                ..ulaw()
+            },
+        ] {
+            let b = c.to_olc_bytes().unwrap();
+            assert_eq!(Channel::from_olc_bytes(&b).unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn olc_errors() {
+        let c = Channel {
+            frames_per_packet: 0,
+            ..ulaw()
+        };
+        assert_eq!(
+            c.to_olc_bytes(),
+            Err(Error::InvalidField("frames per packet"))
+        );
+        let c = Channel {
+            logical_channel: 0,
+            ..ulaw()
+        };
+        assert!(c.to_olc_bytes().is_err());
+        assert!(matches!(
+            Channel::from_olc_bytes(&[0xff]),
+            Err(Error::Decode(_))
+        ));
+        let b = ulaw().to_olc_bytes().unwrap();
+        for n in 0..b.len() {
+            assert!(Channel::from_olc_bytes(&b[..n]).is_err(), "prefix {n}");
+        }
+    }
+}
