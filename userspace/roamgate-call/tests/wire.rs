@@ -283,3 +283,27 @@ fn kerberos_token_accessors() {
     let back = CallMessage::parse(&m.to_bytes().unwrap()).unwrap();
     assert_eq!(back.kerberos_token(), Some(&b"\x6e\x03ap!"[..]));
 }
+
+/// Found by fuzz/call_message: a RELEASE COMPLETE whose reason
+/// (noBandwidth) roamgate has no name for, and odd BMP identifiers, parse
+/// to a message that re-encodes to the same message.
+#[test]
+fn unnamed_release_reason_round_trips() {
+    let b = unhex(concat!(
+        "03000084080281015a180280957e00740525c0060008914a00048b0168054011",
+        "0066757a7a2d63616c6c2d6964656e742e4e0174070008816b000201c5080700",
+        "08816b000205c06b49d1ff01060a00630061df6c006c0065006502800d0a0063",
+        "006165006c6c00000072070008816b000206006089469a8e1e383c80282ac951",
+        "02800100",
+    ));
+    let m = CallMessage::parse(&b).unwrap();
+    assert!(matches!(
+        m.body,
+        MessageBody::ReleaseComplete {
+            reason: Some(ReleaseReason::Other(_)),
+            ..
+        }
+    ));
+    let again = m.to_bytes().unwrap();
+    assert_eq!(CallMessage::parse(&again).unwrap(), m);
+}

@@ -412,8 +412,9 @@ pub enum CryptoH323Token {
     NestedCryptoToken(Box<CryptoToken>),
 }
 
-/// Why a call was released (the ReleaseCompleteReason roamgate uses).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a call was released: the ReleaseCompleteReasons roamgate uses by
+/// name, any other one as it came.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReleaseReason {
     /// No route to the callee (unknown number, callee switched off).
     UnreachableDestination,
@@ -434,19 +435,20 @@ pub enum ReleaseReason {
     SecurityReplay,
     /// A message out of the freshness window.
     SecurityWrongSyncTime,
-    /// Any other reason.
-    Other,
+    /// Any other reason, as decoded (never one of the named ones).
+    Other(ReleaseCompleteReason),
 }
 
 impl ReleaseReason {
-    fn to_asn(self) -> ReleaseCompleteReason {
+    fn to_asn(&self) -> ReleaseCompleteReason {
         use ReleaseCompleteReason as R;
         match self {
             Self::UnreachableDestination => R::UnreachableDestination(()),
             Self::DestinationRejection => R::DestinationRejection(()),
             Self::NoPermission => R::NoPermission(()),
             Self::InConf => R::InConf(()),
-            Self::UndefinedReason | Self::Other => R::UndefinedReason(()),
+            Self::UndefinedReason => R::UndefinedReason(()),
+            Self::Other(r) => r.clone(),
             Self::SecurityDenied => R::SecurityDenied(()),
             Self::CalledPartyNotRegistered => R::CalledPartyNotRegistered(()),
             Self::SecurityIntegrityFailed => {
@@ -476,7 +478,7 @@ impl ReleaseReason {
             R::SecurityError(SecurityErrors::SecurityWrongSyncTime(())) => {
                 Self::SecurityWrongSyncTime
             }
-            _ => Self::Other,
+            other => Self::Other(other.clone()),
         }
     }
 }
@@ -695,7 +697,7 @@ impl CallMessage {
             MessageBody::ReleaseComplete { reason, .. } => {
                 H323MessageBody::ReleaseComplete(Box::new(ReleaseCompleteUuie {
                     protocol_identifier: pid,
-                    reason: reason.map(ReleaseReason::to_asn),
+                    reason: reason.as_ref().map(ReleaseReason::to_asn),
                     call_identifier,
                     tokens,
                     crypto_tokens,

@@ -170,7 +170,8 @@ pub struct Integrity {
 }
 
 fn bmp(s: &str, what: &'static str) -> Result<BmpString, Error> {
-    let n = s.chars().count();
+    // SIZE (1..128) counts 16-bit units.
+    let n = s.encode_utf16().count();
     if !(1..=128).contains(&n) {
         return Err(Error::InvalidField(what));
     }
