@@ -307,3 +307,23 @@ fn unnamed_release_reason_round_trips() {
     let again = m.to_bytes().unwrap();
     assert_eq!(CallMessage::parse(&again).unwrap(), m);
 }
+
+/// Found by fuzz/call_message: a SETUP whose calling number has a `*` (the
+/// dialledDigits alphabet is "0123456789#*,") re-encodes.
+#[test]
+fn dialled_digits_alphabet_round_trips() {
+    let b = unhex(concat!(
+        "03000106080201010504038090a2780581343430327e00ee0520b0060008914a",
+        "00040101807732020001018077351066757a7a2d636f6e666572656e63652e00",
+        "597d80110066757a7a2d63616c6c2d6964656e742e1d010080092a867100f712",
+        "010202092a864886f712010202056e030102034e0174070008816b000201c500",
+        "070008816b000205c06b49d1ff01010a00630061006c006c0065006502800d0a",
+        "00630061006c006c00650072070008816b000206006043054e3a10d0bd42317b",
+        "636537021a0000000c601380121d0001000a01000a9c40000a01000a9c41001a",
+        "0000010c201380121d0001000a01000a9c40000a01000a9c4100010001000100",
+        "010002800100",
+    ));
+    let m = CallMessage::parse(&b).unwrap();
+    let again = m.to_bytes().unwrap();
+    assert_eq!(CallMessage::parse(&again).unwrap(), m);
+}

@@ -541,7 +541,7 @@ pub struct CallMessage {
 }
 
 fn digits(s: &str, what: &'static str) -> Result<AliasAddress, Error> {
-    if s.is_empty() || s.len() > 128 || !s.bytes().all(|c| c.is_ascii_digit()) {
+    if s.is_empty() || s.len() > 128 || !s.bytes().all(|c| q931::is_dialled_digit(&c)) {
         return Err(Error::InvalidField(what));
     }
     let ia5 = Ia5String::try_from(s.to_owned()).map_err(|_| Error::InvalidField(what))?;

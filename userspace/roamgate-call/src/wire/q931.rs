@@ -35,6 +35,12 @@ pub mod ie {
 /// coding, speech; circuit mode, 64 kbit/s; layer 1 G.711 µ-law.
 pub const BEARER_SPEECH_ULAW: [u8; 3] = [0x80, 0x90, 0xa2];
 
+/// A character of a dialled number: a digit, `#`, `*` or `,` (the
+/// dialledDigits alphabet of H.225.0; E.164 numbers are digits only).
+pub const fn is_dialled_digit(c: &u8) -> bool {
+    matches!(*c, b'0'..=b'9' | b'#' | b'*' | b',')
+}
+
 /// The Q.931 message types roamgate uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageType {
@@ -176,7 +182,7 @@ impl Repr {
                     let Some((o3, digits)) = body.split_first() else {
                         return Err(Error::MalformedIe(id));
                     };
-                    if o3 & 0x80 == 0 || !digits.iter().all(|c| c.is_ascii_digit()) {
+                    if o3 & 0x80 == 0 || !digits.iter().all(is_dialled_digit) {
                         return Err(Error::MalformedIe(id));
                     }
                     r.called_party_number = Some(ia5(id, digits)?);
@@ -233,7 +239,7 @@ impl Repr {
             short(out, ie::DISPLAY, &[d.as_bytes()])?;
         }
         if let Some(n) = &self.called_party_number {
-            if n.is_empty() || !n.bytes().all(|c| c.is_ascii_digit()) {
+            if n.is_empty() || !n.bytes().all(|c| is_dialled_digit(&c)) {
                 return Err(Error::InvalidField("called party number"));
             }
             short(out, ie::CALLED_PARTY_NUMBER, &[&[0x81], n.as_bytes()])?;
