@@ -150,6 +150,10 @@ fn tshark_decodes_call_signalling_without_errors() {
     };
     let text = run(&["-V"]);
     assert!(!text.contains("Malformed"), "{text}");
+    // The e2e captures' rule (docs/testing.md): no malformed packet, no
+    // expert info at warning level or above.
+    let bad = run(&["-Y", "_ws.malformed || _ws.expert.severity >= 0x00600000"]);
+    assert!(bad.trim().is_empty(), "flagged packets:\n{bad}\n{text}");
     let expert = run(&["-q", "-z", "expert,warn"]);
     assert!(
         !expert.contains("Warning") && !expert.contains("Error"),

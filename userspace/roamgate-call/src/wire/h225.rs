@@ -585,17 +585,10 @@ impl CallMessage {
         self
     }
 
-    fn tokens(
-        &self,
-    ) -> (
-        Option<SequenceOf<ClearToken>>,
-        Option<SequenceOf<CryptoH323Token>>,
-    ) {
-        let tokens = self
-            .kerberos
+    fn tokens(&self) -> Option<SequenceOf<ClearToken>> {
+        self.kerberos
             .as_ref()
-            .map(|k| vec![h235::kerberos_clear_token(k)]);
-        (tokens, None)
+            .map(|k| vec![h235::kerberos_clear_token(k)])
     }
 
     fn crypto_tokens(&self) -> Result<Option<SequenceOf<CryptoH323Token>>, Error> {
@@ -614,7 +607,7 @@ impl CallMessage {
         let call_identifier = CallIdentifier {
             guid: FixedOctetString::new(self.call_identifier),
         };
-        let (tokens, _) = self.tokens();
+        let tokens = self.tokens();
         let crypto_tokens = self.crypto_tokens()?;
         let body = match &self.body {
             MessageBody::Setup {
