@@ -108,6 +108,7 @@ fn main() -> Result<()> {
     attach_frame(&mut seeds)?;
     proxy_op(&mut seeds)?;
     srtp_unprotect(&mut seeds)?;
+    call_message(&mut seeds)?;
     eprintln!(
         "wrote {} seeds under {}",
         seeds.written,
@@ -752,6 +753,98 @@ fn srtp_unprotect(seeds: &mut Seeds) -> Result<()> {
             ctx.protect_rtcp(&mut pkt)?;
             seeds.put("srtp_unprotect", &format!("{name}-{kind}"), &pkt)?;
         }
+    }
+    Ok(())
+}
+
+/// fuzz_targets/call_message.rs: the key its messages are signed with.
+const CALL_KEY: &[u8] = b"roamgate call fuzz key";
+
+/// The five messages of a call, each signed with the target's key, and a
+/// refusal with an H.235 security error.
+fn call_message(seeds: &mut Seeds) -> Result<()> {
+    use roamgate_call::wire::{
+        h235, CallMessage, Channel, Codec, MessageBody, ReleaseReason, TokenFields,
+    };
+    use std::net::SocketAddrV4;
+    let chan = |codec, n, port| Channel {
+        logical_channel: n,
+        codec,
+        frames_per_packet: 20,
+        session_id: 1,
+        media: Some(SocketAddrV4::new(Ipv4Addr::new(10, 1, 0, 10), port)),
+        media_control: Some(SocketAddrV4::new(Ipv4Addr::new(10, 1, 0, 10), port + 1)),
+    };
+    let msg = |body, from_destination| CallMessage {
+        call_reference: 0x0101,
+        from_destination,
+        call_identifier: *b"fuzz-call-ident.",
+        display: None,
+        kerberos: None,
+        integrity: None,
+        body,
+    };
+    let conference_id = *b"fuzz-conference.";
+    let messages = [
+        (
+            "setup",
+            msg(
+                MessageBody::Setup {
+                    conference_id,
+                    calling_number: Some("4401".into()),
+                    called_number: "4402".into(),
+                    fast_start: vec![
+                        chan(Codec::G711Ulaw, 1, 40000),
+                        chan(Codec::G711Alaw, 2, 40000),
+                    ],
+                },
+                false,
+            )
+            .with_kerberos_token(&[0x6e, 0x03, 1, 2, 3]),
+        ),
+        ("call-proceeding", msg(MessageBody::CallProceeding, true)),
+        ("alerting", msg(MessageBody::Alerting, true)),
+        (
+            "connect",
+            msg(
+                MessageBody::Connect {
+                    conference_id,
+                    fast_start: vec![chan(Codec::G711Ulaw, 1, 50000)],
+                },
+                true,
+            )
+            .with_kerberos_token(&[0x6f, 0x02, 1, 2]),
+        ),
+        (
+            "release-complete",
+            msg(
+                MessageBody::ReleaseComplete {
+                    cause: Some(16),
+                    reason: Some(ReleaseReason::UndefinedReason),
+                },
+                false,
+            ),
+        ),
+        (
+            "release-complete-security",
+            msg(
+                MessageBody::ReleaseComplete {
+                    cause: Some(21),
+                    reason: Some(ReleaseReason::SecurityIntegrityFailed),
+                },
+                true,
+            ),
+        ),
+    ];
+    for (i, (name, m)) in messages.iter().enumerate() {
+        let fields = TokenFields {
+            timestamp: 1_800_000_000,
+            random: i as u32 + 1,
+            general_id: "callee".into(),
+            senders_id: "caller".into(),
+        };
+        let bytes = h235::sign(m, &fields, CALL_KEY).map_err(|e| anyhow!("{name}: {e}"))?;
+        seeds.put("call_message", name, &bytes)?;
     }
     Ok(())
 }
