@@ -110,6 +110,17 @@ impl World {
     /// A directory service ticket for `client`, through AS and TGS at the
     /// KDC core, valid for `life` from `now`.
     fn ticket(&self, client: &str, now: SystemTime, life: Duration) -> Credential {
+        self.ticket_for(client, SERVICE, now, life)
+    }
+
+    /// A ticket for `service` in `client`'s name.
+    fn ticket_for(
+        &self,
+        client: &str,
+        service: &str,
+        now: SystemTime,
+        life: Duration,
+    ) -> Credential {
         let keys = self.db.get(&p(client)).unwrap().unwrap();
         let secret = ClientSecret::Keys(keys.keys.iter().map(|k| k.key.clone()).collect());
         let mut as_ex = AsExchange::new(
@@ -129,11 +140,11 @@ impl World {
                 AsStep::Done(c) => break *c,
             }
         };
-        let tgs = TgsExchange::new(&tgt, p(SERVICE), 0).unwrap();
+        let tgs = TgsExchange::new(&tgt, p(service), 0).unwrap();
         let rep = self.kdc.handle(&tgs.request(now).unwrap(), now).unwrap();
         let cred = tgs.handle_reply(&rep).unwrap();
         assert_eq!(cred.client, p(client));
-        assert_eq!(cred.server, p(SERVICE));
+        assert_eq!(cred.server, p(service));
         cred
     }
 
@@ -771,4 +782,67 @@ fn junk_resolves_are_dropped() {
         assert!(matches!(h.outcome, Outcome::Dropped(_)));
     }
     assert!(w.audit().is_empty());
+}
+
+#[test]
+fn a_resolved_callee_answers_the_call_handshake_with_its_call_key() {
+    // The whole addressing + authentication path of issue 12: unit-a
+    // resolves unit-b's number, gets a ticket for the call principal it
+    // learnt, and opens the call; unit-b's proxy accepts it with the call
+    // key from unit-b's own directory record.
+    use roamgate_call::handshake::{answer, Caller};
+    use roamgate_krb::replay::ReplayCache;
+    let w = world();
+    let call_b = "call/unit-b@EXAMPLE.COM";
+    w.db.add_random(
+        &p(call_b),
+        &[Etype::Aes256CtsHmacSha196],
+        PrincipalFlags::DEFAULT,
+    );
+    let k = w.db.get(&p(call_b)).unwrap().unwrap().keys[0].clone();
+    let mut rec_b = record(CODE_B, "unit-b@EXAMPLE.COM", 11);
+    rec_b.call_key = Some(CallKey::from_key(k.kvno, &k.key));
+    w.dir.store().put(&rec_b).unwrap();
+    let mut w = w;
+
+    let cred_a = w.ticket("unit-a@EXAMPLE.COM", at(0), HOUR);
+    let (req, pending) = build_resolve_request(&cred_a, &number(11), at(5)).unwrap();
+    let res = pending
+        .open(&w.dir.handle(&req, at(5)).reply.unwrap(), at(5))
+        .unwrap();
+    let call_ticket = w.ticket_for(
+        "unit-a@EXAMPLE.COM",
+        &res.call_principal.to_string(),
+        at(6),
+        HOUR,
+    );
+
+    let cred_b = w.ticket("unit-b@EXAMPLE.COM", at(0), HOUR);
+    let (req, pending) = build_request(&cred_b, CODE_B, at(6)).unwrap();
+    let own = pending
+        .open(&w.dir.handle(&req, at(6)).reply.unwrap(), at(6))
+        .unwrap();
+    let keys_b = own.call_key_set().unwrap().unwrap();
+
+    let call_id = [7u8; 16];
+    let digits = number(11).digits().to_owned();
+    let (ap_req, caller) = Caller::start(&call_ticket, call_id, &digits, at(7)).unwrap();
+    let mut replay = ReplayCache::new(Duration::from_secs(300), 1024);
+    let answered = answer(
+        &ap_req,
+        &keys_b,
+        &own.call_principal(),
+        call_id,
+        &digits,
+        &mut replay,
+        at(7),
+    )
+    .unwrap();
+    assert_eq!(answered.caller, p("unit-a@EXAMPLE.COM"));
+    let keys_a = caller.finish(&answered.ap_rep).unwrap();
+    assert_eq!(
+        keys_a.send_signalling(),
+        answered.keys.recv_signalling(),
+        "both ends derive the same call keys"
+    );
 }
