@@ -69,7 +69,7 @@ pub enum Refusal {
     UnknownNumber,
     #[error("directory store failed: {0}")]
     Store(StoreError),
-    #[error("the audit log could not record the read, so the record was not sent")]
+    #[error("the audit log could not record the read or resolution, so nothing was sent")]
     AuditFailed,
     #[error("sealing the answer failed: {0}")]
     Seal(String),

@@ -510,6 +510,12 @@ fn no_read_leaves_without_its_audit_entry() {
     assert_error_answer(&h.reply.unwrap(), CODE_A, Reason::Unavailable);
     assert_eq!(dir.stats().served, 0);
     assert_eq!(dir.stats().audit_failures, 2);
+    // Nor a resolution.
+    let (req, _) = build_resolve_request(&cred, &number(10), at(6)).unwrap();
+    let h = dir.handle(&req, at(6));
+    assert!(matches!(resolve_refusal(&h), Refusal::AuditFailed));
+    assert_resolve_error(&h.reply.unwrap(), &number(10), Reason::Unavailable);
+    assert_eq!(dir.stats().resolved, 0);
 }
 
 // ---------------------------------------------------------------------------
