@@ -1,7 +1,8 @@
 //! `roamgate directory`: the directory role (docs/directory.md). `serve`
-//! runs the `roamgate-directory` core over UDP; `add-unit`, `remove-unit`,
-//! `list` and `show` provision its store. MIP keys are never printed
-//! unless `--show-keys` is given, and never logged.
+//! runs the `roamgate-directory` core over UDP (lookups and number
+//! resolutions, one handler); `add-unit`, `remove-unit`, `list` and `show`
+//! provision its store. MIP keys and call keys are never printed unless
+//! `--show-keys` is given, and never logged.
 
 pub mod config;
 
@@ -33,7 +34,8 @@ const GENERATED_KEY_LEN: usize = 32;
 
 #[derive(Subcommand, Debug)]
 pub enum DirectoryCommand {
-    /// Serve directory requests over UDP (AP-REQ in, AP-REP + KRB-PRIV out).
+    /// Serve directory requests over UDP (AP-REQ in, AP-REP + KRB-PRIV out):
+    /// lookups by identity code and resolutions of dialled numbers.
     Serve {
         /// TOML configuration (see config/directory.toml).
         #[arg(long, short, value_name = "FILE")]
