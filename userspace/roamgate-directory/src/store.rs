@@ -284,6 +284,13 @@ impl SqliteStore {
         let sql = self.sql();
         let call_key = record.call_key.as_ref().map(CallKey::to_bytes);
         self.with(|c| {
+            // One write transaction for the check and the insert, so that
+            // another process (add-unit beside serve) cannot slip between.
+            let tx = rusqlite::Transaction::new_unchecked(
+                c,
+                rusqlite::TransactionBehavior::Immediate,
+            )
+            .map_err(&sql)?;
             // A number names one unit. Checked here, not left to the
             // unique index, since INSERT OR REPLACE would delete the
             // other unit's row.
@@ -323,8 +330,9 @@ impl SqliteStore {
                 {
                     Err(StoreError::Exists(record.code))
                 }
-                other => other.map(drop).map_err(sql),
-            }
+                other => other.map(drop).map_err(&sql),
+            }?;
+            tx.commit().map_err(sql)
         })
     }
 }
