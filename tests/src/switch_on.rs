@@ -1646,7 +1646,7 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
             })
             .is_some_and(|log| {
                 log.iter().any(|e| {
-                    e.code.to_string() == code1
+                    e.code.is_some_and(|c| c.to_string() == code1)
                         && e.client.as_deref() == Some(principal.as_str())
                         && e.outcome.starts_with("refused")
                 })

@@ -538,6 +538,15 @@ fn directory_request(seeds: &mut Seeds, ticket: &Credential) -> Result<()> {
         )?;
         seeds.put("directory_request", name, &req)?;
     }
+    // Resolves (kind 4): the target's unit's number, and one no unit has.
+    for (name, number) in [("resolve-known", "+4930555"), ("resolve-unknown", "+15550000")] {
+        let (req, _) = roamgate_directory::client::build_resolve_request(
+            ticket,
+            &roamgate_directory::DialledNumber::parse(number)?,
+            now(),
+        )?;
+        seeds.put("directory_request", name, &req)?;
+    }
     Ok(())
 }
 

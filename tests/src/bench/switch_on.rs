@@ -667,6 +667,7 @@ fn start_stack(topo: Topology, mit: bool, n: usize) -> Result<Stack> {
             mip_key: key,
             account: format!("acct-{i}"),
             dialled_number: None,
+            call_key: None,
         })?;
         write!(
             ha_nodes,

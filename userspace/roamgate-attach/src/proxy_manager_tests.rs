@@ -39,7 +39,8 @@ fn record(n: u8, principal: &str) -> UnitRecord {
         mip_spi: 0x1000 + u32::from(n),
         mip_key: MipKey::new(&[n; 16]).unwrap(),
         account: format!("acct-{n:04}"),
-        dialled_number: Some(DialledNumber::parse("+4930123456").unwrap()),
+        dialled_number: Some(DialledNumber::parse(&format!("+4930123456{n}")).unwrap()),
+        call_key: None,
     }
 }
 

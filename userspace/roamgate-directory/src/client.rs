@@ -11,8 +11,8 @@ use roamgate_krb::Principal;
 use zeroize::Zeroizing;
 
 use crate::identity::IdentityCode;
-use crate::record::{RecordError, UnitRecord};
-use crate::wire::{Reason, Reply, Request, WireError};
+use crate::record::{DialledNumber, RecordError, Resolution, UnitRecord};
+use crate::wire::{Reason, Reply, Request, ResolveReply, ResolveRequest, WireError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -38,6 +38,100 @@ pub enum ClientError {
         code: IdentityCode,
         principal: Principal,
     },
+    #[error("the directory refused to resolve {number}: {reason}")]
+    ResolveRefused {
+        number: DialledNumber,
+        reason: Reason,
+    },
+    #[error("the directory answered for number {got}, but we asked for {want}")]
+    WrongNumber {
+        want: DialledNumber,
+        got: DialledNumber,
+    },
+    #[error("the directory's resolution is invalid: {0}")]
+    Resolution(RecordError),
+}
+
+/// A resolve in flight: what the answer must match.
+#[derive(Debug)]
+pub struct PendingResolve {
+    number: DialledNumber,
+    ap: ApClient,
+}
+
+/// Builds the request resolving `number` from `cred`, a ticket for the
+/// directory service in a unit's subscriber name. Returns the datagram and
+/// the state to open the answer with.
+pub fn build_resolve_request(
+    cred: &Credential,
+    number: &DialledNumber,
+    now: SystemTime,
+) -> Result<(Vec<u8>, PendingResolve), ClientError> {
+    let bound = ResolveRequest::bound_bytes(number);
+    let (ap_req, ap) = ap::build_ap_req(
+        cred,
+        &ApReqParams {
+            mutual: true,
+            subkey: true,
+            seq_number: None,
+            app_data: Some(&bound),
+        },
+        now,
+    )
+    .map_err(ClientError::Build)?;
+    let bytes = ResolveRequest {
+        number: number.clone(),
+        ap_req: &ap_req,
+    }
+    .encode();
+    Ok((
+        bytes,
+        PendingResolve {
+            number: number.clone(),
+            ap,
+        },
+    ))
+}
+
+impl PendingResolve {
+    pub fn number(&self) -> &DialledNumber {
+        &self.number
+    }
+
+    /// Opens the directory's answer to a resolve: the AP-REP must answer
+    /// our authenticator, the KRB-PRIV must open under our subkey, and the
+    /// resolution must be of the number we asked for.
+    pub fn open(&self, answer: &[u8], now: SystemTime) -> Result<Resolution, ClientError> {
+        let a = match ResolveReply::parse(answer)? {
+            ResolveReply::Error { number, reason } => {
+                // Unauthenticated: a hint, never a grant.
+                return Err(ClientError::ResolveRefused { number, reason });
+            }
+            ResolveReply::Resolved(a) => a,
+        };
+        if a.number != self.number {
+            return Err(ClientError::WrongNumber {
+                want: self.number.clone(),
+                got: a.number,
+            });
+        }
+        let info = self
+            .ap
+            .verify_ap_rep(a.ap_rep)
+            .map_err(ClientError::MutualAuth)?;
+        let mut chan = SecureChannel::for_initiator(&self.ap, &info);
+        let plain = chan
+            .open_priv(a.krb_priv, now)
+            .map_err(ClientError::Sealed)?;
+        let res = Resolution::decode(&plain).map_err(ClientError::Resolution)?;
+        if res.number != self.number {
+            return Err(ClientError::WrongNumber {
+                want: self.number.clone(),
+                got: res.number,
+            });
+        }
+        Ok(res)
+    }
 }
 
 /// A request in flight: what the answer must match.

@@ -18,6 +18,6 @@ pub mod store;
 pub mod wire;
 
 pub use identity::IdentityCode;
-pub use record::{MipKey, UnitRecord};
+pub use record::{call_principal, CallKey, DialledNumber, MipKey, Resolution, UnitRecord};
 pub use server::{Directory, DirectoryConfig};
 pub use store::{DirectoryStore, SqliteStore};

@@ -7,7 +7,10 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
+use roamgate_krb::ap::KeySet;
+use roamgate_krb::principal::name_type;
 use roamgate_krb::Principal;
+use roamgate_krb_crypto::{Etype, Key};
 use roamgate_mip::auth::SecurityAssociation;
 use zeroize::Zeroizing;
 
@@ -59,6 +62,131 @@ pub enum RecordError {
     Utf8,
     #[error("the system random source failed")]
     Random,
+    #[error("call key etype {0} is not one roamgate implements (17, 18, 19, 20)")]
+    CallKeyEtype(i32),
+    #[error("call key of etype {etype} is {len} bytes; that etype's keys are {want}")]
+    CallKeyLength { etype: i32, len: usize, want: usize },
+    #[error("call key field is {0} bytes; it must be 0 (none) or 8 + the key")]
+    CallKeyField(usize),
+}
+
+/// The callee service principal of a unit, by convention
+/// `call/<the subscriber's name components joined by '/'>@<its realm>`:
+/// `unit1@HOME.TEST` calls itself `call/unit1@HOME.TEST`. A caller's proxy
+/// gets a service ticket for it; the callee's proxy accepts AP-REQs for it
+/// with the record's [`CallKey`] (docs/directory.md, "Record"). The one
+/// place this convention is written down in code.
+pub fn call_principal(subscriber: &Principal) -> Principal {
+    let mut components = Vec::with_capacity(subscriber.components.len() + 1);
+    components.push("call".to_owned());
+    components.extend(subscriber.components.iter().cloned());
+    Principal {
+        realm: subscriber.realm.clone(),
+        name_type: name_type::SRV_INST,
+        components,
+    }
+}
+
+/// The long-term key of a unit's call principal ([`call_principal`]): its
+/// etype, its key version number and its bytes. Zeroised on drop; its
+/// Debug is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CallKey {
+    etype: i32,
+    kvno: u32,
+    key: Zeroizing<Vec<u8>>,
+}
+
+impl CallKey {
+    /// Checks that `etype` is one roamgate-krb-crypto implements and that
+    /// the key has its length.
+    pub fn new(etype: i32, kvno: u32, key: &[u8]) -> Result<Self, RecordError> {
+        let e = Etype::from_i32(etype).ok_or(RecordError::CallKeyEtype(etype))?;
+        if key.len() != e.key_len() {
+            return Err(RecordError::CallKeyLength {
+                etype,
+                len: key.len(),
+                want: e.key_len(),
+            });
+        }
+        Ok(Self {
+            etype,
+            kvno,
+            key: Zeroizing::new(key.to_vec()),
+        })
+    }
+
+    /// From a Kerberos key (e.g. a keytab entry's).
+    pub fn from_key(kvno: u32, key: &Key) -> Self {
+        Self {
+            etype: key.etype().to_i32(),
+            kvno,
+            key: Zeroizing::new(key.as_bytes().to_vec()),
+        }
+    }
+
+    pub fn etype(&self) -> i32 {
+        self.etype
+    }
+
+    pub fn kvno(&self) -> u32 {
+        self.kvno
+    }
+
+    /// The key bytes. Callers must not log them.
+    pub fn expose(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// The Kerberos key.
+    pub fn to_key(&self) -> Result<Key, RecordError> {
+        Key::from_raw(self.etype, &self.key).map_err(|_| RecordError::CallKeyEtype(self.etype))
+    }
+
+    /// The field's content in the record and the store: etype (4, i32),
+    /// kvno (4), key; big-endian. Secret, so zeroised when dropped.
+    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let mut b = Zeroizing::new(Vec::with_capacity(8 + self.key.len()));
+        b.extend_from_slice(&self.etype.to_be_bytes());
+        b.extend_from_slice(&self.kvno.to_be_bytes());
+        b.extend_from_slice(&self.key);
+        b
+    }
+
+    /// The inverse of [`CallKey::to_bytes`], with [`CallKey::new`]'s checks.
+    pub fn from_bytes(b: &[u8]) -> Result<Self, RecordError> {
+        if b.len() < 8 {
+            return Err(RecordError::CallKeyField(b.len()));
+        }
+        let etype = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        let kvno = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+        Self::new(etype, kvno, &b[8..])
+    }
+
+    /// Hex digits of the key (for `show --show-keys` only).
+    pub fn expose_hex(&self) -> Zeroizing<String> {
+        hex(&self.key)
+    }
+}
+
+impl fmt::Debug for CallKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "CallKey(etype {}, kvno {}, <redacted {} bytes>)",
+            self.etype,
+            self.kvno,
+            self.key.len()
+        )
+    }
+}
+
+fn hex(bytes: &[u8]) -> Zeroizing<String> {
+    let mut s = Zeroizing::new(String::with_capacity(2 * bytes.len()));
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
 }
 
 /// The MN-HA key of a unit's mobility security association. Zeroised on
@@ -106,11 +234,7 @@ impl MipKey {
 
     /// Hex digits of the key (for `show --show-keys` only).
     pub fn expose_hex(&self) -> Zeroizing<String> {
-        let mut s = Zeroizing::new(String::with_capacity(2 * self.0.len()));
-        for b in self.0.iter() {
-            s.push_str(&format!("{b:02x}"));
-        }
-        s
+        hex(&self.0)
     }
 }
 
@@ -157,6 +281,9 @@ pub struct UnitRecord {
     pub mip_key: MipKey,
     pub account: String,
     pub dialled_number: Option<DialledNumber>,
+    /// The long-term key of the unit's [`call_principal`], with which its
+    /// proxy accepts calls; `None` for a unit that cannot be called.
+    pub call_key: Option<CallKey>,
 }
 
 /// Parses and length-checks a subscriber principal.
@@ -197,7 +324,28 @@ impl UnitRecord {
         if let Some(d) = &self.dialled_number {
             DialledNumber::parse(d.digits())?;
         }
+        if let Some(k) = &self.call_key {
+            CallKey::new(k.etype, k.kvno, &k.key)?;
+        }
         Ok(())
+    }
+
+    /// The unit's callee service principal ([`call_principal`]).
+    pub fn call_principal(&self) -> Principal {
+        call_principal(&self.principal)
+    }
+
+    /// The call key as the service keys of the call principal, for
+    /// `roamgate_call::handshake::answer`; `None` if the unit has none.
+    pub fn call_key_set(&self) -> Result<Option<KeySet>, RecordError> {
+        let Some(k) = &self.call_key else {
+            return Ok(None);
+        };
+        Ok(Some(KeySet(vec![(
+            self.call_principal(),
+            k.kvno,
+            k.to_key()?,
+        )])))
     }
 
     /// The record's bytes (docs/directory.md, "Record"); secret, so
@@ -218,6 +366,15 @@ impl UnitRecord {
         let d = self.dialled_number.as_ref().map_or("", |d| d.digits());
         b.push(d.len() as u8);
         b.extend_from_slice(d.as_bytes());
+        match &self.call_key {
+            None => b.push(0),
+            Some(k) => {
+                let kb = k.to_bytes();
+                // 8 + at most 32 key bytes: fits.
+                b.push(kb.len() as u8);
+                b.extend_from_slice(&kb);
+            }
+        }
         b
     }
 
@@ -235,6 +392,10 @@ impl UnitRecord {
         let dialled_number = (!d.is_empty())
             .then(|| DialledNumber::parse(d))
             .transpose()?;
+        let c = r.field()?;
+        let call_key = (!c.is_empty())
+            .then(|| CallKey::from_bytes(c))
+            .transpose()?;
         if !r.0.is_empty() {
             return Err(RecordError::Trailing(r.0.len()));
         }
@@ -247,9 +408,68 @@ impl UnitRecord {
             mip_key,
             account,
             dialled_number,
+            call_key,
         };
         rec.validate()?;
         Ok(rec)
+    }
+}
+
+/// What a resolution answers (docs/directory.md §3.1): the dialled number
+/// asked for, the callee's call principal and its home address. Nothing
+/// secret: not the callee's keys, account, MIP key or identity code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolution {
+    pub number: DialledNumber,
+    pub call_principal: Principal,
+    pub home_address: Ipv4Addr,
+}
+
+impl Resolution {
+    /// The resolution of `number` to `record`'s unit.
+    pub fn of(number: DialledNumber, record: &UnitRecord) -> Self {
+        Self {
+            number,
+            call_principal: record.call_principal(),
+            home_address: record.home_address,
+        }
+    }
+
+    /// number (1 + d), call principal text (1 + p), home address (4).
+    pub fn encode(&self) -> Vec<u8> {
+        let p = self.call_principal.to_string();
+        let d = self.number.digits();
+        let mut b = Vec::with_capacity(6 + d.len() + p.len());
+        b.push(d.len() as u8);
+        b.extend_from_slice(d.as_bytes());
+        b.push(p.len() as u8);
+        b.extend_from_slice(p.as_bytes());
+        b.extend_from_slice(&self.home_address.octets());
+        b
+    }
+
+    /// Parses and checks resolution bytes: a number of 1 to 15 digits, a
+    /// principal, a unicast home address, nothing after.
+    pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        let mut r = Reader(bytes);
+        let d = r.text()?;
+        if d.starts_with('+') {
+            return Err(RecordError::DialledNumber(d.to_owned()));
+        }
+        let number = DialledNumber::parse(d)?;
+        let call_principal = parse_principal(r.text()?)?;
+        let home_address = Ipv4Addr::from(r.array::<4>()?);
+        if !r.0.is_empty() {
+            return Err(RecordError::Trailing(r.0.len()));
+        }
+        if !unicast(home_address) {
+            return Err(RecordError::HomeAddress(home_address));
+        }
+        Ok(Self {
+            number,
+            call_principal,
+            home_address,
+        })
     }
 }
 
@@ -304,7 +524,12 @@ pub(crate) mod tests {
             mip_key: MipKey::new(&[0x5a; 16]).unwrap(),
             account: "acct-0001".into(),
             dialled_number: Some(DialledNumber::parse("+4930123456").unwrap()),
+            call_key: None,
         }
+    }
+
+    pub(crate) fn call_key() -> CallKey {
+        CallKey::new(18, 3, &[0xc4; 32]).unwrap()
     }
 
     #[test]
@@ -324,6 +549,7 @@ pub(crate) mod tests {
         want.extend_from_slice(b"acct-0001");
         want.push(10);
         want.extend_from_slice(b"4930123456");
+        want.push(0); // no call key
         assert_eq!(&b[..], &want[..]);
         assert_eq!(UnitRecord::decode(&b).unwrap(), r);
         let none = UnitRecord {
@@ -334,8 +560,103 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn call_key_round_trip_fixture_and_rules() {
+        let mut r = sample(IdentityCode::from_bytes([0x11; 16]), "unit-a@EXAMPLE.COM");
+        r.call_key = Some(call_key());
+        let b = r.encode();
+        let mut tail = vec![40, 0, 0, 0, 18, 0, 0, 0, 3];
+        tail.extend_from_slice(&[0xc4; 32]);
+        assert_eq!(&b[b.len() - tail.len()..], &tail[..]);
+        assert_eq!(UnitRecord::decode(&b).unwrap(), r);
+        let ks = r.call_key_set().unwrap().unwrap();
+        assert_eq!(ks.0.len(), 1);
+        assert_eq!(
+            ks.0[0].0,
+            Principal::parse("call/unit-a@EXAMPLE.COM").unwrap()
+        );
+        assert_eq!(ks.0[0].1, 3);
+        assert_eq!(ks.0[0].2.as_bytes(), &[0xc4; 32]);
+        assert!(sample(r.code, "u@R").call_key_set().unwrap().is_none());
+        assert_eq!(
+            CallKey::new(23, 1, &[0; 16]),
+            Err(RecordError::CallKeyEtype(23))
+        );
+        assert_eq!(
+            CallKey::new(17, 1, &[0; 32]),
+            Err(RecordError::CallKeyLength {
+                etype: 17,
+                len: 32,
+                want: 16
+            })
+        );
+        assert_eq!(
+            CallKey::from_bytes(&[0; 7]),
+            Err(RecordError::CallKeyField(7))
+        );
+        // A wrong-length key inside a record is refused by the decoder.
+        let mut bad = b.to_vec();
+        let at = bad.len() - tail.len();
+        bad[at] = 39;
+        bad.pop();
+        assert!(UnitRecord::decode(&bad).is_err());
+    }
+
+    #[test]
+    fn resolution_round_trip_and_refusals() {
+        let mut rec = sample(IdentityCode::from_bytes([1; 16]), "unit-b@R");
+        rec.call_key = Some(call_key());
+        let n = DialledNumber::parse("+4930555").unwrap();
+        let r = Resolution::of(n, &rec);
+        let b = r.encode();
+        let mut want = vec![7];
+        want.extend_from_slice(b"4930555");
+        want.push(13);
+        want.extend_from_slice(b"call/unit-b@R");
+        want.extend_from_slice(&[10, 1, 0, 10]);
+        assert_eq!(b, want);
+        assert_eq!(Resolution::decode(&b).unwrap(), r);
+        for n in 0..b.len() {
+            assert!(Resolution::decode(&b[..n]).is_err(), "prefix {n}");
+        }
+        let mut t = b.clone();
+        t.push(0);
+        assert_eq!(Resolution::decode(&t), Err(RecordError::Trailing(1)));
+        // No key material in it.
+        assert!(!b.windows(4).any(|w| w == [0xc4; 4] || w == [0x5a; 4]));
+    }
+
+    #[test]
+    fn call_principal_convention() {
+        let p = |s: &str| Principal::parse(s).unwrap();
+        assert_eq!(
+            call_principal(&p("unit1@HOME.TEST")),
+            p("call/unit1@HOME.TEST")
+        );
+        assert_eq!(call_principal(&p("a/b@R")), p("call/a/b@R"));
+        assert_eq!(
+            call_principal(&p("unit1@HOME.TEST")).to_string(),
+            "call/unit1@HOME.TEST"
+        );
+    }
+
+    #[test]
+    fn call_key_never_shows_in_debug() {
+        let mut r = sample(IdentityCode::from_bytes([1; 16]), "u@R");
+        r.call_key = Some(call_key());
+        let dbg = format!("{r:?}");
+        assert!(
+            dbg.contains("CallKey(etype 18, kvno 3, <redacted 32 bytes>)"),
+            "{dbg}"
+        );
+        assert!(!dbg.contains("196"), "{dbg}");
+        assert_eq!(&*call_key().expose_hex(), &"c4".repeat(32));
+    }
+
+    #[test]
     fn every_prefix_and_trailing_byte_is_refused() {
-        let b = sample(IdentityCode::from_bytes([1; 16]), "u@R").encode();
+        let mut r = sample(IdentityCode::from_bytes([1; 16]), "u@R");
+        r.call_key = Some(call_key());
+        let b = r.encode();
         for n in 0..b.len() {
             assert!(UnitRecord::decode(&b[..n]).is_err(), "prefix {n}");
         }

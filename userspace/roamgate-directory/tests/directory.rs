@@ -6,8 +6,8 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use roamgate_directory::client::{build_request, ClientError};
-use roamgate_directory::record::DialledNumber;
+use roamgate_directory::client::{build_request, build_resolve_request, ClientError};
+use roamgate_directory::record::{CallKey, DialledNumber, Resolution};
 use roamgate_directory::server::{Outcome, Refusal};
 use roamgate_directory::store::{AuditEntry, DirectoryStore, StoreError};
 use roamgate_directory::wire::{Reason, Reply, HEADER_LEN};
@@ -53,8 +53,14 @@ fn record(code: IdentityCode, principal: &str, host: u8) -> UnitRecord {
         mip_spi: 0x1000 + u32::from(host),
         mip_key: MipKey::new(&[host; 32]).unwrap(),
         account: format!("acct-{host}"),
-        dialled_number: Some(DialledNumber::parse("+4930555").unwrap()),
+        dialled_number: Some(number(host)),
+        call_key: Some(CallKey::new(18, 2, &[host ^ 0xff; 32]).unwrap()),
     }
+}
+
+/// The dialled number of the unit at `host`.
+fn number(host: u8) -> DialledNumber {
+    DialledNumber::parse(&format!("+4930555{host:03}")).unwrap()
 }
 
 fn service_keys(db: &MemoryStore) -> KeySet {
@@ -72,7 +78,13 @@ fn world() -> World {
     let db = Arc::new(MemoryStore::new(REALM));
     let etypes = [Etype::Aes256CtsHmacSha196];
     db.add_random(&Principal::krbtgt(REALM), &etypes, PrincipalFlags::DEFAULT);
-    for u in ["unit-a@EXAMPLE.COM", "unit-b@EXAMPLE.COM", SERVICE] {
+    // outsider: a principal of the realm that is no unit's subscriber.
+    for u in [
+        "unit-a@EXAMPLE.COM",
+        "unit-b@EXAMPLE.COM",
+        "outsider@EXAMPLE.COM",
+        SERVICE,
+    ] {
         db.add_random(&p(u), &etypes, PrincipalFlags::DEFAULT);
     }
     let kdc = Kdc::new(db.clone(), KdcConfig::default());
@@ -98,6 +110,17 @@ impl World {
     /// A directory service ticket for `client`, through AS and TGS at the
     /// KDC core, valid for `life` from `now`.
     fn ticket(&self, client: &str, now: SystemTime, life: Duration) -> Credential {
+        self.ticket_for(client, SERVICE, now, life)
+    }
+
+    /// A ticket for `service` in `client`'s name.
+    fn ticket_for(
+        &self,
+        client: &str,
+        service: &str,
+        now: SystemTime,
+        life: Duration,
+    ) -> Credential {
         let keys = self.db.get(&p(client)).unwrap().unwrap();
         let secret = ClientSecret::Keys(keys.keys.iter().map(|k| k.key.clone()).collect());
         let mut as_ex = AsExchange::new(
@@ -117,11 +140,11 @@ impl World {
                 AsStep::Done(c) => break *c,
             }
         };
-        let tgs = TgsExchange::new(&tgt, p(SERVICE), 0).unwrap();
+        let tgs = TgsExchange::new(&tgt, p(service), 0).unwrap();
         let rep = self.kdc.handle(&tgs.request(now).unwrap(), now).unwrap();
         let cred = tgs.handle_reply(&rep).unwrap();
         assert_eq!(cred.client, p(client));
-        assert_eq!(cred.server, p(SERVICE));
+        assert_eq!(cred.server, p(service));
         cred
     }
 
@@ -135,7 +158,14 @@ impl World {
             .audit_log(100)
             .unwrap()
             .into_iter()
-            .map(|e| (e.code.to_string(), e.client, e.outcome))
+            .map(|e| {
+                let subject = match (e.code, e.number) {
+                    (_, Some(n)) => n.to_string(),
+                    (Some(c), None) => c.to_string(),
+                    (None, None) => "-".into(),
+                };
+                (subject, e.client, e.outcome)
+            })
             .collect()
     }
 }
@@ -439,7 +469,10 @@ impl DirectoryStore for NoAudit {
         self.0.list()
     }
     fn audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
-        Err(StoreError::Exists(e.code))
+        Err(StoreError::Corrupt {
+            code: format!("{:?}", e.code),
+            what: "audit log is read-only".into(),
+        })
     }
     fn audit_log(&self, n: usize) -> Result<Vec<AuditEntry>, StoreError> {
         self.0.audit_log(n)
@@ -477,4 +510,345 @@ fn no_read_leaves_without_its_audit_entry() {
     assert_error_answer(&h.reply.unwrap(), CODE_A, Reason::Unavailable);
     assert_eq!(dir.stats().served, 0);
     assert_eq!(dir.stats().audit_failures, 2);
+    // Nor a resolution.
+    let (req, _) = build_resolve_request(&cred, &number(10), at(6)).unwrap();
+    let h = dir.handle(&req, at(6));
+    assert!(matches!(resolve_refusal(&h), Refusal::AuditFailed));
+    assert_resolve_error(&h.reply.unwrap(), &number(10), Reason::Unavailable);
+    assert_eq!(dir.stats().resolved, 0);
+}
+
+// ---------------------------------------------------------------------------
+// Number resolution (docs/directory.md §2.4-2.5, §4.1)
+
+fn resolve_refusal(h: &roamgate_directory::server::Handled) -> &Refusal {
+    match &h.outcome {
+        Outcome::ResolveRefused { refusal, .. } => refusal,
+        other => panic!("not a refused resolve: {other:?}"),
+    }
+}
+
+/// Asserts an error answer to a resolve: 01 03 n digits reason.
+fn assert_resolve_error(reply: &[u8], number: &DialledNumber, reason: Reason) {
+    use roamgate_directory::wire::ResolveReply;
+    assert_eq!(reply.len(), 3 + number.digits().len() + 1);
+    assert_eq!(
+        ResolveReply::parse(reply).unwrap(),
+        ResolveReply::Error {
+            number: number.clone(),
+            reason
+        }
+    );
+}
+
+#[test]
+fn resolves_another_units_number_and_audits_it() {
+    let mut w = world();
+    // unit-a dials unit-b.
+    let cred = w.ticket("unit-a@EXAMPLE.COM", at(0), HOUR);
+    let (req, pending) = build_resolve_request(&cred, &number(11), at(5)).unwrap();
+    let h = w.dir.handle(&req, at(6));
+    match &h.outcome {
+        Outcome::Resolved {
+            number: n,
+            client,
+            callee,
+            call_principal,
+        } => {
+            assert_eq!(n, &number(11));
+            assert_eq!(client, &p("unit-a@EXAMPLE.COM"));
+            assert_eq!(callee, &CODE_B);
+            assert_eq!(call_principal, &p("call/unit-b@EXAMPLE.COM"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let reply = h.reply.unwrap();
+    let res = pending.open(&reply, at(7)).unwrap();
+    assert_eq!(
+        res,
+        Resolution {
+            number: number(11),
+            call_principal: p("call/unit-b@EXAMPLE.COM"),
+            home_address: Ipv4Addr::new(10, 1, 0, 11),
+        }
+    );
+    // Nothing of the callee's secrets or account in the answer, sealed or
+    // not (the KRB-PRIV is encrypted; its plaintext has none either).
+    let win = |needle: &[u8]| reply.windows(needle.len()).any(|x| x == needle);
+    assert!(!win(&[11; 32]) && !win(&[11 ^ 0xff; 32]) && !win(b"acct-11"));
+    assert!(!win(b"call/unit-b"), "the callee's name travels sealed");
+    assert_eq!(
+        w.audit(),
+        vec![(
+            number(11).to_string(),
+            Some("unit-a@EXAMPLE.COM".into()),
+            "resolved: call/unit-b@EXAMPLE.COM".into()
+        )]
+    );
+    let log = w.dir.store().audit_log(1).unwrap();
+    assert_eq!(log[0].code, Some(CODE_B));
+    assert_eq!(w.dir.stats().resolved, 1);
+    // A unit may resolve its own number too.
+    let (req, pending) = build_resolve_request(&cred, &number(10), at(8)).unwrap();
+    let reply = w.dir.handle(&req, at(8)).reply.unwrap();
+    assert_eq!(
+        pending.open(&reply, at(8)).unwrap().call_principal,
+        p("call/unit-a@EXAMPLE.COM")
+    );
+}
+
+#[test]
+fn unknown_number_is_refused_with_its_reason() {
+    let mut w = world();
+    let cred = w.ticket("unit-a@EXAMPLE.COM", at(0), HOUR);
+    let unknown = DialledNumber::parse("+15550000").unwrap();
+    let (req, pending) = build_resolve_request(&cred, &unknown, at(5)).unwrap();
+    let h = w.dir.handle(&req, at(5));
+    assert!(matches!(resolve_refusal(&h), Refusal::UnknownNumber));
+    let reply = h.reply.unwrap();
+    assert_resolve_error(&reply, &unknown, Reason::UnknownNumber);
+    assert!(reply.len() < req.len(), "no amplification");
+    assert!(matches!(
+        pending.open(&reply, at(6)),
+        Err(ClientError::ResolveRefused {
+            reason: Reason::UnknownNumber,
+            ..
+        })
+    ));
+    assert_eq!(
+        w.audit(),
+        vec![(
+            unknown.to_string(),
+            Some("unit-a@EXAMPLE.COM".into()),
+            "refused: unknown number: no unit has it".into()
+        )]
+    );
+    assert_eq!(w.dir.stats().refused_unknown_number, 1);
+}
+
+#[test]
+fn a_principal_that_is_no_subscriber_may_not_resolve() {
+    let mut w = world();
+    let cred = w.ticket("outsider@EXAMPLE.COM", at(0), HOUR);
+    // Refused alike for a known and an unknown number.
+    for n in [number(11), DialledNumber::parse("+1555").unwrap()] {
+        let (req, _) = build_resolve_request(&cred, &n, at(5)).unwrap();
+        let h = w.dir.handle(&req, at(5));
+        assert!(
+            matches!(resolve_refusal(&h), Refusal::NotASubscriber(c) if *c == p("outsider@EXAMPLE.COM"))
+        );
+        assert_resolve_error(&h.reply.unwrap(), &n, Reason::NotAuthorised);
+    }
+    let log = w.audit();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0].1.as_deref(), Some("outsider@EXAMPLE.COM"));
+    assert!(
+        log[0]
+            .2
+            .contains("outsider@EXAMPLE.COM is no unit's subscriber"),
+        "{}",
+        log[0].2
+    );
+}
+
+#[test]
+fn replayed_resolve_is_refused() {
+    let mut w = world();
+    let cred = w.ticket("unit-a@EXAMPLE.COM", at(0), HOUR);
+    let (req, _) = build_resolve_request(&cred, &number(11), at(5)).unwrap();
+    assert!(matches!(
+        w.dir.handle(&req, at(5)).outcome,
+        Outcome::Resolved { .. }
+    ));
+    let h = w.dir.handle(&req, at(6));
+    assert!(matches!(
+        resolve_refusal(&h),
+        Refusal::Ap(ApError::Replay(_))
+    ));
+    assert_resolve_error(&h.reply.unwrap(), &number(11), Reason::AuthenticationFailed);
+    assert!(w.audit()[1].2.contains("replayed authenticator"));
+    // A lookup's AP-REQ replayed as a resolve is refused too (checksum over
+    // other bytes), and vice versa.
+    let (look, _) = build_request(&cred, CODE_A, at(7)).unwrap();
+    let ap_req = &look[HEADER_LEN + 2..];
+    let forged = roamgate_directory::wire::ResolveRequest {
+        number: number(11),
+        ap_req,
+    }
+    .encode();
+    let h = w.dir.handle(&forged, at(7));
+    assert!(matches!(
+        resolve_refusal(&h),
+        Refusal::Ap(ApError::ChecksumMismatch)
+    ));
+}
+
+#[test]
+fn resolve_bound_to_its_number() {
+    // The AP-REQ of a resolve of unit-b's number, moved under unit-a's
+    // number: the authenticator checksum fails.
+    let mut w = world();
+    let cred = w.ticket("unit-a@EXAMPLE.COM", at(0), HOUR);
+    let (req, _) = build_resolve_request(&cred, &number(11), at(5)).unwrap();
+    let n = number(11).digits().len();
+    let ap_req = &req[3 + n + 2..];
+    let moved = roamgate_directory::wire::ResolveRequest {
+        number: number(10),
+        ap_req,
+    }
+    .encode();
+    let h = w.dir.handle(&moved, at(5));
+    assert!(
+        matches!(resolve_refusal(&h), Refusal::Ap(ApError::ChecksumMismatch)),
+        "{:?}",
+        h.outcome
+    );
+    assert_resolve_error(&h.reply.unwrap(), &number(10), Reason::AuthenticationFailed);
+    // A shorter number too (the length byte is covered).
+    let short = DialledNumber::parse("+4930555").unwrap();
+    let moved = roamgate_directory::wire::ResolveRequest {
+        number: short,
+        ap_req,
+    }
+    .encode();
+    let h = w.dir.handle(&moved, at(5));
+    assert!(matches!(
+        resolve_refusal(&h),
+        Refusal::Ap(ApError::ChecksumMismatch)
+    ));
+}
+
+#[test]
+fn tampered_resolution_is_refused_by_the_client() {
+    let mut w = world();
+    let cred = w.ticket("unit-a@EXAMPLE.COM", at(0), HOUR);
+    let (req, pending) = build_resolve_request(&cred, &number(11), at(5)).unwrap();
+    let reply = w.dir.handle(&req, at(5)).reply.unwrap();
+    let mut t = reply.clone();
+    let last = t.len() - 1;
+    t[last] ^= 1;
+    assert!(
+        matches!(pending.open(&t, at(6)), Err(ClientError::Sealed(_))),
+        "{:?}",
+        pending.open(&t, at(6))
+    );
+    for i in 0..reply.len() {
+        let mut t = reply.clone();
+        t[i] ^= 0x80;
+        assert!(
+            pending.open(&t, at(6)).is_err(),
+            "byte {i} changed, still opened"
+        );
+    }
+    // The answer of another resolve (same ticket) fails mutual auth.
+    let (_, other) = build_resolve_request(&cred, &number(11), at(9)).unwrap();
+    assert!(matches!(
+        other.open(&reply, at(9)),
+        Err(ClientError::MutualAuth(ApError::MutualFailed))
+    ));
+    // An answer under another number is refused before any crypto.
+    let (_, for_a) = build_resolve_request(&cred, &number(10), at(9)).unwrap();
+    assert!(matches!(
+        for_a.open(&reply, at(9)),
+        Err(ClientError::WrongNumber { .. })
+    ));
+    pending.open(&reply, at(6)).unwrap();
+}
+
+#[test]
+fn the_record_carries_the_call_key_for_the_callee_proxy() {
+    // What the callee's proxy gets from its own lookup: the call key, as
+    // service keys of its call principal.
+    let mut w = world();
+    let cred = w.ticket("unit-b@EXAMPLE.COM", at(0), HOUR);
+    let (req, pending) = build_request(&cred, CODE_B, at(5)).unwrap();
+    let rec = pending
+        .open(&w.dir.handle(&req, at(5)).reply.unwrap(), at(5))
+        .unwrap();
+    let ks = rec.call_key_set().unwrap().unwrap();
+    use roamgate_krb::ap::ServiceKeys as _;
+    let key = ks
+        .service_key(&p("call/unit-b@EXAMPLE.COM"), 18, Some(2))
+        .unwrap();
+    assert_eq!(key.as_bytes(), &[11 ^ 0xff; 32]);
+    assert!(format!("{rec:?}").contains("CallKey(etype 18, kvno 2, <redacted 32 bytes>)"));
+}
+
+#[test]
+fn junk_resolves_are_dropped() {
+    let mut w = world();
+    for junk in [
+        &[1, 4][..],
+        &[1, 4, 0],
+        &[1, 4, 3, b'1', b'2'],
+        &[1, 4, 1, b'x', 0, 1, 0],
+    ] {
+        let h = w.dir.handle(junk, at(0));
+        assert!(h.reply.is_none(), "{junk:?}");
+        assert!(matches!(h.outcome, Outcome::Dropped(_)));
+    }
+    assert!(w.audit().is_empty());
+}
+
+#[test]
+fn a_resolved_callee_answers_the_call_handshake_with_its_call_key() {
+    // The whole addressing + authentication path of issue 12: unit-a
+    // resolves unit-b's number, gets a ticket for the call principal it
+    // learnt, and opens the call; unit-b's proxy accepts it with the call
+    // key from unit-b's own directory record.
+    use roamgate_call::handshake::{answer, Caller};
+    use roamgate_krb::replay::ReplayCache;
+    let w = world();
+    let call_b = "call/unit-b@EXAMPLE.COM";
+    w.db.add_random(
+        &p(call_b),
+        &[Etype::Aes256CtsHmacSha196],
+        PrincipalFlags::DEFAULT,
+    );
+    let k = w.db.get(&p(call_b)).unwrap().unwrap().keys[0].clone();
+    let mut rec_b = record(CODE_B, "unit-b@EXAMPLE.COM", 11);
+    rec_b.call_key = Some(CallKey::from_key(k.kvno, &k.key));
+    w.dir.store().put(&rec_b).unwrap();
+    let mut w = w;
+
+    let cred_a = w.ticket("unit-a@EXAMPLE.COM", at(0), HOUR);
+    let (req, pending) = build_resolve_request(&cred_a, &number(11), at(5)).unwrap();
+    let res = pending
+        .open(&w.dir.handle(&req, at(5)).reply.unwrap(), at(5))
+        .unwrap();
+    let call_ticket = w.ticket_for(
+        "unit-a@EXAMPLE.COM",
+        &res.call_principal.to_string(),
+        at(6),
+        HOUR,
+    );
+
+    let cred_b = w.ticket("unit-b@EXAMPLE.COM", at(0), HOUR);
+    let (req, pending) = build_request(&cred_b, CODE_B, at(6)).unwrap();
+    let own = pending
+        .open(&w.dir.handle(&req, at(6)).reply.unwrap(), at(6))
+        .unwrap();
+    let keys_b = own.call_key_set().unwrap().unwrap();
+
+    let call_id = [7u8; 16];
+    let digits = number(11).digits().to_owned();
+    let (ap_req, caller) = Caller::start(&call_ticket, call_id, &digits, at(7)).unwrap();
+    let mut replay = ReplayCache::new(Duration::from_secs(300), 1024);
+    let answered = answer(
+        &ap_req,
+        &keys_b,
+        &own.call_principal(),
+        call_id,
+        &digits,
+        &mut replay,
+        at(7),
+    )
+    .unwrap();
+    assert_eq!(answered.caller, p("unit-a@EXAMPLE.COM"));
+    let keys_a = caller.finish(&answered.ap_rep).unwrap();
+    assert_eq!(
+        keys_a.send_signalling(),
+        answered.keys.recv_signalling(),
+        "both ends derive the same call keys"
+    );
 }

@@ -1,7 +1,8 @@
 //! `roamgate directory`: the directory role (docs/directory.md). `serve`
-//! runs the `roamgate-directory` core over UDP; `add-unit`, `remove-unit`,
-//! `list` and `show` provision its store. MIP keys are never printed
-//! unless `--show-keys` is given, and never logged.
+//! runs the `roamgate-directory` core over UDP (lookups and number
+//! resolutions, one handler); `add-unit`, `remove-unit`, `list` and `show`
+//! provision its store. MIP keys and call keys are never printed unless
+//! `--show-keys` is given, and never logged.
 
 pub mod config;
 
@@ -13,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context as _};
 use clap::Subcommand;
-use roamgate_directory::record::{check_account, parse_principal, DialledNumber};
+use roamgate_directory::record::{check_account, parse_principal, CallKey, DialledNumber};
 use roamgate_directory::server::{Outcome, Stats};
 use roamgate_directory::store::DirectoryStore;
 use roamgate_directory::wire::MAX_MESSAGE;
@@ -33,7 +34,8 @@ const GENERATED_KEY_LEN: usize = 32;
 
 #[derive(Subcommand, Debug)]
 pub enum DirectoryCommand {
-    /// Serve directory requests over UDP (AP-REQ in, AP-REP + KRB-PRIV out).
+    /// Serve directory requests over UDP (AP-REQ in, AP-REP + KRB-PRIV out):
+    /// lookups by identity code and resolutions of dialled numbers.
     Serve {
         /// TOML configuration (see config/directory.toml).
         #[arg(long, short, value_name = "FILE")]
@@ -66,9 +68,16 @@ pub enum DirectoryCommand {
         generate_mip_key: bool,
         #[arg(long)]
         account: String,
-        /// E.164 number, e.g. +4930123456.
+        /// E.164 number, e.g. +4930123456 (one unit per number).
         #[arg(long)]
         dialled_number: Option<String>,
+        /// Keytab holding the key of the unit's call principal
+        /// (`call/<name>@REALM`), from `roamgate kdc add-principal
+        /// call/<name>@REALM --random-key` then `roamgate kdc export-keytab
+        /// call/<name>@REALM --out FILE`. The newest kvno is taken, and
+        /// in it the strongest etype.
+        #[arg(long, value_name = "FILE")]
+        call_keytab: Option<PathBuf>,
         /// Replace an existing entry for this code.
         #[arg(long)]
         replace: bool,
@@ -121,15 +130,50 @@ fn open_store(cfg: &DirectoryFile) -> anyhow::Result<SqliteStore> {
     Ok(SqliteStore::open(db)?)
 }
 
-/// One unit as text; the key only when asked.
+/// The call key of `call_principal` in the keytab at `path`: of the newest
+/// kvno, and in it of the strongest etype (`Etype::ALL`'s order).
+pub fn call_key_from_keytab(
+    path: &Path,
+    call_principal: &roamgate_krb::Principal,
+) -> anyhow::Result<CallKey> {
+    let kt = roamgate_krb::keytab::Keytab::load(path)
+        .with_context(|| format!("reading keytab {}", path.display()))?;
+    let Some(kvno) = kt.keys_for(call_principal).map(|e| e.kvno).max() else {
+        bail!(
+            "keytab {} has no key for the call principal {call_principal}; make one with \
+             `roamgate kdc add-principal {call_principal} --random-key` and \
+             `roamgate kdc export-keytab {call_principal} --out {}`",
+            path.display(),
+            path.display()
+        );
+    };
+    let entry = roamgate_krb_crypto::Etype::ALL
+        .into_iter()
+        .find_map(|e| kt.find(call_principal, Some(e), Some(kvno)))
+        .context("keytab entry vanished")?;
+    Ok(CallKey::from_key(entry.kvno, &entry.key))
+}
+
+/// One unit as text; the keys only when asked.
 pub fn describe(r: &UnitRecord, show_keys: bool) -> String {
     let key = if show_keys {
         r.mip_key.expose_hex().to_string()
     } else {
         "<hidden: --show-keys>".to_owned()
     };
+    let call_key = match &r.call_key {
+        None => "none".to_owned(),
+        Some(k) if show_keys => {
+            format!("etype:{},kvno:{},{}", k.etype(), k.kvno(), &*k.expose_hex())
+        }
+        Some(k) => format!(
+            "etype:{},kvno:{},<hidden: --show-keys>",
+            k.etype(),
+            k.kvno()
+        ),
+    };
     format!(
-        "{} principal={} home_address={} home_agent={} spi={} mip_key={} account={} dialled_number={}",
+        "{} principal={} home_address={} home_agent={} spi={} mip_key={} account={} dialled_number={} call_principal={} call_key={}",
         r.code,
         r.principal,
         r.home_address,
@@ -140,6 +184,8 @@ pub fn describe(r: &UnitRecord, show_keys: bool) -> String {
         r.dialled_number
             .as_ref()
             .map_or_else(|| "-".to_owned(), ToString::to_string),
+        r.call_principal(),
+        call_key,
     )
 }
 
@@ -162,6 +208,7 @@ pub fn provision(
             generate_mip_key,
             account,
             dialled_number,
+            call_keytab,
             replace,
             ..
         } => {
@@ -171,9 +218,16 @@ pub fn provision(
                 _ => bail!("give the MIP key with --mip-key-file FILE or --generate-mip-key"),
             };
             check_account(&account)?;
+            let principal = parse_principal(&principal)?;
+            let call_key = call_keytab
+                .as_deref()
+                .map(|f| {
+                    call_key_from_keytab(f, &roamgate_directory::record::call_principal(&principal))
+                })
+                .transpose()?;
             let rec = UnitRecord {
                 code,
-                principal: parse_principal(&principal)?,
+                principal,
                 home_address,
                 home_agent,
                 mip_spi: spi,
@@ -183,6 +237,7 @@ pub fn provision(
                     .as_deref()
                     .map(DialledNumber::parse)
                     .transpose()?,
+                call_key,
             };
             if replace {
                 store.put(&rec)?;
@@ -218,6 +273,8 @@ pub fn prometheus(s: &Stats, rate_limited: u64) -> String {
     for (name, v) in [
         ("rate_limited", rate_limited),
         ("served", s.served),
+        ("resolved", s.resolved),
+        ("refused_unknown_number", s.refused_unknown_number),
         ("refused_auth", s.refused_auth),
         ("refused_not_authorised", s.refused_not_authorised),
         ("refused_unavailable", s.refused_unavailable),
@@ -343,6 +400,23 @@ fn serve_loop<S: DirectoryStore, K: roamgate_krb::ap::ServiceKeys>(
                 let client = client.as_ref().map(ToString::to_string);
                 warn!(%peer, %code, client = client.as_deref().unwrap_or("-"), cause = %refusal, audit_failed, "directory: refused");
             }
+            Outcome::Resolved {
+                number,
+                client,
+                callee,
+                call_principal,
+            } => {
+                info!(%peer, %number, %client, %callee, %call_principal, "directory: resolved")
+            }
+            Outcome::ResolveRefused {
+                number,
+                client,
+                refusal,
+                audit_failed,
+            } => {
+                let client = client.as_ref().map(ToString::to_string);
+                warn!(%peer, %number, client = client.as_deref().unwrap_or("-"), cause = %refusal, audit_failed, "directory: resolve refused");
+            }
             Outcome::Dropped(e) => debug!(%peer, error = %e, "directory: dropped"),
         }
         if let Some(reply) = h.reply {
@@ -400,6 +474,28 @@ mod tests {
         let key = tmp.path().join("mip.key");
         std::fs::write(&key, "5a".repeat(16)).unwrap();
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // The call principal's keytab: an older kvno, and two etypes at
+        // the newest; the strongest of the newest is taken.
+        let call_kt = tmp.path().join("call.keytab");
+        {
+            use roamgate_krb::keytab::{Keytab, KeytabEntry};
+            use roamgate_krb_crypto::{Etype, Key};
+            let cp = roamgate_krb::Principal::parse("call/unit-a@EXAMPLE.ORG").unwrap();
+            let mut kt = Keytab::new();
+            for (kvno, etype, b) in [
+                (1, Etype::Aes256CtsHmacSha384192, 0x11),
+                (2, Etype::Aes128CtsHmacSha196, 0x22),
+                (2, Etype::Aes256CtsHmacSha196, 0xc4),
+            ] {
+                kt.push(KeytabEntry {
+                    principal: cp.clone(),
+                    timestamp: 0,
+                    kvno,
+                    key: Key::new(etype, &vec![b; etype.key_len()]).unwrap(),
+                });
+            }
+            kt.save(&call_kt).unwrap();
+        }
         let add = [
             "add-unit",
             "-c",
@@ -420,6 +516,8 @@ mod tests {
             "acct-1",
             "--dialled-number",
             "+4930555",
+            "--call-keytab",
+            call_kt.to_str().unwrap(),
         ];
         let out = run(&c, &add).unwrap();
         assert!(out.starts_with(&format!("added {CODE}")), "{out}");
@@ -430,15 +528,62 @@ mod tests {
             err.to_string().contains("already in the directory"),
             "{err}"
         );
+        let call_secret = "c4".repeat(32);
         let list = run(&c, &["list", "-c", "x"]).unwrap();
         assert!(
             list.contains("mip_key=<hidden: --show-keys>") && !list.contains(&secret),
             "{list}"
         );
+        assert!(
+            list.contains("call_principal=call/unit-a@EXAMPLE.ORG")
+                && list.contains("call_key=etype:18,kvno:2,<hidden: --show-keys>")
+                && !list.contains(&call_secret),
+            "{list}"
+        );
         let show = run(&c, &["show", "-c", "x", "--code", CODE]).unwrap();
-        assert!(!show.contains(&secret), "{show}");
+        assert!(
+            !show.contains(&secret) && !show.contains(&call_secret),
+            "{show}"
+        );
         let show = run(&c, &["show", "-c", "x", "--code", CODE, "--show-keys"]).unwrap();
         assert!(show.contains(&format!("mip_key={secret}")), "{show}");
+        assert!(
+            show.contains(&format!("call_key=etype:18,kvno:2,{call_secret}")),
+            "{show}"
+        );
+        // The number names one unit: another unit may not take it.
+        let other = "ffeeddccbbaa99887766554433221100";
+        let mut dup = add.to_vec();
+        dup[4] = other;
+        dup.truncate(dup.len() - 2);
+        let err = run(&c, &dup).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!(
+                "dialled number +4930555 already belongs to unit {CODE}"
+            )),
+            "{err}"
+        );
+        // Without a call key: list says so.
+        let last = dup.len() - 1;
+        dup[last] = "+4930556";
+        run(&c, &dup).unwrap();
+        let list = run(&c, &["list", "-c", "x"]).unwrap();
+        assert!(list.contains("call_key=none"), "{list}");
+        // A keytab without the call principal's key is refused, naming it.
+        let mut wrong = dup.clone();
+        wrong[4] = "0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f";
+        wrong[6] = "unit-b@EXAMPLE.ORG";
+        let last = wrong.len() - 1;
+        wrong[last] = "+4930557";
+        wrong.push("--call-keytab");
+        wrong.push(call_kt.to_str().unwrap());
+        let err = run(&c, &wrong).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no key for the call principal call/unit-b@EXAMPLE.ORG"),
+            "{err}"
+        );
+        run(&c, &["remove-unit", "-c", "x", "--code", other]).unwrap();
         assert!(show.contains("dialled_number=+4930555"), "{show}");
         let mode = std::fs::metadata(&c.directory.database)
             .unwrap()
@@ -568,7 +713,7 @@ mod tests {
             .unwrap()
             .port();
         c.directory.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        c.limits.burst = 3;
+        c.limits.burst = 5;
         c.limits.per_second = 1;
         let db_path = c.directory.database.clone();
         run(
@@ -590,6 +735,8 @@ mod tests {
                 "--generate-mip-key",
                 "--account",
                 "acct-1",
+                "--dialled-number",
+                "+4930555",
             ],
         )
         .unwrap();
@@ -614,9 +761,36 @@ mod tests {
         };
         let a = ticket("unit-a@EXAMPLE.ORG");
         let b = ticket("unit-b@EXAMPLE.ORG");
-        let (ra, rb) = tokio::task::spawn_blocking(move || (ask(a), ask(b)))
-            .await
-            .unwrap();
+        // The same loop answers resolves: unit-a resolves its number;
+        // unit-b, no unit's subscriber here, is refused.
+        let resolve = move |cred: roamgate_krb::credential::Credential| {
+            use roamgate_directory::client::build_resolve_request;
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let n = DialledNumber::parse("+4930555").unwrap();
+            let (req, pending) = build_resolve_request(&cred, &n, SystemTime::now()).unwrap();
+            let mut buf = vec![0u8; MAX_MESSAGE];
+            sock.send_to(&req, listen).unwrap();
+            let (len, _) = sock.recv_from(&mut buf).unwrap();
+            pending
+                .open(&buf[..len], SystemTime::now())
+                .map_err(Box::new)
+        };
+        let (a1, b1) = (a.clone(), b.clone());
+        let (ra, rb, res_a, res_b) =
+            tokio::task::spawn_blocking(move || (ask(a), ask(b), resolve(a1), resolve(b1)))
+                .await
+                .unwrap();
+        let res = res_a.unwrap();
+        assert_eq!(res.call_principal.to_string(), "call/unit-a@EXAMPLE.ORG");
+        assert_eq!(res.home_address, Ipv4Addr::new(10, 1, 0, 10));
+        assert!(
+            matches!(
+                res_b.as_ref().map_err(|e| &**e),
+                Err(ClientError::ResolveRefused { .. })
+            ),
+            "{res_b:?}"
+        );
         let rec = ra.unwrap();
         assert_eq!(rec.code, code);
         assert_eq!(rec.home_address, Ipv4Addr::new(10, 1, 0, 10));
@@ -648,10 +822,17 @@ mod tests {
         })
         .await
         .unwrap();
-        assert_eq!(answered, 1, "burst 3, two spent, refill 1/s");
+        assert_eq!(answered, 1, "burst 5, four spent, refill 1/s");
         shutdown.cancel();
         server.await.unwrap().unwrap();
         let audit = SqliteStore::open(&db_path).unwrap().audit_log(100).unwrap();
-        assert_eq!(audit.len(), 3, "{audit:?}");
+        assert_eq!(audit.len(), 5, "{audit:?}");
+        assert!(
+            audit
+                .iter()
+                .any(|e| e.outcome == "resolved: call/unit-a@EXAMPLE.ORG"
+                    && e.number.as_ref().map(|n| n.digits()) == Some("4930555")),
+            "{audit:?}"
+        );
     }
 }
