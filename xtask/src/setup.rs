@@ -38,6 +38,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "python3-pylibsrtp",
         "libsrtp, the SRTP interop peer of roamgate-srtp's tests",
     ),
+    (
+        "libsrtp2-dev",
+        "libsrtp's C library, the baseline of the bench's srtp section",
+    ),
     ("krb5-kdc", "MIT KDC interop peer"),
     (
         "krb5-admin-server",

@@ -5,6 +5,7 @@ pub mod dataplane;
 pub mod ha_restore;
 pub mod kdc;
 pub mod mobility;
+pub mod srtp;
 pub mod switch_on;
 
 pub type Section = fn() -> anyhow::Result<serde_json::Value>;
@@ -16,4 +17,5 @@ pub const SECTIONS: &[(&str, Section)] = &[
     ("mobility", mobility::run),
     ("ha_restore", ha_restore::run),
     ("switch_on", switch_on::run),
+    ("srtp", srtp::run),
 ];
