@@ -5,11 +5,14 @@
 //! - [`handshake`]: the call's Kerberos AP exchange and every key a call
 //!   uses (signalling integrity, SRTP master keys), derived from both
 //!   sides' subkeys;
+//! - [`signalling`]: the state machine's signals to and from the wire
+//!   bytes, signed and checked;
 //! - [`media`]: G.711, RTP packets of 20 ms, and RFC 3550 statistics.
 
 pub mod call;
 pub mod handshake;
 pub mod media;
+pub mod signalling;
 pub mod wire;
 
 #[cfg(test)]
