@@ -141,7 +141,9 @@ impl std::fmt::Debug for CallKeys {
 }
 
 impl CallKeys {
-    fn new(role: Role, call_id: CallId, caller_subkey: &Key, callee_subkey: &Key) -> Self {
+    /// The keys of a call whose AP exchange carried these two subkeys.
+    /// (A unit gets them from its proxy, which did the exchange for it.)
+    pub fn new(role: Role, call_id: CallId, caller_subkey: &Key, callee_subkey: &Key) -> Self {
         Self {
             role,
             call_id,
@@ -219,7 +221,8 @@ fn signalling_key(bytes: &[u8]) -> SignallingKey {
     SignallingKey(k)
 }
 
-fn setup_key(caller_subkey: &Key, call_id: &CallId) -> SignallingKey {
+/// The key of the SETUP's hashed token, from the caller's subkey.
+pub fn setup_key(caller_subkey: &Key, call_id: &CallId) -> SignallingKey {
     let mut b = caller_subkey.prf_plus(&input(LABEL_SETUP, call_id), SIGNALLING_KEY_LEN);
     let k = signalling_key(&b);
     b.zeroize();
@@ -308,6 +311,9 @@ pub struct Answered {
     /// The key that checks the caller's SETUP.
     pub setup_key: SignallingKey,
     pub keys: CallKeys,
+    /// Both subkeys, for the unit the proxy answered for.
+    pub caller_subkey: Key,
+    pub callee_subkey: Key,
 }
 
 /// The callee's side: accepts the SETUP's AP-REQ for `callee` (the
@@ -343,6 +349,8 @@ pub fn answer<K: ServiceKeys + ?Sized>(
         ap_rep,
         setup_key: setup_key(&caller_subkey, &call_id),
         keys: CallKeys::new(Role::Callee, call_id, &caller_subkey, &ours),
+        caller_subkey,
+        callee_subkey: ours,
     })
 }
 

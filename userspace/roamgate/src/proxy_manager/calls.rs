@@ -1,9 +1,9 @@
 //! A proxy's part in its unit's calls (docs/attach.md §5.1): the unit's
 //! proxy requests, served with the proxy's credentials and the shared
-//! data plane. Today it serves call events (the voice flows of a call in
-//! the XDP voice path); the call ticket and the acceptance of a caller's
-//! AP-REQ are refused as unavailable until the proxies' call Kerberos is
-//! wired in.
+//! data plane: it accepts a caller's AP-REQ with the unit's call key, and
+//! programs the voice flows of a call in the XDP voice path. The call
+//! ticket (number resolution and TGS in the subscriber's name) is refused
+//! as unavailable until it is wired in.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -13,6 +13,10 @@ use roamgate_directory::IdentityCode;
 
 use roamgate_attach::manager::ProxyRequest;
 use roamgate_attach::proxy_op::{CallEventKind, Media, ProxyOp, ProxyReply};
+
+use roamgate_call::handshake;
+use roamgate_krb::replay::ReplayCache;
+use zeroize::Zeroizing;
 
 use crate::dataplane::maps::{Expiry, VoiceFlow};
 use crate::mobile_node::Plane;
@@ -82,6 +86,9 @@ pub fn voice_flows(home: Ipv4Addr, media: &Media) -> Result<[VoiceFlow; 2], Flow
 #[derive(Debug, Default)]
 pub struct Calls {
     flows: HashMap<IdentityCode, HashMap<[u8; 16], [VoiceFlow; 2]>>,
+    /// Callers' authenticators, for every unit this proxy manager answers
+    /// calls for.
+    replay: ReplayCache,
 }
 
 impl Calls {
@@ -97,10 +104,11 @@ impl Calls {
         &mut self,
         plane: &Plane,
         unit: IdentityCode,
-        home: Ipv4Addr,
+        proxy: &super::Proxy,
         request: &ProxyRequest,
         now: SystemTime,
     ) -> Result<Vec<u8>, String> {
+        let home = proxy.home_address;
         let op = request.op().map_err(|e| e.to_string())?;
         let reply = match op {
             ProxyOp::CallEvent {
@@ -145,8 +153,55 @@ impl Calls {
                     }
                 }
             }
-            ProxyOp::CallTicket { .. } | ProxyOp::AcceptCall { .. } => {
-                return Err("calls are not served by this proxy manager yet".into())
+            ProxyOp::AcceptCall {
+                call_id,
+                number,
+                ap_req,
+            } => {
+                let Some((principal, keys)) = &proxy.call else {
+                    tracing::warn!(unit = %request.client, "a call for a unit without a call key");
+                    return request
+                        .answer(
+                            &ProxyReply::Failed {
+                                op: op.op(),
+                                cause: CAUSE_NOT_AUTHORISED,
+                            },
+                            now,
+                        )
+                        .map_err(|e| e.to_string());
+                };
+                match handshake::answer(
+                    ap_req,
+                    keys,
+                    principal,
+                    call_id,
+                    number,
+                    &mut self.replay,
+                    now,
+                ) {
+                    Ok(a) => {
+                        let caller = a.caller.to_string();
+                        tracing::info!(unit = %request.client, %caller, "call accepted");
+                        let reply = ProxyReply::CallAccepted {
+                            caller: &caller,
+                            etype: a.caller_subkey.etype().to_i32(),
+                            caller_subkey: Zeroizing::new(a.caller_subkey.as_bytes().to_vec()),
+                            callee_subkey: Zeroizing::new(a.callee_subkey.as_bytes().to_vec()),
+                            ap_rep: &a.ap_rep,
+                        };
+                        return request.answer(&reply, now).map_err(|e| e.to_string());
+                    }
+                    Err(e) => {
+                        tracing::warn!(unit = %request.client, error = %e, "caller refused");
+                        ProxyReply::Failed {
+                            op: op.op(),
+                            cause: e.q850_cause(),
+                        }
+                    }
+                }
+            }
+            ProxyOp::CallTicket { .. } => {
+                return Err("call tickets are not served by this proxy manager yet".into())
             }
         };
         request.answer(&reply, now).map_err(|e| e.to_string())

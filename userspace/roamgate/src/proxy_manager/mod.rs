@@ -81,6 +81,9 @@ struct Proxy {
     status: watch::Receiver<NodeStatus>,
     home_address: Ipv4Addr,
     principal: String,
+    /// The unit's callee principal and its key, from the initiating
+    /// information: the proxy accepts callers' AP-REQs with it.
+    call: Option<(Principal, roamgate_krb::ap::KeySet)>,
 }
 
 /// The I/O side's settings, shared by the tasks it spawns.
@@ -235,6 +238,14 @@ impl Io {
             status,
             home_address: record.home_address,
             principal,
+            call: match record.call_key_set() {
+                Ok(Some(keys)) => Some((record.call_principal(), keys)),
+                Ok(None) => None,
+                Err(e) => {
+                    warn!(%unit, error = %e, "the unit's call key is unusable: it cannot take calls");
+                    None
+                }
+            },
         })
     }
 }
@@ -726,9 +737,7 @@ fn run_command(
             request,
         } => {
             let answer = match proxies.get(&unit).filter(|p| p.session == session) {
-                Some(p) => {
-                    calls.serve(&io.plane, unit, p.home_address, &request, SystemTime::now())
-                }
+                Some(p) => calls.serve(&io.plane, unit, p, &request, SystemTime::now()),
                 None => Err("the unit's proxy stopped".into()),
             };
             if let Err(e) = &answer {
