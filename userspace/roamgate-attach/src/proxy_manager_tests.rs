@@ -699,6 +699,12 @@ fn a_proxy_request_reaches_the_units_proxy_sealed_and_its_answer_comes_back_seal
         panic!("not a proxy answer")
     };
     assert_eq!(ProxyReply::parse(&plain, 1).unwrap(), reply);
+    // The unit holds the key a call ticket's KRB-CRED is sealed under.
+    assert_eq!(
+        unit.take_proxy_key().unwrap().as_bytes(),
+        request.subkey().as_bytes()
+    );
+    assert!(unit.take_proxy_key().is_none());
     assert_eq!(rig.pm.proxy_ops_in_flight(), 0);
     assert_eq!(rig.pm.stats().proxy_ops_answered, 1);
 

@@ -152,6 +152,9 @@ pub struct Unit {
     creds: UnitCredentials,
     pending: Option<Pending>,
     switched_on: bool,
+    /// The key of the last proxy answer: a KRB-CRED in it is sealed under
+    /// it (docs/attach.md §5.1).
+    proxy_key: Option<Key>,
 }
 
 impl Unit {
@@ -173,6 +176,7 @@ impl Unit {
             creds,
             pending: None,
             switched_on: false,
+            proxy_key: None,
         })
     }
 
@@ -218,6 +222,12 @@ impl Unit {
     /// a KRB-PRIV under the AP-REQ's subkey.
     pub fn proxy_request(&mut self, body: &[u8], now: SystemTime) -> Result<Vec<u8>, UnitError> {
         self.send_with(MessageType::ProxyRequest, 1, Some(body.to_vec()), now)
+    }
+
+    /// The key of the last proxy answer, which a KRB-CRED in it (a call
+    /// ticket) is sealed under; taken once.
+    pub fn take_proxy_key(&mut self) -> Option<Key> {
+        self.proxy_key.take()
     }
 
     /// When [`Unit::handle_timeout`] should next be called: the
@@ -402,17 +412,19 @@ impl Unit {
                 Repr::StatusAnswer {
                     ap_rep, krb_priv, ..
                 },
-            ) => UnitEvent::Status(StatusBody::parse(&open_answer(
-                &p.client, ap_rep, krb_priv, got, now,
-            )?)?),
+            ) => UnitEvent::Status(StatusBody::parse(
+                &open_answer(&p.client, ap_rep, krb_priv, got, now)?.0,
+            )?),
             (
                 MessageType::ProxyRequest,
                 Repr::ProxyAnswer {
                     ap_rep, krb_priv, ..
                 },
-            ) => UnitEvent::Proxy(Zeroizing::new(open_answer(
-                &p.client, ap_rep, krb_priv, got, now,
-            )?)),
+            ) => {
+                let (plain, key) = open_answer(&p.client, ap_rep, krb_priv, got, now)?;
+                self.proxy_key = Some(key);
+                UnitEvent::Proxy(Zeroizing::new(plain))
+            }
             _ => return Err(UnitError::Unsolicited { got }),
         };
         self.pending = None;
@@ -427,11 +439,12 @@ fn open_answer(
     krb_priv: &[u8],
     got: MessageType,
     now: SystemTime,
-) -> Result<Vec<u8>, UnitError> {
+) -> Result<(Vec<u8>, Key), UnitError> {
     let info = client
         .verify_ap_rep(ap_rep)
         .map_err(|e| UnitError::Mutual(got, e))?;
-    SecureChannel::for_initiator(client, &info)
+    let plain = SecureChannel::for_initiator(client, &info)
         .open_priv(krb_priv, now)
-        .map_err(UnitError::Status)
+        .map_err(UnitError::Status)?;
+    Ok((plain, info.key))
 }

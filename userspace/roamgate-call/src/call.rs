@@ -29,7 +29,7 @@ use roamgate_krb::credential::Credential;
 use roamgate_krb::replay::ReplayCache;
 use roamgate_krb::Principal;
 
-use crate::handshake::{self, CallId, CallKeys, Caller, HandshakeError, SignallingKey};
+use crate::handshake::{self, Answered, CallId, CallKeys, Caller, HandshakeError, SignallingKey};
 use crate::media::g711::Law;
 
 /// Clock-skew limit for signalling timestamps (as for Kerberos).
@@ -208,6 +208,8 @@ pub enum RefuseError {
     Stale { skew_secs: u64 },
     #[error("no offered fastStart channel is G.711 µ-law or A-law")]
     NoCodec,
+    #[error("the unit's proxy refused the caller (Q.850 cause {0})")]
+    Proxy(u8),
 }
 
 impl RefuseError {
@@ -219,6 +221,7 @@ impl RefuseError {
             Self::Handshake(h) => h.q850_cause(),
             Self::Integrity | Self::Stale { .. } => cause::CALL_REJECTED,
             Self::NoCodec => cause::INCOMPATIBLE_DESTINATION,
+            Self::Proxy(c) => *c,
         }
     }
 }
@@ -309,28 +312,66 @@ impl Call {
         replay: &mut ReplayCache,
         now: SystemTime,
     ) -> Result<(Self, Vec<Outgoing>), Box<Refused>> {
-        let refuse = |error: RefuseError, key: Option<SignallingKey>| {
-            Box::new(Refused {
-                release: Outgoing {
-                    signal: Signal::release(setup.call_id, error.cause(), 1, now),
-                    key,
-                },
-                error,
-            })
-        };
-        let number = setup
-            .called_number
-            .as_deref()
-            .ok_or_else(|| refuse(RefuseError::Missing("a called number"), None))?;
+        let ap_req = Self::setup_ap_req(setup, own_number, now)?;
+        let number = setup.called_number.as_deref().unwrap_or_default();
+        let answered = handshake::answer(ap_req, keys, callee, setup.call_id, number, replay, now)
+            .map_err(|e| Self::refuse(setup, e.into(), None, now))?;
+        Self::answer_accepted(setup, verify, answered, local, now)
+    }
+
+    /// The RELEASE COMPLETE that refuses `setup` for `error`, under `key`
+    /// once the caller can check it.
+    pub fn refuse(
+        setup: &Signal,
+        error: RefuseError,
+        key: Option<SignallingKey>,
+        now: SystemTime,
+    ) -> Box<Refused> {
+        Box::new(Refused {
+            release: Outgoing {
+                signal: Signal::release(setup.call_id, error.cause(), 1, now),
+                key,
+            },
+            error,
+        })
+    }
+
+    /// The SETUP's AP-REQ, if the SETUP is for `own_number`: what a unit
+    /// hands its proxy to accept (docs/call.md, "Where a call runs").
+    pub fn setup_ap_req<'s>(
+        setup: &'s Signal,
+        own_number: &str,
+        now: SystemTime,
+    ) -> Result<&'s [u8], Box<Refused>> {
+        let number = setup.called_number.as_deref().ok_or_else(|| {
+            Self::refuse(setup, RefuseError::Missing("a called number"), None, now)
+        })?;
         if number != own_number {
-            return Err(refuse(RefuseError::UnknownNumber(number.to_owned()), None));
+            return Err(Self::refuse(
+                setup,
+                RefuseError::UnknownNumber(number.to_owned()),
+                None,
+                now,
+            ));
         }
-        let ap_req = setup
+        setup
             .kerberos
             .as_deref()
-            .ok_or_else(|| refuse(RefuseError::Missing("an AP-REQ"), None))?;
-        let answered = handshake::answer(ap_req, keys, callee, setup.call_id, number, replay, now)
-            .map_err(|e| refuse(e.into(), None))?;
+            .ok_or_else(|| Self::refuse(setup, RefuseError::Missing("an AP-REQ"), None, now))
+    }
+
+    /// The callee's side of a SETUP whose AP-REQ was accepted (here, or by
+    /// the unit's proxy): checks the SETUP under the setup key, picks the
+    /// codec, and returns the call in `Alerting` with the CALL PROCEEDING
+    /// (carrying the AP-REP) and ALERTING to send.
+    pub fn answer_accepted(
+        setup: &Signal,
+        verify: &dyn Fn(&SignallingKey) -> bool,
+        answered: Answered,
+        local: &[Channel],
+        now: SystemTime,
+    ) -> Result<(Self, Vec<Outgoing>), Box<Refused>> {
+        let refuse = |error, key| Self::refuse(setup, error, key, now);
         // From here the refusal can be authenticated: the caller knows the
         // setup key.
         let sk = Some(answered.setup_key.clone());

@@ -352,3 +352,61 @@ fn timers_end_a_call_nobody_answers() {
         }
     ));
 }
+
+#[test]
+fn a_setup_accepted_by_the_proxy_connects_with_keys_rebuilt_from_its_subkeys() {
+    // The unit's side (docs/call.md, "Where a call runs"): the proxy
+    // accepts the AP-REQ and returns the caller's principal, both subkeys
+    // and the AP-REP; the unit rebuilds the keys and answers.
+    let mut ends = Ends::new();
+    let (mut caller, setup) = ends.dial();
+    let ap_req = Call::setup_ap_req(&setup.signal, NUMBER, at(1)).unwrap();
+    let by_proxy = handshake::answer(
+        ap_req,
+        &ends.realm.keys(CALLEE),
+        &p(CALLEE),
+        CALL,
+        NUMBER,
+        &mut ends.replay,
+        at(1),
+    )
+    .unwrap();
+    let (ck, ek) = (
+        by_proxy.caller_subkey.clone(),
+        by_proxy.callee_subkey.clone(),
+    );
+    let rebuilt = Answered {
+        caller: by_proxy.caller.clone(),
+        ap_rep: by_proxy.ap_rep.clone(),
+        setup_key: handshake::setup_key(&ck, &CALL),
+        keys: CallKeys::new(handshake::Role::Callee, CALL, &ck, &ek),
+        caller_subkey: ck,
+        callee_subkey: ek,
+    };
+    let (mut callee, answers) =
+        Call::answer_accepted(&setup.signal, &verifier(&setup), rebuilt, &offer(), at(1)).unwrap();
+    for a in answers {
+        deliver(&mut caller, &send(a)).unwrap();
+    }
+    let (connect, _) = callee.accept(at(2)).unwrap();
+    assert!(matches!(
+        deliver(&mut caller, &send(connect)).unwrap(),
+        Some(Event::Connected { .. })
+    ));
+    let (a, b) = (caller.keys().unwrap(), callee.keys().unwrap());
+    assert_eq!(a.send_srtp(16, 14), b.recv_srtp(16, 14));
+    assert_eq!(a.send_signalling(), b.recv_signalling());
+
+    // A SETUP for another number is refused before the proxy sees it, and
+    // the proxy's own refusal carries its cause.
+    let r = Call::setup_ap_req(&setup.signal, "4940999999", at(1)).unwrap_err();
+    assert_eq!(r.error.cause(), cause::UNALLOCATED_NUMBER);
+    let r = Call::refuse(
+        &setup.signal,
+        RefuseError::Proxy(cause::CALL_REJECTED),
+        None,
+        at(1),
+    );
+    assert_eq!(r.release.signal.cause, Some(cause::CALL_REJECTED));
+    assert_eq!(r.release.signal.kind, Kind::ReleaseComplete);
+}

@@ -9,6 +9,7 @@
 //! after its ack the unit switches off at the previous one, so that the old
 //! proxy stops.
 
+pub mod call;
 pub mod config;
 
 use std::{
@@ -91,6 +92,47 @@ pub enum UnitCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Call a number: the proxy gets the callee's ticket, then H.225.0
+    /// Fast Connect to the callee's home address and SRTP voice
+    /// (docs/call.md). Prints the call's statistics; exits 1 if refused.
+    Call {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// The callee's E.164 number.
+        number: String,
+        /// Speech to send: 8000 Hz mono 16-bit WAV (then silence).
+        #[arg(long, value_name = "FILE.wav")]
+        play: Option<PathBuf>,
+        /// Write what the callee sent (lost frames as silence).
+        #[arg(long, value_name = "FILE.wav")]
+        record: Option<PathBuf>,
+        /// Hang up after this many seconds connected (default: when --play
+        /// ends plus 0.5 s, else 10 s).
+        #[arg(long, value_name = "SECS")]
+        duration: Option<f64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Answer calls for the unit's number (call.number) at its home
+    /// address, one line (or JSON object) per call as it ends.
+    Answer {
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Speech to send in each call (8000 Hz mono 16-bit WAV), then silence.
+        #[arg(long, value_name = "FILE.wav")]
+        play: Option<PathBuf>,
+        /// Write what each caller sent: FILE.wav, FILE-2.wav, ...
+        #[arg(long, value_name = "FILE.wav")]
+        record: Option<PathBuf>,
+        /// Exit after this many calls have ended (default: until SIGINT/SIGTERM).
+        #[arg(long, value_name = "N")]
+        calls: Option<usize>,
+        /// Hang up each call after this many seconds (default: the caller does).
+        #[arg(long, value_name = "SECS")]
+        duration: Option<f64>,
+        #[arg(long)]
+        json: bool,
+    },
     /// The proxy's state: attached, home address, care-of address, expiries.
     Status {
         #[arg(long, short, value_name = "FILE")]
@@ -107,6 +149,8 @@ impl UnitCommand {
             | UnitCommand::ExportKeytab { config, .. }
             | UnitCommand::SwitchOn { config, .. }
             | UnitCommand::SwitchOff { config, .. }
+            | UnitCommand::Call { config, .. }
+            | UnitCommand::Answer { config, .. }
             | UnitCommand::Status { config, .. } => config,
         }
     }
@@ -212,6 +256,17 @@ async fn unit_and_expiry(
     st: &UnitState,
     manager: &Principal,
 ) -> anyhow::Result<(Unit, SystemTime)> {
+    let creds = fetch_creds(cfg, st, manager).await?;
+    let end = creds.forwarded_tgt.end_time;
+    Ok((Unit::new(st.identity, creds)?, end))
+}
+
+/// Fresh credentials for `manager` from the KDC.
+async fn fetch_creds(
+    cfg: &UnitFile,
+    st: &UnitState,
+    manager: &Principal,
+) -> anyhow::Result<roamgate_attach::unit::UnitCredentials> {
     let transport = KdcTransport::new(cfg.kerberos.kdc.to_string());
     let creds = fetch_credentials(
         &transport,
@@ -228,8 +283,7 @@ async fn unit_and_expiry(
             st.principal, cfg.kerberos.kdc
         )
     })?;
-    let end = creds.forwarded_tgt.end_time;
-    Ok((Unit::new(st.identity, creds)?, end))
+    Ok(creds)
 }
 
 async fn socket_for(to: SocketAddr) -> anyhow::Result<UdpSocket> {
@@ -414,6 +468,8 @@ pub struct StatusReport {
     /// Seconds since the epoch.
     pub tgt_expires: Option<u64>,
     pub registration_expires: Option<u64>,
+    /// The newest calls with their statistics, in progress or ended.
+    pub calls: Vec<call::CallReport>,
 }
 
 fn status_report(st: &UnitState, s: &Session, b: &StatusBody) -> StatusReport {
@@ -427,6 +483,7 @@ fn status_report(st: &UnitState, s: &Session, b: &StatusBody) -> StatusReport {
         care_of: some_addr(b.care_of),
         tgt_expires: some_time(b.tgt_expiry),
         registration_expires: some_time(b.registration_expiry),
+        calls: Vec::new(),
     }
 }
 
@@ -524,26 +581,99 @@ pub async fn run(cmd: UnitCommand) -> anyhow::Result<()> {
             let out = serde_json::json!({"switched_off": true, "base_station": s.base_station});
             print(json, &out, || format!("switched off at {}", s.base_station))
         }
+        UnitCommand::Call {
+            number,
+            play,
+            record,
+            duration,
+            json,
+            ..
+        } => {
+            let play = play
+                .as_deref()
+                .map(call::read_wav)
+                .transpose()?
+                .unwrap_or_default();
+            let secs = duration.unwrap_or(if play.is_empty() {
+                10.0
+            } else {
+                play.len() as f64 / 8000.0 + 0.5
+            });
+            if !(secs.is_finite() && secs > 0.0) {
+                bail!("--duration must be a positive number of seconds");
+            }
+            let plan = call::MediaPlan {
+                play,
+                hang_up_after: Some(std::time::Duration::from_secs_f64(secs)),
+            };
+            let ctx = std::sync::Arc::new(call::Ctx::load(cfg).await?);
+            let r = call::call(&ctx, &number, &plan, record.as_deref()).await?;
+            print(json, &r, || r.line())?;
+            if !r.connected {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        UnitCommand::Answer {
+            play,
+            record,
+            calls,
+            duration,
+            json,
+            ..
+        } => {
+            let play = play
+                .as_deref()
+                .map(call::read_wav)
+                .transpose()?
+                .unwrap_or_default();
+            if duration.is_some_and(|d| !(d.is_finite() && d > 0.0)) {
+                bail!("--duration must be a positive number of seconds");
+            }
+            let plan = std::sync::Arc::new(call::MediaPlan {
+                play,
+                hang_up_after: duration.map(std::time::Duration::from_secs_f64),
+            });
+            let metrics = cfg.call.metrics()?;
+            let ctx = std::sync::Arc::new(call::Ctx::load(cfg).await?);
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            crate::gateway::cancel_on_signals(shutdown.clone())?;
+            let book = std::sync::Arc::new(std::sync::Mutex::new(call::Book::default()));
+            if let Some(addr) = metrics {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("call.metrics: binding {addr}"))?;
+                let b = book.clone();
+                let render: crate::metrics::Render = std::sync::Arc::new(move || {
+                    b.lock().unwrap_or_else(|e| e.into_inner()).prometheus()
+                });
+                tokio::spawn(crate::metrics::serve(listener, render, shutdown.clone()));
+            }
+            call::answer(ctx, plan, record, calls, book, shutdown, json).await
+        }
         UnitCommand::Status { json, .. } => {
             let st = UnitState::load(&cfg.unit.state_file)?;
             let s = load_session(&cfg.unit.session_file)?.ok_or_else(|| not_switched_on(&cfg))?;
             let body = keepalive(&cfg, &st, &s)
                 .await
                 .with_context(|| format!("status at {}", s.base_station))?;
-            let r = status_report(&st, &s, &body);
+            let mut r = status_report(&st, &s, &body);
+            r.calls = call::CallsDir(cfg.call.calls_dir.clone()).load();
             print(json, &r, || {
                 let opt = |a: Option<Ipv4Addr>| a.map_or("-".to_owned(), |a| a.to_string());
                 let t = |x: Option<u64>| x.map_or("-".to_owned(), |x| x.to_string());
                 format!(
                     "state {}\nidentity code {}\nbase station {}\nhome address {}\ncare-of address {}\n\
-                     TGT expires {}\nregistration expires {}",
+                     TGT expires {}\nregistration expires {}\ncalls {}{}",
                     r.state,
                     r.identity_code,
                     r.base_station,
                     opt(r.home_address),
                     opt(r.care_of),
                     t(r.tgt_expires),
-                    t(r.registration_expires)
+                    t(r.registration_expires),
+                    r.calls.len(),
+                    r.calls.iter().map(|c| format!("\n  {}", c.line())).collect::<String>()
                 )
             })
         }
