@@ -52,6 +52,8 @@ use crate::{
     tunnel_net::read_pcap,
 };
 
+mod calls;
+
 pub const REALM: &str = "HOME.TEST";
 const KDC_ADDR: &str = "10.1.1.2:88";
 const DIRECTORY_ADDR: &str = "10.1.1.2:7750";
@@ -112,22 +114,31 @@ struct Unit {
     host: &'static str,
     home: Ipv4Addr,
     spi: u32,
+    /// Its E.164 number (the directory's).
+    number: &'static str,
 }
 
 const U1: Unit = Unit {
     host: "u1",
     home: Ipv4Addr::new(10, 1, 0, 51),
     spi: 257,
+    number: "4930100051",
 };
 const U2: Unit = Unit {
     host: "u2",
     home: Ipv4Addr::new(10, 1, 0, 52),
     spi: 258,
+    number: "4930100052",
 };
 
 impl Unit {
     fn principal(&self) -> String {
         format!("{}@{REALM}", self.host)
+    }
+
+    /// The principal callers get tickets for (docs/call.md).
+    fn call_principal(&self) -> String {
+        format!("call/{}@{REALM}", self.host)
     }
 
     fn iface(&self, d: &Domain) -> String {
@@ -169,6 +180,8 @@ pub struct SwitchOn {
     codes: Vec<String>,
     /// The realm's KDC when it is MIT krb5kdc (stopped on drop).
     mit: Option<MitKdc>,
+    /// The home agent's child.
+    ha: Option<usize>,
 }
 
 /// Which KDC serves the realm: a config switch for every role.
@@ -387,6 +400,7 @@ impl SwitchOn {
             daemons: Vec::new(),
             codes: Vec::new(),
             mit: None,
+            ha: None,
         };
         // Every link, and the paths a unit's KDC exchange takes.
         for (h, dst) in [
@@ -481,6 +495,11 @@ impl SwitchOn {
         files
     }
 
+    /// The key of `u`'s call principal, for its directory entry.
+    fn call_keytab(&self, u: &Unit) -> PathBuf {
+        self.path(&format!("{}-call.keytab", u.host))
+    }
+
     fn unit_config(&self, name: &str) -> PathBuf {
         self.path(&format!("{name}.toml"))
     }
@@ -510,12 +529,21 @@ manager = "{manager}"
 [kerberos]
 kdc = "{KDC_ADDR}"
 
+[call]
+number = "{number}"
+calls_dir = "{calls}"
+
 [log]
 level = "info"
 "#,
                 state = self.path(&format!("{name}-state.toml")).display(),
                 session = self.path(&format!("{name}-session.json")).display(),
                 manager = HOME_DOMAIN.service(),
+                number = [&U1, &U2]
+                    .iter()
+                    .find(|u| u.host == name)
+                    .map_or("", |u| u.number),
+                calls = self.path(&format!("{name}-calls")).display(),
             ),
         )?;
         let cfgs = cfg.display().to_string();
@@ -569,6 +597,10 @@ level = "info"
             mit.add_random_principal(&p, &[])?;
             mit.export_keytab(&p, &self.path(kt))?;
         }
+        for u in [&U1, &U2] {
+            mit.add_random_principal(&u.call_principal(), &[])?;
+            mit.export_keytab(&u.call_principal(), &self.call_keytab(u))?;
+        }
         for name in ["u1", "u2", "u3"] {
             let principal = format!("{name}@{REALM}");
             let kt = self.path(&format!("{name}.keytab"));
@@ -601,6 +633,9 @@ level = "info"
             (FOREIGN_DOMAIN.service(), "pmf.keytab"),
         ] {
             add_service(db, &p, &self.path(kt))?;
+        }
+        for u in [&U1, &U2] {
+            add_service(db, &u.call_principal(), &self.call_keytab(u))?;
         }
         // The units: u1, u2 provisioned everywhere; u3 at the KDC only.
         for name in ["u1", "u2", "u3"] {
@@ -685,6 +720,10 @@ level = "info"
                 &key.display().to_string(),
                 "--account",
                 &account,
+                "--dialled-number",
+                u.number,
+                "--call-keytab",
+                &self.call_keytab(u).display().to_string(),
             ])?;
             keys.push(key);
         }
@@ -716,6 +755,7 @@ level = "info"
         let (stats, log) = (self.path("ha-stats.json"), self.path("ha.log"));
         let ha = start_home_agent(&mut self.topo, "ha", &ha_cfg, &stats, &log)?;
         self.daemons.push(ha);
+        self.ha = Some(ha);
         for (i, d) in [&HOME_DOMAIN, &FOREIGN_DOMAIN].into_iter().enumerate() {
             self.start_proxy_manager(d, i)?;
             self.start_base_station(d, i as u32 + 1)?;
@@ -1489,6 +1529,9 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
         ),
     );
     reach.insert("u2_again".into(), s.reach(&U2, h, &mut c)?);
+
+    // 1c. Calls between u1 and u2 (issue 12).
+    let calls = calls::run(&mut s, &mut c)?;
     // The KDC's and the directory's side of the home agent (not the home
     // link) reaches the units too: their answers to a unit's home address
     // enter the tunnel at the home agent's XDP on that interface.
@@ -1815,6 +1858,10 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
         "pcaps": pcaps,
         "switch_on_elapsed_s": t0.elapsed().as_secs_f64(),
     });
+    let mut result = result;
+    if let (Value::Object(r), Value::Object(calls)) = (&mut result, calls) {
+        r.extend(calls);
+    }
     Ok((result, c.0))
 }
 

@@ -459,7 +459,7 @@ struct Signaller {
 }
 
 impl Signaller {
-    async fn send(&mut self, out: &Outgoing) -> anyhow::Result<()> {
+    async fn send(&mut self, out: &Outgoing) -> anyhow::Result<Vec<u8>> {
         let bytes = signalling::encode(
             &out.signal,
             self.call_reference,
@@ -468,7 +468,7 @@ impl Signaller {
             &self.ends,
         )?;
         self.w.write_all(&bytes).await?;
-        Ok(())
+        Ok(bytes)
     }
 }
 
@@ -720,6 +720,7 @@ pub async fn call(
     number: &str,
     plan: &MediaPlan,
     record: Option<&Path>,
+    write_setup: Option<&Path>,
 ) -> anyhow::Result<CallReport> {
     let calls = CallsDir(ctx.cfg.call.calls_dir.clone());
     let call_id: CallId = random()?;
@@ -818,7 +819,10 @@ pub async fn call(
     )
     .context("building the SETUP")?;
     let t0 = Instant::now();
-    sig.send(&setup).await.context("sending SETUP")?;
+    let bytes = sig.send(&setup).await.context("sending SETUP")?;
+    if let Some(p) = write_setup {
+        std::fs::write(p, &bytes).with_context(|| format!("writing {}", p.display()))?;
+    }
     info!(%number, callee = %ticket.server, %to, "SETUP sent");
     // 3. Until CONNECT (or a release, or the timers).
     let channels = loop {

@@ -112,6 +112,9 @@ pub enum UnitCommand {
         duration: Option<f64>,
         #[arg(long)]
         json: bool,
+        /// Testing: write the SETUP sent to this file.
+        #[arg(long, value_name = "FILE", hide = true)]
+        write_setup: Option<PathBuf>,
     },
     /// Answer calls for the unit's number (call.number) at its home
     /// address, one line (or JSON object) per call as it ends.
@@ -587,6 +590,7 @@ pub async fn run(cmd: UnitCommand) -> anyhow::Result<()> {
             record,
             duration,
             json,
+            write_setup,
             ..
         } => {
             let play = play
@@ -607,7 +611,14 @@ pub async fn run(cmd: UnitCommand) -> anyhow::Result<()> {
                 hang_up_after: Some(std::time::Duration::from_secs_f64(secs)),
             };
             let ctx = std::sync::Arc::new(call::Ctx::load(cfg).await?);
-            let r = call::call(&ctx, &number, &plan, record.as_deref()).await?;
+            let r = call::call(
+                &ctx,
+                &number,
+                &plan,
+                record.as_deref(),
+                write_setup.as_deref(),
+            )
+            .await?;
             print(json, &r, || r.line())?;
             if !r.connected {
                 std::process::exit(1);
