@@ -45,8 +45,8 @@ use super::{config::UnitFile, exchange, load_session, socket_for, Session};
 
 /// 20 ms of G.711 at 8 kHz.
 pub const FRAME: usize = 160;
-/// A whole H.225.0 message is at most this long (TPKT's own limit).
-const MAX_MESSAGE: usize = 65_535;
+/// A whole H.225.0 message is at most this long (docs/call.md).
+const MAX_MESSAGE: usize = roamgate_call::wire::MAX_MESSAGE_LEN;
 /// Call statistics files kept in `call.calls_dir`.
 const KEEP_CALLS: usize = 64;
 /// Longest call `answer` keeps up (its release never came).
