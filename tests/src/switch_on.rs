@@ -1430,7 +1430,17 @@ fn secrets(s: &SwitchOn) -> anyhow::Result<Secrets> {
         let account = std::fs::read_to_string(s.path(&format!("{}-account.txt", u.host)))?;
         items.push((format!("{}'s account", u.host), account.into_bytes()));
     }
-    for kt in ["u1", "u2", "u3", "ha", "directory", "pmh", "pmf"] {
+    for kt in [
+        "u1",
+        "u2",
+        "u3",
+        "ha",
+        "directory",
+        "pmh",
+        "pmf",
+        "u1-call",
+        "u2-call",
+    ] {
         let k = roamgate_krb::keytab::Keytab::load(&s.path(&format!("{kt}.keytab")))?;
         for e in &k.entries {
             items.push((
