@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: each section measures one part side by side with its
 //! baseline in the same run and returns a JSON object under its own key.
 
+pub mod call_setup;
 pub mod dataplane;
 pub mod ha_restore;
 pub mod kdc;
@@ -18,4 +19,5 @@ pub const SECTIONS: &[(&str, Section)] = &[
     ("ha_restore", ha_restore::run),
     ("switch_on", switch_on::run),
     ("srtp", srtp::run),
+    ("call_setup", call_setup::run),
 ];
