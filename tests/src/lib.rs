@@ -3,6 +3,7 @@
 //! Integration tests live in `tests/tests/`; they need root.
 
 pub mod bench;
+pub mod call_capture;
 pub mod mit;
 pub mod mobility;
 pub mod netns;
