@@ -1541,7 +1541,7 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
     reach.insert("u2_again".into(), s.reach(&U2, h, &mut c)?);
 
     // 1c. Calls between u1 and u2 (issue 12).
-    let calls = calls::run(&mut s, &mut c)?;
+    let (calls, media_ports) = calls::run(&mut s, &mut c)?;
     // The KDC's and the directory's side of the home agent (not the home
     // link) reaches the units too: their answers to a unit's home address
     // enter the tunnel at the home agent's XDP on that interface.
@@ -1834,6 +1834,7 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
     let files = s.stop_captures();
     let secrets = secrets(&s)?;
     let pcap_report = check_pcaps(&files, &secrets, &mut c)?;
+    let call_pcaps = calls::check_captures(&files, &media_ports, &mut c)?;
     let pcaps: Vec<String> = files
         .iter()
         .map(|f| f.strip_prefix(root()).unwrap_or(f).display().to_string())
@@ -1865,6 +1866,7 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
         "pm_map_tunnels_after_switch_off": pm_tunnels_left,
         "pm_refused_by_cause": refused,
         "pcap_check": pcap_report,
+        "call_pcap_check": call_pcaps,
         "pcaps": pcaps,
         "switch_on_elapsed_s": t0.elapsed().as_secs_f64(),
     });

@@ -254,7 +254,66 @@ fn loss_pct(caller: &Value, callee: &Value) -> f64 {
     100.0 * lost as f64 / (sent.max(1)) as f64
 }
 
-pub(super) fn run(s: &mut SwitchOn, c: &mut Checks) -> anyhow::Result<Value> {
+/// The media ports a call's report names.
+fn ports(v: &Value, into: &mut Vec<u16>) {
+    for k in ["local_media", "remote_media"] {
+        if let Some(p) = v[k].as_str().and_then(|a| a.parse::<SocketAddr>().ok()) {
+            if !into.contains(&p.port()) {
+                into.push(p.port());
+            }
+        }
+    }
+}
+
+/// tshark decodes the calls in the captures of the links they crossed:
+/// Q.931/H.225.0 with fastStart, RTP and SRTCP, with no malformed packet
+/// or warning.
+pub(super) fn check_captures(
+    files: &[PathBuf],
+    ports: &[u16],
+    c: &mut Checks,
+) -> anyhow::Result<Value> {
+    let mut out = serde_json::Map::new();
+    let (mut q931, mut faststart, mut rtp, mut srtcp) = (0, 0, 0, 0);
+    for f in files.iter().filter(|f| {
+        let n = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        ["bsh-u1", "bsh-u2", "bsf-u2", "tr-pmh", "tr-pmf", "ha-tr"]
+            .iter()
+            .any(|l| n.starts_with(l))
+    }) {
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let d = crate::call_capture::decode_calls(f, ports)?;
+        c.expect(
+            d.problems.is_empty(),
+            format!(
+                "{name}: tshark finds {} problems in the calls: {:?}",
+                d.problems.len(),
+                d.problems.iter().take(5).collect::<Vec<_>>()
+            ),
+        );
+        q931 += d.q931;
+        faststart += d.faststart;
+        rtp += d.rtp;
+        srtcp += d.srtcp_or_rtcp;
+        out.insert(
+            name,
+            json!({"q931": d.q931, "h225": d.h225, "faststart": d.faststart, "rtp": d.rtp, "srtcp": d.srtcp_or_rtcp, "problems": d.problems.len()}),
+        );
+    }
+    c.expect(
+        q931 >= 10 && faststart >= 4 && rtp >= 1000 && srtcp >= 10,
+        format!("tshark decoded {q931} Q.931, {faststart} fastStart, {rtp} RTP and {srtcp} SRTCP messages of the calls"),
+    );
+    Ok(Value::Object(out))
+}
+
+pub(super) fn run(s: &mut SwitchOn, c: &mut Checks) -> anyhow::Result<(Value, Vec<u16>)> {
     let (h, f) = (&HOME_DOMAIN, &FOREIGN_DOMAIN);
     let wav = s.path("speech.wav");
     let sent = speech(3.0);
@@ -265,7 +324,9 @@ pub(super) fn run(s: &mut SwitchOn, c: &mut Checks) -> anyhow::Result<Value> {
     let mut calls_ok = 0u64;
     let mut setup_ms = Vec::new();
     let mut jitter = Vec::new();
+    let mut media_ports = Vec::new();
     let mut note = |caller: &Value, callee: &Value, calls_ok: &mut u64| {
+        ports(caller, &mut media_ports);
         if call_ok(caller, callee) {
             *calls_ok += 1;
         }
@@ -529,7 +590,7 @@ pub(super) fn run(s: &mut SwitchOn, c: &mut Checks) -> anyhow::Result<Value> {
         format!("{voice_flows_after_hangup} voice flows left in the proxy managers' maps after every call ended"),
     );
     let offered = s.answered(&U2).len();
-    Ok(json!({
+    let result = json!({
         "calls_ok": calls_ok,
         "call_setup_ms_p50": percentile(&setup_ms, 0.5),
         "call_setup_ms_p99": percentile(&setup_ms, 0.99),
@@ -547,7 +608,8 @@ pub(super) fn run(s: &mut SwitchOn, c: &mut Checks) -> anyhow::Result<Value> {
         "voice_unknown_flow_dropped_xdp": unauthorised,
         "voice_flows_after_hangup": voice_flows_after_hangup,
         "calls_answered_reports": offered,
-    }))
+    });
+    Ok((result, media_ports))
 }
 
 /// Sniffs 5 SRTP packets arriving for the callee's media port, sends each
