@@ -1193,3 +1193,96 @@ async fn take_call(
     debug_assert!(call.state() == State::Released);
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wav_round_trips_and_other_formats_are_refused_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.wav");
+        let samples: Vec<i16> = (0..800).map(|i| (i * 37 % 3000) as i16 - 1500).collect();
+        write_wav(&p, &samples).unwrap();
+        assert_eq!(read_wav(&p).unwrap(), samples);
+
+        let q = dir.path().join("b.wav");
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 44_100,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(&q, spec).unwrap();
+        w.write_sample(0i16).unwrap();
+        w.write_sample(0i16).unwrap();
+        w.finalize().unwrap();
+        let e = format!("{:#}", read_wav(&q).unwrap_err());
+        assert!(e.contains("44100 Hz") && e.contains("sox"), "{e}");
+        assert!(read_wav(&dir.path().join("missing.wav")).is_err());
+    }
+
+    #[test]
+    fn the_calls_directory_keeps_the_newest_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        let calls = CallsDir(dir.path().join("calls"));
+        assert!(calls.load().is_empty());
+        for i in 0..(KEEP_CALLS + 3) {
+            let mut r = CallReport::new(&[i as u8; 16], Role::Caller, "4930", "aead_aes_128_gcm");
+            r.packets_received = i as u64;
+            calls.save(&r);
+        }
+        let listed = calls.load();
+        assert_eq!(listed.len(), KEEP_CALLS);
+        let json = std::fs::read_dir(&calls.0)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .count();
+        assert_eq!(json, KEEP_CALLS, "the oldest files are pruned");
+        // Rewriting a call replaces its file.
+        let mut r = listed[0].clone();
+        r.released(cause::NORMAL_CLEARING);
+        calls.save(&r);
+        let again = calls.load();
+        assert_eq!(again.len(), KEEP_CALLS);
+        assert!(again
+            .iter()
+            .any(|c| c.call_id == r.call_id && c.cause == Some(16)));
+        assert!(
+            r.line().contains("cause 16 (normal clearing)"),
+            "{}",
+            r.line()
+        );
+    }
+
+    #[test]
+    fn recordings_of_later_calls_are_numbered() {
+        let p = Path::new("/tmp/in.wav");
+        assert_eq!(numbered(p, 1), PathBuf::from("/tmp/in.wav"));
+        assert_eq!(numbered(p, 3), PathBuf::from("/tmp/in-3.wav"));
+    }
+
+    #[test]
+    fn answer_metrics_name_the_calls_in_progress() {
+        let mut b = Book::default();
+        b.count("calls_connected");
+        let mut r = CallReport::new(&[1; 16], Role::Callee, "4930", "aes_cm_128_hmac_sha1_80");
+        r.state = "connected".into();
+        r.jitter_ms = 1.5;
+        b.calls.insert(r.call_id.clone(), r);
+        let text = b.prometheus();
+        assert!(
+            text.contains("roamgate_unit_calls_connected_total 1"),
+            "{text}"
+        );
+        assert!(text.contains("roamgate_unit_calls_in_progress 1"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "roamgate_unit_call_jitter_ms{{call=\"{}\"}} 1.5",
+                hex(&[1; 16])
+            )),
+            "{text}"
+        );
+    }
+}
