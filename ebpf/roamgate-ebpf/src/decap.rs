@@ -167,6 +167,15 @@ pub fn decap(ctx: &XdpContext, hl: usize) -> Result<u32, Error> {
     eth.src = src_mac;
     eth.set_ether_type(ETHERTYPE_IPV4);
     count(counters::TUNNEL_DECAP, 1);
+    // A unit's packet for another unit's home address goes back into that
+    // unit's tunnel: the home agent intercepts whatever is addressed to a
+    // unit away from home, whichever tunnel it came out of (RFC 5944
+    // §4.2.3). Two units at home calling each other meet here.
+    if role == ROLE_HOME_AGENT {
+        if let Some(action) = crate::encap::encap_home_agent(ctx)? {
+            return Ok(action);
+        }
+    }
     forward(ctx, &route, now)
 }
 

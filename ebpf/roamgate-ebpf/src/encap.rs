@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use roamgate_common::{
     counters,
-    maps::{BindingKey, TunnelKey, BINDING_CARE_OF, BINDING_HOME_AGENT},
+    maps::{BindingKey, BindingValue, TunnelKey, BINDING_CARE_OF, BINDING_HOME_AGENT},
     siphash::{tag_bytes, SipHash24},
     wire::{
         ethernet::{EthHdr, ETHERTYPE_IPV4},
@@ -51,6 +51,23 @@ pub fn encap(ctx: &XdpContext) -> Result<Option<u32>, Error> {
             None => return Ok(None),
         },
     };
+    into_tunnel(ctx, binding).map(Some)
+}
+
+/// Encapsulates the IPv4 packet at offset 14 if its destination is a home
+/// address bound at this home agent; `Ok(None)` if it is not.
+#[inline(always)]
+pub fn encap_home_agent(ctx: &XdpContext) -> Result<Option<u32>, Error> {
+    let ip: &Ipv4Hdr = header(ctx, EthHdr::LEN)?;
+    match binding(BindingKey::new(ip.dst, BINDING_HOME_AGENT)) {
+        Some(b) => into_tunnel(ctx, b).map(Some),
+        None => Ok(None),
+    }
+}
+
+#[inline(always)]
+fn into_tunnel(ctx: &XdpContext, binding: *const BindingValue) -> Result<u32, Error> {
+    let ip: &Ipv4Hdr = header(ctx, EthHdr::LEN)?;
     // SAFETY: a live map value, written only by userspace (whole).
     let b = unsafe { *binding };
     let now = now_ns();
@@ -172,7 +189,6 @@ pub fn encap(ctx: &XdpContext) -> Result<Option<u32>, Error> {
         },
         now,
     )
-    .map(Some)
 }
 
 /// Bytes moved per helper call when sliding a packet.

@@ -529,6 +529,35 @@ fn home_agent_decapsulates_reverse_tunnel_traffic() {
 }
 
 #[test]
+fn home_agent_sends_a_units_packet_for_a_bound_home_address_back_into_the_tunnel() {
+    // Two units of one home agent calling each other: what comes out of
+    // one's reverse tunnel for a bound home address goes straight into
+    // that address's tunnel (here the same unit's, the one bound in the
+    // runner), each hop taking one from the TTL.
+    let r = runner();
+    run(
+        &r,
+        &[Fixture::new(
+            "decap then encap at the HA",
+            from_coa(1, &icmp(HOME, HOME, 64, 56)),
+            XdpAction::Pass,
+        )
+        .output(tunnel_frame(
+            HA,
+            COA,
+            SPI_HA,
+            1,
+            &KEY_HA2MN,
+            &icmp(HOME, HOME, 62, 56),
+        ))
+        .counter("tunnel_decap", 1)
+        .counter("tunnel_encap", 1)
+        .counter("action_pass", 1)
+        .counter("action_drop", 0)],
+    );
+}
+
+#[test]
 fn xdp_to_xdp_round_trip() {
     // Two gateways, each with its own maps: the home agent (SPI_HA as in
     // `runner`) and a care-of gateway whose entry for the same SPI holds the
