@@ -74,6 +74,19 @@ pub enum TicketError {
     },
 }
 
+/// KDC errors about the requested service principal itself.
+fn callee_refused(code: i32) -> bool {
+    use roamgate_krb::messages::error_code::*;
+    matches!(
+        code,
+        KDC_ERR_SERVICE_EXP
+            | KDC_ERR_POLICY
+            | KDC_ERR_SERVICE_REVOKED
+            | KDC_ERR_SERVICE_NOTYET
+            | KDC_ERR_MUST_USE_USER2USER
+    )
+}
+
 fn unreachable(e: &ClientError) -> bool {
     matches!(e, ClientError::Transport(_))
 }
@@ -84,17 +97,18 @@ impl TicketError {
         match self {
             Self::BadNumber(_) => CAUSE_INVALID_NUMBER_FORMAT,
             Self::UnknownNumber(_) => CAUSE_UNALLOCATED_NUMBER,
-            // The KDC refused the callee's principal (unknown, locked,
-            // policy): the callee is not reachable. An unreachable KDC or
-            // a problem with our own TGT is temporary.
-            Self::CalleeTicket { source, .. }
-                if matches!(
-                    source,
-                    ClientError::ServiceUnknown(_) | ClientError::Kdc { .. }
-                ) =>
-            {
-                CAUSE_NO_ROUTE
-            }
+            // The KDC refused the callee's principal (unknown, expired,
+            // revoked, keyless, policy): the number exists but its unit
+            // cannot be called. An unreachable KDC or a problem with our
+            // own TGT is temporary.
+            Self::CalleeTicket {
+                source: ClientError::ServiceUnknown(_),
+                ..
+            } => CAUSE_NO_ROUTE,
+            Self::CalleeTicket {
+                source: ClientError::Kdc { code, .. },
+                ..
+            } if callee_refused(*code) => CAUSE_NO_ROUTE,
             Self::TgtExpired(_)
             | Self::DirectoryTicket(_)
             | Self::DirectoryUnreachable(_)
@@ -115,7 +129,7 @@ impl TicketError {
                 "check that the KDC (kerberos.kdc) is up and reachable"
             }
             Self::DirectoryTicket(_) => {
-                "check the directory service principal (directory.service) exists at the KDC"
+                "check that kerberos.directory_service exists at the KDC"
             }
             Self::DirectoryUnreachable(_) => {
                 "check that the directory (directory.address) is up and reachable"
@@ -124,8 +138,11 @@ impl TicketError {
             Self::CalleeTicket { source, .. } if unreachable(source) => {
                 "check that the KDC (kerberos.kdc) is up and reachable"
             }
+            Self::CalleeTicket { .. } if self.q850_cause() != CAUSE_NO_ROUTE => {
+                "check the KDC's log for the refusal and the clocks"
+            }
             Self::CalleeTicket { .. } => {
-                "add the callee's call principal to the KDC (`roamgate kdc add call/<subscriber>`) \
+                "add the callee's call principal to the KDC (`roamgate kdc add-principal call/<subscriber>`) \
                  with the call key its directory record holds"
             }
         }
@@ -309,19 +326,19 @@ pub async fn serve(
         }
     };
     let now = SystemTime::now();
-    let krb_cred = match build_krb_cred(std::slice::from_ref(&issued.ticket), &request.subkey(), now)
-    {
-        Ok(k) => k,
-        Err(e) => {
-            tracing::warn!(%unit, error = %e, "call ticket: the KRB-CRED could not be built");
-            return Served {
-                answer: request
-                    .answer(&failed(CAUSE_TEMPORARY_FAILURE), now)
-                    .map_err(|e| e.to_string()),
-                issued: false,
-            };
-        }
-    };
+    let krb_cred =
+        match build_krb_cred(std::slice::from_ref(&issued.ticket), &request.subkey(), now) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(%unit, error = %e, "call ticket: the KRB-CRED could not be built");
+                return Served {
+                    answer: request
+                        .answer(&failed(CAUSE_TEMPORARY_FAILURE), now)
+                        .map_err(|e| e.to_string()),
+                    issued: false,
+                };
+            }
+        };
     tracing::info!(%unit, number, callee = %issued.ticket.server, home = %issued.home_address, "call ticket issued");
     let reply = ProxyReply::CallTicket {
         home_address: issued.home_address,
@@ -456,11 +473,23 @@ mod tests {
             let directory = free_udp_port();
             cfg.directory.listen = directory;
             let stop_directory = CancellationToken::new();
-            tokio::spawn(crate::directory::serve(cfg, stop_directory.clone()));
+            // On a runtime of its own: its loop is a blocking task, which
+            // would hold the test's runtime open if an assertion failed.
+            let stop = stop_directory.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(crate::directory::serve(cfg, stop)).unwrap();
+            });
             // Bound once our own bind of its address fails.
             let t0 = Instant::now();
             while std::net::UdpSocket::bind(directory).is_ok() {
-                assert!(t0.elapsed() < Duration::from_secs(5), "the directory never bound");
+                assert!(
+                    t0.elapsed() < Duration::from_secs(5),
+                    "the directory never bound"
+                );
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             Self {
@@ -505,6 +534,13 @@ mod tests {
         }
     }
 
+    impl Drop for Realm {
+        fn drop(&mut self) {
+            self.stop_kdc.cancel();
+            self.stop_directory.cancel();
+        }
+    }
+
     fn free_udp_port() -> SocketAddr {
         std::net::UdpSocket::bind("127.0.0.1:0")
             .unwrap()
@@ -539,8 +575,7 @@ mod tests {
         )
         .await;
         let answer = s.answer.expect("an answer frame");
-        let UnitEvent::Proxy(plain) = unit.handle_input(&answer, SystemTime::now()).unwrap()
-        else {
+        let UnitEvent::Proxy(plain) = unit.handle_input(&answer, SystemTime::now()).unwrap() else {
             panic!("not a proxy answer")
         };
         (plain.to_vec(), s.issued, request.subkey())
@@ -575,21 +610,32 @@ mod tests {
         assert!(issued);
         assert_eq!(home_address, Ipv4Addr::new(10, 9, 0, 2));
         let mut replay = ReplayCache::new(CLOCK_SKEW, 16);
-        let tickets =
-            open_krb_cred(krb_cred, &subkey, CLOCK_SKEW, &mut replay, SystemTime::now()).unwrap();
+        let tickets = open_krb_cred(
+            krb_cred,
+            &subkey,
+            CLOCK_SKEW,
+            &mut replay,
+            SystemTime::now(),
+        )
+        .unwrap();
         assert_eq!(tickets.len(), 1);
         assert_eq!(tickets[0].server, p("call/unit2@HOME.TEST"));
         assert_eq!(tickets[0].client, p(CALLER));
         assert!(tickets[0].is_valid_at(SystemTime::now()));
         // Not under another key.
         let other = Key::random(subkey.etype());
-        assert!(open_krb_cred(krb_cred, &other, CLOCK_SKEW, &mut replay, SystemTime::now()).is_err());
+        assert!(
+            open_krb_cred(krb_cred, &other, CLOCK_SKEW, &mut replay, SystemTime::now()).is_err()
+        );
         // The directory's ticket and the callee's are cached.
         assert_eq!(cache.len(), 2);
 
         // No unit has the number: 1, unallocated number.
         let (plain, issued, _) = ask(v, &servers, &creds, &cache, "4930999").await;
-        assert_eq!((cause_of(&plain), issued), (CAUSE_UNALLOCATED_NUMBER, false));
+        assert_eq!(
+            (cause_of(&plain), issued),
+            (CAUSE_UNALLOCATED_NUMBER, false)
+        );
 
         // The number resolves, the KDC has no call principal for it: 3.
         let (plain, _, _) = ask(v, &servers, &creds, &cache, "4930333").await;
