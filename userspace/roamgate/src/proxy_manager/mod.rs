@@ -183,13 +183,14 @@ impl Io {
             directory_service: self.directory_service.clone(),
         };
         let (tgt, cache, tx) = (proxy.tgt.clone(), proxy.tickets.clone(), self.tx.clone());
+        let stop = proxy.stop.clone();
         tokio::spawn(async move {
-            let s = ticket::serve(&servers, &tgt, &cache, unit, &request, &number).await;
-            let _ = tx.send(Completion::CallTicket {
-                id,
-                answer: s.answer,
-                issued: s.issued,
-            });
+            // A proxy that stops takes its TGT with it: the op ends too.
+            let (answer, issued) = tokio::select! {
+                s = ticket::serve(&servers, &tgt, &cache, unit, &request, &number) => (s.answer, s.issued),
+                _ = stop.cancelled() => (Err("the unit's proxy stopped".to_owned()), false),
+            };
+            let _ = tx.send(Completion::CallTicket { id, answer, issued });
         });
     }
 
