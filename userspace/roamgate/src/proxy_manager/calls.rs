@@ -2,8 +2,8 @@
 //! proxy requests, served with the proxy's credentials and the shared
 //! data plane: it accepts a caller's AP-REQ with the unit's call key, and
 //! programs the voice flows of a call in the XDP voice path. The call
-//! ticket (number resolution and TGS in the subscriber's name) is refused
-//! as unavailable until it is wired in.
+//! ticket (number resolution and TGS in the subscriber's name) does network
+//! I/O, so it runs in its own task ([`super::ticket`]).
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -201,7 +201,8 @@ impl Calls {
                 }
             }
             ProxyOp::CallTicket { .. } => {
-                return Err("call tickets are not served by this proxy manager yet".into())
+                // The runner hands these to `super::ticket` instead.
+                return Err("a call ticket is served by its own task, not here".into());
             }
         };
         request.answer(&reply, now).map_err(|e| e.to_string())

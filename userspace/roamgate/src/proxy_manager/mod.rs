@@ -14,6 +14,7 @@
 
 mod calls;
 pub mod config;
+pub mod ticket;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -26,6 +27,7 @@ use std::{
 use anyhow::{bail, Context as _};
 use roamgate_attach::{
     proxy_manager::{Command, Event, KdcFailure, Output, Session, Stats, STEP_TIMEOUT},
+    proxy_op::ProxyOp,
     wire::{Cause, MAX_FRAME_LEN},
     ProxyManager, Verifier,
 };
@@ -64,6 +66,13 @@ enum Completion {
         care_of: Ipv4Addr,
         expires: SystemTime,
     },
+    /// A call-ticket op's answer, for the core (`issued`: a ticket, not
+    /// a refusal).
+    CallTicket {
+        id: u64,
+        answer: Result<Vec<u8>, String>,
+        issued: bool,
+    },
     /// The proxy's task ended without being told to.
     Failed {
         unit: IdentityCode,
@@ -84,6 +93,11 @@ struct Proxy {
     /// The unit's callee principal and its key, from the initiating
     /// information: the proxy accepts callers' AP-REQs with it.
     call: Option<(Principal, roamgate_krb::ap::KeySet)>,
+    /// The subscriber's forwarded TGT: the proxy gets call tickets in the
+    /// subscriber's name with it.
+    tgt: Arc<Credential>,
+    /// Service tickets got with `tgt`.
+    tickets: ticket::TicketCache,
 }
 
 /// The I/O side's settings, shared by the tasks it spawns.
@@ -109,6 +123,10 @@ pub struct IoStats {
     pub proxies_stopped: u64,
     pub proxy_failures: u64,
     pub deregistered_on_stop: u64,
+    /// Call-ticket ops answered with a ticket.
+    pub call_tickets_issued: u64,
+    /// Call-ticket ops answered with a Q.850 cause (or not at all).
+    pub call_tickets_refused: u64,
 }
 
 fn kdc_failure(e: ClientError) -> KdcFailure {
@@ -149,6 +167,33 @@ impl Io {
         });
     }
 
+    /// Serves a call-ticket op in its own task; the answer comes back as
+    /// [`Completion::CallTicket`].
+    fn call_ticket(
+        &self,
+        unit: IdentityCode,
+        id: u64,
+        proxy: &Proxy,
+        request: Box<roamgate_attach::manager::ProxyRequest>,
+        number: String,
+    ) {
+        let servers = ticket::Servers {
+            kdc: self.kdc,
+            directory: self.directory,
+            directory_service: self.directory_service.clone(),
+        };
+        let (tgt, cache, tx) = (proxy.tgt.clone(), proxy.tickets.clone(), self.tx.clone());
+        let stop = proxy.stop.clone();
+        tokio::spawn(async move {
+            // A proxy that stops takes its TGT with it: the op ends too.
+            let (answer, issued) = tokio::select! {
+                s = ticket::serve(&servers, &tgt, &cache, unit, &request, &number) => (s.answer, s.issued),
+                _ = stop.cancelled() => (Err("the unit's proxy stopped".to_owned()), false),
+            };
+            let _ = tx.send(Completion::CallTicket { id, answer, issued });
+        });
+    }
+
     fn start_proxy(
         &self,
         unit: IdentityCode,
@@ -157,6 +202,8 @@ impl Io {
         tgt: Credential,
         previous: Option<JoinHandle<()>>,
     ) -> anyhow::Result<Proxy> {
+        // Kept for call tickets; the Node takes its own copy.
+        let proxy_tgt = Arc::new(tgt.clone());
         let sa = SecurityAssociation::new(record.mip_spi, record.mip_key.expose())
             .map_err(|e| anyhow::anyhow!("the directory's MIP SPI/key: {e}"))?;
         let node = Node::new(NodeSpec {
@@ -246,6 +293,8 @@ impl Io {
                     None
                 }
             },
+            tgt: proxy_tgt,
+            tickets: ticket::TicketCache::default(),
         })
     }
 }
@@ -736,9 +785,19 @@ fn run_command(
             id,
             request,
         } => {
-            let answer = match proxies.get(&unit).filter(|p| p.session == session) {
-                Some(p) => calls.serve(&io.plane, unit, p, &request, SystemTime::now()),
-                None => Err("the unit's proxy stopped".into()),
+            let proxy = proxies.get(&unit).filter(|p| p.session == session);
+            let number = match request.op() {
+                Ok(ProxyOp::CallTicket { number }) => Some(number.to_owned()),
+                _ => None,
+            };
+            let answer = match (proxy, number) {
+                (Some(p), Some(number)) => {
+                    // Network I/O: answered when its task completes.
+                    io.call_ticket(unit, id, p, request, number);
+                    return;
+                }
+                (Some(p), None) => calls.serve(&io.plane, unit, p, &request, SystemTime::now()),
+                (None, _) => Err("the unit's proxy stopped".into()),
             };
             if let Err(e) = &answer {
                 warn!(%unit, error = %e, "proxy request not served");
@@ -780,6 +839,17 @@ fn complete(
         Completion::Directory(session, r) => {
             core.handle_directory(session, r.as_deref().map_err(Clone::clone), now)
         }
+        Completion::CallTicket { id, answer, issued } => {
+            if issued {
+                stats.call_tickets_issued += 1;
+            } else {
+                stats.call_tickets_refused += 1;
+            }
+            if let Err(e) = &answer {
+                warn!(error = %e, "call ticket not answered");
+            }
+            core.proxy_answered(id, answer);
+        }
         Completion::Registered {
             unit,
             session,
@@ -810,6 +880,27 @@ fn complete(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn call_tickets_are_published_as_counters() {
+        let r = Report {
+            io: IoStats {
+                call_tickets_issued: 3,
+                call_tickets_refused: 2,
+                ..IoStats::default()
+            },
+            ..Report::default()
+        };
+        let text = r.prometheus();
+        for line in [
+            "# TYPE roamgate_pm_call_tickets_issued_total counter",
+            "roamgate_pm_call_tickets_issued_total 3",
+            "# TYPE roamgate_pm_call_tickets_refused_total counter",
+            "roamgate_pm_call_tickets_refused_total 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+    }
 
     /// Runs in a child process (the test binary again, this test only),
     /// because it changes RLIMIT_NOFILE for the whole process.
