@@ -78,7 +78,12 @@ pub struct CallDecode {
 
 /// The display filter of the e2e captures' rule: malformed, or an expert
 /// info at warning level (PI_WARN = 0x00600000, epan/proto.h) or above.
-pub const PROBLEM_FILTER: &str = "_ws.malformed || _ws.expert.severity >= 0x00600000";
+///
+/// TCP's sequence analysis (PI_SEQUENCE, 0x02000000: retransmissions,
+/// duplicate ACKs, D-SACKs) is left out: it reports how the transport
+/// fared under load, not how the messages decode.
+pub const PROBLEM_FILTER: &str = "(_ws.malformed || _ws.expert.severity >= 0x00600000) \
+     && !(tcp && _ws.expert.group == 0x02000000 && !_ws.malformed)";
 
 /// Both passes check the IPv4, TCP and UDP checksums: a capture taken on
 /// the sending side of a link with TX checksum offload on shows partial
@@ -212,6 +217,9 @@ pub fn decode_calls(pcap: &Path, media_ports: &[u16]) -> anyhow::Result<CallDeco
     let mut d = CallDecode::default();
     // Frames the first pass took for RTCP, and their protocols.
     let mut rtcp_frames = std::collections::BTreeMap::new();
+    // Frames between two media ports: the second pass judges only these
+    // (a media port is ephemeral, so a Kerberos exchange may have used it).
+    let mut media_frames = std::collections::BTreeSet::new();
     for line in fields.lines().filter(|l| !l.trim().is_empty()) {
         let col: Vec<&str> = line.split('\t').collect();
         let get = |i: usize| col.get(i).copied().unwrap_or("");
@@ -235,10 +243,13 @@ pub fn decode_calls(pcap: &Path, media_ports: &[u16]) -> anyhow::Result<CallDeco
                 .next()
                 .and_then(|p| p.parse::<u16>().ok())
         };
-        let on_media = [port(5), port(6)]
-            .into_iter()
-            .flatten()
-            .any(|p| media_ports.contains(&p));
+        // Both ends on media ports: a call's media. (A media port is an
+        // ephemeral one; a Kerberos exchange may have used it before.)
+        let on_media = matches!((port(5), port(6)), (Some(a), Some(b))
+            if media_ports.contains(&a) && media_ports.contains(&b));
+        if on_media {
+            media_frames.insert(get(0).to_owned());
+        }
         if on_media && !rtp && !rtcp {
             d.problems.push(format!(
                 "{}\tUDP on a media port, neither RTP nor RTCP: {}",
@@ -259,7 +270,10 @@ pub fn decode_calls(pcap: &Path, media_ports: &[u16]) -> anyhow::Result<CallDeco
         &second,
         &["-Y", "srtcp", "-T", "fields", "-e", "frame.number"],
     )?;
-    for n in srtcp.lines().filter(|l| !l.trim().is_empty()) {
+    for n in srtcp
+        .lines()
+        .filter(|l| !l.trim().is_empty() && media_frames.contains(l.trim()))
+    {
         if rtcp_frames.remove(n.trim()).is_none() {
             d.problems.push(format!(
                 "{n}\tSRTCP in the second pass but not RTCP in the first"
@@ -272,11 +286,11 @@ pub fn decode_calls(pcap: &Path, media_ports: &[u16]) -> anyhow::Result<CallDeco
             "{n}\tRTCP in the first pass but not SRTCP in the second: {protocols}"
         ));
     }
-    d.problems.extend(problems(
-        pcap,
-        &second,
-        &format!("({PROBLEM_FILTER}) && srtcp"),
-    )?);
+    d.problems.extend(
+        problems(pcap, &second, &format!("({PROBLEM_FILTER}) && srtcp"))?
+            .into_iter()
+            .filter(|l| media_frames.contains(l.split('\t').next().unwrap_or(""))),
+    );
     Ok(d)
 }
 

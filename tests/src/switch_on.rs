@@ -1275,7 +1275,7 @@ fn tshark_decode(file: &Path) -> anyhow::Result<Decoded> {
         .arg(file)
         .args([
             "-Y",
-            "_ws.malformed || _ws.expert.severity >= 0x00600000",
+            crate::call_capture::PROBLEM_FILTER,
             "-T",
             "fields",
             "-e",
@@ -1541,7 +1541,8 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
     reach.insert("u2_again".into(), s.reach(&U2, h, &mut c)?);
 
     // 1c. Calls between u1 and u2 (issue 12).
-    let (calls, media_ports) = calls::run(&mut s, &mut c)?;
+    let calls = calls::run(&mut s, &mut c)?;
+    switched_on += calls.switch_ons;
     // The KDC's and the directory's side of the home agent (not the home
     // link) reaches the units too: their answers to a unit's home address
     // enter the tunnel at the home agent's XDP on that interface.
@@ -1834,7 +1835,7 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
     let files = s.stop_captures();
     let secrets = secrets(&s)?;
     let pcap_report = check_pcaps(&files, &secrets, &mut c)?;
-    let call_pcaps = calls::check_captures(&files, &media_ports, &mut c)?;
+    let call_pcaps = calls::check_captures(&files, &calls.media_ports, &mut c)?;
     let pcaps: Vec<String> = files
         .iter()
         .map(|f| f.strip_prefix(root()).unwrap_or(f).display().to_string())
@@ -1871,7 +1872,7 @@ pub fn run() -> anyhow::Result<(Value, Vec<String>)> {
         "switch_on_elapsed_s": t0.elapsed().as_secs_f64(),
     });
     let mut result = result;
-    if let (Value::Object(r), Value::Object(calls)) = (&mut result, calls) {
+    if let (Value::Object(r), Value::Object(calls)) = (&mut result, calls.result) {
         r.extend(calls);
     }
     Ok((result, c.0))

@@ -196,9 +196,11 @@ pub fn forward(ctx: &XdpContext, r: &Route, now: u64) -> Result<u32, Error> {
     let eth: &mut EthHdr = header_mut(ctx, 0)?;
     copy_mac(&mut eth.dst, &dmac);
     copy_mac(&mut eth.src, &smac);
-    if ifindex == ctx.ingress_ifindex() as u32 {
-        return Ok(xdp_action::XDP_TX);
-    }
+    // Out of the interface it came in on too (a home agent sending a unit's
+    // packet back into another unit's tunnel): a redirect, not XDP_TX. A
+    // veth hands XDP_TX frames to its peer only when the peer runs XDP
+    // itself, and otherwise leaves them queued; a redirect goes through
+    // ndo_xdp_xmit, which flushes to the peer like any other redirect.
     // SAFETY: helper call with a plain ifindex; returns XDP_REDIRECT, or
     // XDP_ABORTED if the target is invalid.
     Ok(unsafe { bpf_redirect(ifindex, 0) } as u32)

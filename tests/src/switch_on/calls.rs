@@ -313,7 +313,15 @@ pub(super) fn check_captures(
     Ok(Value::Object(out))
 }
 
-pub(super) fn run(s: &mut SwitchOn, c: &mut Checks) -> anyhow::Result<(Value, Vec<u16>)> {
+/// What the calls left for the rest of the scenario: the result, the
+/// media ports (for the capture check) and the switch-ons they made.
+pub(super) struct Outcome {
+    pub result: Value,
+    pub media_ports: Vec<u16>,
+    pub switch_ons: u64,
+}
+
+pub(super) fn run(s: &mut SwitchOn, c: &mut Checks) -> anyhow::Result<Outcome> {
     let (h, f) = (&HOME_DOMAIN, &FOREIGN_DOMAIN);
     let wav = s.path("speech.wav");
     let sent = speech(3.0);
@@ -325,8 +333,13 @@ pub(super) fn run(s: &mut SwitchOn, c: &mut Checks) -> anyhow::Result<(Value, Ve
     let mut setup_ms = Vec::new();
     let mut jitter = Vec::new();
     let mut media_ports = Vec::new();
+    let mut switch_ons = 0u64;
+    let mut with_flows = 0u64;
     let mut note = |caller: &Value, callee: &Value, calls_ok: &mut u64| {
         ports(caller, &mut media_ports);
+        if caller["voice_flows"] == true && callee["voice_flows"] == true {
+            with_flows += 1;
+        }
         if call_ok(caller, callee) {
             *calls_ok += 1;
         }
@@ -349,10 +362,40 @@ pub(super) fn run(s: &mut SwitchOn, c: &mut Checks) -> anyhow::Result<(Value, Ve
     )?)?;
     if !r.ok {
         bail!(
-            "the call at home failed: {}\n{}\n{}",
+            "the call at home failed: {}\n{}\nha counters {}\n{} counters {}\n{}",
             r.json,
             r.stderr,
-            s.logs_tail()
+            counters(&s.pin_ha).unwrap_or_default(),
+            h.pm,
+            counters(s.pin(h)).unwrap_or_default(),
+            [("ha", "ha-tr"), ("tr", "tr-ha"), ("tr", "tr-pmh")]
+                .iter()
+                .map(|(h, i)| {
+                    let l = s
+                        .topo
+                        .exec(h, &["ip", "-s", "-s", "link", "show", i])
+                        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                        .unwrap_or_default();
+                    let e = s
+                        .topo
+                        .exec(h, &["ethtool", "-S", i])
+                        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                        .unwrap_or_default();
+                    let k = s
+                        .topo
+                        .exec(h, &["ethtool", "-k", i])
+                        .map(|o| {
+                            String::from_utf8_lossy(&o.stdout)
+                                .lines()
+                                .filter(|l| l.contains("generic-receive") || l.contains("gro"))
+                                .collect::<Vec<_>>()
+                                .join(";")
+                        })
+                        .unwrap_or_default();
+                    format!("{h} {i}: {l}\n{e}\n{k}")
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     }
     let call_id = r.json["call_id"].as_str().unwrap_or_default().to_owned();
@@ -527,6 +570,7 @@ pub(super) fn run(s: &mut SwitchOn, c: &mut Checks) -> anyhow::Result<(Value, Ve
     let child = s.call_child(&U1, U2.number, &["--duration", "8", "--play", &wavs])?;
     std::thread::sleep(Duration::from_millis(2000));
     let moved = s.move_unit(&U2, h, f)?;
+    switch_ons += 1;
     let r = SwitchOn::call_wait(child)?;
     let callee = s.answered_call(&U2, r.json["call_id"].as_str().unwrap_or_default())?;
     note(&r.json, &callee, &mut calls_ok);
@@ -544,6 +588,7 @@ pub(super) fn run(s: &mut SwitchOn, c: &mut Checks) -> anyhow::Result<(Value, Ve
         format!("the callee's proxies did not install its voice flows: {callee}"),
     );
     s.move_unit(&U2, f, h)?;
+    switch_ons += 1;
 
     // 7. A switched-off callee: the proxy resolves the number, nobody answers.
     s.stop_child(answer);
@@ -567,6 +612,7 @@ pub(super) fn run(s: &mut SwitchOn, c: &mut Checks) -> anyhow::Result<(Value, Ve
     if !r.ok {
         bail!("u2 did not switch on again: {}", r.stderr);
     }
+    switch_ons += 1;
     s.wait_care_of(&U2, h)?;
     s.adopt_home(&U2, h)?;
 
@@ -590,6 +636,10 @@ pub(super) fn run(s: &mut SwitchOn, c: &mut Checks) -> anyhow::Result<(Value, Ve
         format!("{voice_flows_after_hangup} voice flows left in the proxy managers' maps after every call ended"),
     );
     let offered = s.answered(&U2).len();
+    c.expect(
+        with_flows == calls_ok,
+        format!("{with_flows} of {calls_ok} calls had their voice flows installed at both ends"),
+    );
     let result = json!({
         "calls_ok": calls_ok,
         "call_setup_ms_p50": percentile(&setup_ms, 0.5),
@@ -608,8 +658,13 @@ pub(super) fn run(s: &mut SwitchOn, c: &mut Checks) -> anyhow::Result<(Value, Ve
         "voice_unknown_flow_dropped_xdp": unauthorised,
         "voice_flows_after_hangup": voice_flows_after_hangup,
         "calls_answered_reports": offered,
+        "calls_with_voice_flows": with_flows,
     });
-    Ok((result, media_ports))
+    Ok(Outcome {
+        result,
+        media_ports,
+        switch_ons,
+    })
 }
 
 /// Sniffs 5 SRTP packets arriving for the callee's media port, sends each

@@ -25,8 +25,10 @@ use crate::mobile_node::Plane;
 /// comes (a unit that vanished mid-call): the data plane drops them after.
 pub const MAX_CALL: Duration = Duration::from_secs(4 * 3600);
 
-/// Calls in progress one unit may have voice flows for.
-pub const MAX_CALLS_PER_UNIT: usize = 8;
+/// Calls in progress one unit may have voice flows for: a gateway, a
+/// softphone with held and conference calls; bounded so that one unit
+/// cannot fill the voice-flow map.
+pub const MAX_CALLS_PER_UNIT: usize = 32;
 
 /// Q.850 causes of a failed proxy op.
 const CAUSE_NO_CIRCUIT: u8 = 34;

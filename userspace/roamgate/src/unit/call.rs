@@ -61,9 +61,14 @@ pub struct Ctx {
     pub cfg: UnitFile,
     pub st: UnitState,
     pub session: Session,
-    pub creds: UnitCredentials,
+    /// For the proxy manager the unit is attached at; replaced after a
+    /// move, and before the ticket ends.
+    creds: Mutex<UnitCredentials>,
     pub home: Ipv4Addr,
 }
+
+/// Credentials are fetched again this long before their ticket ends.
+const CREDS_MARGIN: Duration = Duration::from_secs(300);
 
 impl Ctx {
     /// Loads the unit, checks that it is switched on and learns its home
@@ -78,7 +83,7 @@ impl Ctx {
             cfg,
             st,
             session,
-            creds,
+            creds: Mutex::new(creds),
             home: Ipv4Addr::UNSPECIFIED,
         };
         let status = super::keepalive(&ctx.cfg, &ctx.st, &ctx.session)
@@ -98,8 +103,12 @@ impl Ctx {
             .ok()
             .flatten()
             .unwrap_or_else(|| self.session.clone());
-        let mut unit = Unit::new(self.st.identity, self.creds.clone())
-            .map_err(|e| ProxyOpError::Other(e.to_string()))?;
+        let creds = self
+            .creds_for(&session.manager)
+            .await
+            .map_err(|e| ProxyOpError::Other(format!("{e:#}")))?;
+        let mut unit =
+            Unit::new(self.st.identity, creds).map_err(|e| ProxyOpError::Other(e.to_string()))?;
         let body = op
             .to_bytes()
             .map_err(|e| ProxyOpError::Other(e.to_string()))?;
@@ -122,6 +131,24 @@ impl Ctx {
             }
             Err(e) => Err(ProxyOpError::Other(e.to_string())),
         }
+    }
+
+    /// Credentials for `manager`: the ones held, unless the unit has moved
+    /// to another proxy manager since or their ticket is about to end.
+    async fn creds_for(&self, manager: &str) -> anyhow::Result<UnitCredentials> {
+        let manager = super::parse_principal(manager, "session file manager")?;
+        let fresh_until = SystemTime::now() + CREDS_MARGIN;
+        {
+            let held = self.creds.lock().unwrap_or_else(|e| e.into_inner());
+            if roamgate_krb::messages::same_principal(&held.manager_ticket.server, &manager)
+                && held.manager_ticket.end_time > fresh_until
+            {
+                return Ok(held.clone());
+            }
+        }
+        let creds = super::fetch_creds(&self.cfg, &self.st, &manager).await?;
+        *self.creds.lock().unwrap_or_else(|e| e.into_inner()) = creds.clone();
+        Ok(creds)
     }
 
     async fn event(
