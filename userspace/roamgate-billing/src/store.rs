@@ -301,6 +301,21 @@ impl SqliteLedger {
         Ok(())
     }
 
+    /// The journal mode and the `synchronous` level of this connection
+    /// (`("wal", 2)`, FULL, for a file).
+    pub fn durability(&self) -> Result<(String, i64), LedgerError> {
+        let e = self.err();
+        let mode = self
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(&e)?;
+        let sync = self
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .map_err(&e)?;
+        Ok((mode, sync))
+    }
+
     /// Every outbox record, delivered or not, in order (tests, audits).
     pub fn outbox_records(&self) -> Result<Vec<OutboxRecord>, LedgerError> {
         read_records(&self.conn, "1 = 1", &[], &self.path)
