@@ -40,7 +40,7 @@ pub fn backoff(attempts: u32) -> Duration {
 }
 
 /// Start or Stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RecordKind {
     Start,
     Stop,
