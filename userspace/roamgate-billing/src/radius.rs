@@ -42,8 +42,8 @@ pub const MAX_VALUE_LEN: usize = 253;
 /// The Vendor-Id of roamgate's Vendor-Specific attribute. 32473 is the
 /// IANA Private Enterprise Number reserved for documentation (RFC 5612):
 /// a PLACEHOLDER, safe because no real vendor has it, until roamgate (or the
-/// operator) registers its own number. Never 0: RFC 2865 §5.26 reserves
-/// the high octet 0 and 0 itself is IANA's.
+/// operator) registers its own number. Never 0, which IANA's registry
+/// marks Reserved.
 pub const VENDOR_ID: u32 = 32473;
 /// Sub-attribute: the amount charged, in minor units (integer64).
 pub const VSA_CHARGE_MINOR_UNITS: u8 = 1;
@@ -335,48 +335,68 @@ fn set_once<V>(slot: &mut Option<V>, kind: u8, v: V) -> Result<(), RadiusError> 
     Ok(())
 }
 
-/// roamgate's VSA value (after type and length): Some(charge) for ours,
-/// None for another vendor's.
-fn parse_vsa(value: &[u8]) -> Result<Option<Charge>, RadiusError> {
-    let Some((vendor, mut subs)) = value.split_first_chunk::<4>() else {
-        return Err(RadiusError::BadAttributeLength(
-            attr::VENDOR_SPECIFIC,
-            value.len(),
-        ));
-    };
-    if u32::from_be_bytes(*vendor) != VENDOR_ID {
-        return Ok(None);
-    }
-    let (mut units, mut currency) = (None, None);
-    while !subs.is_empty() {
-        let (kind, len) = match subs {
-            [k, l, ..] if usize::from(*l) >= 2 && usize::from(*l) <= subs.len() => {
-                (*k, usize::from(*l))
-            }
-            _ => return Err(RadiusError::BadVendorAttribute),
+/// The charge's two halves, as roamgate's VSAs deliver them: in one VSA
+/// (as roamgate sends it) or one VSA per sub-attribute (as FreeRADIUS
+/// sends it; RFC 2865 §5.26 allows both).
+#[derive(Default)]
+struct ChargeParts {
+    minor_units: Option<u64>,
+    currency: Option<[u8; 3]>,
+}
+
+impl ChargeParts {
+    /// Adds one Vendor-Specific value (after type and length); other
+    /// vendors' are skipped.
+    fn add(&mut self, value: &[u8]) -> Result<(), RadiusError> {
+        let Some((vendor, mut subs)) = value.split_first_chunk::<4>() else {
+            return Err(RadiusError::BadAttributeLength(
+                attr::VENDOR_SPECIFIC,
+                value.len(),
+            ));
         };
-        let v = &subs[2..len];
-        match kind {
-            VSA_CHARGE_MINOR_UNITS => {
-                let v = <[u8; 8]>::try_from(v).map_err(|_| RadiusError::BadVendorAttribute)?;
-                set_once(&mut units, kind, u64::from_be_bytes(v))
-                    .map_err(|_| RadiusError::BadVendorAttribute)?;
-            }
-            VSA_CURRENCY => {
-                let v = <[u8; 3]>::try_from(v).map_err(|_| RadiusError::BadVendorAttribute)?;
-                check_currency(&v)?;
-                set_once(&mut currency, kind, v).map_err(|_| RadiusError::BadVendorAttribute)?;
-            }
-            _ => {}
+        if u32::from_be_bytes(*vendor) != VENDOR_ID {
+            return Ok(());
         }
-        subs = &subs[len..];
+        if subs.is_empty() {
+            return Err(RadiusError::BadVendorAttribute);
+        }
+        while !subs.is_empty() {
+            let (kind, len) = match subs {
+                [k, l, ..] if usize::from(*l) >= 2 && usize::from(*l) <= subs.len() => {
+                    (*k, usize::from(*l))
+                }
+                _ => return Err(RadiusError::BadVendorAttribute),
+            };
+            let v = &subs[2..len];
+            match kind {
+                VSA_CHARGE_MINOR_UNITS => {
+                    let v = <[u8; 8]>::try_from(v).map_err(|_| RadiusError::BadVendorAttribute)?;
+                    set_once(&mut self.minor_units, kind, u64::from_be_bytes(v))
+                        .map_err(|_| RadiusError::BadVendorAttribute)?;
+                }
+                VSA_CURRENCY => {
+                    let v = <[u8; 3]>::try_from(v).map_err(|_| RadiusError::BadVendorAttribute)?;
+                    check_currency(&v)?;
+                    set_once(&mut self.currency, kind, v)
+                        .map_err(|_| RadiusError::BadVendorAttribute)?;
+                }
+                _ => {}
+            }
+            subs = &subs[len..];
+        }
+        Ok(())
     }
-    match (units, currency) {
-        (Some(minor_units), Some(currency)) => Ok(Some(Charge {
-            minor_units,
-            currency,
-        })),
-        _ => Err(RadiusError::BadVendorAttribute),
+
+    /// Both halves, or neither.
+    fn finish(self) -> Result<Option<Charge>, RadiusError> {
+        match (self.minor_units, self.currency) {
+            (Some(minor_units), Some(currency)) => Ok(Some(Charge {
+                minor_units,
+                currency,
+            })),
+            (None, None) => Ok(None),
+            _ => Err(RadiusError::BadVendorAttribute),
+        }
     }
 }
 
@@ -405,7 +425,7 @@ impl<'a> AccountingRequest<'a> {
         let mut nas_ip = None;
         let mut nas_id = None;
         let mut event_timestamp = None;
-        let mut charge = None;
+        let mut charge = ChargeParts::default();
         for a in attrs {
             let a = a?;
             match a.kind {
@@ -421,11 +441,7 @@ impl<'a> AccountingRequest<'a> {
                     set_once(&mut nas_ip, a.kind, Ipv4Addr::from(v))?;
                 }
                 attr::NAS_IDENTIFIER => set_once(&mut nas_id, a.kind, text_value(&a)?)?,
-                attr::VENDOR_SPECIFIC => {
-                    if let Some(c) = parse_vsa(a.value)? {
-                        set_once(&mut charge, a.kind, c)?;
-                    }
-                }
+                attr::VENDOR_SPECIFIC => charge.add(a.value)?,
                 _ => {}
             }
         }
@@ -444,7 +460,7 @@ impl<'a> AccountingRequest<'a> {
             delay_time,
             nas,
             event_timestamp,
-            charge,
+            charge: charge.finish()?,
         })
     }
 
@@ -1110,9 +1126,19 @@ mod tests {
         }
         let p = with_attrs(&[&base[..], &[&[26u8, 5, 0, 0, 1][..]]].concat());
         assert_eq!(parse_err(&p), RadiusError::BadAttributeLength(26, 3));
-        // Two of ours.
+        // Two of ours, each with both: the charge twice.
         let p = with_attrs(&[&base[..], &[&VSA[..], &VSA[..]]].concat());
-        assert_eq!(parse_err(&p), RadiusError::DuplicateAttribute(26));
+        assert_eq!(parse_err(&p), RadiusError::BadVendorAttribute);
+        // One VSA per sub-attribute (as FreeRADIUS sends them) is the same
+        // charge.
+        let units = [26u8, 16, 0, 0, 0x7e, 0xd9, 1, 10, 0, 0, 0, 0, 0, 0, 0, 160];
+        let eur = [26u8, 11, 0, 0, 0x7e, 0xd9, 2, 5, b'E', b'U', b'R'];
+        let p = with_attrs(&[&base[..], &[&eur[..], &units[..]]].concat());
+        let r = AccountingRequest::parse(&Packet::new_checked(&p[..]).unwrap()).unwrap();
+        assert_eq!(r.charge, stop_repr().charge);
+        // Our vendor with no sub-attribute at all.
+        let p = with_attrs(&[&base[..], &[&[26u8, 6, 0, 0, 0x7e, 0xd9][..]]].concat());
+        assert_eq!(parse_err(&p), RadiusError::BadVendorAttribute);
         // A bad currency cannot be emitted.
         let repr = AccountingRequest {
             charge: Some(Charge {
