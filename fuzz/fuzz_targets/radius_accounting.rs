@@ -19,13 +19,18 @@ fuzz_target!(|data: &[u8]| {
                 .to_bytes(p.identifier(), SECRET)
                 .expect("a parsed request re-encodes");
             let p2 = Packet::new_checked(&again[..]).expect("own encoding is well-formed");
-            assert_eq!(AccountingRequest::parse(&p2).expect("own encoding parses"), req);
+            assert_eq!(
+                AccountingRequest::parse(&p2).expect("own encoding parses"),
+                req
+            );
             radius::verify_request(&again, SECRET).expect("own signature verifies");
         }
     }
     let _ = radius::verify_request(data, SECRET);
     // As a response to a fixed request, and as the request of a response.
-    let request = [4u8, 1, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let request = [
+        4u8, 1, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
     let _ = radius::verify_response(data, &request, SECRET);
     if let Ok(resp) = radius::build_response(data, SECRET) {
         radius::verify_response(&resp, data, SECRET).expect("own answer verifies");

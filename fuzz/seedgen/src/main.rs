@@ -891,6 +891,10 @@ fn radius_accounting(seeds: &mut Seeds) -> Result<()> {
     let stop = stop.to_bytes(2, RADIUS_SECRET)?;
     seeds.put(T, "start", &start)?;
     seeds.put(T, "stop", &stop)?;
-    seeds.put(T, "response", &radius::build_response(&stop, RADIUS_SECRET)?)?;
+    seeds.put(
+        T,
+        "response",
+        &radius::build_response(&stop, RADIUS_SECRET)?,
+    )?;
     Ok(())
 }

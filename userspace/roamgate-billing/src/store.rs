@@ -265,7 +265,7 @@ impl SqliteLedger {
                 OR (c.status != 'open' AND (
                      (SELECT COUNT(*) FROM txns t WHERE t.call_id = c.call_id) != 1
                   OR (SELECT p.amount FROM txns t JOIN postings p ON p.txn = t.id
-                      WHERE t.call_id = c.call_id AND p.account = c.account) != -c.amount
+                      WHERE t.call_id = c.call_id AND p.account = c.account) IS NOT -c.amount
                   OR NOT EXISTS (SELECT 1 FROM outbox o WHERE o.call_id = c.call_id
                                  AND o.kind = 'stop' AND o.amount = c.amount)))
                 OR NOT EXISTS (SELECT 1 FROM outbox o WHERE o.call_id = c.call_id
@@ -286,6 +286,8 @@ impl SqliteLedger {
                            (SELECT 1 FROM charges c WHERE c.call_id = t.call_id))
                       + (SELECT COUNT(*) FROM outbox o WHERE NOT EXISTS
                            (SELECT 1 FROM charges c WHERE c.call_id = o.call_id))
+                      + (SELECT COUNT(*) FROM txns t WHERE NOT EXISTS
+                           (SELECT 1 FROM postings p WHERE p.txn = t.id))
                       + (SELECT COUNT(*) FROM outbox o WHERE o.kind = 'stop' AND EXISTS
                            (SELECT 1 FROM charges c WHERE c.call_id = o.call_id
                             AND c.status = 'open'))",

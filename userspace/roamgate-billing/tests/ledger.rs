@@ -669,3 +669,68 @@ fn the_file_is_0600_wal_synchronous_full_and_survives_a_reopen() {
     );
     books_balance(&l);
 }
+
+/// The checks the other tests rely on can fail: each tampering with the
+/// file is caught by `total` or `check_consistency`.
+#[test]
+fn the_consistency_check_catches_a_tampered_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    {
+        let mut l = SqliteLedger::open(&path).unwrap();
+        l.create_account(
+            "post",
+            AccountKind::Postpaid {
+                credit_limit: 100_000,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            l.open_charge(call(1), "post", tariff(), t(0)).unwrap(),
+            Outcome::Opened
+        );
+        assert!(matches!(
+            l.close_charge(call(1), t(10)).unwrap(),
+            Outcome::Closed { .. }
+        ));
+        assert_eq!(
+            l.open_charge(call(2), "post", tariff(), t(0)).unwrap(),
+            Outcome::Opened
+        );
+        books_balance(&l);
+    }
+    let tampers = [
+        // A balance off by one.
+        "UPDATE accounts SET balance = balance + 1 WHERE name = 'revenue'",
+        // A one-sided posting, with the balance kept in step.
+        "INSERT INTO postings (txn, account, amount) VALUES (1, 'revenue', 5);
+         UPDATE accounts SET balance = balance + 5 WHERE name = 'revenue'",
+        // A charge whose amount disagrees with its postings.
+        "UPDATE charges SET amount = amount + 1 WHERE status = 'closed'",
+        // A closed call's Stop record lost.
+        "DELETE FROM outbox WHERE kind = 'stop'",
+        // A Start record lost.
+        "DELETE FROM outbox WHERE kind = 'start' AND call_id = (SELECT call_id FROM charges WHERE status = 'open')",
+        // An open call with a Stop.
+        "INSERT INTO outbox (call_id, kind, account, event_ms, next_ms)
+         SELECT call_id, 'stop', account, 0, 0 FROM charges WHERE status = 'open'",
+        // A charge transaction without its postings.
+        "INSERT INTO txns (kind, call_id, at_ms) SELECT 'charge', call_id, 0 FROM charges WHERE status = 'open'",
+    ];
+    for (i, sql) in tampers.iter().enumerate() {
+        let copy = dir.path().join(format!("copy-{i}.sqlite"));
+        let src = rusqlite::Connection::open(&path).unwrap();
+        src.execute("VACUUM INTO ?1", [copy.to_str().unwrap()])
+            .unwrap();
+        drop(src);
+        rusqlite::Connection::open(&copy)
+            .unwrap()
+            .execute_batch(&format!("PRAGMA foreign_keys = OFF; {sql}"))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let l = SqliteLedger::open(&copy).unwrap();
+        assert!(
+            l.total().unwrap() != 0 || l.check_consistency().is_err(),
+            "not caught: {sql}"
+        );
+    }
+}
