@@ -299,7 +299,9 @@ pub trait LedgerStore {
 
     /// Closes every charge still open at `started_at + max_duration <= now`
     /// as if it ended then, marked [`ChargeStatus::Expired`]. Returns the
-    /// expired calls and their amounts.
+    /// expired calls and their amounts. A charge whose amount would
+    /// overflow (an absurd tariff) is left open rather than holding up the
+    /// others.
     fn expire_open(
         &mut self,
         now: SystemTime,

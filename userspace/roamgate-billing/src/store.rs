@@ -746,7 +746,7 @@ impl LedgerStore for SqliteLedger {
         let e = sql(&self.path);
         let now_ms = to_ms(now)?;
         let max_ms = i64::try_from(max_duration.as_millis()).unwrap_or(i64::MAX);
-        let tx = self.conn.transaction().map_err(&e)?;
+        let mut tx = self.conn.transaction().map_err(&e)?;
         let stale: Vec<(Vec<u8>, i64)> = {
             let mut st = tx
                 .prepare_cached(
@@ -765,11 +765,18 @@ impl LedgerStore for SqliteLedger {
         for (call, started_ms) in stale {
             let call = call_id(call)?;
             let ended = from_ms(started_ms.saturating_add(max_ms));
-            match close_op(&tx, &call, ended, ChargeStatus::Expired) {
-                Ok(Outcome::Closed { amount, .. }) => out.push((call, amount)),
-                Ok(_) => {}
+            // One charge that cannot be settled (its amount would
+            // overflow) stays open and does not hold up the others.
+            let sp = tx.savepoint().map_err(&e)?;
+            match close_op(&sp, &call, ended, ChargeStatus::Expired) {
+                Ok(outcome) => {
+                    sp.commit().map_err(&e)?;
+                    if let Outcome::Closed { amount, .. } = outcome {
+                        out.push((call, amount));
+                    }
+                }
                 Err(LedgerError::Sqlite { source, .. }) => return Err(e(source)),
-                Err(other) => return Err(other),
+                Err(_) => drop(sp),
             }
         }
         tx.commit().map_err(&e)?;

@@ -333,6 +333,29 @@ fn charges_whose_close_never_comes_expire() {
     assert_eq!(rows[1].status, ChargeStatus::Open);
     assert_eq!(l.report(t(1), t(2999)).unwrap(), vec![]);
     books_balance(&l);
+    // A charge that cannot be settled does not hold up the others.
+    l.create_account(
+        "big",
+        AccountKind::Postpaid {
+            credit_limit: roamgate_billing::tariff::MAX_AMOUNT,
+        },
+    )
+    .unwrap();
+    let absurd = Tariff::new(0, roamgate_billing::tariff::MAX_AMOUNT / 100).unwrap();
+    assert_eq!(
+        l.open_charge(call(3), "big", absurd, t(0)).unwrap(),
+        Outcome::Opened
+    );
+    assert!(matches!(
+        l.close_charge(call(3), t(3600)),
+        Err(LedgerError::Amount(AmountError::Overflow))
+    ));
+    assert_eq!(
+        l.expire_open(t(10_000), max).unwrap(),
+        vec![(call(2), 7300)]
+    );
+    assert_eq!(l.report(t(0), t(0)).unwrap()[1].status, ChargeStatus::Open);
+    books_balance(&l);
 }
 
 #[test]
