@@ -109,6 +109,7 @@ fn main() -> Result<()> {
     proxy_op(&mut seeds)?;
     srtp_unprotect(&mut seeds)?;
     call_message(&mut seeds)?;
+    radius_accounting(&mut seeds)?;
     eprintln!(
         "wrote {} seeds under {}",
         seeds.written,
@@ -855,5 +856,45 @@ fn call_message(seeds: &mut Seeds) -> Result<()> {
         let bytes = h235::sign(m, &fields, CALL_KEY).map_err(|e| anyhow!("{name}: {e}"))?;
         seeds.put("call_message", name, &bytes)?;
     }
+    Ok(())
+}
+
+/// fuzz_targets/radius_accounting.rs: its secret; Start and Stop requests
+/// signed with it, and an Accounting-Response.
+const RADIUS_SECRET: &[u8] = b"fuzz radius secret";
+
+fn radius_accounting(seeds: &mut Seeds) -> Result<()> {
+    use roamgate_billing::radius::{self, AccountingRequest, AcctStatusType, Charge, Nas};
+    const T: &str = "radius_accounting";
+    let start = AccountingRequest {
+        status: AcctStatusType::Start,
+        session_id: b"00112233445566778899aabbccddeeff",
+        user_name: b"alice",
+        session_time: None,
+        delay_time: Some(0),
+        nas: Nas::IpAddress(Ipv4Addr::new(192, 0, 2, 1)),
+        event_timestamp: Some(1_800_000_000),
+        charge: None,
+    };
+    let stop = AccountingRequest {
+        status: AcctStatusType::Stop,
+        session_time: Some(30),
+        delay_time: Some(12),
+        nas: Nas::Identifier(b"imu-1"),
+        charge: Some(Charge {
+            minor_units: 160,
+            currency: *b"EUR",
+        }),
+        ..start
+    };
+    let start = start.to_bytes(1, RADIUS_SECRET)?;
+    let stop = stop.to_bytes(2, RADIUS_SECRET)?;
+    seeds.put(T, "start", &start)?;
+    seeds.put(T, "stop", &stop)?;
+    seeds.put(
+        T,
+        "response",
+        &radius::build_response(&stop, RADIUS_SECRET)?,
+    )?;
     Ok(())
 }
