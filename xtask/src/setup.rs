@@ -42,6 +42,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "libsrtp2-dev",
         "libsrtp's C library, the baseline of the bench's srtp section",
     ),
+    (
+        "freeradius-utils",
+        "radclient, the independent RADIUS client of roamgate-billing's tests",
+    ),
     ("krb5-kdc", "MIT KDC interop peer"),
     (
         "krb5-admin-server",
