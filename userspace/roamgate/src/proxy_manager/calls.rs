@@ -121,6 +121,25 @@ impl Calls {
             } => {
                 let failed = |cause| ProxyReply::Failed { op: op.op(), cause };
                 match (kind, voice_flows(home, &media)) {
+                    (CallEventKind::Released, _) => {
+                        // What this proxy manager programmed for the call,
+                        // whatever the event says.
+                        let flows = self.flows.get_mut(&unit).and_then(|c| c.remove(&call_id));
+                        if let Some(flows) = flows {
+                            if let Err(e) = apply(plane, CallEventKind::Released, &flows) {
+                                tracing::warn!(unit = %request.client, error = %e, "voice flows not revoked");
+                            }
+                        }
+                        ProxyReply::EventNoted
+                    }
+                    // The caller's CONNECT, before any media: noted (the
+                    // charge opens here); the flows follow with the
+                    // callee's SSRC.
+                    (CallEventKind::Connected, Err(FlowError::Invalid))
+                        if media.ssrc_in == 0 && *media.local.ip() == home =>
+                    {
+                        ProxyReply::EventNoted
+                    }
                     (_, Err(e)) => {
                         tracing::warn!(unit = %request.client, error = %e, "call event refused");
                         failed(CAUSE_NOT_AUTHORISED)
@@ -141,17 +160,6 @@ impl Calls {
                                 }
                             }
                         }
-                    }
-                    (CallEventKind::Released, Ok(_)) => {
-                        // What this proxy manager programmed for the call,
-                        // whatever the event says.
-                        let flows = self.flows.get_mut(&unit).and_then(|c| c.remove(&call_id));
-                        if let Some(flows) = flows {
-                            if let Err(e) = apply(plane, CallEventKind::Released, &flows) {
-                                tracing::warn!(unit = %request.client, error = %e, "voice flows not revoked");
-                            }
-                        }
-                        ProxyReply::EventNoted
                     }
                 }
             }

@@ -151,6 +151,8 @@ impl Ctx {
         Ok(creds)
     }
 
+    /// Tells the proxy of a call event; `Err` carries the Q.850 cause of a
+    /// refusal (41 when the proxy could not be reached).
     async fn event(
         &self,
         call_id: CallId,
@@ -158,7 +160,7 @@ impl Ctx {
         q850: u8,
         role: Role,
         media: Media,
-    ) -> bool {
+    ) -> Result<(), u8> {
         let op = ProxyOp::CallEvent {
             call_id,
             kind,
@@ -168,23 +170,23 @@ impl Ctx {
         };
         match self.proxy(&op).await {
             Ok((plain, _)) => match ProxyReply::parse(&plain, op.op()) {
-                Ok(ProxyReply::EventNoted) => true,
+                Ok(ProxyReply::EventNoted) => Ok(()),
                 Ok(ProxyReply::Failed { cause, .. }) => {
-                    warn!(call = %hex(&call_id), ?kind, cause, "the proxy did not program the call's voice flows");
-                    false
+                    warn!(call = %hex(&call_id), ?kind, cause, "the proxy refused the call event");
+                    Err(cause)
                 }
                 Ok(other) => {
                     warn!(?other, "unexpected proxy reply to a call event");
-                    false
+                    Err(41)
                 }
                 Err(e) => {
                     warn!(error = %e, "malformed proxy reply to a call event");
-                    false
+                    Err(41)
                 }
             },
             Err(e) => {
                 warn!(call = %hex(&call_id), ?kind, error = %e, "call event not delivered to the proxy");
-                false
+                Err(41)
             }
         }
     }
@@ -368,6 +370,11 @@ fn epoch_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// A random nonzero SSRC (RFC 3550 §8).
+fn random_ssrc() -> anyhow::Result<u32> {
+    Ok(u32::from_be_bytes(random()?) | 1)
+}
+
 fn random<const N: usize>() -> anyhow::Result<[u8; N]> {
     use ring::rand::SecureRandom as _;
     let mut b = [0u8; N];
@@ -517,14 +524,13 @@ async fn connected(
     rd: &mut tokio::net::tcp::OwnedReadHalf,
     sock: UdpSocket,
     (ours, remote): (Channel, Channel),
+    ssrc: u32,
     plan: &MediaPlan,
     report: &mut CallReport,
     calls: &CallsDir,
 ) -> anyhow::Result<(MediaSession, u8)> {
     let keys: &CallKeys = call.keys().context("a connected call without keys")?;
     let profile = ctx.cfg.call.profile()?;
-    let [s1, s2, s3, s4]: [u8; 4] = random()?;
-    let ssrc = u32::from_be_bytes([s1, s2, s3, s4]) | 1;
     let [q1, q2]: [u8; 2] = random()?;
     let ts: [u8; 4] = random()?;
     let mut media = MediaSession::new(
@@ -668,20 +674,23 @@ async fn connected(
     if let Some(h) = pending_event.take() {
         report.voice_flows = h.await.unwrap_or(false) || report.voice_flows;
     }
-    if let (Some(peer), SocketAddr::V4(local)) = (peer_ssrc, sock.local_addr()?) {
-        ctx.event(
-            *call.call_id(),
-            CallEventKind::Released,
-            q850,
-            role,
-            Media {
-                local,
-                remote: media.remote(),
-                ssrc_out: media.ssrc(),
-                ssrc_in: peer,
-            },
-        )
-        .await;
+    // The caller's proxy closes the charge at release, media or not.
+    let told = peer_ssrc.is_some() || role == Role::Caller;
+    if let (true, SocketAddr::V4(local)) = (told, sock.local_addr()?) {
+        let _ = ctx
+            .event(
+                *call.call_id(),
+                CallEventKind::Released,
+                q850,
+                role,
+                Media {
+                    local,
+                    remote: media.remote(),
+                    ssrc_out: media.ssrc(),
+                    ssrc_in: peer_ssrc.unwrap_or(0),
+                },
+            )
+            .await;
     }
     report.set_stats(&media.stats());
     report.duration_s = started.elapsed().as_secs_f64();
@@ -702,7 +711,7 @@ fn spawn_event(
     // base station), so no frame waits for it.
     let ctx = ctx.clone();
     let call_id = *call_id;
-    tokio::spawn(async move { ctx.event(call_id, kind, q850, role, media).await })
+    tokio::spawn(async move { ctx.event(call_id, kind, q850, role, media).await.is_ok() })
 }
 
 fn now_ntp() -> u64 {
@@ -896,6 +905,29 @@ pub async fn call(
         report.peer = Some(p.to_string());
     }
     info!(%number, setup_ms, codec = law_name(channels.0.law), "connected");
+    // The proxy notes the connect (and opens the charge) before any media:
+    // a call that cannot be charged is released at once.
+    let ssrc = random_ssrc()?;
+    let early = Media {
+        local,
+        remote: channels.1.rtp,
+        ssrc_out: ssrc,
+        ssrc_in: 0,
+    };
+    if let Err(q850) = ctx
+        .event(call_id, CallEventKind::Connected, 0, Role::Caller, early)
+        .await
+    {
+        if let Some((out, _)) = call.hang_up(q850, SystemTime::now()) {
+            let _ = sig.send(&out).await;
+        }
+        report.connected = false;
+        return Ok(refused(
+            report,
+            q850,
+            "the proxy did not take the connect (charge)".into(),
+        ));
+    }
     sig.ends.receiver = number.to_owned();
     let (media, _) = connected(
         ctx,
@@ -904,6 +936,7 @@ pub async fn call(
         &mut rd,
         sock,
         channels,
+        ssrc,
         plan,
         &mut report,
         &calls,
@@ -1196,6 +1229,7 @@ async fn take_call(
         &mut rd,
         sock,
         (channel, remote),
+        random_ssrc()?,
         plan,
         &mut report,
         &calls,
