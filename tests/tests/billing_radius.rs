@@ -106,6 +106,14 @@ impl Fixture {
         }
     }
 
+    /// Closes the ledger and opens it again from its file, as a restarted
+    /// service would.
+    fn reopen(&mut self) {
+        let path = self.dir.path().join("ledger.db");
+        // Only this fixture holds the ledger once the sender has stopped.
+        self.ledger = Arc::new(Mutex::new(SqliteLedger::open(&path).unwrap()));
+    }
+
     fn secret_file(&self) -> PathBuf {
         self.dir.path().join("radius.secret")
     }
@@ -357,6 +365,91 @@ fn records_survive_a_radius_server_that_is_down_then_all_arrive() {
         let delay: u64 = r.get("Acct-Delay-Time").unwrap().parse().unwrap();
         assert!(delay >= 2, "{r:?}");
     }
+}
+
+#[test]
+fn records_survive_a_sender_restart_while_the_server_is_down() {
+    if skip() {
+        return;
+    }
+    let mut fx = Fixture::new();
+    let port = freeradius::free_udp_port().unwrap();
+    let mut s = Sender::start(&fx.ledger, fx.section(format!("127.0.0.1:{port}")));
+    wait_until(
+        "one unanswered attempt of every record",
+        DELIVERY_TIMEOUT,
+        || s.stat("retransmitted") >= 2 * CALLS as u64,
+    );
+    s.stop();
+    drop(s);
+    fx.reopen();
+    assert_eq!(fx.pending(), 2 * CALLS, "records lost across the restart");
+
+    let fr = FreeRadius::start_on(port, SECRET).unwrap();
+    let s = deliver_all(&fx, &fr);
+    eprintln!("{}", s.stats_line());
+    assert_eq!(s.stat("delivered"), 2 * CALLS as u64, "{}", s.stats_line());
+    let records = fr.records().unwrap();
+    check_duplicates(&check_records(&fx.calls, &records));
+}
+
+/// A fake server that answers every request with a response signed with
+/// `secret`; returns how many it answered when `stop` is set.
+fn fake_server(
+    secret: &'static [u8],
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> (u16, std::thread::JoinHandle<usize>) {
+    use roamgate_billing::radius;
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let port = sock.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let mut answered = 0;
+        let mut buf = [0u8; 4096];
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let req = &buf[..n];
+            let mut resp = vec![0u8; 20];
+            resp[0] = radius::CODE_ACCOUNTING_RESPONSE;
+            resp[1] = req[1];
+            resp[3] = 20;
+            let auth =
+                radius::response_authenticator(&resp, &req[4..20].try_into().unwrap(), secret)
+                    .unwrap();
+            resp[4..20].copy_from_slice(&auth);
+            sock.send_to(&resp, from).unwrap();
+            answered += 1;
+        }
+        answered
+    });
+    (port, h)
+}
+
+/// The sender's own check, independent of FreeRADIUS (which stays silent
+/// on a wrong secret): a response signed with another secret marks
+/// nothing, and is counted as failed. Needs no FreeRADIUS.
+#[test]
+fn responses_that_do_not_verify_mark_nothing() {
+    let fx = Fixture::new();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (port, server) = fake_server(b"another-secret", Arc::clone(&stop));
+    let mut s = Sender::start(&fx.ledger, fx.section(format!("127.0.0.1:{port}")));
+    wait_until(
+        "every record answered and timed out once",
+        DELIVERY_TIMEOUT,
+        || s.stat("retransmitted") >= 2 * CALLS as u64,
+    );
+    s.stop();
+    stop.store(true, Ordering::Relaxed);
+    let answered = server.join().unwrap();
+    eprintln!("{} answered={answered}", s.stats_line());
+    assert!(answered >= 2 * CALLS, "{answered}");
+    assert_eq!(s.stat("delivered"), 0);
+    assert!(s.stat("failed") >= 2 * CALLS as u64, "{}", s.stats_line());
+    assert_eq!(fx.pending(), 2 * CALLS);
 }
 
 #[test]
