@@ -112,6 +112,7 @@ pub struct FreeRadius {
     port: u16,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
+    started_in: Duration,
 }
 
 impl FreeRadius {
@@ -132,6 +133,7 @@ impl FreeRadius {
             port,
             child: None,
             log: Arc::default(),
+            started_in: Duration::ZERO,
         };
         fr.write_config(secret)?;
         fr.spawn()?;
@@ -156,6 +158,11 @@ impl FreeRadius {
 
     pub fn detail_path(&self) -> PathBuf {
         self.dir.path().join("detail")
+    }
+
+    /// How long FreeRADIUS took from spawn to "Ready to process requests".
+    pub fn started_in(&self) -> Duration {
+        self.started_in
     }
 
     /// What FreeRADIUS logged so far.
@@ -326,6 +333,7 @@ server default {{
             }
         };
         self.child = Some(child);
+        self.started_in = start.elapsed();
         if !ready {
             let _ = self.stop();
             // The readers may still be appending the last lines.

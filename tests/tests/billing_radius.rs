@@ -306,6 +306,7 @@ fn sender_delivers_start_and_stop_of_each_call_to_freeradius() {
     }
     let fx = Fixture::new();
     let fr = FreeRadius::start(SECRET).unwrap();
+    eprintln!("FreeRADIUS ready in {:?}", fr.started_in());
     let s = deliver_all(&fx, &fr);
     eprintln!("{}", s.stats_line());
     assert_eq!(fx.pending(), 0);
