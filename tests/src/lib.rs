@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod call_capture;
+pub mod freeradius;
 pub mod mit;
 pub mod mobility;
 pub mod netns;

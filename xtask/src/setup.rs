@@ -46,6 +46,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "freeradius-utils",
         "radclient, the independent RADIUS client of roamgate-billing's tests",
     ),
+    (
+        "freeradius",
+        "the RADIUS accounting server that roamgate's sender delivers to (tests/billing_radius.rs, own config under a temp dir; its system service is not needed)",
+    ),
     ("krb5-kdc", "MIT KDC interop peer"),
     (
         "krb5-admin-server",
