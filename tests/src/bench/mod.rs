@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: each section measures one part side by side with its
 //! baseline in the same run and returns a JSON object under its own key.
 
+pub mod billing;
 pub mod call_setup;
 pub mod dataplane;
 pub mod ha_restore;
@@ -20,4 +21,5 @@ pub const SECTIONS: &[(&str, Section)] = &[
     ("switch_on", switch_on::run),
     ("srtp", srtp::run),
     ("call_setup", call_setup::run),
+    ("billing", billing::run),
 ];
