@@ -883,6 +883,12 @@ manager = "{pm}:{ATTACH_PORT}"
 stats_file = "{stats}"
 stats_interval_ms = 100
 
+# u1 places 20 calls at once (five requests each, both ends): far more
+# than one handset's default budget of 10 and 5/s.
+[limits]
+burst = 200
+per_second = 100
+
 [metrics]
 listen = ""
 
