@@ -1,6 +1,7 @@
 //! roamgate control plane: the roles of the `roamgate` binary as a library.
 
 pub mod base_station;
+pub mod billing;
 pub mod cli;
 pub mod config;
 pub mod counters_cmd;
