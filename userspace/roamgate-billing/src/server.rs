@@ -162,6 +162,7 @@ impl<K: ServiceKeys> BillingServer<K> {
     }
 
     /// Step 1: authenticates one request datagram received at `now`.
+    #[allow(clippy::result_large_err)]
     pub fn accept(&mut self, bytes: &[u8], now: SystemTime) -> Result<Authenticated, Rejected> {
         self.stats.requests += 1;
         let req = match Request::parse(bytes) {

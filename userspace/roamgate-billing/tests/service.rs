@@ -136,6 +136,7 @@ impl Service {
         out
     }
 
+    #[allow(clippy::result_large_err)]
     fn one(&mut self, cred: &Credential, op: Op, now: SystemTime) -> Result<OpResult, ClientError> {
         let (req, pending) = build_request(cred, op, now).unwrap();
         let reply = self.handle(&[req], now).pop().unwrap().expect("an answer");
@@ -397,7 +398,11 @@ fn replayed_request_is_refused() {
         pending.open(&first.unwrap(), at(1)).unwrap(),
         OpResult::Opened
     );
-    let again = svc.handle(&[req.clone()], at(2)).pop().unwrap().unwrap();
+    let again = svc
+        .handle(std::slice::from_ref(&req), at(2))
+        .pop()
+        .unwrap()
+        .unwrap();
     assert!(matches!(
         pending.open(&again, at(2)),
         Err(ClientError::Refused(Reason::AuthenticationFailed))
