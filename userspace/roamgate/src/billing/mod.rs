@@ -45,6 +45,7 @@ pub enum BillingCommand {
     /// Create a subscriber account with its tariff, and bind the Kerberos
     /// client principal whose tickets charge it.
     AddAccount {
+        /// TOML configuration (see config/billing.toml); its database is used.
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
         /// The account name (as in the directory entry).
@@ -82,11 +83,13 @@ pub enum BillingCommand {
     },
     /// List every account with its balance (minor units).
     Accounts {
+        /// TOML configuration (see config/billing.toml); its database is used.
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
     /// Print one account's balance (minor units).
     Balance {
+        /// TOML configuration (see config/billing.toml); its database is used.
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
         account: String,
@@ -94,6 +97,7 @@ pub enum BillingCommand {
     /// Top up an account by AMOUNT minor units. Not idempotent: a repeated
     /// credit credits twice.
     Credit {
+        /// TOML configuration (see config/billing.toml); its database is used.
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
         account: String,
@@ -101,6 +105,7 @@ pub enum BillingCommand {
     },
     /// The charges started between --from and --to (inclusive).
     Report {
+        /// TOML configuration (see config/billing.toml); its database is used.
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
         /// RFC 3339 (2026-12-06T00:00:00Z) or seconds since 1970.
