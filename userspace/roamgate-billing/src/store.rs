@@ -419,6 +419,17 @@ impl SqliteLedger {
         .transpose()
     }
 
+    /// How many outbox records are not yet delivered (a metrics gauge;
+    /// cheaper than listing them with `pending`).
+    pub fn outbox_pending_count(&self) -> Result<u64, LedgerError> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM outbox WHERE sent_ms IS NULL")
+            .and_then(|mut st| st.query_row([], |r| r.get(0)))
+            .map_err(self.err())?;
+        Ok(n.unsigned_abs())
+    }
+
     /// The account the charge of `call` is on, if it was opened.
     pub fn charge_account(&self, call: CallId) -> Result<Option<String>, LedgerError> {
         charge_row(&self.conn, &call)

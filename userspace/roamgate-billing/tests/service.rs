@@ -185,6 +185,11 @@ fn open_and_close_round_trip_and_retries_are_idempotent() {
         }
     );
     assert_eq!(svc.ledger.balance("acct-1").unwrap(), -70);
+    assert_eq!(
+        svc.ledger.outbox_pending_count().unwrap(),
+        2,
+        "a Start and a Stop"
+    );
     assert_eq!(svc.ledger.total().unwrap(), 0);
     svc.ledger.check_consistency().unwrap();
 }

@@ -17,7 +17,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
 use clap::Subcommand;
-use roamgate_billing::outbox::Outbox as _;
 use roamgate_billing::server::{Batch, BillingServer, Stats};
 use roamgate_billing::wire::{OpResult, MAX_MESSAGE};
 use roamgate_billing::{AccountKind, LedgerStore, SqliteLedger, Tariff};
@@ -619,7 +618,7 @@ fn serve_loop<K: roamgate_krb::ap::ServiceKeys>(
             next_gauges = now + GAUGES_EVERY;
             let l = ledger.lock().unwrap_or_else(|p| p.into_inner());
             let total = l.total();
-            let pending = l.pending().map(|p| p.len() as u64);
+            let pending = l.outbox_pending_count();
             drop(l);
             let mut m = metrics.lock().unwrap_or_else(|p| p.into_inner());
             match total {
