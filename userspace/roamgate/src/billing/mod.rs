@@ -941,4 +941,182 @@ mod tests {
         assert!(t.contains("roamgate_billing_outbox_pending 0\n"));
         assert!(t.contains("roamgate_billing_radius_delivered_total 0\n"));
     }
+
+    /// `serve` in process: a charge over UDP, another principal's close
+    /// refused, and the metrics endpoint telling both.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serve_answers_and_counts() {
+        use roamgate_billing::client::build_request;
+        use roamgate_billing::wire::{Op, Reason};
+        use roamgate_krb::client::{AsExchange, AsOptions, AsStep, ClientSecret, TgsExchange};
+        use roamgate_krb::kdc::db::{MemoryStore, PrincipalFlags, PrincipalStore};
+        use roamgate_krb::kdc::{Kdc, KdcConfig};
+        use roamgate_krb::keytab::{Keytab, KeytabEntry};
+        use roamgate_krb::Principal;
+        use roamgate_krb_crypto::Etype;
+
+        const SERVICE: &str = "billing/bill.example.org@EXAMPLE.ORG";
+        let p = |s: &str| Principal::parse(s).unwrap();
+        let store = Arc::new(MemoryStore::new("EXAMPLE.ORG"));
+        store.add_random(
+            &Principal::krbtgt("EXAMPLE.ORG"),
+            &Etype::ALL,
+            PrincipalFlags(PrincipalFlags::DEFAULT.0 & !PrincipalFlags::REQUIRES_PREAUTH),
+        );
+        for n in [SERVICE, "u1@EXAMPLE.ORG", "u2@EXAMPLE.ORG"] {
+            store.add_random(&p(n), &Etype::ALL, PrincipalFlags::DEFAULT);
+        }
+        let kdc = Kdc::new(store.clone(), KdcConfig::default());
+        let ticket = |client: &str| {
+            let now = SystemTime::now();
+            let e = store.get(&p(client)).unwrap().unwrap();
+            let secret = ClientSecret::Keys(e.keys.iter().map(|k| k.key.clone()).collect());
+            let mut ex = AsExchange::new(p(client), secret, AsOptions::default()).unwrap();
+            let mut req = ex.first_request(now).unwrap();
+            let tgt = loop {
+                match ex
+                    .handle_reply(&kdc.handle(&req, now).unwrap(), now)
+                    .unwrap()
+                {
+                    AsStep::Send(r) => req = r,
+                    AsStep::Done(c) => break *c,
+                }
+            };
+            let tgs = TgsExchange::new(&tgt, p(SERVICE), 0).unwrap();
+            tgs.handle_reply(&kdc.handle(&tgs.request(now).unwrap(), now).unwrap())
+                .unwrap()
+        };
+        let (u1, u2) = (ticket("u1@EXAMPLE.ORG"), ticket("u2@EXAMPLE.ORG"));
+
+        let tmp = tempfile::tempdir().unwrap();
+        let mut c = cfg(tmp.path());
+        let mut kt = Keytab::new();
+        for k in &store.get(&p(SERVICE)).unwrap().unwrap().keys {
+            kt.push(KeytabEntry {
+                principal: p(SERVICE),
+                timestamp: 0,
+                kvno: k.kvno,
+                key: k.key.clone(),
+            });
+        }
+        c.kerberos.keytab = tmp.path().join("billing.keytab");
+        kt.save(&c.kerberos.keytab).unwrap();
+        let free = || {
+            UdpSocket::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        c.billing.listen = std::net::SocketAddr::from(([127, 0, 0, 1], free()));
+        let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        c.metrics.listen = metrics_addr.to_string();
+        for (acct, who) in [("acct-1", "u1@EXAMPLE.ORG"), ("acct-2", "u2@EXAMPLE.ORG")] {
+            run(
+                &c,
+                &[
+                    "add-account",
+                    "-c",
+                    "x",
+                    acct,
+                    "--principal",
+                    who,
+                    "--postpaid",
+                    "--credit-limit",
+                    "100000",
+                    "--setup-fee",
+                    "10",
+                    "--per-second",
+                    "2",
+                ],
+            )
+            .unwrap();
+        }
+        let listen = c.billing.listen;
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(c, shutdown.clone()));
+        let results = tokio::task::spawn_blocking(move || {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            let mut buf = vec![0u8; MAX_MESSAGE];
+            let t0 = SystemTime::now() - Duration::from_secs(60);
+            let mut ask = |cred: &roamgate_krb::credential::Credential, op: Op| {
+                for _ in 0..30 {
+                    let (req, pending) = build_request(cred, op, SystemTime::now()).unwrap();
+                    sock.send_to(&req, listen).unwrap();
+                    if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                        return pending.open(&buf[..n], SystemTime::now()).unwrap();
+                    }
+                }
+                panic!("no answer");
+            };
+            let id = [5u8; 16];
+            vec![
+                ask(
+                    &u1,
+                    Op::OpenCharge {
+                        call_id: id,
+                        started_at: t0,
+                    },
+                ),
+                ask(
+                    &u2,
+                    Op::CloseCharge {
+                        call_id: id,
+                        ended_at: t0 + Duration::from_secs(5),
+                    },
+                ),
+                ask(
+                    &u1,
+                    Op::CloseCharge {
+                        call_id: id,
+                        ended_at: t0 + Duration::from_secs(5),
+                    },
+                ),
+            ]
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            results,
+            [
+                OpResult::Opened,
+                OpResult::Refused {
+                    reason: Reason::NotYourCall
+                },
+                OpResult::Closed {
+                    amount: 20,
+                    seconds: 5
+                },
+            ]
+        );
+        // The gauges are re-read every second.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let text = tokio::task::spawn_blocking(move || {
+            use std::io::{Read as _, Write as _};
+            let mut s = std::net::TcpStream::connect(metrics_addr).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut t = String::new();
+            s.read_to_string(&mut t).unwrap();
+            t
+        })
+        .await
+        .unwrap();
+        for line in [
+            "roamgate_billing_charges_opened_total 1\n",
+            "roamgate_billing_charges_closed_total 1\n",
+            "roamgate_billing_charges_refused_total{reason=\"not_your_call\"} 1\n",
+            "roamgate_billing_ledger_total 0\n",
+            "roamgate_billing_outbox_pending 2\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
+    }
 }
