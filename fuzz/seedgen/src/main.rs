@@ -927,7 +927,11 @@ fn billing_request(seeds: &mut Seeds) -> Result<()> {
         }
         .encode(),
     )?;
-    seeds.put(T, "error", &wire::encode_error(7, Reason::AuthenticationFailed))?;
+    seeds.put(
+        T,
+        "error",
+        &wire::encode_error(7, Reason::AuthenticationFailed),
+    )?;
     seeds.put(
         T,
         "op",
