@@ -110,6 +110,7 @@ fn main() -> Result<()> {
     srtp_unprotect(&mut seeds)?;
     call_message(&mut seeds)?;
     radius_accounting(&mut seeds)?;
+    billing_request(&mut seeds)?;
     eprintln!(
         "wrote {} seeds under {}",
         seeds.written,
@@ -895,6 +896,66 @@ fn radius_accounting(seeds: &mut Seeds) -> Result<()> {
         T,
         "response",
         &radius::build_response(&stop, RADIUS_SECRET)?,
+    )?;
+    Ok(())
+}
+
+/// fuzz_targets/billing_request.rs: a well-framed request (its AP-REQ and
+/// KRB-PRIV are stand-ins: the framing is what is fuzzed), an answer, an
+/// error answer, and the sealed bodies.
+fn billing_request(seeds: &mut Seeds) -> Result<()> {
+    use roamgate_billing::wire::{self, Answer, Op, OpBody, OpResult, Reason, Request, ResultBody};
+    const T: &str = "billing_request";
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+    seeds.put(
+        T,
+        "request",
+        &Request {
+            nonce: 7,
+            ap_req: &[0x6e; 40],
+            krb_priv: &[0x75; 40],
+        }
+        .encode(),
+    )?;
+    seeds.put(
+        T,
+        "answer",
+        &Answer {
+            nonce: 7,
+            ap_rep: &[0x6f; 20],
+            krb_priv: &[0x75; 20],
+        }
+        .encode(),
+    )?;
+    seeds.put(
+        T,
+        "error",
+        &wire::encode_error(7, Reason::AuthenticationFailed),
+    )?;
+    seeds.put(
+        T,
+        "op",
+        &OpBody {
+            nonce: 7,
+            op: Op::CloseCharge {
+                call_id: [1; 16],
+                ended_at: t,
+            },
+        }
+        .encode(),
+    )?;
+    seeds.put(
+        T,
+        "result",
+        &ResultBody {
+            nonce: 7,
+            call_id: [1; 16],
+            result: OpResult::Closed {
+                amount: 70,
+                seconds: 30,
+            },
+        }
+        .encode(),
     )?;
     Ok(())
 }

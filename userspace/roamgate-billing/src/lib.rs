@@ -15,14 +15,20 @@
 //!   transactions.
 //! - [`radius`]: RFC 2866 Accounting-Request/Response encoding and
 //!   authenticators.
+//! - [`wire`], [`server`], [`client`]: the Kerberized charging service's
+//!   datagrams, its core (AP-REQ + KRB-PRIV in, AP-REP + KRB-PRIV out, the
+//!   account from the ticket's client principal) and the caller's side.
 //!
 //! docs/billing.md describes the model, the records and crash safety.
 
+pub mod client;
 pub mod ledger;
 pub mod outbox;
 pub mod radius;
+pub mod server;
 pub mod store;
 pub mod tariff;
+pub mod wire;
 
 pub use ledger::{
     Account, AccountKind, CallId, ChargeStatus, LedgerError, LedgerStore, Op, Outcome, Refusal,

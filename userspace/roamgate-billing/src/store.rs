@@ -71,6 +71,19 @@ CREATE TABLE IF NOT EXISTS outbox (
     UNIQUE (call_id, kind)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(next_ms) WHERE sent_ms IS NULL;
+-- The service's view of who may charge what (docs/billing.md, Account
+-- mapping): a ticket's client principal names one account, and each
+-- subscriber account has the tariff its calls are opened under.
+CREATE TABLE IF NOT EXISTS principals (
+    principal TEXT PRIMARY KEY,
+    account TEXT NOT NULL REFERENCES accounts(name)
+);
+CREATE TABLE IF NOT EXISTS tariffs (
+    account TEXT PRIMARY KEY REFERENCES accounts(name),
+    setup_fee INTEGER NOT NULL,
+    per_second INTEGER NOT NULL,
+    currency TEXT NOT NULL
+);
 INSERT OR IGNORE INTO accounts (name, kind) VALUES ('revenue', 'revenue');
 INSERT OR IGNORE INTO accounts (name, kind) VALUES ('topup', 'topup');
 ";
@@ -321,6 +334,107 @@ impl SqliteLedger {
     /// Every outbox record, delivered or not, in order (tests, audits).
     pub fn outbox_records(&self) -> Result<Vec<OutboxRecord>, LedgerError> {
         read_records(&self.conn, "1 = 1", &[], &self.path)
+    }
+
+    /// Binds the Kerberos client principal `principal` to the subscriber
+    /// account `account` (replacing an earlier binding of that principal).
+    /// The billing service charges a request to the account of its
+    /// ticket's client principal, and to no other.
+    pub fn bind_principal(&mut self, principal: &str, account: &str) -> Result<(), LedgerError> {
+        if principal.is_empty() || principal.len() > 512 {
+            return Err(LedgerError::Corrupt(format!(
+                "principal {principal:?}: 1 to 512 bytes"
+            )));
+        }
+        match account_row(&self.conn, account).map_err(self.err())? {
+            Some((kind, limit, _)) if parse_kind(&kind, limit)?.is_subscriber() => {}
+            Some(_) => return Err(LedgerError::NotSubscriber(account.to_owned())),
+            None => return Err(LedgerError::UnknownAccount(account.to_owned())),
+        }
+        self.conn
+            .execute(
+                "INSERT INTO principals (principal, account) VALUES (?1, ?2)
+                 ON CONFLICT (principal) DO UPDATE SET account = excluded.account",
+                params![principal, account],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// The account `principal` is bound to, if any.
+    pub fn account_for(&self, principal: &str) -> Result<Option<String>, LedgerError> {
+        self.conn
+            .prepare_cached("SELECT account FROM principals WHERE principal = ?1")
+            .and_then(|mut st| st.query_row([principal], |r| r.get(0)).optional())
+            .map_err(self.err())
+    }
+
+    /// Sets the tariff (and its ISO 4217 currency) new calls of `account`
+    /// are opened under.
+    pub fn set_tariff(
+        &mut self,
+        account: &str,
+        tariff: Tariff,
+        currency: &str,
+    ) -> Result<(), LedgerError> {
+        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(LedgerError::Corrupt(format!(
+                "currency {currency:?}: three upper-case letters (ISO 4217)"
+            )));
+        }
+        if account_row(&self.conn, account)
+            .map_err(self.err())?
+            .is_none()
+        {
+            return Err(LedgerError::UnknownAccount(account.to_owned()));
+        }
+        self.conn
+            .execute(
+                "INSERT INTO tariffs (account, setup_fee, per_second, currency) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (account) DO UPDATE SET setup_fee = excluded.setup_fee,
+                     per_second = excluded.per_second, currency = excluded.currency",
+                params![account, tariff.setup_fee(), tariff.per_second(), currency],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// The tariff and currency of `account`, if one is set.
+    pub fn tariff_for(&self, account: &str) -> Result<Option<(Tariff, String)>, LedgerError> {
+        let row: Option<(i64, i64, String)> = self
+            .conn
+            .prepare_cached(
+                "SELECT setup_fee, per_second, currency FROM tariffs WHERE account = ?1",
+            )
+            .and_then(|mut st| {
+                st.query_row([account], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()
+            })
+            .map_err(self.err())?;
+        row.map(|(fee, rate, cur)| {
+            Tariff::new(fee, rate)
+                .map(|t| (t, cur))
+                .map_err(|e| LedgerError::Corrupt(format!("tariff of {account}: {e}")))
+        })
+        .transpose()
+    }
+
+    /// How many outbox records are not yet delivered (a metrics gauge;
+    /// cheaper than listing them with `pending`).
+    pub fn outbox_pending_count(&self) -> Result<u64, LedgerError> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM outbox WHERE sent_ms IS NULL")
+            .and_then(|mut st| st.query_row([], |r| r.get(0)))
+            .map_err(self.err())?;
+        Ok(n.unsigned_abs())
+    }
+
+    /// The account the charge of `call` is on, if it was opened.
+    pub fn charge_account(&self, call: CallId) -> Result<Option<String>, LedgerError> {
+        charge_row(&self.conn, &call)
+            .map(|r| r.map(|r| r.account))
+            .map_err(self.err())
     }
 }
 

@@ -88,6 +88,14 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::directory::DirectoryCommand,
     },
+    /// The debiting service: charges calls to the account of the ticket's
+    /// client principal, once, durably (SQLite, group commit), and exports
+    /// RADIUS accounting; also the ledger CLI (accounts, balance, credit,
+    /// report).
+    Billing {
+        #[command(subcommand)]
+        command: crate::billing::BillingCommand,
+    },
     /// A handset or laptop: create its identity, switch on through a base
     /// station, switch off, ask its proxy's state.
     Unit {

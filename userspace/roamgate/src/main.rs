@@ -87,6 +87,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Krb { command } => roamgate_krb::cli::krb::run(command).await,
         Command::Directory { command } => roamgate::directory::run(command).await,
+        Command::Billing { command } => roamgate::billing::run(command).await,
         Command::Unit { command } => roamgate::unit::run(command).await,
         Command::ProxyManager { config } => {
             let cfg = roamgate::proxy_manager::config::ProxyManagerFile::load(&config)?;

@@ -58,7 +58,7 @@ const OUTBOX_POLL: Duration = Duration::from_millis(200);
 const MAX_IN_FLIGHT: usize = 128;
 
 /// The `[radius]` section of the billing config.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RadiusSection {
     /// The accounting server, `host:port` (usually port 1813); empty turns
