@@ -22,6 +22,7 @@ pub struct ProxyManagerFile {
     pub proxy_manager: Section,
     pub kerberos: KerberosSection,
     pub directory: DirectorySection,
+    pub billing: BillingSection,
     pub proxy: ProxySection,
     pub dataplane: DataplaneSection,
     pub metrics: OptionalMetrics,
@@ -103,6 +104,42 @@ impl Default for DirectorySection {
         Self {
             address: "127.0.0.1:7750".parse().expect("valid default"),
         }
+    }
+}
+
+/// Where the caller's proxy charges its unit's calls (docs/billing.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingSection {
+    /// The billing service's UDP address; empty: calls are not charged.
+    pub address: String,
+    /// Its service principal (tickets in the subscriber's name).
+    pub service: String,
+}
+
+impl Default for BillingSection {
+    fn default() -> Self {
+        Self {
+            address: String::new(),
+            service: "billing/billing.example.org@EXAMPLE.ORG".to_owned(),
+        }
+    }
+}
+
+impl BillingSection {
+    /// `None` when charging is off.
+    pub fn billing(&self) -> anyhow::Result<Option<super::charge::Billing>> {
+        if self.address.is_empty() {
+            return Ok(None);
+        }
+        let address = self.address.parse().map_err(|e| {
+            anyhow::anyhow!(
+                "billing.address: {:?}: {e} (e.g. 10.1.1.2:7760, or \"\" for no charging)",
+                self.address
+            )
+        })?;
+        let service = principal(&self.service, "billing.service")?;
+        Ok(Some(super::charge::Billing { address, service }))
     }
 }
 
@@ -197,6 +234,7 @@ impl ConfigFile for ProxyManagerFile {
         if self.dataplane.tunnel_mtu < 576 {
             bail!("dataplane.tunnel_mtu must be at least 576");
         }
+        self.billing.billing()?;
         self.metrics.addr()?;
         Ok(())
     }
@@ -250,6 +288,8 @@ mod tests {
         assert_eq!(cfg.kerberos.service, d.kerberos.service);
         assert_eq!(cfg.kerberos.kdc, d.kerberos.kdc);
         assert_eq!(cfg.directory.address, d.directory.address);
+        assert_eq!(cfg.billing.address, d.billing.address);
+        assert_eq!(cfg.billing.service, d.billing.service);
         assert_eq!(cfg.proxy.lifetime, d.proxy.lifetime);
         assert_eq!(cfg.dataplane.pin_dir, d.dataplane.pin_dir);
         // The one key without a usable default.

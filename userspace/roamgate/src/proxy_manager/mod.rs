@@ -13,6 +13,7 @@
 //! stops (switch-off, silence, replacement).
 
 mod calls;
+mod charge;
 pub mod config;
 pub mod ticket;
 
@@ -27,7 +28,7 @@ use std::{
 use anyhow::{bail, Context as _};
 use roamgate_attach::{
     proxy_manager::{Command, Event, KdcFailure, Output, Session, Stats, STEP_TIMEOUT},
-    proxy_op::ProxyOp,
+    proxy_op::{CallEventKind, ProxyOp, ProxyReply, Role},
     wire::{Cause, MAX_FRAME_LEN},
     ProxyManager, Verifier,
 };
@@ -73,6 +74,16 @@ enum Completion {
         answer: Result<Vec<u8>, String>,
         issued: bool,
     },
+    /// A charge operation for a caller's call event is done; the event is
+    /// served now (its voice flows), or refused if the charge was.
+    Charged {
+        unit: IdentityCode,
+        session: Session,
+        id: u64,
+        request: Box<roamgate_attach::manager::ProxyRequest>,
+        kind: CallEventKind,
+        result: Result<roamgate_billing::wire::OpResult, (String, u8)>,
+    },
     /// The proxy's task ended without being told to.
     Failed {
         unit: IdentityCode,
@@ -110,6 +121,8 @@ struct Io {
     plane: Plane,
     proxy: config::ProxySection,
     tunnel_mtu: u16,
+    /// Where callers' proxies charge calls; `None`: calls are free.
+    billing: Option<charge::Billing>,
     tx: mpsc::UnboundedSender<Completion>,
 }
 
@@ -123,6 +136,13 @@ pub struct IoStats {
     pub proxies_stopped: u64,
     pub proxy_failures: u64,
     pub deregistered_on_stop: u64,
+    /// Charges opened (or found open) at a caller's CONNECT.
+    pub charges_opened: u64,
+    /// Charges closed (or found closed) at a caller's release.
+    pub charges_closed: u64,
+    /// Charge operations refused or unanswered: an open refused releases
+    /// the call.
+    pub charges_failed: u64,
     /// Call-ticket ops answered with a ticket.
     pub call_tickets_issued: u64,
     /// Call-ticket ops answered with a Q.850 cause (or not at all).
@@ -191,6 +211,53 @@ impl Io {
                 _ = stop.cancelled() => (Err("the unit's proxy stopped".to_owned()), false),
             };
             let _ = tx.send(Completion::CallTicket { id, answer, issued });
+        });
+    }
+
+    /// Charges a caller's call event at the billing service in its own
+    /// task; the event is served when it completes ([`Completion::Charged`]).
+    #[allow(clippy::too_many_arguments)]
+    fn charge(
+        &self,
+        billing: &charge::Billing,
+        unit: IdentityCode,
+        session: Session,
+        id: u64,
+        proxy: &Proxy,
+        request: Box<roamgate_attach::manager::ProxyRequest>,
+        call_id: [u8; 16],
+        kind: CallEventKind,
+    ) {
+        let servers = ticket::Servers {
+            kdc: self.kdc,
+            directory: self.directory,
+            directory_service: self.directory_service.clone(),
+        };
+        let billing = billing.clone();
+        let (tgt, cache, tx) = (proxy.tgt.clone(), proxy.tickets.clone(), self.tx.clone());
+        let now = SystemTime::now();
+        let op = match kind {
+            CallEventKind::Connected => roamgate_billing::wire::Op::OpenCharge {
+                call_id,
+                started_at: now,
+            },
+            CallEventKind::Released => roamgate_billing::wire::Op::CloseCharge {
+                call_id,
+                ended_at: now,
+            },
+        };
+        tokio::spawn(async move {
+            let result = charge::charge(&servers, &billing, &tgt, &cache, op)
+                .await
+                .map_err(|e| (e.to_string(), e.q850_cause()));
+            let _ = tx.send(Completion::Charged {
+                unit,
+                session,
+                id,
+                request,
+                kind,
+                result,
+            });
         });
     }
 
@@ -616,6 +683,7 @@ pub async fn run(cfg: ProxyManagerFile, shutdown: CancellationToken) -> anyhow::
             tunnel_grace_secs: cfg.proxy.tunnel_grace_secs,
         },
         tunnel_mtu: cfg.dataplane.tunnel_mtu,
+        billing: cfg.billing.billing()?,
         tx,
     };
     info!(listen = %sock.local_addr()?, %service, care_of = %io.care_of, kdc = %io.kdc, directory = %io.directory, "proxy manager ready");
@@ -660,7 +728,7 @@ pub async fn run(cfg: ProxyManagerFile, shutdown: CancellationToken) -> anyhow::
                 }
                 Err(e) => warn!(error = %e, "receive failed"),
             },
-            Some(c) = rx.recv() => complete(&mut core, &mut proxies, &mut stats, c),
+            Some(c) = rx.recv() => complete(&io, &mut core, &mut proxies, &mut calls, &mut stats, c),
             _ = tokio::time::sleep(wake) => core.handle_timeout(SystemTime::now()),
             _ = tick.tick() => {
                 stopping.retain(|_, h| !h.is_finished());
@@ -786,6 +854,28 @@ fn run_command(
             request,
         } => {
             let proxy = proxies.get(&unit).filter(|p| p.session == session);
+            // The caller's CONNECT (before media) and release are charged
+            // first: a call that cannot be charged is not connected.
+            let charged = match (request.op(), &io.billing, proxy) {
+                (
+                    Ok(ProxyOp::CallEvent {
+                        call_id,
+                        kind,
+                        role: Role::Caller,
+                        media,
+                        ..
+                    }),
+                    Some(b),
+                    Some(p),
+                ) if kind == CallEventKind::Released || media.ssrc_in == 0 => {
+                    Some((b.clone(), p, call_id, kind))
+                }
+                _ => None,
+            };
+            if let Some((b, p, call_id, kind)) = charged {
+                io.charge(&b, unit, session, id, p, request, call_id, kind);
+                return;
+            }
             let number = match request.op() {
                 Ok(ProxyOp::CallTicket { number }) => Some(number.to_owned()),
                 _ => None,
@@ -828,13 +918,48 @@ fn run_command(
 }
 
 fn complete(
+    io: &Io,
     core: &mut ProxyManager<Keytab>,
     proxies: &mut HashMap<IdentityCode, Proxy>,
+    calls: &mut calls::Calls,
     stats: &mut IoStats,
     c: Completion,
 ) {
     let now = SystemTime::now();
     match c {
+        Completion::Charged {
+            unit,
+            session,
+            id,
+            request,
+            kind,
+            result,
+        } => {
+            match (&result, kind) {
+                (Ok(_), CallEventKind::Connected) => stats.charges_opened += 1,
+                (Ok(_), CallEventKind::Released) => stats.charges_closed += 1,
+                (Err((e, cause)), _) => {
+                    stats.charges_failed += 1;
+                    warn!(%unit, client = %request.client, error = %e, cause, ?kind, "call not charged");
+                }
+            }
+            let answer = match (result, kind) {
+                (Err((_, cause)), CallEventKind::Connected) => request
+                    .answer(
+                        &ProxyReply::Failed {
+                            op: request.op().map(|o| o.op()).unwrap_or(3),
+                            cause,
+                        },
+                        now,
+                    )
+                    .map_err(|e| e.to_string()),
+                _ => match proxies.get(&unit).filter(|p| p.session == session) {
+                    Some(p) => calls.serve(&io.plane, unit, p, &request, now),
+                    None => Err("the unit's proxy stopped".into()),
+                },
+            };
+            core.proxy_answered(id, answer);
+        }
         Completion::Ticket(session, r) => core.handle_ticket(session, *r, now),
         Completion::Directory(session, r) => {
             core.handle_directory(session, r.as_deref().map_err(Clone::clone), now)

@@ -225,7 +225,7 @@ async fn step<T>(
 }
 
 /// A service ticket for `service`, from the cache or the KDC.
-async fn service_ticket(
+pub(super) async fn service_ticket(
     servers: &Servers,
     tgt: &Credential,
     cache: &TicketCache,
