@@ -113,6 +113,8 @@ pub struct FreeRadius {
     child: Option<Child>,
     log: Arc<Mutex<String>>,
     started_in: Duration,
+    /// The network namespace it runs in (its own 127.0.0.1); `None`: ours.
+    netns: Option<String>,
 }
 
 impl FreeRadius {
@@ -124,6 +126,12 @@ impl FreeRadius {
 
     /// Starts FreeRADIUS accounting on 127.0.0.1:`port`.
     pub fn start_on(port: u16, secret: &str) -> Result<Self> {
+        Self::start_in(None, port, secret)
+    }
+
+    /// Starts FreeRADIUS accounting on 127.0.0.1:`port` of the network
+    /// namespace `netns` (a scenario's host, beside the billing service).
+    pub fn start_in(netns: Option<&str>, port: u16, secret: &str) -> Result<Self> {
         if secret.is_empty() || secret.contains(['"', '\\', '\n']) {
             bail!("the test secret must be plain text");
         }
@@ -134,6 +142,7 @@ impl FreeRadius {
             child: None,
             log: Arc::default(),
             started_in: Duration::ZERO,
+            netns: netns.map(str::to_owned),
         };
         fr.write_config(secret)?;
         fr.spawn()?;
@@ -281,7 +290,17 @@ server default {{
     }
 
     fn spawn(&mut self) -> Result<()> {
-        let mut child = Command::new("freeradius")
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg("--")
+                    .arg("freeradius");
+                c
+            }
+            None => Command::new("freeradius"),
+        };
+        let mut child = cmd
             .args(["-f", "-l", "stdout", "-d"])
             .arg(self.dir.path())
             .args(["-n", NAME])

@@ -58,6 +58,12 @@ pub const REALM: &str = "HOME.TEST";
 const KDC_ADDR: &str = "10.1.1.2:88";
 const DIRECTORY_ADDR: &str = "10.1.1.2:7750";
 const DIRECTORY_SERVICE: &str = "directory/dir@HOME.TEST";
+const BILLING_SERVICE: &str = "billing/billing@HOME.TEST";
+const BILLING_ADDR: &str = "10.1.1.2:7760";
+/// FreeRADIUS accounting, on the kdc host's loopback beside the billing
+/// service.
+const RADIUS_PORT: u16 = 18130;
+const RADIUS_SECRET: &str = "e2e-radius-shared-secret";
 const ATTACH_PORT: u16 = 4340;
 const DIRECTORY_PORT: u16 = 7750;
 /// Routing table of the base stations for what comes from their bridge.
@@ -182,6 +188,10 @@ pub struct SwitchOn {
     mit: Option<MitKdc>,
     /// The home agent's child.
     ha: Option<usize>,
+    /// The billing service's child (roamgate KDC runs only).
+    billing: Option<usize>,
+    /// FreeRADIUS, the billing service's accounting peer.
+    radius: Option<crate::freeradius::FreeRadius>,
 }
 
 /// Which KDC serves the realm: a config switch for every role.
@@ -401,6 +411,8 @@ impl SwitchOn {
             codes: Vec::new(),
             mit: None,
             ha: None,
+            billing: None,
+            radius: None,
         };
         // Every link, and the paths a unit's KDC exchange takes.
         for (h, dst) in [
@@ -440,6 +452,8 @@ impl SwitchOn {
         let links = [
             ("cn-ha", "cn", "cn0"),
             ("kdc-ha", "kdc", "kdc0"),
+            // The billing service's RADIUS accounting to FreeRADIUS.
+            ("kdc-lo", "kdc", "lo"),
             ("ha-tr", "tr", "tr-ha"),
             ("tr-pmh", "tr", "tr-pmh"),
             ("tr-pmf", "tr", "tr-pmf"),
@@ -637,6 +651,7 @@ level = "info"
         for u in [&U1, &U2] {
             add_service(db, &u.call_principal(), &self.call_keytab(u))?;
         }
+        add_service(db, BILLING_SERVICE, &self.path("billing.keytab"))?;
         // The units: u1, u2 provisioned everywhere; u3 at the KDC only.
         for name in ["u1", "u2", "u3"] {
             let principal = format!("{name}@{REALM}");
@@ -752,6 +767,9 @@ level = "info"
             )?;
         }
         self.start_directory("directory.log")?;
+        if kdc == KdcKind::Roamgate {
+            self.start_billing()?;
+        }
         let (stats, log) = (self.path("ha-stats.json"), self.path("ha.log"));
         let ha = start_home_agent(&mut self.topo, "ha", &ha_cfg, &stats, &log)?;
         self.daemons.push(ha);
@@ -761,6 +779,97 @@ level = "info"
             self.start_base_station(d, i as u32 + 1)?;
         }
         Ok(())
+    }
+
+    fn billing_config(&self) -> PathBuf {
+        self.path("billing.toml")
+    }
+
+    /// `roamgate billing ARGS -c billing.toml`, its stdout.
+    fn billing_cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let cfg = self.billing_config().display().to_string();
+        let mut all = vec!["billing", args[0], "-c", &cfg];
+        all.extend_from_slice(&args[1..]);
+        roamgate_ok(&all)
+    }
+
+    /// FreeRADIUS and the billing service on the kdc host; u1's account
+    /// postpaid, u2's prepaid and empty (its calls cannot be charged).
+    fn start_billing(&mut self) -> anyhow::Result<()> {
+        let radius = crate::freeradius::FreeRadius::start_in(
+            Some(&self.topo.ns("kdc")),
+            RADIUS_PORT,
+            RADIUS_SECRET,
+        )
+        .context("starting FreeRADIUS in the kdc namespace")?;
+        self.radius = Some(radius);
+        let secret = self.path("radius.secret");
+        write_private(&secret, RADIUS_SECRET)?;
+        std::fs::write(
+            self.billing_config(),
+            format!(
+                r#"[billing]
+listen = "{BILLING_ADDR}"
+database = "{db}"
+
+[kerberos]
+keytab = "{kt}"
+service = "{BILLING_SERVICE}"
+
+[radius]
+server = "127.0.0.1:{RADIUS_PORT}"
+secret_file = "{secret}"
+nas_identifier = "e2e-home"
+
+[metrics]
+listen = ""
+
+[log]
+level = "info"
+"#,
+                db = self.path("billing.sqlite").display(),
+                kt = self.path("billing.keytab").display(),
+                secret = secret.display(),
+            ),
+        )?;
+        for (u, kind) in [(&U1, "postpaid"), (&U2, "prepaid")] {
+            let account = std::fs::read_to_string(self.path(&format!("{}-account.txt", u.host)))?;
+            let principal = u.principal();
+            let mut args = vec![
+                "add-account",
+                account.trim(),
+                "--principal",
+                &principal,
+                "--setup-fee",
+                "10",
+                "--per-second",
+                "2",
+            ];
+            if kind == "postpaid" {
+                args.extend(["--postpaid", "--credit-limit", "1000000"]);
+            } else {
+                args.extend(["--prepaid", "--balance", "0"]);
+            }
+            self.billing_cli(&args)?;
+        }
+        let mut cmd = Command::new(roamgate_bin()?);
+        cmd.args(["billing", "serve", "-c"])
+            .arg(self.billing_config());
+        let log = self.path("billing.log");
+        let idx = self.topo.spawn("kdc", cmd, Some(&log))?;
+        self.billing = Some(idx);
+        self.daemons.push(idx);
+        wait_for(
+            "the billing service to listen",
+            Duration::from_secs(10),
+            || {
+                if let Some(st) = self.topo.child_mut(idx).try_wait()? {
+                    bail!("billing exited ({st}): {}", self.log("billing.log"));
+                }
+                let out = self.topo.exec("kdc", &["ss", "-lnu"])?;
+                Ok(String::from_utf8_lossy(&out.stdout).contains(":7760"))
+            },
+        )
     }
 
     fn start_directory(&mut self, log: &str) -> anyhow::Result<()> {
@@ -817,6 +926,10 @@ home_agent_service = "mip/ha@{REALM}"
 [directory]
 address = "{DIRECTORY_ADDR}"
 
+[billing]
+address = "{billing}"
+service = "{BILLING_SERVICE}"
+
 [dataplane]
 interfaces = ["{pm}-tr", "{pm}-bs"]
 inside_interfaces = ["{pm}-bs"]
@@ -835,6 +948,11 @@ level = "info"
                 service = d.service(),
                 pm = d.pm,
                 pin = self.pin_pm[i].display(),
+                billing = if self.billing.is_some() {
+                    BILLING_ADDR
+                } else {
+                    ""
+                },
             ),
         )?;
         let _ = std::fs::remove_file(&status);

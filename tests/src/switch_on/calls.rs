@@ -635,6 +635,90 @@ pub(super) fn run(s: &mut SwitchOn, c: &mut Checks) -> anyhow::Result<Outcome> {
         voice_flows_after_hangup == 0,
         format!("{voice_flows_after_hangup} voice flows left in the proxy managers' maps after every call ended"),
     );
+    // 9. Debiting (issue 13): u2's prepaid account is empty, so its call
+    // is released at CONNECT, uncharged; every call of u1 is charged
+    // once, the ledger balances, and FreeRADIUS recorded each Start and
+    // Stop.
+    let mut billing = serde_json::Map::new();
+    if s.billing.is_some() {
+        let answer_u1 = s.start_answer(&U1, &[])?;
+        let unfunded = SwitchOn::call_wait(s.call_child(&U2, U1.number, &["--duration", "1"])?)?;
+        s.stop_child(answer_u1);
+        c.expect(
+            !unfunded.ok && unfunded.json["cause"] == 57,
+            format!(
+                "a call from u2's empty prepaid account: {} {}",
+                unfunded.json,
+                last_line(&unfunded.stderr)
+            ),
+        );
+        billing.insert(
+            "calls_refused_unfunded".into(),
+            json!(u64::from(!unfunded.ok && unfunded.json["cause"] == 57)),
+        );
+        let rows: Value = serde_json::from_str(&s.billing_cli(&[
+            "report",
+            "--from",
+            "0",
+            "--to",
+            "4102444800",
+            "--format",
+            "json",
+        ])?)
+        .context("billing report --format json")?;
+        let rows = rows.as_array().cloned().unwrap_or_default();
+        let mut per_call = std::collections::BTreeMap::<String, u64>::new();
+        for r in &rows {
+            *per_call
+                .entry(
+                    r["call_id"]
+                        .as_str()
+                        .or(r["call"].as_str())
+                        .unwrap_or("")
+                        .to_owned(),
+                )
+                .or_default() += 1;
+        }
+        let closed = rows.iter().filter(|r| r["status"] == "closed").count() as u64;
+        let double_charges = per_call.values().filter(|n| **n > 1).count() as u64;
+        let ledger = roamgate_billing::SqliteLedger::open(&s.path("billing.sqlite"))?;
+        let total = {
+            use roamgate_billing::LedgerStore as _;
+            ledger.total()?
+        };
+        let consistent = ledger.check_consistency().is_ok();
+        let mut delivered = 0usize;
+        let _ = wait_for(
+            "FreeRADIUS to record every Start and Stop",
+            Duration::from_secs(10),
+            || {
+                delivered = s
+                    .radius
+                    .as_ref()
+                    .map_or(Ok(0), |r| r.records().map(|v| v.len()))?;
+                Ok(delivered as u64 >= 2 * rows.len() as u64)
+            },
+        );
+        c.expect(
+            closed == calls_ok && rows.len() as u64 == calls_ok && double_charges == 0,
+            format!("{} charges ({closed} closed, {double_charges} charged twice) for {calls_ok} calls of u1: {rows:?}", rows.len()),
+        );
+        c.expect(
+            total == 0 && consistent,
+            format!("the ledger's total is {total}, consistent {consistent}"),
+        );
+        c.expect(
+            delivered as u64 == 2 * rows.len() as u64,
+            format!(
+                "FreeRADIUS recorded {delivered} accounting records for {} charges",
+                rows.len()
+            ),
+        );
+        billing.insert("charges_ok".into(), json!(closed));
+        billing.insert("double_charges".into(), json!(double_charges));
+        billing.insert("ledger_balance_total".into(), json!(total as i64));
+        billing.insert("radius_records_delivered".into(), json!(delivered));
+    }
     let offered = s.answered(&U2).len();
     c.expect(
         with_flows == calls_ok,
@@ -660,6 +744,10 @@ pub(super) fn run(s: &mut SwitchOn, c: &mut Checks) -> anyhow::Result<Outcome> {
         "calls_answered_reports": offered,
         "calls_with_voice_flows": with_flows,
     });
+    let mut result = result;
+    if let Value::Object(r) = &mut result {
+        r.extend(billing);
+    }
     Ok(Outcome {
         result,
         media_ports,

@@ -43,7 +43,9 @@ pub struct Billing {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChargeError {
-    #[error("no ticket for the billing service {service}: {source} (is the principal in the KDC?)")]
+    #[error(
+        "no ticket for the billing service {service}: {source} (is the principal in the KDC?)"
+    )]
     Ticket {
         service: Principal,
         source: roamgate_krb::client::ClientError,
@@ -114,9 +116,7 @@ pub async fn charge(
                     Ok(OpResult::Refused { reason }) => return Err(ChargeError::Refused(reason)),
                     Ok(done) => return Ok(done),
                     Err(BillingError::Refused(Reason::Unavailable)) => break,
-                    Err(BillingError::Refused(reason)) => {
-                        return Err(ChargeError::Refused(reason))
-                    }
+                    Err(BillingError::Refused(reason)) => return Err(ChargeError::Refused(reason)),
                     // A late answer to an earlier attempt, or noise.
                     Err(e) => tracing::debug!(error = %e, "billing answer ignored"),
                 },
