@@ -306,10 +306,45 @@ pub(super) fn check_captures(
             json!({"q931": d.q931, "h225": d.h225, "faststart": d.faststart, "rtp": d.rtp, "srtcp": d.srtcp_or_rtcp, "problems": d.problems.len()}),
         );
     }
+    // RADIUS accounting, billing service <-> FreeRADIUS (no malformed
+    // packet is already checked for every capture).
+    let mut radius = None;
+    if let Some(f) = files.iter().find(|f| f.ends_with("kdc-lo.pcap")) {
+        let out = Command::new("tshark")
+            .arg("-r")
+            .arg(f)
+            .args(["-d", &format!("udp.port=={RADIUS_PORT},radius")])
+            .args(["-Y", "radius", "-T", "fields", "-e", "radius.code"])
+            .output()?;
+        let codes = String::from_utf8_lossy(&out.stdout);
+        let problems = Command::new("tshark")
+            .arg("-r")
+            .arg(f)
+            .args(["-d", &format!("udp.port=={RADIUS_PORT},radius")])
+            .args(["-Y", crate::call_capture::PROBLEM_FILTER])
+            .output()?;
+        let problems = String::from_utf8_lossy(&problems.stdout).lines().count();
+        c.expect(
+            problems == 0,
+            format!("tshark finds {problems} malformed or warning+ RADIUS packets in kdc-lo.pcap"),
+        );
+        let requests = codes.lines().filter(|l| l.trim() == "4").count();
+        let responses = codes.lines().filter(|l| l.trim() == "5").count();
+        c.expect(
+            requests > 0 && responses >= requests,
+            format!("tshark decoded {requests} Accounting-Requests and {responses} Accounting-Responses in kdc-lo.pcap"),
+        );
+        radius = Some(
+            json!({"accounting_requests": requests, "accounting_responses": responses, "problems": problems}),
+        );
+    }
     c.expect(
         q931 >= 10 && faststart >= 4 && rtp >= 1000 && srtcp >= 10,
         format!("tshark decoded {q931} Q.931, {faststart} fastStart, {rtp} RTP and {srtcp} SRTCP messages of the calls"),
     );
+    if let Some(r) = radius {
+        out.insert("radius".into(), r);
+    }
     Ok(Value::Object(out))
 }
 
