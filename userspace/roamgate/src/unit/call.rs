@@ -23,7 +23,7 @@ use roamgate_attach::{
     unit::{Unit, UnitCredentials, UnitError, UnitEvent},
 };
 use roamgate_call::{
-    call::{cause, Call, Channel, Event, Kind, Outgoing, RefuseError, State},
+    call::{cause, Call, Channel, Event, Kind, Outgoing, RefuseError},
     handshake::{self, Answered, CallId, CallKeys},
     media::{
         g711::Law,
@@ -950,13 +950,25 @@ pub async fn call(
 }
 
 /// What `answer` shares between its calls: the metrics.
-#[derive(Default)]
 pub struct Book {
-    pub calls: BTreeMap<String, CallReport>,
     pub totals: BTreeMap<&'static str, u64>,
+    /// Where every call's statistics are rewritten each RTCP interval:
+    /// the gauges read the calls in progress from there.
+    pub calls_dir: PathBuf,
 }
 
+/// A call file not rewritten for this long is of a process that ended
+/// without its release (killed): not in progress.
+const LIVE_SECS: u64 = 10;
+
 impl Book {
+    pub fn new(calls_dir: PathBuf) -> Self {
+        Self {
+            totals: BTreeMap::new(),
+            calls_dir,
+        }
+    }
+
     fn count(&mut self, what: &'static str) {
         *self.totals.entry(what).or_default() += 1;
     }
@@ -969,10 +981,11 @@ impl Book {
                 "# TYPE roamgate_unit_{k}_total counter\nroamgate_unit_{k}_total {v}\n"
             ));
         }
-        let live: Vec<&CallReport> = self
-            .calls
-            .values()
-            .filter(|c| c.state == "connected")
+        let now = epoch_secs();
+        let calls = CallsDir(self.calls_dir.clone()).load();
+        let live: Vec<&CallReport> = calls
+            .iter()
+            .filter(|c| c.state == "connected" && c.updated + LIVE_SECS >= now)
             .collect();
         s.push_str(&format!(
             "# TYPE roamgate_unit_calls_in_progress gauge\nroamgate_unit_calls_in_progress {}\n",
@@ -1217,12 +1230,10 @@ async fn take_call(
     report.local_media = Some(channel.rtp);
     report.remote_media = Some(remote.rtp);
     info!(%from, caller = ?report.peer, codec = law_name(channel.law), "connected");
-    {
-        let mut b = book.lock().unwrap_or_else(|e| e.into_inner());
-        b.count("calls_connected");
-        b.calls.insert(report.call_id.clone(), report.clone());
-    }
-    let (media, q850) = connected(
+    book.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .count("calls_connected");
+    let (media, _) = connected(
         ctx,
         &mut call,
         &mut sig,
@@ -1238,20 +1249,10 @@ async fn take_call(
     if let Some(p) = record {
         write_wav(p, &media.samples().0)?;
     }
-    let _ = q850;
     calls.save(&report);
-    {
-        let mut b = book.lock().unwrap_or_else(|e| e.into_inner());
-        b.count("calls_released");
-        b.calls.insert(report.call_id.clone(), report.clone());
-        while b.calls.len() > KEEP_CALLS {
-            let first = b.calls.keys().next().cloned();
-            if let Some(k) = first {
-                b.calls.remove(&k);
-            }
-        }
-    }
-    debug_assert!(call.state() == State::Released);
+    book.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .count("calls_released");
     Ok(report)
 }
 
@@ -1326,12 +1327,19 @@ mod tests {
 
     #[test]
     fn answer_metrics_name_the_calls_in_progress() {
-        let mut b = Book::default();
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = Book::new(dir.path().to_owned());
         b.count("calls_connected");
+        let calls = CallsDir(dir.path().to_owned());
         let mut r = CallReport::new(&[1; 16], Role::Callee, "4930", "aes_cm_128_hmac_sha1_80");
         r.state = "connected".into();
         r.jitter_ms = 1.5;
-        b.calls.insert(r.call_id.clone(), r);
+        calls.save(&r);
+        // A call of a killed process: connected, but not rewritten since.
+        let mut stale = CallReport::new(&[2; 16], Role::Caller, "4930", "aes_cm_128_hmac_sha1_80");
+        stale.state = "connected".into();
+        stale.updated -= 60;
+        calls.save(&stale);
         let text = b.prometheus();
         assert!(
             text.contains("roamgate_unit_calls_connected_total 1"),
@@ -1345,5 +1353,9 @@ mod tests {
             )),
             "{text}"
         );
+        // The statistics the call rewrites are what the gauges show.
+        r.jitter_ms = 2.25;
+        calls.save(&r);
+        assert!(b.prometheus().contains("} 2.25"), "{}", b.prometheus());
     }
 }

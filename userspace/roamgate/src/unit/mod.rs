@@ -649,7 +649,9 @@ pub async fn run(cmd: UnitCommand) -> anyhow::Result<()> {
             let ctx = std::sync::Arc::new(call::Ctx::load(cfg).await?);
             let shutdown = tokio_util::sync::CancellationToken::new();
             crate::gateway::cancel_on_signals(shutdown.clone())?;
-            let book = std::sync::Arc::new(std::sync::Mutex::new(call::Book::default()));
+            let book = std::sync::Arc::new(std::sync::Mutex::new(call::Book::new(
+                ctx.cfg.call.calls_dir.clone(),
+            )));
             if let Some(addr) = metrics {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
