@@ -58,7 +58,7 @@ use crate::dataplane::{
     maps::{Maps, Role},
     AttachMode, DataPlane,
 };
-use crate::platform::neigh;
+use crate::platform::{neigh, rtnl::Rtnl};
 
 /// Datagrams handled (and journaled) together at most.
 pub const MAX_BATCH: usize = 64;
@@ -202,6 +202,8 @@ pub struct Engine {
     pub home_link: HomeLink,
     pub metrics: Metrics,
     proxied: HashSet<Ipv4Addr>,
+    /// The rtnetlink thread, started at the first home-link change.
+    rtnl: Option<Rtnl>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -229,7 +231,24 @@ impl Engine {
             home_link,
             metrics: Metrics::default(),
             proxied: HashSet::new(),
+            rtnl: None,
         }
+    }
+
+    /// The home link's interface and the rtnetlink handle to program it
+    /// with (None without a home link, or if rtnetlink cannot start).
+    fn home_link_rtnl(&mut self) -> Option<(String, &Rtnl)> {
+        let iface = self.home_link.interface.clone()?;
+        if self.rtnl.is_none() {
+            match Rtnl::new() {
+                Ok(r) => self.rtnl = Some(r),
+                Err(e) => {
+                    warn!(error = %e, "rtnetlink: proxy ARP entries are not programmed");
+                    return None;
+                }
+            }
+        }
+        self.rtnl.as_ref().map(|r| (iface, r))
     }
 
     /// Restores the bindings from the journal, in one walk of the maps:
@@ -301,8 +320,9 @@ impl Engine {
         for r in &lost {
             // A proxy entry left by the previous run (the kernel keeps it
             // across a daemon restart) would attract the node's traffic.
-            if let Some(iface) = &self.home_link.interface {
-                neigh::remove_proxy(iface, r.home, self.home_link.route_via);
+            let via = self.home_link.route_via;
+            if let Some((iface, rtnl)) = self.home_link_rtnl() {
+                neigh::remove_proxy(rtnl, &iface, r.home, via);
             }
             warn!(home = %r.home, care_of = %r.care_of, spi = r.spi,
                 "binding dropped at restore: its tunnel is gone from the pinned maps (reboot?), and reinstalling it under the journaled key would repeat sequence numbers; the node gets a new key when it registers again");
@@ -388,30 +408,34 @@ impl Engine {
     }
 
     fn ensure_proxy(&mut self, home: Ipv4Addr, announce: bool) {
-        let Some(iface) = self.home_link.interface.clone() else {
-            return;
-        };
-        if self.proxied.contains(&home) {
+        if self.home_link.interface.is_none() || self.proxied.contains(&home) {
             return;
         }
-        match neigh::add_proxy(&iface, home, self.home_link.route_via) {
+        let via = self.home_link.route_via;
+        let Some((iface, rtnl)) = self.home_link_rtnl() else {
+            return;
+        };
+        match neigh::add_proxy(rtnl, &iface, home, via) {
             Ok(()) => {
-                self.proxied.insert(home);
                 if announce {
-                    if let Err(e) = neigh::gratuitous_arp(&iface, home, GRATUITOUS_ARP_COUNT) {
+                    if let Err(e) = neigh::gratuitous_arp(rtnl, &iface, home, GRATUITOUS_ARP_COUNT)
+                    {
                         warn!(%home, error = %e, "gratuitous ARP");
                     }
                 }
+                self.proxied.insert(home);
             }
             Err(e) => warn!(%home, error = %format!("{e:#}"), "adding the proxy ARP entry"),
         }
     }
 
     fn drop_proxy(&mut self, home: Ipv4Addr) {
-        if let Some(iface) = &self.home_link.interface {
-            if self.proxied.remove(&home) {
-                neigh::remove_proxy(iface, home, self.home_link.route_via);
-            }
+        if !self.proxied.remove(&home) {
+            return;
+        }
+        let via = self.home_link.route_via;
+        if let Some((iface, rtnl)) = self.home_link_rtnl() {
+            neigh::remove_proxy(rtnl, &iface, home, via);
         }
     }
 
@@ -666,8 +690,15 @@ pub async fn run(
     detach: bool,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (mut engine, _dp) = build_engine(&cfg)?;
-    engine.restore(SystemTime::now())?;
+    // Loading the data plane and restoring the bindings block (BPF and
+    // rtnetlink syscalls): off the runtime's workers.
+    let (engine, _dp, cfg) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let (mut engine, dp) = build_engine(&cfg)?;
+        engine.restore(SystemTime::now())?;
+        Ok((engine, dp, cfg))
+    })
+    .await
+    .context("the home agent's setup task")??;
     info!(bindings = engine.core.binding_count(), "journal restored");
     let engine = EngineThread::spawn(engine).context("starting the engine thread")?;
     let sock = UdpSocket::bind(cfg.home_agent.listen)

@@ -90,7 +90,7 @@ impl DataplaneMode {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataplaneSection {
     pub mode: DataplaneMode,

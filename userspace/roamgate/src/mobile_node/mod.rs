@@ -189,7 +189,11 @@ pub async fn run(cfg: MobileNodeFile, shutdown: CancellationToken) -> anyhow::Re
             if let Some(SocketAddr::V4(kdc)) = credentials.kdc() {
                 bypass.push(*kdc.ip());
             }
-            let t = TunPlane::start(&cfg.dataplane, m.home_address, &bypass)?;
+            // It blocks (rtnetlink, device setup): off the runtime's workers.
+            let (d, home) = (cfg.dataplane.clone(), m.home_address);
+            let t = tokio::task::spawn_blocking(move || TunPlane::start(&d, home, &bypass))
+                .await
+                .context("the TUN data plane's setup task")??;
             info!(
                 tun = %cfg.dataplane.tun_name, home = %m.home_address,
                 routes = ?cfg.dataplane.routes, table = cfg.dataplane.route_table,
@@ -236,7 +240,9 @@ pub async fn run(cfg: MobileNodeFile, shutdown: CancellationToken) -> anyhow::Re
     match plane {
         Plane::Tun(t) => match Arc::try_unwrap(t) {
             Ok(t) => {
-                let counters = t.stop();
+                let counters = tokio::task::spawn_blocking(move || t.stop())
+                    .await
+                    .unwrap_or_default();
                 info!(%counters, "TUN data plane stopped; device, routes and rules removed");
             }
             // Dropping the last reference tears it down too.

@@ -11,7 +11,15 @@
 //!   interface of the moment, so a handover needs no route change); for a
 //!   default route, the main table minus its default routes
 //!   (`suppress_prefixlength 0`: the local networks stay local); then the
-//!   TUN table.
+//!   TUN table, but only for traffic from the home address or from no
+//!   address yet (`from 0.0.0.0/32` matches the lookup of a socket whose
+//!   source the kernel has still to choose). Traffic from the care-of
+//!   address (an application bound to it) goes on to the main table and
+//!   leaves directly: in the tunnel the home agent would drop it, as its
+//!   source is not the home address. No rule names the care-of address, so
+//!   a handover changes no rule.
+//! - The rules carry roamgate's protocol (`route::RULE_PROTOCOL`): a start
+//!   first removes every rule so tagged, which a run killed with -9 left.
 //! - Keys: each `InstallTunnel` derives the per-direction keys from the
 //!   registration's master key (`derive_keys`, docs/wire.md §3) exactly as
 //!   the XDP path does, so either end may be XDP. Actions are applied under
@@ -31,9 +39,10 @@ use std::{
 
 use anyhow::Context as _;
 use roamgate_mip::{tunnel_key::derive_keys, Action};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::config::DataplaneSection;
+use crate::platform::rtnl::Rtnl;
 use crate::tunnel::{
     self,
     route::{self, DevRoute, Prefix, Rule, TABLE_MAIN},
@@ -57,7 +66,8 @@ pub struct Routing {
 /// `table`, source `home`); rules at `priority` sending `bypass` (home
 /// agent, KDC) to the main table, at `priority + 1` the main table without
 /// its default routes (only when a prefix is a default route), at
-/// `priority + 2` the TUN table.
+/// `priority + 2` the TUN table for traffic from `home` or from no address
+/// yet.
 pub fn routing(
     prefixes: &[Prefix],
     oif: u32,
@@ -79,6 +89,7 @@ pub fn routing(
         .iter()
         .map(|&a| Rule {
             priority,
+            from: None,
             to: Some(Prefix::host(a)),
             table: TABLE_MAIN,
             suppress_prefixlength: None,
@@ -87,17 +98,21 @@ pub fn routing(
     if prefixes.iter().any(|p| p.len == 0) {
         rules.push(Rule {
             priority: priority + 1,
+            from: None,
             to: None,
             table: TABLE_MAIN,
             suppress_prefixlength: Some(0),
         });
     }
-    rules.push(Rule {
-        priority: priority + 2,
-        to: None,
-        table,
-        suppress_prefixlength: None,
-    });
+    for from in [Ipv4Addr::UNSPECIFIED, home] {
+        rules.push(Rule {
+            priority: priority + 2,
+            from: Some(Prefix::host(from)),
+            to: None,
+            table,
+            suppress_prefixlength: None,
+        });
+    }
     Routing { routes, rules }
 }
 
@@ -150,6 +165,7 @@ pub fn apply_actions(
 
 /// The running TUN data plane.
 pub struct TunPlane {
+    rtnl: Rtnl,
     table: SharedTable,
     mtu: u16,
     fwd: Option<Forwarder>,
@@ -158,9 +174,10 @@ pub struct TunPlane {
 }
 
 impl TunPlane {
-    /// Creates the device with `home`, binds the tunnel socket, starts the
-    /// forwarder and installs routes and rules. On failure, what was set up
-    /// is removed again.
+    /// Removes the rules a killed run left, creates the device with `home`,
+    /// binds the tunnel socket, starts the forwarder and installs routes and
+    /// rules. On failure, what was set up is removed again. It blocks
+    /// (rtnetlink, device setup): async callers run it on `spawn_blocking`.
     pub fn start(
         d: &DataplaneSection,
         home: Ipv4Addr,
@@ -172,6 +189,14 @@ impl TunPlane {
             .map(|r| r.parse::<Prefix>())
             .collect::<Result<Vec<_>, _>>()
             .context("dataplane.routes")?;
+        let rtnl = Rtnl::new().context("starting rtnetlink")?;
+        // The TUN device, and with it its routes, died with a killed run;
+        // its rules did not.
+        match route::remove_stale_rules(&rtnl) {
+            Ok(0) => {}
+            Ok(n) => info!(rules = n, "removed the policy rules an earlier run left"),
+            Err(e) => warn!(error = %e, "looking for policy rules an earlier run left"),
+        }
         let dev = tunnel::create_tun(&d.tun_name, d.tunnel_mtu, Some((home, 32)))?;
         // The tunnel is IPv4 only: without IPv6 on the device, IPv6
         // applications fail at once instead of being dropped in the tunnel.
@@ -185,6 +210,7 @@ impl TunPlane {
         let oif = fwd.tun_index()?;
         let want = routing(&prefixes, oif, home, d.route_table, d.rule_priority, bypass);
         let mut plane = Self {
+            rtnl,
             table,
             mtu: d.tunnel_mtu,
             fwd: Some(fwd),
@@ -194,7 +220,7 @@ impl TunPlane {
             },
         };
         for r in &want.routes {
-            route::add_route(r).with_context(|| {
+            route::add_route(&plane.rtnl, r).with_context(|| {
                 format!(
                     "adding route {} dev {} table {}",
                     r.dst, d.tun_name, r.table
@@ -203,7 +229,7 @@ impl TunPlane {
             plane.installed.routes.push(*r);
         }
         for r in &want.rules {
-            route::add_rule(r).with_context(|| format!("adding policy rule {r:?}"))?;
+            route::add_rule(&plane.rtnl, r).with_context(|| format!("adding policy rule {r:?}"))?;
             plane.installed.rules.push(*r);
         }
         Ok(plane)
@@ -229,12 +255,12 @@ impl TunPlane {
 
     fn teardown(&mut self) {
         for r in self.installed.rules.drain(..).rev() {
-            if let Err(e) = route::remove_rule(&r) {
+            if let Err(e) = route::remove_rule(&self.rtnl, &r) {
                 warn!(error = %e, rule = ?r, "removing a policy rule");
             }
         }
         for r in self.installed.routes.drain(..) {
-            if let Err(e) = route::remove_route(&r) {
+            if let Err(e) = route::remove_route(&self.rtnl, &r) {
                 warn!(error = %e, dst = %r.dst, "removing a TUN route");
             }
         }
@@ -291,25 +317,29 @@ mod tests {
                 table: 434
             }]
         );
-        let summary: Vec<(u32, Option<Prefix>, u32, Option<u32>)> = r
+        type Summary = (u32, Option<Prefix>, Option<Prefix>, u32, Option<u32>);
+        let summary: Vec<Summary> = r
             .rules
             .iter()
-            .map(|x| (x.priority, x.to, x.table, x.suppress_prefixlength))
+            .map(|x| (x.priority, x.from, x.to, x.table, x.suppress_prefixlength))
             .collect();
+        let any = Some(Prefix::host(Ipv4Addr::UNSPECIFIED));
         assert_eq!(
             summary,
             vec![
-                (4340, Some(Prefix::host(HA)), 254, None),
-                (4340, Some(Prefix::host(KDC)), 254, None),
-                (4341, None, 254, Some(0)),
-                (4342, None, 434, None),
+                (4340, None, Some(Prefix::host(HA)), 254, None),
+                (4340, None, Some(Prefix::host(KDC)), 254, None),
+                (4341, None, None, 254, Some(0)),
+                // Not from the care-of address: that goes out directly.
+                (4342, any, None, 434, None),
+                (4342, Some(Prefix::host(HOME)), None, 434, None),
             ]
         );
         // Specific prefixes: no suppression rule, the TUN table wins for
         // them.
         let some: Vec<Prefix> = vec!["10.1.0.0/16".parse().unwrap()];
         let r = routing(&some, 7, HOME, 1000, 100, &[HA]);
-        assert_eq!(r.rules.len(), 2);
+        assert_eq!(r.rules.len(), 3);
         assert_eq!(r.rules[1].table, 1000);
         assert_eq!(r.routes[0].dst.len, 16);
     }

@@ -1,8 +1,8 @@
 //! Linux platform code that the roles share (home agent, mobile node, TUN
-//! forwarder): rtnetlink and interface indexes, proxy ARP and gratuitous ARP
+//! forwarder): rtnetlink (links, routes, neighbours, rules), proxy ARP and gratuitous ARP
 //! on `AF_PACKET`, and key files.
 
 pub mod fs;
 pub mod keyfile;
 pub mod neigh;
-pub mod netlink;
+pub mod rtnl;

@@ -3,15 +3,25 @@
 //! kernel proxy it, and a gratuitous ARP so hosts on the home link update
 //! their caches at once (RFC 5944 §4.6).
 //!
-//! Proxy entries and routes are programmed over rtnetlink (`super::netlink`:
-//! RTM_NEWNEIGH with NTF_PROXY, RTM_NEWROUTE); the gratuitous ARP goes out
-//! of a raw `AF_PACKET` socket.
+//! Proxy entries and routes are programmed over rtnetlink (`super::rtnl`:
+//! a neighbour with the proxy flag, a static host route); the gratuitous ARP
+//! goes out of a raw `AF_PACKET` socket.
 
 use std::net::Ipv4Addr;
 
 use anyhow::{bail, Context as _};
+use netlink_packet_route::{
+    neighbour::{
+        NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+    },
+    route::{
+        RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+        RouteType,
+    },
+    AddressFamily,
+};
 
-use super::netlink;
+use super::rtnl::Rtnl;
 
 /// Answers proxied ARP requests at once (`proxy_delay` 0) on the home
 /// link: the kernel's default delays them by up to 0.8 s.
@@ -20,30 +30,66 @@ pub fn prepare_home_link(iface: &str) -> anyhow::Result<()> {
     std::fs::write(&p, "0").with_context(|| format!("writing {p}"))
 }
 
-/// Proxy ARP for `home` on `iface` (idempotent), and the host route that
-/// makes the kernel use it.
-pub fn add_proxy(iface: &str, home: Ipv4Addr, route_via: Option<Ipv4Addr>) -> anyhow::Result<()> {
+/// The permanent proxy neighbour entry for `addr` on interface `ifindex`.
+pub fn proxy_neighbour(ifindex: u32, addr: Ipv4Addr) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Inet;
+    m.header.ifindex = ifindex;
+    m.header.state = NeighbourState::Permanent;
+    m.header.flags = NeighbourFlags::Proxy;
+    m.header.kind = RouteType::Unspec;
+    m.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+            addr,
+        )));
+    m
+}
+
+/// The main-table route `dst/32 via gateway` (static, universe, unicast)
+/// to add; without a gateway, the bare `dst/32` that a delete matches.
+pub fn host_route(dst: Ipv4Addr, via: Option<Ipv4Addr>) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = AddressFamily::Inet;
+    m.header.destination_prefix_length = 32;
+    m.header.table = RouteHeader::RT_TABLE_MAIN;
+    m.header.scope = RouteScope::Universe;
+    m.attributes
+        .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+    if let Some(gw) = via {
+        m.header.protocol = RouteProtocol::Static;
+        m.header.kind = RouteType::Unicast;
+        m.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
+    }
+    m
+}
+
+/// Proxy ARP for `home` on `iface` (idempotent: both are replaced), and
+/// the host route that makes the kernel use it.
+pub fn add_proxy(
+    rtnl: &Rtnl,
+    iface: &str,
+    home: Ipv4Addr,
+    route_via: Option<Ipv4Addr>,
+) -> anyhow::Result<()> {
     if let Some(via) = route_via {
-        netlink::request(&netlink::host_route_message(true, home, via, 1))
+        rtnl.replace_route(host_route(home, Some(via)))
             .with_context(|| format!("adding the route {home}/32 via {via}"))?;
     }
-    let index = netlink::ifindex(iface).with_context(|| format!("interface {iface}"))?;
-    netlink::request(&netlink::neigh_proxy_message(true, index, home, 2))
+    let index = rtnl
+        .link_index(iface)
+        .with_context(|| format!("interface {iface}"))?;
+    rtnl.replace_neighbour(proxy_neighbour(index, home))
         .with_context(|| format!("adding the proxy neighbour {home} on {iface}"))
 }
 
 /// Removes what [`add_proxy`] added; missing entries are not an error.
-pub fn remove_proxy(iface: &str, home: Ipv4Addr, route_via: Option<Ipv4Addr>) {
-    if let Ok(index) = netlink::ifindex(iface) {
-        let _ = netlink::request(&netlink::neigh_proxy_message(false, index, home, 3));
+pub fn remove_proxy(rtnl: &Rtnl, iface: &str, home: Ipv4Addr, route_via: Option<Ipv4Addr>) {
+    if let Ok(index) = rtnl.link_index(iface) {
+        let _ = rtnl.delete_neighbour(proxy_neighbour(index, home));
     }
     if route_via.is_some() {
-        let _ = netlink::request(&netlink::host_route_message(
-            false,
-            home,
-            Ipv4Addr::UNSPECIFIED,
-            4,
-        ));
+        let _ = rtnl.delete_route(host_route(home, None));
     }
 }
 
@@ -68,8 +114,10 @@ pub fn gratuitous_arp_frame(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 42] {
 }
 
 /// The MAC address and index of `iface`.
-fn link_info(iface: &str) -> anyhow::Result<([u8; 6], i32)> {
-    let index = netlink::ifindex(iface).map_err(|e| anyhow::anyhow!("interface {iface}: {e}"))?;
+fn link_info(rtnl: &Rtnl, iface: &str) -> anyhow::Result<([u8; 6], i32)> {
+    let index = rtnl
+        .link_index(iface)
+        .with_context(|| format!("interface {iface}"))?;
     // The MAC from sysfs is the host's view under `nsenter --net`; ask the
     // kernel with SIOCGIFHWADDR instead.
     // SAFETY: plain socket(2) call; the fd is closed below.
@@ -101,8 +149,13 @@ fn link_info(iface: &str) -> anyhow::Result<([u8; 6], i32)> {
 }
 
 /// Sends `count` gratuitous ARPs for `home` on `iface`.
-pub fn gratuitous_arp(iface: &str, home: Ipv4Addr, count: usize) -> anyhow::Result<()> {
-    let (mac, index) = link_info(iface)?;
+pub fn gratuitous_arp(
+    rtnl: &Rtnl,
+    iface: &str,
+    home: Ipv4Addr,
+    count: usize,
+) -> anyhow::Result<()> {
+    let (mac, index) = link_info(rtnl, iface)?;
     let frame = gratuitous_arp_frame(mac, home);
     // SAFETY: plain socket(2) call; the fd is closed below.
     let fd = unsafe {
@@ -151,7 +204,50 @@ pub fn gratuitous_arp(iface: &str, home: Ipv4Addr, count: usize) -> anyhow::Resu
 
 #[cfg(test)]
 mod tests {
+    use rtnetlink::packet_core::Emitable;
+
     use super::*;
+
+    fn emit(m: &impl Emitable) -> Vec<u8> {
+        let mut b = vec![0u8; m.buffer_len()];
+        m.emit(&mut b);
+        b
+    }
+
+    /// The same bytes as the hand-built message it replaces (ndmsg, then
+    /// the destination attribute).
+    #[test]
+    fn construct_proxy_neighbour() {
+        let m = emit(&proxy_neighbour(7, Ipv4Addr::new(10, 1, 0, 50)));
+        assert_eq!(m.len(), 12 + 8);
+        assert_eq!(m[0], libc::AF_INET as u8);
+        assert_eq!(i32::from_ne_bytes(m[4..8].try_into().unwrap()), 7);
+        assert_eq!(u16::from_ne_bytes([m[8], m[9]]), 0x80); // permanent
+        assert_eq!(m[10], 0x08); // proxy
+        assert_eq!(m[11], 0);
+        assert_eq!(u16::from_ne_bytes([m[12], m[13]]), 8);
+        assert_eq!(u16::from_ne_bytes([m[14], m[15]]), 1); // destination
+        assert_eq!(&m[16..20], &[10, 1, 0, 50]);
+    }
+
+    #[test]
+    fn construct_host_route() {
+        let m = emit(&host_route(
+            Ipv4Addr::new(10, 1, 0, 50),
+            Some(Ipv4Addr::new(192, 0, 2, 2)),
+        ));
+        assert_eq!(m.len(), 12 + 8 + 8);
+        // family, /32, src_len, tos, main, static, universe, unicast
+        assert_eq!(&m[0..8], &[2, 32, 0, 0, 254, 4, 0, 1]);
+        assert_eq!(u16::from_ne_bytes([m[14], m[15]]), 1); // destination
+        assert_eq!(&m[16..20], &[10, 1, 0, 50]);
+        assert_eq!(u16::from_ne_bytes([m[22], m[23]]), 5); // gateway
+        assert_eq!(&m[24..28], &[192, 0, 2, 2]);
+        // A delete names the destination only.
+        let d = emit(&host_route(Ipv4Addr::new(10, 1, 0, 50), None));
+        assert_eq!(d.len(), 12 + 8);
+        assert_eq!(&d[0..8], &[2, 32, 0, 0, 254, 0, 0, 0]);
+    }
 
     #[test]
     fn gratuitous_arp_layout() {

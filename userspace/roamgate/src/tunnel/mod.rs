@@ -467,6 +467,7 @@ pub fn run(cfg: &TunnelConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Arc<Forw
     let sock = bind_tunnel_socket(t.local)?;
     let fwd = Forwarder::spawn(dev, sock, table.shared())?;
     let oif = fwd.tun_index()?;
+    let rtnl = crate::platform::rtnl::Rtnl::new().context("starting rtnetlink")?;
     for r in &t.routes {
         let dst: Prefix = r.parse().with_context(|| format!("tunnel.routes {r:?}"))?;
         let route = DevRoute {
@@ -475,7 +476,7 @@ pub fn run(cfg: &TunnelConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Arc<Forw
             prefsrc: None,
             table: route::TABLE_MAIN,
         };
-        route::add_route(&route)
+        route::add_route(&rtnl, &route)
             .with_context(|| format!("adding route {dst} dev {}", t.tun_name))?;
     }
     info!(

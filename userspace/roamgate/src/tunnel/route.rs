@@ -1,30 +1,31 @@
 //! Routes and policy rules for a TUN data plane, over rtnetlink
-//! (RTM_NEWROUTE/RTM_DELROUTE, RTM_NEWRULE/RTM_DELRULE; rtnetlink(7),
-//! linux/fib_rules.h). The messages are built by a small pure encoder,
-//! unit-tested against the kernel's layout; they are sent through
-//! `platform::netlink::request`, which waits for the kernel's ACK.
+//! (`platform::rtnl`; rtnetlink(7), linux/fib_rules.h). The messages are
+//! built by small pure functions with `netlink-packet-route` types,
+//! unit-tested against the kernel's layout.
+//!
+//! Every rule roamgate installs carries its own protocol value
+//! ([`RULE_PROTOCOL`]), so a start can find and remove the rules a killed
+//! run left behind, and never touches anyone else's.
 
 use std::net::Ipv4Addr;
 
-use crate::platform::netlink::{request, NetlinkError};
-
-// rtnetlink(7) values from libc; the fib_rules.h ones libc lacks below.
-const NLM_F_REQUEST: u16 = libc::NLM_F_REQUEST as u16;
-const NLM_F_ACK: u16 = libc::NLM_F_ACK as u16;
-const NLM_F_REPLACE: u16 = libc::NLM_F_REPLACE as u16;
-const NLM_F_CREATE: u16 = libc::NLM_F_CREATE as u16;
-use libc::{
-    RTA_DST, RTA_OIF, RTA_PREFSRC, RTA_TABLE, RTM_DELROUTE, RTM_DELRULE, RTM_NEWROUTE, RTM_NEWRULE,
-    RTN_UNICAST, RTPROT_STATIC, RT_SCOPE_LINK,
+use netlink_packet_route::{
+    route::{
+        RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+        RouteType,
+    },
+    rule::{RuleAction, RuleAttribute, RuleMessage},
+    AddressFamily,
 };
-const FRA_DST: u16 = 1;
-const FRA_PRIORITY: u16 = 6;
-const FRA_SUPPRESS_PREFIXLEN: u16 = 14;
-const FRA_TABLE: u16 = 15;
-const FR_ACT_TO_TBL: u8 = 1;
-/// The kernel's main routing table.
-pub const TABLE_MAIN: u32 = libc::RT_TABLE_MAIN as u32;
 
+use crate::platform::rtnl::{NetlinkError, Rtnl};
+
+/// The kernel's main routing table.
+pub const TABLE_MAIN: u32 = RouteHeader::RT_TABLE_MAIN as u32;
+
+/// The protocol value (rt_protos) of roamgate's policy rules: unassigned in
+/// iproute2's rt_protos, so `ip rule` shows `proto 167`.
+pub const RULE_PROTOCOL: u8 = 167;
 /// An IPv4 prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Prefix {
@@ -74,39 +75,10 @@ impl std::fmt::Display for Prefix {
     }
 }
 
-/// The 8-bit table field: the table if it fits, else RT_TABLE_UNSPEC (the
+/// The 8-bit table field: the table if it fits, else unspecified (the
 /// 32-bit attribute, always sent, then names it), as iproute2 does.
 fn table_byte(table: u32) -> u8 {
-    u8::try_from(table).unwrap_or(0)
-}
-
-/// One netlink request under construction: header, fixed part, attributes.
-struct Msg(Vec<u8>);
-
-impl Msg {
-    fn new(ty: u16, flags: u16, fixed: &[u8]) -> Self {
-        let mut b = vec![0u8; 16];
-        b[4..6].copy_from_slice(&ty.to_ne_bytes());
-        b[6..8].copy_from_slice(&flags.to_ne_bytes());
-        b[8..12].copy_from_slice(&1u32.to_ne_bytes());
-        b.extend_from_slice(fixed);
-        Self(b)
-    }
-
-    fn attr(mut self, ty: u16, data: &[u8]) -> Self {
-        self.0
-            .extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
-        self.0.extend_from_slice(&ty.to_ne_bytes());
-        self.0.extend_from_slice(data);
-        self.0.resize(self.0.len().next_multiple_of(4), 0);
-        self
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        let len = (self.0.len() as u32).to_ne_bytes();
-        self.0[0..4].copy_from_slice(&len);
-        self.0
-    }
+    u8::try_from(table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC)
 }
 
 /// A route `dst dev oif [src prefsrc] table T`, link scope (a point-to-point
@@ -120,127 +92,136 @@ pub struct DevRoute {
 }
 
 impl DevRoute {
-    /// RTM_NEWROUTE (create or replace) or RTM_DELROUTE.
-    pub fn message(&self, add: bool) -> Vec<u8> {
-        let fixed = [
-            libc::AF_INET as u8,
-            self.dst.len,
-            0, // src_len
-            0, // tos
-            table_byte(self.table),
-            if add { RTPROT_STATIC } else { 0 },
-            RT_SCOPE_LINK,
-            RTN_UNICAST,
-            0,
-            0,
-            0,
-            0, // rtm_flags
-        ];
-        let (ty, flags) = if add {
-            (
-                RTM_NEWROUTE,
-                NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
-            )
+    /// The route to add (static, link scope, unicast) or, with `add`
+    /// false, the one a delete matches.
+    pub fn message(&self, add: bool) -> RouteMessage {
+        let mut m = RouteMessage::default();
+        let h = &mut m.header;
+        h.address_family = AddressFamily::Inet;
+        h.destination_prefix_length = self.dst.len;
+        h.table = table_byte(self.table);
+        h.protocol = if add {
+            RouteProtocol::Static
         } else {
-            (RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK)
+            RouteProtocol::Unspec
         };
-        let mut m = Msg::new(ty, flags, &fixed)
-            .attr(RTA_TABLE, &self.table.to_ne_bytes())
-            .attr(RTA_OIF, &self.oif.to_ne_bytes());
+        h.scope = RouteScope::Link;
+        h.kind = RouteType::Unicast;
+        m.attributes.push(RouteAttribute::Table(self.table));
+        m.attributes.push(RouteAttribute::Oif(self.oif));
         if self.dst.len > 0 {
-            m = m.attr(RTA_DST, &self.dst.addr.octets());
+            m.attributes
+                .push(RouteAttribute::Destination(RouteAddress::Inet(
+                    self.dst.addr,
+                )));
         }
         if let Some(src) = self.prefsrc {
-            m = m.attr(RTA_PREFSRC, &src.octets());
+            m.attributes
+                .push(RouteAttribute::PrefSource(RouteAddress::Inet(src)));
         }
-        m.finish()
+        m
     }
 }
 
-/// A policy rule `priority P [to DST] lookup T [suppress_prefixlength N]`.
+/// A policy rule `priority P [from SRC] [to DST] lookup T
+/// [suppress_prefixlength N] proto 167`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rule {
     pub priority: u32,
+    pub from: Option<Prefix>,
     pub to: Option<Prefix>,
     pub table: u32,
     pub suppress_prefixlength: Option<u32>,
 }
 
 impl Rule {
-    /// RTM_NEWRULE or RTM_DELRULE (a delete matches every field given).
-    pub fn message(&self, add: bool) -> Vec<u8> {
-        let fixed = [
-            libc::AF_INET as u8,
-            self.to.map_or(0, |p| p.len),
-            0, // src_len
-            0, // tos
-            table_byte(self.table),
-            0,
-            0, // res1, res2
-            FR_ACT_TO_TBL,
-            0,
-            0,
-            0,
-            0, // flags
-        ];
-        let (ty, flags) = if add {
-            (RTM_NEWRULE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE)
-        } else {
-            (RTM_DELRULE, NLM_F_REQUEST | NLM_F_ACK)
-        };
-        let mut m = Msg::new(ty, flags, &fixed)
-            .attr(FRA_PRIORITY, &self.priority.to_ne_bytes())
-            .attr(FRA_TABLE, &self.table.to_ne_bytes());
+    /// The rule to add, or the one a delete matches (every field given,
+    /// roamgate's protocol included).
+    pub fn message(&self) -> RuleMessage {
+        let mut m = RuleMessage::default();
+        let h = &mut m.header;
+        h.family = AddressFamily::Inet;
+        h.src_len = self.from.map_or(0, |p| p.len);
+        h.dst_len = self.to.map_or(0, |p| p.len);
+        h.table = table_byte(self.table);
+        h.action = RuleAction::ToTable;
+        let a = &mut m.attributes;
+        a.push(RuleAttribute::Priority(self.priority));
+        a.push(RuleAttribute::Table(self.table));
+        if let Some(p) = self.from {
+            a.push(RuleAttribute::Source(p.addr.into()));
+        }
         if let Some(p) = self.to {
-            m = m.attr(FRA_DST, &p.addr.octets());
+            a.push(RuleAttribute::Destination(p.addr.into()));
         }
         if let Some(n) = self.suppress_prefixlength {
-            m = m.attr(FRA_SUPPRESS_PREFIXLEN, &n.to_ne_bytes());
+            a.push(RuleAttribute::SuppressPrefixLen(n));
         }
-        m.finish()
+        a.push(RuleAttribute::Protocol(RouteProtocol::from(RULE_PROTOCOL)));
+        m
     }
 }
 
-/// Whether a refusal means "it was not there" (for idempotent removal).
-pub fn is_absent(e: &NetlinkError) -> bool {
-    matches!(e, NetlinkError::Refused(io)
-        if matches!(io.raw_os_error(), Some(libc::ENOENT | libc::ESRCH | libc::ENODEV)))
-}
-
-pub fn add_route(r: &DevRoute) -> Result<(), NetlinkError> {
-    request(&r.message(true))
+/// Adds (or replaces) a route.
+pub fn add_route(rtnl: &Rtnl, r: &DevRoute) -> Result<(), NetlinkError> {
+    rtnl.replace_route(r.message(true))
 }
 
 /// Removes a route; absent is fine.
-pub fn remove_route(r: &DevRoute) -> Result<(), NetlinkError> {
-    match request(&r.message(false)) {
-        Err(e) if is_absent(&e) => Ok(()),
+pub fn remove_route(rtnl: &Rtnl, r: &DevRoute) -> Result<(), NetlinkError> {
+    match rtnl.delete_route(r.message(false)) {
+        Err(e) if e.is_absent() => Ok(()),
         r => r,
     }
 }
 
 /// Adds a rule after removing any copies left by an earlier run (the kernel
-/// keeps duplicate rules).
-pub fn add_rule(r: &Rule) -> Result<(), NetlinkError> {
-    remove_rule(r)?;
-    request(&r.message(true))
+/// keeps duplicate rules); one already there is fine.
+pub fn add_rule(rtnl: &Rtnl, r: &Rule) -> Result<(), NetlinkError> {
+    remove_rule(rtnl, r)?;
+    match rtnl.add_rule(r.message()) {
+        Err(e) if e.is_exists() => Ok(()),
+        r => r,
+    }
 }
 
 /// Removes every copy of a rule; absent is fine.
-pub fn remove_rule(r: &Rule) -> Result<(), NetlinkError> {
+pub fn remove_rule(rtnl: &Rtnl, r: &Rule) -> Result<(), NetlinkError> {
     for _ in 0..64 {
-        match request(&r.message(false)) {
+        match rtnl.delete_rule(r.message()) {
             Ok(()) => {}
-            Err(e) if is_absent(&e) => return Ok(()),
+            Err(e) if e.is_absent() => return Ok(()),
             Err(e) => return Err(e),
         }
     }
     Ok(())
 }
 
+/// Removes every IPv4 rule tagged with roamgate's protocol: what a run
+/// that was killed (-9) left behind. Returns how many went.
+pub fn remove_stale_rules(rtnl: &Rtnl) -> Result<usize, NetlinkError> {
+    let stale = rtnl.rules_of(RouteProtocol::from(RULE_PROTOCOL))?;
+    let n = stale.len();
+    for m in stale {
+        match rtnl.delete_rule(m) {
+            Err(e) if !e.is_absent() => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
+    use rtnetlink::packet_core::Emitable;
+
     use super::*;
+
+    fn emit(m: &impl Emitable) -> Vec<u8> {
+        let mut b = vec![0u8; m.buffer_len()];
+        m.emit(&mut b);
+        b
+    }
 
     fn u16_at(m: &[u8], i: usize) -> u16 {
         u16::from_ne_bytes([m[i], m[i + 1]])
@@ -283,76 +264,83 @@ mod tests {
             prefsrc: Some(Ipv4Addr::new(10, 1, 0, 50)),
             table: 434,
         };
-        let m = r.message(true);
-        // header 16, rtmsg 12, RTA_TABLE 8, RTA_OIF 8, RTA_DST 8, RTA_PREFSRC 8
-        assert_eq!(m.len(), 16 + 12 + 32);
-        assert_eq!(u32_at(&m, 0) as usize, m.len());
-        assert_eq!(u16_at(&m, 4), RTM_NEWROUTE);
-        assert_eq!(u16_at(&m, 6), 0x0505);
-        assert_eq!(
-            &m[16..24],
-            &[2, 16, 0, 0, 0, RTPROT_STATIC, RT_SCOPE_LINK, RTN_UNICAST]
+        let m = emit(&r.message(true));
+        // rtmsg 12, table 8, oif 8, dst 8, prefsrc 8
+        assert_eq!(m.len(), 12 + 32);
+        // family, /16, src_len, tos, table unspec (434 > 255), static, link, unicast
+        assert_eq!(&m[0..8], &[2, 16, 0, 0, 0, 4, 253, 1]);
+        assert_eq!((u16_at(&m, 12), u16_at(&m, 14)), (8, 15)); // table
+        assert_eq!(u32_at(&m, 16), 434);
+        assert_eq!((u16_at(&m, 20), u16_at(&m, 22)), (8, 4)); // oif
+        assert_eq!(u32_at(&m, 24), 9);
+        assert_eq!(u16_at(&m, 30), 1); // dst
+        assert_eq!(&m[32..36], &[10, 1, 0, 0]);
+        assert_eq!(u16_at(&m, 38), 7); // prefsrc
+        assert_eq!(&m[40..44], &[10, 1, 0, 50]);
+        // A default route has no destination; a delete names no protocol.
+        let d = emit(
+            &DevRoute {
+                dst: "0.0.0.0/0".parse().unwrap(),
+                prefsrc: None,
+                table: TABLE_MAIN,
+                ..r
+            }
+            .message(false),
         );
-        assert_eq!((u16_at(&m, 28), u16_at(&m, 30)), (8, RTA_TABLE));
-        assert_eq!(u32_at(&m, 32), 434);
-        assert_eq!((u16_at(&m, 36), u16_at(&m, 38)), (8, RTA_OIF));
-        assert_eq!(u32_at(&m, 40), 9);
-        assert_eq!(u16_at(&m, 46), RTA_DST);
-        assert_eq!(&m[48..52], &[10, 1, 0, 0]);
-        assert_eq!(u16_at(&m, 54), RTA_PREFSRC);
-        assert_eq!(&m[56..60], &[10, 1, 0, 50]);
-        // A default route has no RTA_DST; a delete is not a replace.
-        let d = DevRoute {
-            dst: "0.0.0.0/0".parse().unwrap(),
-            prefsrc: None,
-            table: TABLE_MAIN,
-            ..r
-        }
-        .message(false);
-        assert_eq!(d.len(), 16 + 12 + 16);
-        assert_eq!(u16_at(&d, 4), RTM_DELROUTE);
-        assert_eq!(u16_at(&d, 6), NLM_F_REQUEST | NLM_F_ACK);
-        assert_eq!(d[20], 254);
+        assert_eq!(d.len(), 12 + 16);
+        assert_eq!(&d[0..8], &[2, 0, 0, 0, 254, 0, 253, 1]);
     }
 
     #[test]
     fn construct_rules() {
         let bypass = Rule {
             priority: 434,
+            from: None,
             to: Some(Prefix::host(Ipv4Addr::new(192, 0, 2, 1))),
             table: TABLE_MAIN,
             suppress_prefixlength: None,
         };
-        let m = bypass.message(true);
-        assert_eq!(m.len(), 16 + 12 + 24);
-        assert_eq!(u32_at(&m, 0) as usize, m.len());
-        assert_eq!(u16_at(&m, 4), RTM_NEWRULE);
-        assert_eq!(u16_at(&m, 6), NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE);
-        assert_eq!(&m[16..24], &[2, 32, 0, 0, 254, 0, 0, FR_ACT_TO_TBL]);
-        assert_eq!((u16_at(&m, 30), u32_at(&m, 32)), (FRA_PRIORITY, 434));
-        assert_eq!((u16_at(&m, 38), u32_at(&m, 40)), (FRA_TABLE, 254));
-        assert_eq!(u16_at(&m, 46), FRA_DST);
-        assert_eq!(&m[48..52], &[192, 0, 2, 1]);
-        let suppress = Rule {
-            priority: 435,
-            to: None,
-            table: TABLE_MAIN,
-            suppress_prefixlength: Some(0),
-        }
-        .message(false);
-        assert_eq!(u16_at(&suppress, 4), RTM_DELRULE);
-        assert_eq!(suppress[17], 0);
-        assert_eq!(u16_at(&suppress, 46), FRA_SUPPRESS_PREFIXLEN);
-        assert_eq!(u32_at(&suppress, 48), 0);
+        let m = emit(&bypass.message());
+        // fib_rule_hdr 12, priority 8, table 8, dst 8, protocol 8 (1 + pad)
+        assert_eq!(m.len(), 12 + 32);
+        // family, dst_len, src_len, tos, main, res1, res2, to-table
+        assert_eq!(&m[0..8], &[2, 32, 0, 0, 254, 0, 0, 1]);
+        assert_eq!((u16_at(&m, 14), u32_at(&m, 16)), (6, 434)); // priority
+        assert_eq!((u16_at(&m, 22), u32_at(&m, 24)), (15, 254)); // table
+        assert_eq!(u16_at(&m, 30), 1); // dst
+        assert_eq!(&m[32..36], &[192, 0, 2, 1]);
+        assert_eq!((u16_at(&m, 36), u16_at(&m, 38)), (5, 21)); // protocol
+        assert_eq!(m[40], RULE_PROTOCOL);
+        let suppress = emit(
+            &Rule {
+                priority: 435,
+                from: None,
+                to: None,
+                table: TABLE_MAIN,
+                suppress_prefixlength: Some(0),
+            }
+            .message(),
+        );
+        assert_eq!(suppress[1], 0);
+        assert_eq!(u16_at(&suppress, 30), 14); // suppress_prefixlength
+        assert_eq!(u32_at(&suppress, 32), 0);
+        // A source prefix: `from 0.0.0.0/32` matches only lookups made
+        // before a source is chosen.
+        let from = emit(
+            &Rule {
+                priority: 436,
+                from: Some(Prefix::host(Ipv4Addr::UNSPECIFIED)),
+                to: None,
+                table: 1000,
+                suppress_prefixlength: None,
+            }
+            .message(),
+        );
+        assert_eq!(from[2], 32);
+        assert_eq!(u16_at(&from, 30), 2); // src
+        assert_eq!(&from[32..36], &[0, 0, 0, 0]);
         // Tables above 255 travel in the attribute only.
-        let t = Rule {
-            priority: 436,
-            to: None,
-            table: 1000,
-            suppress_prefixlength: None,
-        }
-        .message(true);
-        assert_eq!(t[20], 0);
-        assert_eq!(u32_at(&t, 40), 1000);
+        assert_eq!(from[4], 0);
+        assert_eq!(u32_at(&from, 24), 1000);
     }
 }
