@@ -1017,10 +1017,20 @@ impl Scenario {
 
     pub fn kill_ha(&mut self) -> anyhow::Result<()> {
         let idx = self.ha_child.take().context("no home agent")?;
+        self.kill9(idx)
+    }
+
+    fn kill9(&mut self, idx: usize) -> anyhow::Result<()> {
         let c = self.topo.child_mut(idx);
         kill(c.id(), libc::SIGKILL);
         c.wait()?;
         Ok(())
+    }
+
+    /// kill -9 the mobile node: nothing of it runs on the way out.
+    pub fn kill_mn(&mut self) -> anyhow::Result<()> {
+        let idx = self.mn_child.take().context("no mobile node")?;
+        self.kill9(idx)
     }
 
     pub fn start_mn(&mut self) -> anyhow::Result<()> {

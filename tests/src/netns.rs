@@ -49,10 +49,13 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// A new, empty topology; `tag` names it in `ip netns list`.
+    /// A new, empty topology; `tag` names it in `ip netns list`. Its
+    /// namespaces start with `rg`, or with `$ROAMGATE_NETNS_PREFIX` when set
+    /// (engineers sharing a machine keep theirs apart by name).
     pub fn new(tag: &str) -> anyhow::Result<Self> {
+        let lead = std::env::var("ROAMGATE_NETNS_PREFIX").unwrap_or_else(|_| "rg".into());
         let prefix = format!(
-            "rg{}{}-{}-",
+            "{lead}{}{}-{}-",
             std::process::id() % 100_000,
             SEQ.fetch_add(1, Ordering::Relaxed),
             tag

@@ -11,6 +11,14 @@
 //! tunnel packets sent to the node are dropped and counted by reason;
 //! SIGTERM deregisters (0 bindings at the home agent) and removes the TUN
 //! device, its routes and its policy rules.
+//!
+//! A second scenario: traffic from the care-of address (an application
+//! bound to it) leaves directly, not into the tunnel; after kill -9 the
+//! node's policy rules are left behind, and the next start removes them
+//! before it installs its own (each rule once).
+//!
+//! The scenarios run one at a time (they share the machine's two cores).
+//! `ROAMGATE_NETNS_PREFIX` names their namespaces (default `rg`).
 
 use std::{
     collections::HashMap,
@@ -34,6 +42,65 @@ const PRIORITY: u32 = 4340;
 const PORT_MN: u16 = 5004;
 const PORT_CN: u16 = 5006;
 const INTERVAL: Duration = Duration::from_millis(20);
+/// roamgate's protocol value on its policy rules (`ip rule` shows it).
+const PROTO: &str = "proto 167";
+
+/// One scenario at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The rules the node installs for [`tun_dataplane`]`(priority)`, as `ip
+/// rule` shows them (the KDC's bypass rule as well as the home agent's).
+fn node_rules(priority: u32) -> Vec<String> {
+    vec![
+        format!("{priority}:\tfrom all to 192.0.2.1 lookup main {PROTO}"),
+        format!("{priority}:\tfrom all to 10.1.1.2 lookup main {PROTO}"),
+        format!(
+            "{}:\tfrom all lookup main suppress_prefixlength 0 {PROTO}",
+            priority + 1
+        ),
+        format!("{}:\tfrom 0.0.0.0 lookup {TABLE} {PROTO}", priority + 2),
+        format!("{}:\tfrom {HOME} lookup {TABLE} {PROTO}", priority + 2),
+    ]
+}
+
+/// The node's rules tagged with roamgate's protocol, one per line.
+fn tagged_rules(s: &Scenario) -> Vec<String> {
+    s.topo
+        .exec_ok("mn", &["ip", "-4", "rule", "show"])
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(PROTO))
+        .map(|l| l.trim_end().to_owned())
+        .collect()
+}
+
+/// The `[dataplane]` section of a TUN node whose rules start at
+/// `priority`.
+fn tun_dataplane(priority: u32) -> String {
+    format!(
+        "mode = \"tun\"\ntun_name = \"{TUN}\"\nroutes = [\"0.0.0.0/0\"]\nroute_table = {TABLE}\nrule_priority = {priority}\n"
+    )
+}
+
+/// A scenario whose node's host holds the home address itself (on the TUN
+/// device), not the application host behind it; KDC and home agent up.
+fn tun_scenario() -> Scenario {
+    let s = Scenario::build().expect("topology");
+    s.topo
+        .exec_ok("mn", &["ip", "route", "del", &format!("{HOME}/32")])
+        .unwrap();
+    s.topo
+        .exec_ok(
+            "app",
+            &["ip", "addr", "del", &format!("{HOME}/32"), "dev", "app0"],
+        )
+        .unwrap();
+    s
+}
 
 /// One direction of the stream: what was sent (count) and what arrived
 /// (sequence → source address).
@@ -196,24 +263,12 @@ fn tun_mobile_node_with_an_xdp_home_agent() {
         eprintln!("skipping: needs root");
         return;
     }
-    let mut s = Scenario::build().expect("topology");
-    // The node's host holds the home address itself (on the TUN device),
-    // not the application host behind it.
-    s.topo
-        .exec_ok("mn", &["ip", "route", "del", &format!("{HOME}/32")])
-        .unwrap();
-    s.topo
-        .exec_ok(
-            "app",
-            &["ip", "addr", "del", &format!("{HOME}/32"), "dev", "app0"],
-        )
-        .unwrap();
+    let _one = serial();
+    let mut s = tun_scenario();
     s.start_kdc().expect("KDC");
     s.start_ha(1).expect("home agent (XDP)");
-    s.start_mn_with(&format!(
-        "mode = \"tun\"\ntun_name = \"{TUN}\"\nroutes = [\"0.0.0.0/0\"]\nroute_table = {TABLE}\nrule_priority = {PRIORITY}\n"
-    ))
-    .expect("mobile node");
+    s.start_mn_with(&tun_dataplane(PRIORITY))
+        .expect("mobile node");
     s.wait_registered(1, COA_A).expect("registered from A");
     let status = s.mn_status();
     assert_eq!(status["dataplane"], "tun", "{status}");
@@ -230,17 +285,8 @@ fn tun_mobile_node_with_an_xdp_home_agent() {
         table.contains(&format!("default dev {TUN}")) && table.contains(&format!("src {HOME}")),
         "{table}"
     );
-    let rules = s.topo.exec_ok("mn", &["ip", "-4", "rule", "show"]).unwrap();
-    for want in [
-        format!("{PRIORITY}:\tfrom all to 192.0.2.1 lookup main"),
-        format!(
-            "{}:\tfrom all lookup main suppress_prefixlength 0",
-            PRIORITY + 1
-        ),
-        format!("{}:\tfrom all lookup {TABLE}", PRIORITY + 2),
-    ] {
-        assert!(rules.contains(&want), "no rule {want:?} in:\n{rules}");
-    }
+    let rules = tagged_rules(&s);
+    assert_eq!(rules, node_rules(PRIORITY));
     let via = s
         .topo
         .exec_ok("mn", &["ip", "-4", "route", "get", &CN.to_string()])
@@ -395,5 +441,127 @@ fn tun_mobile_node_with_an_xdp_home_agent() {
     assert!(
         s.log("mn.log").contains("drop_bad_mac"),
         "counters logged on stop"
+    );
+}
+
+/// Traffic from the care-of address goes out directly while the node is
+/// registered; kill -9 leaves the node's rules behind, and the next start
+/// cleans them before installing its own.
+#[test]
+fn tun_care_of_traffic_goes_direct_and_stale_rules_are_cleaned() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let _one = serial();
+    let mut s = tun_scenario();
+    s.start_kdc().expect("KDC");
+    s.start_ha(1).expect("home agent (XDP)");
+    s.start_mn_with(&tun_dataplane(PRIORITY))
+        .expect("mobile node");
+    s.wait_registered(1, COA_A).expect("registered from A");
+
+    // An application bound to the care-of address reaches the
+    // correspondent, both ways, outside the tunnel; one bound to nothing
+    // still uses the home address through it.
+    let coa = COA_A.to_string();
+    let direct = s
+        .topo
+        .exec_ok(
+            "mn",
+            &["ip", "-4", "route", "get", &CN.to_string(), "from", &coa],
+        )
+        .unwrap();
+    assert!(
+        !direct.contains(TUN) && direct.contains("dev mna"),
+        "{direct}"
+    );
+    let before = counter(&s.mn_status(), "tunnel_encap");
+    let ping = s
+        .topo
+        .exec(
+            "mn",
+            &[
+                "ping",
+                "-c",
+                "3",
+                "-i",
+                "0.2",
+                "-W",
+                "1",
+                "-I",
+                &coa,
+                &CN.to_string(),
+            ],
+        )
+        .unwrap();
+    let ping_out = String::from_utf8_lossy(&ping.stdout).into_owned();
+    assert!(
+        ping.status.success() && ping_out.contains(" 0% packet loss"),
+        "ping -I {coa} {CN}: {ping_out}\nmn log:\n{}",
+        s.log("mn.log")
+    );
+    let unbound = spawn_in_netns(&s.topo.ns("mn"), || {
+        let u = UdpSocket::bind("0.0.0.0:0")?;
+        u.connect(SocketAddr::new(CN.into(), 9))?;
+        Ok(u.local_addr()?)
+    })
+    .join()
+    .expect("socket thread")
+    .expect("socket");
+    assert_eq!(unbound.ip(), HOME, "an unbound socket's source");
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(
+        counter(&s.mn_status(), "tunnel_encap"),
+        before,
+        "the care-of address's pings went into the tunnel"
+    );
+
+    // kill -9: the TUN device (and its routes) die with the process, the
+    // rules stay.
+    assert_eq!(tagged_rules(&s), node_rules(PRIORITY));
+    s.kill_mn().expect("kill -9 the mobile node");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !s.topo
+            .exec("mn", &["ip", "link", "show", "dev", TUN])
+            .unwrap()
+            .status
+            .success(),
+        "{TUN} outlived its process"
+    );
+    assert_eq!(
+        tagged_rules(&s),
+        node_rules(PRIORITY),
+        "rules left by kill -9"
+    );
+
+    // The next start removes them first, even where its own rules differ
+    // (here their priorities): only its own rules, each once, and the node
+    // registers again.
+    let _ = std::fs::remove_file(s.path("mn-status.json"));
+    s.start_mn_with(&tun_dataplane(PRIORITY + 10))
+        .expect("mobile node again");
+    s.wait_registered(1, COA_A).expect("registered again");
+    assert_eq!(
+        tagged_rules(&s),
+        node_rules(PRIORITY + 10),
+        "rules after the restart"
+    );
+    assert!(
+        s.log("mn.log")
+            .contains("removed the policy rules an earlier run left"),
+        "{}",
+        s.log("mn.log")
+    );
+
+    // SIGTERM: none of roamgate's rules stay.
+    let st = s.stop_mn().expect("mobile node stopped");
+    assert!(st.success(), "exit {st}: {}", s.log("mn.log"));
+    assert_eq!(
+        tagged_rules(&s),
+        Vec::<String>::new(),
+        "rules after SIGTERM"
     );
 }
