@@ -581,9 +581,10 @@ fn open_plane(cfg: &ProxyManagerFile) -> anyhow::Result<SharedPlane> {
     } else {
         let mut dp = DataPlane::load(&d.pin_dir)?;
         for i in &d.interfaces {
-            dp.attach(i, d.xdp_mode)
+            let mode = dp
+                .attach(i, d.xdp_mode)
                 .with_context(|| format!("attaching XDP to {i} (dataplane.interfaces)"))?;
-            info!(interface = %i, "XDP attached");
+            info!(interface = %i, mode = mode.as_str(), "XDP attached");
         }
         Some(dp)
     };
