@@ -14,6 +14,10 @@ between access networks. Kerberos V5 authenticates every party; XDP programs aut
 and forward the Mobile IP tunnels and the voice."
 )]
 pub struct Cli {
+    /// Log as human-readable text or as one JSON object per line; overrides
+    /// the config's [log] format.
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub log_format: Option<crate::config::LogFormat>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -122,4 +126,31 @@ pub enum Command {
         #[command(subcommand)]
         command: roamgate_krb::cli::krb::KrbCommand,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::config::LogFormat;
+
+    #[test]
+    fn log_format_is_accepted_by_every_role_before_or_after_it() {
+        let cli = Cli::try_parse_from(["roamgate", "--log-format", "json", "gateway"]).unwrap();
+        assert_eq!(cli.log_format, Some(LogFormat::Json));
+        let cli = Cli::try_parse_from([
+            "roamgate",
+            "home-agent",
+            "--config",
+            "x.toml",
+            "--log-format",
+            "text",
+        ])
+        .unwrap();
+        assert_eq!(cli.log_format, Some(LogFormat::Text));
+        let cli = Cli::try_parse_from(["roamgate", "counters"]).unwrap();
+        assert_eq!(cli.log_format, None);
+        assert!(Cli::try_parse_from(["roamgate", "--log-format", "xml", "gateway"]).is_err());
+    }
 }

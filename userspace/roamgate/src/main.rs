@@ -25,6 +25,9 @@ fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(format) = cli.log_format {
+        logging::override_format(format);
+    }
     match cli.command {
         Command::Gateway { config } => {
             let cfg = match &config {
