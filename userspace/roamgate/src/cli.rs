@@ -121,6 +121,24 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: std::path::PathBuf,
     },
+    /// Install this binary, a hardened systemd unit per long-running role
+    /// and the default configurations (never overwriting one that exists);
+    /// prints what it did and the `systemctl enable --now` commands.
+    Install {
+        /// Install for systemd (the only kind of install so far).
+        #[arg(long, required = true)]
+        systemd: bool,
+        /// Root of the target file system. Not "/": no user is created and
+        /// systemd is not reloaded (packaging, images, tests).
+        #[arg(long, default_value = "/", value_name = "DIR")]
+        prefix: PathBuf,
+        /// Where the binary goes on the target; written into the units.
+        #[arg(long, default_value = crate::install::DEFAULT_BIN_DIR, value_name = "DIR")]
+        bin_dir: PathBuf,
+        /// Print what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Kerberos client tools: kinit, kvno, klist.
     Krb {
         #[command(subcommand)]
