@@ -57,6 +57,8 @@ fn sh(cmd: &str) {
 
 #[test]
 fn auto_falls_back_to_skb_on_an_ifb_and_stays_native_on_a_veth() {
+    // The fallback's warning shows on stderr.
+    roamgate::logging::init(roamgate::config::LogFormat::Text, "warn");
     let ns = Netns::new(format!("ops-xdpauto-{}", std::process::id()));
     ns.ip("link add rgifb0 type ifb");
     ns.ip("link set rgifb0 up");

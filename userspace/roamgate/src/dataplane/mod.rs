@@ -115,17 +115,19 @@ impl AttachedMode {
     }
 }
 
-/// Whether an attach error means "this driver has no native XDP": the
-/// kernel answers EOPNOTSUPP (no `ndo_bpf`) from `bpf_link_create`, or
-/// EINVAL through aya's netlink fallback on older kernels.
-fn native_unsupported(e: &aya::programs::ProgramError) -> bool {
+/// The errno of an attach error that means "this driver has no native
+/// XDP": the kernel answers EOPNOTSUPP (no `ndo_bpf`) from
+/// `bpf_link_create`, or EINVAL through aya's netlink fallback on older
+/// kernels.
+fn native_unsupported(e: &aya::programs::ProgramError) -> Option<std::io::Error> {
     use aya::programs::{xdp::XdpError, ProgramError};
     let errno = match e {
         ProgramError::SyscallError(s) => s.io_error.raw_os_error(),
         ProgramError::XdpError(XdpError::NetlinkError(n)) => n.raw_os_error(),
         _ => None,
-    };
-    matches!(errno, Some(libc::EOPNOTSUPP) | Some(libc::EINVAL))
+    }?;
+    matches!(errno, libc::EOPNOTSUPP | libc::EINVAL)
+        .then(|| std::io::Error::from_raw_os_error(errno))
 }
 
 /// Attaches `xdp` to `iface` in `mode`. With [`AttachMode::Auto`], a driver
@@ -150,25 +152,27 @@ pub fn attach_xdp(
         AttachMode::Skb => attach(xdp, AttachedMode::Skb),
         AttachMode::Auto => match xdp.attach(iface, XdpMode::Driver) {
             Ok(id) => Ok((id, AttachedMode::Native)),
-            Err(e) if native_unsupported(&e) => {
-                let attached = attach(xdp, AttachedMode::Skb)?;
-                warn!(
-                    interface = %iface,
-                    driver = %driver::driver_name(iface),
-                    reason = %e,
-                    "no native XDP in this driver: attached in generic (skb) mode. Native mode \
-                     would forward in the driver before any skb is allocated, at several times \
-                     the packet rate; use a NIC whose driver has XDP (virtio_net with enough \
-                     queues, mlx5, ixgbe, i40e, veth...) for full speed"
-                );
-                Ok(attached)
-            }
-            Err(source) => Err(DataPlaneError::Attach {
-                iface: iface.to_owned(),
-                driver: driver::driver_name(iface),
-                mode: AttachedMode::Native.as_str(),
-                source: Box::new(source),
-            }),
+            Err(e) => match native_unsupported(&e) {
+                Some(errno) => {
+                    let attached = attach(xdp, AttachedMode::Skb)?;
+                    warn!(
+                        interface = %iface,
+                        driver = %driver::driver_name(iface),
+                        reason = %format!("{e}: {errno}"),
+                        "no native XDP in this driver: attached in generic (skb) mode. Native \
+                         mode would forward in the driver before any skb is allocated, at \
+                         several times the packet rate; use a NIC whose driver has XDP \
+                         (virtio_net with enough queues, mlx5, ixgbe, i40e, veth...) for full speed"
+                    );
+                    Ok(attached)
+                }
+                None => Err(DataPlaneError::Attach {
+                    iface: iface.to_owned(),
+                    driver: driver::driver_name(iface),
+                    mode: AttachedMode::Native.as_str(),
+                    source: Box::new(e),
+                }),
+            },
         },
     }
 }
