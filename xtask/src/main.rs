@@ -1,5 +1,6 @@
 //! Project automation: `cargo xtask <command>`. One module per command.
 
+mod apt;
 mod build;
 mod e2e;
 mod fuzz;
@@ -23,7 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install everything the build and the tests need (idempotent; Debian, root).
+    /// Install everything the build and the tests need (idempotent; Debian, root;
+    /// never removes or downgrades a package; --check only lists).
     Setup(setup::Options),
     /// Build the eBPF object (with BTF) and the `roamgate` binary.
     Build(build::Options),

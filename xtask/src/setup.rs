@@ -1,16 +1,21 @@
 //! `cargo xtask setup`: installs the toolchain of ../shared/TOOLCHAIN.md and
 //! the peers the tests talk to. Idempotent: it checks first and says what it
-//! skipped.
+//! skipped. It never removes or downgrades a package (see [`crate::apt`]):
+//! when apt would, it stops and names the packages.
 
 use std::{path::Path, process::Command};
 
 use anyhow::{bail, Context as _};
 
-use crate::util::{self, output};
+use crate::{
+    apt::{self, Apt},
+    util::{self, output},
+};
 
 #[derive(clap::Args)]
 pub struct Options {
-    /// Only report what is missing; install nothing.
+    /// Only list what setup would install (and any package apt would
+    /// remove or downgrade to do it); change nothing.
     #[arg(long)]
     pub check: bool,
 }
@@ -122,11 +127,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     }
     let missing_now = missing();
     if opts.check {
-        if missing_now.is_empty() {
-            eprintln!("setup: everything is installed");
-            return Ok(());
-        }
-        bail!("missing: {}", missing_now.join(", "));
+        return check(&missing_now);
     }
     if !missing_now.is_empty() && !util::is_root() {
         bail!(
@@ -143,14 +144,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         );
     } else {
         eprintln!("setup: installing {}", pkgs.join(" "));
-        util::run(Command::new("apt-get").arg("update").arg("-q"))?;
-        util::run(
-            Command::new("apt-get")
-                .args(["install", "-y", "-q", "--no-install-recommends"])
-                .args(&pkgs)
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )
-        .context("apt-get install")?;
+        Apt::from_env().install(&pkgs)?;
         eprintln!("setup: installed {}", pkgs.join(" "));
     }
 
@@ -179,6 +173,30 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let still = missing();
     if !still.is_empty() {
         bail!("still missing after setup: {}", still.join(", "));
+    }
+    Ok(())
+}
+
+/// `--check`: lists what setup would do, changes nothing, exits 0.
+fn check(missing_now: &[String]) -> anyhow::Result<()> {
+    if missing_now.is_empty() {
+        eprintln!("setup --check: everything is installed; setup would do nothing");
+        return Ok(());
+    }
+    eprintln!("setup --check: setup would install:");
+    for m in missing_now {
+        eprintln!("  {m}");
+    }
+    let pkgs = missing_packages();
+    if !pkgs.is_empty() {
+        // A simulation changes nothing and needs no root.
+        match Apt::from_env().simulate(&pkgs) {
+            Ok(plan) if plan.is_safe() => {
+                eprintln!("setup --check: apt would remove or downgrade nothing")
+            }
+            Ok(plan) => eprintln!("{}", apt::conflict_message(&pkgs, &plan)),
+            Err(e) => eprintln!("setup --check: could not simulate the install: {e:#}"),
+        }
     }
     Ok(())
 }

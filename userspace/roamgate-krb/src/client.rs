@@ -792,8 +792,8 @@ async fn tgs_round_trip(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ap::tests::{at, issue};
     use crate::messages::{ticket_flags, ErrorSpec};
+    use crate::test_support::{at, issue};
     use rasn_kerberos::{EncTicketPart, TransitedEncoding};
 
     fn alice() -> Principal {

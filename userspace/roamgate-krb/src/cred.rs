@@ -172,8 +172,8 @@ pub fn open_krb_cred(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ap::tests::{assert_same_credential, at, issue};
     use crate::replay::CLOCK_SKEW;
+    use crate::test_support::{assert_same_credential, at, issue};
     use roamgate_krb_crypto::Etype;
 
     /// A TGT of `tgt_etype`, forwarded at t=2000 in a KRB-CRED under a

@@ -14,6 +14,8 @@ mod mit_file;
 pub mod principal;
 pub mod priv_safe;
 pub mod replay;
+#[cfg(test)]
+mod test_support;
 pub mod usage;
 
 pub use principal::Principal;

@@ -331,7 +331,7 @@ impl SecureChannel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ap::tests::at;
+    use crate::test_support::at;
     use roamgate_krb_crypto::Etype;
 
     fn pair(mode_a: ReplayMode, mode_b: ReplayMode) -> (SecureChannel, SecureChannel) {
@@ -376,8 +376,8 @@ mod tests {
 
     #[test]
     fn channels_from_an_ap_exchange_agree() {
-        use crate::ap::tests::{accept_once, issue};
         use crate::ap::{build_ap_req, AcceptParams, ApReqParams};
+        use crate::test_support::{accept_once, issue};
         let (cred, keys) = issue("dir/x@EXAMPLE.COM", Etype::Aes128CtsHmacSha196);
         for (subkeys, seqs) in [(true, true), (false, false), (true, false)] {
             let (req, client) = build_ap_req(

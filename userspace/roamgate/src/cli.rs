@@ -14,6 +14,10 @@ between access networks. Kerberos V5 authenticates every party; XDP programs aut
 and forward the Mobile IP tunnels and the voice."
 )]
 pub struct Cli {
+    /// Log as human-readable text or as one JSON object per line; overrides
+    /// the config's [log] format.
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub log_format: Option<crate::config::LogFormat>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -117,9 +121,54 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: std::path::PathBuf,
     },
+    /// Install this binary, a hardened systemd unit per long-running role
+    /// and the default configurations (never overwriting one that exists);
+    /// prints what it did and the `systemctl enable --now` commands.
+    Install {
+        /// Install for systemd (the only kind of install so far).
+        #[arg(long, required = true)]
+        systemd: bool,
+        /// Root of the target file system. Not "/": no user is created and
+        /// systemd is not reloaded (packaging, images, tests).
+        #[arg(long, default_value = "/", value_name = "DIR")]
+        prefix: PathBuf,
+        /// Where the binary goes on the target; written into the units.
+        #[arg(long, default_value = crate::install::DEFAULT_BIN_DIR, value_name = "DIR")]
+        bin_dir: PathBuf,
+        /// Print what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Kerberos client tools: kinit, kvno, klist.
     Krb {
         #[command(subcommand)]
         command: roamgate_krb::cli::krb::KrbCommand,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::config::LogFormat;
+
+    #[test]
+    fn log_format_is_accepted_by_every_role_before_or_after_it() {
+        let cli = Cli::try_parse_from(["roamgate", "--log-format", "json", "gateway"]).unwrap();
+        assert_eq!(cli.log_format, Some(LogFormat::Json));
+        let cli = Cli::try_parse_from([
+            "roamgate",
+            "home-agent",
+            "--config",
+            "x.toml",
+            "--log-format",
+            "text",
+        ])
+        .unwrap();
+        assert_eq!(cli.log_format, Some(LogFormat::Text));
+        let cli = Cli::try_parse_from(["roamgate", "counters"]).unwrap();
+        assert_eq!(cli.log_format, None);
+        assert!(Cli::try_parse_from(["roamgate", "--log-format", "xml", "gateway"]).is_err());
+    }
 }

@@ -57,7 +57,7 @@ impl Default for GatewaySection {
     fn default() -> Self {
         Self {
             interfaces: Vec::new(),
-            xdp_mode: AttachMode::Native,
+            xdp_mode: AttachMode::Auto,
             pin_dir: PathBuf::from(roamgate_common::maps::PIN_DIR),
             counters_interval_secs: 10,
         }
@@ -177,6 +177,7 @@ mod tests {
     fn empty_file_gives_defaults() {
         let cfg = GatewayConfig::from_toml("").unwrap();
         assert_eq!(cfg.gateway.counters_interval_secs, 10);
+        assert_eq!(cfg.gateway.xdp_mode, AttachMode::Auto);
         assert_eq!(
             cfg.metrics_addr().unwrap(),
             Some("127.0.0.1:9464".parse().unwrap())

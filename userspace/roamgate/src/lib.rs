@@ -9,6 +9,7 @@ pub mod dataplane;
 pub mod directory;
 pub mod gateway;
 pub mod home_agent;
+pub mod install;
 pub mod logging;
 pub mod metrics;
 pub mod mobile_node;

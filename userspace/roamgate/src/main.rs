@@ -1,3 +1,6 @@
+use std::io::Write as _;
+
+use anyhow::Context as _;
 use clap::Parser as _;
 use roamgate::{
     cli::{Cli, Command},
@@ -25,6 +28,9 @@ fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(format) = cli.log_format {
+        logging::override_format(format);
+    }
     match cli.command {
         Command::Gateway { config } => {
             let cfg = match &config {
@@ -84,6 +90,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Kdc { command } => {
             logging::init(Default::default(), "info");
             roamgate_krb::cli::kdc::run(command).await
+        }
+        Command::Install {
+            systemd: _,
+            prefix,
+            bin_dir,
+            dry_run,
+        } => {
+            let binary = std::env::current_exe().context("finding this binary to install")?;
+            let opts = roamgate::install::InstallOptions {
+                prefix,
+                bin_dir,
+                dry_run,
+                binary,
+            };
+            let mut out = std::io::stdout().lock();
+            for line in roamgate::install::install(&opts)? {
+                // A closed pipe (`| head`) ends the listing, not the install.
+                if writeln!(out, "{line}").is_err() {
+                    break;
+                }
+            }
+            Ok(())
         }
         Command::Krb { command } => roamgate_krb::cli::krb::run(command).await,
         Command::Directory { command } => roamgate::directory::run(command).await,

@@ -39,6 +39,21 @@ pub fn exposition<'a>(counters: impl IntoIterator<Item = (&'a str, u64)>) -> Str
     s
 }
 
+/// One `roamgate_xdp_attached{interface,mode} 1` gauge per interface the
+/// XDP program is attached to, so a fallback to generic XDP shows.
+pub fn xdp_attached<'a>(
+    links: impl IntoIterator<Item = (&'a str, crate::dataplane::AttachedMode)>,
+) -> String {
+    let mut s = String::from("# TYPE roamgate_xdp_attached gauge\n");
+    for (iface, mode) in links {
+        s.push_str(&format!(
+            "roamgate_xdp_attached{{interface=\"{iface}\",mode=\"{}\"}} 1\n",
+            mode.as_str()
+        ));
+    }
+    s
+}
+
 pub async fn serve(
     listener: TcpListener,
     render: Render,
@@ -131,6 +146,15 @@ mod tests {
             s,
             "# TYPE roamgate_xdp_rx_packets_total counter\nroamgate_xdp_rx_packets_total 3\n\
              # TYPE roamgate_xdp_action_pass_total counter\nroamgate_xdp_action_pass_total 2\n"
+        );
+    }
+
+    #[test]
+    fn xdp_attached_names_interface_and_mode() {
+        let text = xdp_attached([("eth0", crate::dataplane::AttachedMode::Skb)]);
+        assert!(
+            text.contains("roamgate_xdp_attached{interface=\"eth0\",mode=\"skb\"} 1\n"),
+            "{text}"
         );
     }
 

@@ -336,7 +336,7 @@ pub fn klist_text(cc: &CCache, path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ap::tests::{assert_same_credential, at, issue};
+    use crate::test_support::{assert_same_credential, at, issue};
     use roamgate_krb_crypto::Etype;
 
     #[test]

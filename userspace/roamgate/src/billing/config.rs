@@ -13,7 +13,7 @@ use super::radius::RadiusSection;
 use crate::config::{ConfigFile, LogSection, OptionalMetrics};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7760";
-pub const DEFAULT_DATABASE: &str = "/var/lib/roamgate/billing.sqlite";
+pub const DEFAULT_DATABASE: &str = "/var/lib/roamgate/billing/billing.sqlite";
 pub const DEFAULT_KEYTAB: &str = "/etc/roamgate/billing.keytab";
 pub const DEFAULT_SERVICE: &str = "billing/bill.example.org@EXAMPLE.ORG";
 /// A charge whose close never comes is closed after this long (4 h).

@@ -5,6 +5,7 @@
 //! [`roamgate_common::maps::PIN_DIR`]) so that the state outlives the control
 //! plane: a restarted gateway reuses the pinned maps.
 
+pub mod driver;
 pub mod maps;
 
 use std::{
@@ -18,6 +19,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use roamgate_common::counters;
+use tracing::warn;
 
 /// The eBPF object, built by `build.rs` with Debian's rustc and bpf-linker.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("ROAMGATE_EBPF_OBJ"));
@@ -44,12 +46,13 @@ pub enum DataPlaneError {
         #[source]
         source: aya::programs::ProgramError,
     },
-    #[error("attaching XDP to {iface} in {mode} mode: {source} (does the interface exist and does its driver support this mode? try xdp_mode = \"skb\")")]
+    #[error("attaching XDP to {iface} (driver {driver}) in {mode} mode: {source} (does the interface exist and does its driver support this mode? set xdp_mode = \"auto\" to fall back to generic XDP, or \"skb\")")]
     Attach {
         iface: String,
+        driver: String,
         mode: &'static str,
         #[source]
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     #[error("marking the pinned bindings in the binding filter: {0}")]
     MarkBindings(#[source] maps::MapsError),
@@ -61,10 +64,14 @@ pub enum DataPlaneError {
     },
 }
 
-/// How XDP is attached to an interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+/// How XDP is attached to an interface (the `xdp_mode` setting).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AttachMode {
+    /// Native where the driver supports it, otherwise generic (skb) with
+    /// one warning: comes up on any interface.
+    #[default]
+    Auto,
     /// In the driver (fast path). Fails where the driver has no XDP support.
     Native,
     /// Generic XDP in the stack: works everywhere, slower.
@@ -72,18 +79,101 @@ pub enum AttachMode {
 }
 
 impl AttachMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::Auto => "auto",
+            AttachMode::Native => "native",
+            AttachMode::Skb => "skb",
+        }
+    }
+}
+
+/// The mode an attach actually used (never "auto").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachedMode {
+    Native,
+    Skb,
+}
+
+/// Interfaces with the XDP mode each one got.
+pub type AttachedLinks = Vec<(String, AttachedMode)>;
+
+impl AttachedMode {
     fn aya(self) -> XdpMode {
         match self {
-            AttachMode::Native => XdpMode::Driver,
-            AttachMode::Skb => XdpMode::Skb,
+            AttachedMode::Native => XdpMode::Driver,
+            AttachedMode::Skb => XdpMode::Skb,
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
-            AttachMode::Native => "native",
-            AttachMode::Skb => "skb",
+            AttachedMode::Native => "native",
+            AttachedMode::Skb => "skb",
         }
+    }
+}
+
+/// The errno of an attach error that means "this driver has no native
+/// XDP": the kernel answers EOPNOTSUPP (no `ndo_bpf`) from
+/// `bpf_link_create`, or EINVAL through aya's netlink fallback on older
+/// kernels.
+fn native_unsupported(e: &aya::programs::ProgramError) -> Option<std::io::Error> {
+    use aya::programs::{xdp::XdpError, ProgramError};
+    let errno = match e {
+        ProgramError::SyscallError(s) => s.io_error.raw_os_error(),
+        ProgramError::XdpError(XdpError::NetlinkError(n)) => n.raw_os_error(),
+        _ => None,
+    }?;
+    matches!(errno, libc::EOPNOTSUPP | libc::EINVAL)
+        .then(|| std::io::Error::from_raw_os_error(errno))
+}
+
+/// Attaches `xdp` to `iface` in `mode`. With [`AttachMode::Auto`], a driver
+/// without native XDP gets generic XDP and one warning naming the driver.
+pub fn attach_xdp(
+    xdp: &mut Xdp,
+    iface: &str,
+    mode: AttachMode,
+) -> Result<(XdpLinkId, AttachedMode), DataPlaneError> {
+    let attach = |xdp: &mut Xdp, m: AttachedMode| {
+        xdp.attach(iface, m.aya())
+            .map(|id| (id, m))
+            .map_err(|source| DataPlaneError::Attach {
+                iface: iface.to_owned(),
+                driver: driver::driver_name(iface),
+                mode: m.as_str(),
+                source: Box::new(source),
+            })
+    };
+    match mode {
+        AttachMode::Native => attach(xdp, AttachedMode::Native),
+        AttachMode::Skb => attach(xdp, AttachedMode::Skb),
+        AttachMode::Auto => match xdp.attach(iface, XdpMode::Driver) {
+            Ok(id) => Ok((id, AttachedMode::Native)),
+            Err(e) => match native_unsupported(&e) {
+                Some(errno) => {
+                    let attached = attach(xdp, AttachedMode::Skb)?;
+                    warn!(
+                        interface = %iface,
+                        driver = %driver::driver_name(iface),
+                        reason = %format!("{e}: {errno}"),
+                        "no native XDP in this driver: attached in generic (skb) mode. Native \
+                         mode would forward in the driver before any skb is allocated, at \
+                         several times the packet rate; use a NIC whose driver has XDP \
+                         (virtio_net with enough queues, mlx5, ixgbe, i40e, veth...) for full speed"
+                    );
+                    Ok(attached)
+                }
+                None => Err(DataPlaneError::Attach {
+                    iface: iface.to_owned(),
+                    driver: driver::driver_name(iface),
+                    mode: AttachedMode::Native.as_str(),
+                    source: Box::new(e),
+                }),
+            },
+        },
     }
 }
 
@@ -91,7 +181,7 @@ impl AttachMode {
 /// pinned maps stay.
 pub struct DataPlane {
     ebpf: Ebpf,
-    links: Vec<(String, XdpLinkId)>,
+    links: Vec<(String, XdpLinkId, AttachedMode)>,
     pin_dir: PathBuf,
 }
 
@@ -153,25 +243,23 @@ impl DataPlane {
             .ok_or(DataPlaneError::MissingProgram(XDP_PROGRAM))
     }
 
-    /// Attaches the XDP program to `iface`.
-    pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<(), DataPlaneError> {
-        let link = self
-            .xdp_mut()?
-            .attach(iface, mode.aya())
-            .map_err(|source| DataPlaneError::Attach {
-                iface: iface.to_owned(),
-                mode: mode.as_str(),
-                source,
-            })?;
-        self.links.push((iface.to_owned(), link));
-        Ok(())
+    /// Attaches the XDP program to `iface` and returns the mode in use
+    /// (see [`attach_xdp`] for `auto`).
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        mode: AttachMode,
+    ) -> Result<AttachedMode, DataPlaneError> {
+        let (link, used) = attach_xdp(self.xdp_mut()?, iface, mode)?;
+        self.links.push((iface.to_owned(), link, used));
+        Ok(used)
     }
 
     /// Detaches from every interface this data plane attached to.
     pub fn detach_all(&mut self) -> Vec<(String, Result<(), DataPlaneError>)> {
         let links = std::mem::take(&mut self.links);
         let mut out = Vec::new();
-        for (iface, link) in links {
+        for (iface, link, _) in links {
             let res = match self.xdp_mut() {
                 Ok(xdp) => xdp.detach(link).map_err(|source| DataPlaneError::Program {
                     program: XDP_PROGRAM,
@@ -184,8 +272,9 @@ impl DataPlane {
         out
     }
 
-    pub fn attached(&self) -> impl Iterator<Item = &str> {
-        self.links.iter().map(|(i, _)| i.as_str())
+    /// The interfaces attached, with the mode each one uses.
+    pub fn attached(&self) -> impl Iterator<Item = (&str, AttachedMode)> {
+        self.links.iter().map(|(i, _, m)| (i.as_str(), *m))
     }
 
     /// Reads every counter, summed over CPUs.

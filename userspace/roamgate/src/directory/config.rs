@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::config::{ConfigFile, LogSection, OptionalMetrics};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7750";
-pub const DEFAULT_DATABASE: &str = "/var/lib/roamgate/directory.sqlite";
+pub const DEFAULT_DATABASE: &str = "/var/lib/roamgate/directory/directory.sqlite";
 pub const DEFAULT_KEYTAB: &str = "/etc/roamgate/directory.keytab";
 pub const DEFAULT_SERVICE: &str = "directory/dir.example.org@EXAMPLE.ORG";
 

@@ -120,7 +120,7 @@ impl Default for DataplaneSection {
     fn default() -> Self {
         Self {
             interfaces: Vec::new(),
-            xdp_mode: AttachMode::Native,
+            xdp_mode: AttachMode::Auto,
             pin_dir: PathBuf::from(roamgate_common::maps::PIN_DIR),
             tunnel_mtu: DEFAULT_TUNNEL_MTU,
         }

@@ -56,7 +56,7 @@ use tracing::{debug, info, warn};
 use self::{apply::Applied, config::HomeAgentFile, engine_thread::EngineThread};
 use crate::dataplane::{
     maps::{Maps, Role},
-    AttachMode, DataPlane,
+    AttachMode, AttachedLinks, DataPlane,
 };
 use crate::platform::{neigh, rtnl::Rtnl};
 
@@ -73,12 +73,13 @@ pub fn link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
 
 /// Makes sure XDP is attached to every interface with a pinned link, so it
 /// outlives this process. Returns the data plane if this call loaded it
-/// (nothing to do when every link was pinned by an earlier run).
+/// (nothing to do when every link was pinned by an earlier run), and the
+/// interfaces it attached with the mode each one got.
 pub fn ensure_pinned_xdp(
     pin_dir: &Path,
     interfaces: &[String],
     mode: AttachMode,
-) -> anyhow::Result<Option<DataPlane>> {
+) -> anyhow::Result<(Option<DataPlane>, AttachedLinks)> {
     let missing: Vec<&String> = interfaces
         .iter()
         .filter(|i| aya::programs::links::PinnedLink::from_pin(link_pin(pin_dir, i)).is_err())
@@ -87,30 +88,24 @@ pub fn ensure_pinned_xdp(
         if !interfaces.is_empty() {
             info!(pin_dir = %pin_dir.display(), "XDP links already pinned: data plane kept as it is");
         }
-        return Ok(None);
+        return Ok((None, Vec::new()));
     }
     let mut dp = DataPlane::load(pin_dir)?;
+    let mut attached = Vec::new();
     for iface in missing {
         let _ = std::fs::remove_file(link_pin(pin_dir, iface));
         let xdp = dp.xdp_mut()?;
-        let id = xdp
-            .attach(
-                iface,
-                match mode {
-                    AttachMode::Native => aya::programs::XdpMode::Driver,
-                    AttachMode::Skb => aya::programs::XdpMode::Skb,
-                },
-            )
-            .with_context(|| format!("attaching XDP to {iface} ({} mode)", mode.as_str()))?;
+        let (id, used) = crate::dataplane::attach_xdp(xdp, iface, mode)?;
         let link = xdp.take_link(id).context("taking the XDP link")?;
         let fd: aya::programs::links::FdLink = link
             .try_into()
             .context("the kernel attached XDP without a bpf_link (kernel < 5.9?)")?;
         fd.pin(link_pin(pin_dir, iface))
             .with_context(|| format!("pinning the XDP link of {iface}"))?;
-        info!(interface = %iface, mode = mode.as_str(), "XDP attached, link pinned");
+        info!(interface = %iface, mode = used.as_str(), "XDP attached, link pinned");
+        attached.push((iface.clone(), used));
     }
-    Ok(Some(dp))
+    Ok((Some(dp), attached))
 }
 
 /// Removes the pinned XDP links: the programs detach.
@@ -148,6 +143,9 @@ pub struct Metrics {
     pub restore_tunnel_lost: u64,
     /// Journal rows skipped at restore because they could not be read.
     pub journal_corrupt_rows: u64,
+    /// Interfaces this process attached XDP to, with the mode in use
+    /// (empty when the links were pinned by an earlier run).
+    pub xdp_attached: AttachedLinks,
 }
 
 impl Metrics {
@@ -181,6 +179,11 @@ impl Metrics {
             "# TYPE roamgate_ha_bindings gauge\nroamgate_ha_bindings {}\n",
             self.bindings
         ));
+        if !self.xdp_attached.is_empty() {
+            s.push_str(&crate::metrics::xdp_attached(
+                self.xdp_attached.iter().map(|(i, m)| (i.as_str(), *m)),
+            ));
+        }
         s
     }
 }
@@ -631,7 +634,7 @@ pub fn load_service_keys(
 
 /// Builds the engine of a configuration (data plane attached if asked).
 pub fn build_engine(cfg: &HomeAgentFile) -> anyhow::Result<(Engine, Option<DataPlane>)> {
-    let dp = ensure_pinned_xdp(
+    let (dp, xdp_attached) = ensure_pinned_xdp(
         &cfg.dataplane.pin_dir,
         &cfg.dataplane.interfaces,
         cfg.dataplane.xdp_mode,
@@ -662,16 +665,15 @@ pub fn build_engine(cfg: &HomeAgentFile) -> anyhow::Result<(Engine, Option<DataP
             .then(|| cfg.home_agent.home_interface.clone()),
         route_via: cfg.home_agent.home_route_via,
     };
-    Ok((
-        Engine::new(
-            core,
-            Box::new(journal),
-            maps,
-            cfg.dataplane.tunnel_mtu,
-            home_link,
-        ),
-        dp,
-    ))
+    let mut engine = Engine::new(
+        core,
+        Box::new(journal),
+        maps,
+        cfg.dataplane.tunnel_mtu,
+        home_link,
+    );
+    engine.metrics.xdp_attached = xdp_attached;
+    Ok((engine, dp))
 }
 
 fn write_stats(path: &Path, m: &Metrics) {

@@ -127,7 +127,7 @@ impl Default for DataplaneSection {
             mode: DataplaneMode::Xdp,
             interfaces: Vec::new(),
             inside_interfaces: None,
-            xdp_mode: AttachMode::Native,
+            xdp_mode: AttachMode::Auto,
             pin_dir: PathBuf::from("/sys/fs/bpf/roamgate-mn"),
             tunnel_mtu: 1500,
             tun_name: "rgmn0".to_owned(),

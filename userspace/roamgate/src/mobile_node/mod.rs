@@ -174,8 +174,8 @@ pub async fn run(cfg: MobileNodeFile, shutdown: CancellationToken) -> anyhow::Re
         DataplaneMode::Xdp => {
             let mut dp = DataPlane::load(&cfg.dataplane.pin_dir)?;
             for i in &cfg.dataplane.interfaces {
-                dp.attach(i, cfg.dataplane.xdp_mode)?;
-                info!(interface = %i, "XDP attached");
+                let mode = dp.attach(i, cfg.dataplane.xdp_mode)?;
+                info!(interface = %i, mode = mode.as_str(), "XDP attached");
             }
             Some(dp)
         }

@@ -185,7 +185,7 @@ impl Default for DataplaneSection {
         Self {
             interfaces: Vec::new(),
             inside_interfaces: Vec::new(),
-            xdp_mode: AttachMode::Native,
+            xdp_mode: AttachMode::Auto,
             pin_dir: PathBuf::from("/sys/fs/bpf/roamgate-pm"),
             tunnel_mtu: 1500,
         }

@@ -403,6 +403,8 @@ pub struct Report {
     pub stats: serde_json::Value,
     pub io: IoStats,
     pub units: Vec<UnitLine>,
+    /// Interfaces the shared data plane is attached to, and their modes.
+    pub xdp_attached: crate::dataplane::AttachedLinks,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -482,6 +484,11 @@ impl Report {
              # TYPE roamgate_pm_proxy_ops_in_flight gauge\nroamgate_pm_proxy_ops_in_flight {}\n",
             self.proxies, self.in_progress, self.voice_flows, self.proxy_ops_in_flight
         ));
+        if !self.xdp_attached.is_empty() {
+            out.push_str(&crate::metrics::xdp_attached(
+                self.xdp_attached.iter().map(|(i, m)| (i.as_str(), *m)),
+            ));
+        }
         out
     }
 }
@@ -494,6 +501,7 @@ fn report(
     io: &IoStats,
     proxies: &HashMap<IdentityCode, Proxy>,
     calls: &calls::Calls,
+    xdp_attached: &crate::dataplane::AttachedLinks,
     with_units: bool,
 ) -> Report {
     let lines = if with_units { proxies.len() } else { 0 };
@@ -523,6 +531,7 @@ fn report(
         stats: stats_json(&core.stats()),
         io: io.clone(),
         units,
+        xdp_attached: xdp_attached.clone(),
     }
 }
 
@@ -581,9 +590,10 @@ fn open_plane(cfg: &ProxyManagerFile) -> anyhow::Result<SharedPlane> {
     } else {
         let mut dp = DataPlane::load(&d.pin_dir)?;
         for i in &d.interfaces {
-            dp.attach(i, d.xdp_mode)
+            let mode = dp
+                .attach(i, d.xdp_mode)
                 .with_context(|| format!("attaching XDP to {i} (dataplane.interfaces)"))?;
-            info!(interface = %i, "XDP attached");
+            info!(interface = %i, mode = mode.as_str(), "XDP attached");
         }
         Some(dp)
     };
@@ -666,6 +676,12 @@ pub async fn run(cfg: ProxyManagerFile, shutdown: CancellationToken) -> anyhow::
     }
     let mut core = ProxyManager::new(Verifier::new(service.clone(), keytab), cfg.core());
     let mut shared = open_plane(&cfg)?;
+    let xdp_attached: crate::dataplane::AttachedLinks = shared
+        .dp
+        .iter()
+        .flat_map(|dp| dp.attached())
+        .map(|(i, m)| (i.to_owned(), m))
+        .collect();
     let sock = UdpSocket::bind(cfg.proxy_manager.listen)
         .await
         .with_context(|| format!("binding proxy_manager.listen {}", cfg.proxy_manager.listen))?;
@@ -732,7 +748,14 @@ pub async fn run(cfg: ProxyManagerFile, shutdown: CancellationToken) -> anyhow::
             _ = tokio::time::sleep(wake) => core.handle_timeout(SystemTime::now()),
             _ = tick.tick() => {
                 stopping.retain(|_, h| !h.is_finished());
-                let r = report(&core, &stats, &proxies, &calls, status_file.is_some());
+                let r = report(
+                    &core,
+                    &stats,
+                    &proxies,
+                    &calls,
+                    &xdp_attached,
+                    status_file.is_some(),
+                );
                 if let Some(p) = &status_file {
                     if let Ok(text) = serde_json::to_string(&r) {
                         if let Err(e) = crate::platform::fs::write_atomic(p, text.as_bytes(), 0o600) {
@@ -792,7 +815,7 @@ pub async fn run(cfg: ProxyManagerFile, shutdown: CancellationToken) -> anyhow::
         }
     }
     if let Some(p) = &status_file {
-        let r = report(&core, &stats, &proxies, &calls, true);
+        let r = report(&core, &stats, &proxies, &calls, &xdp_attached, true);
         if let Ok(text) = serde_json::to_string(&r) {
             let _ = crate::platform::fs::write_atomic(p, text.as_bytes(), 0o600);
         }
