@@ -51,8 +51,11 @@ pub struct Topology {
 impl Topology {
     /// A new, empty topology; `tag` names it in `ip netns list`.
     pub fn new(tag: &str) -> anyhow::Result<Self> {
+        // ROAMGATE_NETNS_PREFIX: on a shared machine, each engineer's
+        // namespaces under a name of their own.
+        let lead = std::env::var("ROAMGATE_NETNS_PREFIX").unwrap_or_else(|_| "rg".to_owned());
         let prefix = format!(
-            "rg{}{}-{}-",
+            "{lead}{}{}-{}-",
             std::process::id() % 100_000,
             SEQ.fetch_add(1, Ordering::Relaxed),
             tag
