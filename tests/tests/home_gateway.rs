@@ -70,12 +70,16 @@ fn start(topo: &mut Topology, cfg: &Path, dir: &Path, name: &str) -> usize {
     let mut cmd = Command::new(roamgate_bin().unwrap());
     cmd.arg("gateway").arg("--config").arg(cfg);
     let idx = topo.spawn("gw", cmd, Some(&dir.join(name))).unwrap();
-    wait_for("the home gateway to come up", Duration::from_secs(30), || {
-        if let Some(st) = topo.child_mut(idx).try_wait()? {
-            anyhow::bail!("the gateway exited ({st}): {}", log(dir, name));
-        }
-        Ok(log(dir, name).contains("home gateway up"))
-    })
+    wait_for(
+        "the home gateway to come up",
+        Duration::from_secs(30),
+        || {
+            if let Some(st) = topo.child_mut(idx).try_wait()? {
+                anyhow::bail!("the gateway exited ({st}): {}", log(dir, name));
+            }
+            Ok(log(dir, name).contains("home gateway up"))
+        },
+    )
     .unwrap();
     idx
 }
@@ -198,10 +202,7 @@ fn home_gateway_first_run_status_provision_and_switch_on() {
     // A second start reuses the realm, and the bindings stay pinned.
     let gw2 = start(&mut topo, &cfg, dir.path(), "gw2.log");
     let second = log(dir.path(), "gw2.log");
-    assert!(
-        second.contains("reusing realm HOME.GW.TEST in"),
-        "{second}"
-    );
+    assert!(second.contains("reusing realm HOME.GW.TEST in"), "{second}");
     wait_for("status healthy again", Duration::from_secs(10), || {
         Ok(status(&cfg).0)
     })
@@ -228,5 +229,9 @@ fn a_failed_start_leaves_no_maps_pinned() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("gw0"), "{err}");
     assert!(!pins.0.exists(), "maps left pinned in {}", pins.0.display());
-    assert!(!pins.pm().exists(), "maps left pinned in {}", pins.pm().display());
+    assert!(
+        !pins.pm().exists(),
+        "maps left pinned in {}",
+        pins.pm().display()
+    );
 }

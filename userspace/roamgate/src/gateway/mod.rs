@@ -174,19 +174,37 @@ async fn run_inner(
     info!(address = %address, state_dir = %config.state_dir().display(), "home gateway up");
 
     // The first role to end before the shutdown ends the gateway.
-    let mut failure = None;
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
+    let failure = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => None,
         Some(r) = tasks.join_next() => {
             let (role, res) = r.unwrap_or_else(|e| ("a role", Err(anyhow::anyhow!("panicked: {e}"))));
-            let err = res.err().unwrap_or_else(|| anyhow::anyhow!("stopped on its own"));
-            roles.set_state(role, RoleState::Failed(format!("{err:#}")));
-            failure = Some(err.context(format!("{role} failed; the gateway stops")));
-            if started.elapsed() < START_GRACE {
-                warn!(role, "failed during the start");
+            match res {
+                // It ended because the shutdown began: not a failure.
+                Ok(()) if shutdown.is_cancelled() => None,
+                res => {
+                    let err = res.err().unwrap_or_else(|| anyhow::anyhow!("stopped on its own"));
+                    roles.set_state(role, RoleState::Failed(format!("{err:#}")));
+                    if started.elapsed() < START_GRACE {
+                        warn!(role, "failed during the start");
+                    }
+                    Some(err.context(format!("{role} failed; the gateway stops")))
+                }
             }
         }
-    }
+    };
+    finish(&config, &roles, &stop, tasks, dp, failure).await
+}
+
+/// Stops every role, waits for them, writes the last status and detaches.
+async fn finish(
+    config: &GatewayConfig,
+    roles: &Roles,
+    stop: &CancellationToken,
+    mut tasks: RoleTasks,
+    dp: Option<Arc<Mutex<DataPlane>>>,
+    failure: Option<anyhow::Error>,
+) -> anyhow::Result<()> {
     stop.cancel();
     while let Some(r) = tasks.join_next().await {
         match r {

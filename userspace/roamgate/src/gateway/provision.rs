@@ -109,6 +109,11 @@ pub fn banner(l: &Layout<'_>, realm: &Realm) -> String {
     let _ = match realm {
         Realm::Created => writeln!(t, "created realm {realm_name} in {}", dir.display()),
         Realm::Reused => writeln!(t, "reusing realm {realm_name} in {}", dir.display()),
+        Realm::External if l.cfg.kdc.external.is_empty() => writeln!(
+            t,
+            "realm {realm_name}: no KDC runs here (kdc.enabled = false); keytabs in {}",
+            dir.join("keytabs").display()
+        ),
         Realm::External => writeln!(
             t,
             "realm {realm_name} on the external KDC {}; keytabs in {}",
