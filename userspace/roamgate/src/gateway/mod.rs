@@ -100,6 +100,13 @@ async fn run_inner(
             (KDC, Ok(()))
         });
     }
+    // Read (and on the first run create) the directory before it serves:
+    // two first opens of one SQLite file race.
+    let units = if config.home_agent.enabled {
+        directory_units(&config)?
+    } else {
+        Vec::new()
+    };
     if config.directory.local() {
         let cfg = layout.directory()?;
         roles.set(
@@ -117,7 +124,6 @@ async fn run_inner(
         tasks.spawn(async move { (BILLING, crate::billing::serve(cfg, s).await) });
     }
     if config.home_agent.enabled {
-        let units = directory_units(&config)?;
         let cfg = layout.home_agent(&units)?;
         roles.set(
             HOME_AGENT,
