@@ -389,3 +389,30 @@ fn a_failed_start_leaves_no_maps_pinned() {
         pins.pm().display()
     );
 }
+
+#[test]
+fn auto_falls_back_to_skb_where_the_driver_has_no_native_xdp() {
+    let mut topo = Topology::new("homeskb").unwrap();
+    topo.add_host("gw").unwrap();
+    // A bridge has no native XDP (this kernel has no dummy or ifb module).
+    topo.exec_ok("gw", &["ip", "link", "add", "gw0", "type", "bridge"])
+        .unwrap();
+    topo.exec_ok("gw", &["ip", "link", "set", "gw0", "up"])
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pins = Pins::new();
+    let cfg = write_config(dir.path(), &pins, &["gw0"]);
+    let gw = start(&mut topo, &cfg, dir.path(), "gw.log");
+    let out = log(dir.path(), "gw.log");
+    assert_eq!(
+        out.matches("falling back to skb").count(),
+        1,
+        "one warning: {out}"
+    );
+    assert!(
+        out.contains("XDP attached interface=gw0 mode=\"skb\""),
+        "{out}"
+    );
+    assert!(topo.xdp_attached("gw", "gw0").unwrap());
+    stop(&mut topo, gw, dir.path(), "gw.log");
+}
