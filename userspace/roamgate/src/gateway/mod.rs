@@ -109,65 +109,49 @@ async fn run_inner(
     };
     if config.directory.local() {
         let cfg = layout.directory()?;
-        roles.set(
-            DIRECTORY,
-            RoleState::Running,
-            cfg.directory.listen.to_string(),
-        );
-        let s = stop.clone();
-        tasks.spawn(async move { (DIRECTORY, crate::directory::serve(cfg, s).await) });
+        let listen = cfg.directory.listen;
+        spawn_role(&mut tasks, &roles, DIRECTORY, listen, &stop, |s| {
+            crate::directory::serve(cfg, s)
+        });
     }
     if config.billing.local() {
         let cfg = layout.billing()?;
-        roles.set(BILLING, RoleState::Running, cfg.billing.listen.to_string());
-        let s = stop.clone();
-        tasks.spawn(async move { (BILLING, crate::billing::serve(cfg, s).await) });
+        let listen = cfg.billing.listen;
+        spawn_role(&mut tasks, &roles, BILLING, listen, &stop, |s| {
+            crate::billing::serve(cfg, s)
+        });
     }
     if config.home_agent.enabled {
         let cfg = layout.home_agent(&units)?;
-        roles.set(
-            HOME_AGENT,
-            RoleState::Running,
-            cfg.home_agent.listen.to_string(),
-        );
-        let (s, refresh) = (
-            stop.clone(),
-            Duration::from_secs(config.home_agent.units_refresh_secs),
-        );
-        let dir_db = config
-            .directory
-            .local()
-            .then(|| config.state_dir().join("directory.sqlite"));
+        let listen = cfg.home_agent.listen;
         let c = config.clone();
-        let rebuild = move |u: &[UnitRecord]| Layout::new(&c, address).home_agent(u);
         let ha = HomeAgentSupervisor {
-            rebuild: Box::new(rebuild),
-            dir_db,
+            rebuild: Box::new(move |u: &[UnitRecord]| Layout::new(&c, address).home_agent(u)),
+            dir_db: config
+                .directory
+                .local()
+                .then(|| config.state_dir().join("directory.sqlite")),
             address,
-            refresh,
+            refresh: Duration::from_secs(config.home_agent.units_refresh_secs),
             roles: roles.clone(),
         };
-        tasks.spawn(async move { (HOME_AGENT, ha.run(cfg, units, s).await) });
+        spawn_role(&mut tasks, &roles, HOME_AGENT, listen, &stop, |s| {
+            ha.run(cfg, units, s)
+        });
     }
     if config.proxy_manager.enabled {
         let cfg = layout.proxy_manager()?;
-        roles.set(
-            PROXY_MANAGER,
-            RoleState::Running,
-            cfg.proxy_manager.listen.to_string(),
-        );
-        let s = stop.clone();
-        tasks.spawn(async move { (PROXY_MANAGER, crate::proxy_manager::run(cfg, s).await) });
+        let listen = cfg.proxy_manager.listen;
+        spawn_role(&mut tasks, &roles, PROXY_MANAGER, listen, &stop, |s| {
+            crate::proxy_manager::run(cfg, s)
+        });
     }
     if config.base_station.enabled {
         let cfg = layout.base_station()?;
-        roles.set(
-            BASE_STATION,
-            RoleState::Running,
-            cfg.base_station.listen.to_string(),
-        );
-        let s = stop.clone();
-        tasks.spawn(async move { (BASE_STATION, crate::base_station::run(cfg, s).await) });
+        let listen = cfg.base_station.listen;
+        spawn_role(&mut tasks, &roles, BASE_STATION, listen, &stop, |s| {
+            crate::base_station::run(cfg, s)
+        });
     }
     {
         let (roles, path, s) = (roles.clone(), config.status_file(), stop.clone());
@@ -233,6 +217,22 @@ async fn finish(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Marks `role` running at `listen` and runs it as a task until `stop`.
+fn spawn_role<F>(
+    tasks: &mut RoleTasks,
+    roles: &Roles,
+    role: &'static str,
+    listen: std::net::SocketAddr,
+    stop: &CancellationToken,
+    run: impl FnOnce(CancellationToken) -> F,
+) where
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    roles.set(role, RoleState::Running, listen.to_string());
+    let fut = run(stop.clone());
+    tasks.spawn(async move { (role, fut.await) });
 }
 
 /// Loads the data plane, attaches it (`auto`: native, else skb with one
