@@ -256,6 +256,23 @@ fn home_gateway_first_run_status_provision_switch_on_and_call() {
     assert!(principals.contains(&"alice@HOME.GW.TEST"), "{v:#}");
     assert!(principals.contains(&"bob@HOME.GW.TEST"), "{v:#}");
     assert_eq!(v["charges_open"], 0, "{v:#}");
+    // The same as a page for people.
+    let page = Command::new(roamgate_bin().unwrap())
+        .args(["status", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&page.stdout);
+    assert!(page.status.success(), "{text}");
+    for want in [
+        "roamgate home gateway: healthy (realm HOME.GW.TEST",
+        "units attached: 2",
+        "bindings: 2",
+        "charges open: 0",
+        "drop_bad_mac",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
 
     // A call from alice to bob: it completes and is charged once.
     let u2_dir = dir.path().join("bob");
