@@ -20,13 +20,21 @@ fn counters(pin_dir: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The data plane alone: every role of the home gateway off
+/// (tests/tests/home_gateway.rs runs them).
+const ROLES_OFF: &str = "[kdc]\nenabled = false\n[directory]\nenabled = false\n\
+    [billing]\nenabled = false\n[home_agent]\nenabled = false\n\
+    [proxy_manager]\nenabled = false\n[base_station]\nenabled = false\n";
+
 fn start_gateway(topo: &mut Topology, dir: &std::path::Path, pin_dir: &str) -> usize {
     let cfg = dir.join("gateway.toml");
     std::fs::write(
         &cfg,
         format!(
             "[gateway]\ninterfaces = [\"gw0\"]\nxdp_mode = \"native\"\npin_dir = \"{pin_dir}\"\n\
-             counters_interval_secs = 1\n[metrics]\nlisten = \"127.0.0.1:9464\"\n"
+             counters_interval_secs = 1\nstate_dir = \"{state}\"\naddress = \"10.77.0.2\"\n\
+             {ROLES_OFF}[metrics]\nlisten = \"127.0.0.1:9464\"\n",
+            state = dir.display(),
         ),
     )
     .unwrap();
@@ -160,7 +168,11 @@ fn gateway_refuses_a_missing_interface_with_a_clear_error() {
     let pin_dir = pin.path().display().to_string();
     std::fs::write(
         &cfg,
-        format!("[gateway]\ninterfaces = [\"nope0\"]\npin_dir = \"{pin_dir}\"\n[metrics]\nlisten = \"\"\n"),
+        format!(
+            "[gateway]\ninterfaces = [\"nope0\"]\npin_dir = \"{pin_dir}\"\nstate_dir = \"{}\"\n\
+             address = \"10.77.0.2\"\n{ROLES_OFF}[metrics]\nlisten = \"\"\n",
+            dir.path().display()
+        ),
     )
     .unwrap();
     let out = topo

@@ -19,7 +19,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         anyhow::bail!("`cargo xtask run` attaches XDP and must run as root");
     }
     let bin = build::run(&build::Options { release: false })?;
-    util::step("roamgate gateway (Ctrl-C to stop)");
+    // A start that fails removes the maps it pinned (roamgate gateway does,
+    // for a pin_dir that was empty), so nothing is left behind here.
+    util::step("roamgate gateway: the home gateway (Ctrl-C to stop; `roamgate status` shows it)");
     let config = util::root().join(&opts.config);
     util::run(
         Command::new(bin)

@@ -430,6 +430,16 @@ impl SqliteLedger {
         Ok(n.unsigned_abs())
     }
 
+    /// How many charges are open (calls in progress being charged).
+    pub fn open_charges_count(&self) -> Result<u64, LedgerError> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM charges WHERE status = 'open'")
+            .and_then(|mut st| st.query_row([], |r| r.get(0)))
+            .map_err(self.err())?;
+        Ok(n.unsigned_abs())
+    }
+
     /// The account the charge of `call` is on, if it was opened.
     pub fn charge_account(&self, call: CallId) -> Result<Option<String>, LedgerError> {
         charge_row(&self.conn, &call)

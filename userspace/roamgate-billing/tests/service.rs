@@ -171,6 +171,7 @@ fn open_and_close_round_trip_and_retries_are_idempotent() {
         svc.one(&u1, open(1, at(1)), at(2)).unwrap(),
         OpResult::AlreadyOpen
     );
+    assert_eq!(svc.ledger.open_charges_count().unwrap(), 1);
     // 30 s at 2/s plus the setup fee of 10.
     let closed = OpResult::Closed {
         amount: 70,
@@ -185,6 +186,7 @@ fn open_and_close_round_trip_and_retries_are_idempotent() {
         }
     );
     assert_eq!(svc.ledger.balance("acct-1").unwrap(), -70);
+    assert_eq!(svc.ledger.open_charges_count().unwrap(), 0);
     assert_eq!(
         svc.ledger.outbox_pending_count().unwrap(),
         2,

@@ -24,12 +24,25 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the all-in-one gateway: load and attach the XDP data plane, pin
-    /// its maps, serve counters.
+    /// Run the home gateway in one process: the XDP data plane and home
+    /// agent, the embedded KDC, directory and billing (SQLite under
+    /// state_dir), a proxy manager and base station for the home domain,
+    /// metrics. The first run creates the realm and prints how to add a unit.
     Gateway {
         /// TOML configuration (see config/gateway.toml for every key and its default).
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
+    },
+    /// One page on a home gateway: roles up, units attached, bindings,
+    /// calls in progress, charges open, data-plane counters. Exits non-zero
+    /// when a role that should run does not.
+    Status {
+        /// The gateway's configuration (its state_dir and pin_dir are read).
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print JSON instead of a page.
+        #[arg(long)]
+        json: bool,
     },
     /// Run the userspace tunnel forwarder (TUN + UDP 434): the fallback for
     /// hosts without XDP, interoperable with the XDP data plane.

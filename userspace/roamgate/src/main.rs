@@ -4,8 +4,10 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use roamgate::{
     cli::{Cli, Command},
-    config::{ConfigFile, GatewayConfig},
-    counters_cmd, gateway, logging,
+    config::ConfigFile,
+    counters_cmd,
+    gateway::{self, GatewayConfig},
+    logging,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +44,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let shutdown = CancellationToken::new();
             gateway::cancel_on_signals(shutdown.clone())?;
             gateway::run(cfg, shutdown).await
+        }
+        Command::Status { config, json } => {
+            let cfg = match &config {
+                Some(path) => GatewayConfig::load(path)?,
+                None => GatewayConfig::default(),
+            };
+            gateway::status::print(&cfg, json)
         }
         Command::Tunnel { config } => {
             let cfg = roamgate::tunnel::config::TunnelConfig::load(&config)?;

@@ -2,7 +2,7 @@
 
 use std::io::{BufRead as _, Write as _};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -263,29 +263,9 @@ pub async fn run(cmd: KdcCommand) -> anyhow::Result<()> {
             Ok(())
         }
         KdcCommand::ExportKeytab { store, name, out } => {
-            use crate::keytab::{Keytab, KeytabEntry};
             let store = store.open()?;
             let p = principal_in(&store, &name)?;
-            let keys = store.all_keys(&p)?;
-            let mut kt = if out.exists() {
-                Keytab::load(&out)?
-            } else {
-                Keytab::new()
-            };
-            let timestamp = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
-                .unwrap_or(0);
-            let n = keys.len();
-            for k in keys {
-                kt.push(KeytabEntry {
-                    principal: p.clone(),
-                    timestamp,
-                    kvno: k.kvno,
-                    key: k.key,
-                });
-            }
-            kt.save(&out)?;
+            let n = export_keytab(&store, &p, &out)?;
             println!("wrote {n} keys of {p} to {}", out.display());
             Ok(())
         }
@@ -298,30 +278,68 @@ pub async fn run(cmd: KdcCommand) -> anyhow::Result<()> {
             max_tcp_per_source,
             tcp_request_timeout,
         } => {
-            let store = store.open()?;
-            let realm = {
-                use crate::kdc::db::PrincipalStore as _;
-                store.realm().to_owned()
-            };
-            let kdc = Arc::new(Kdc::new(
-                Arc::new(CachedStore::new(store)),
-                KdcConfig::default(),
-            ));
             let mut cfg = ServerConfig::new(listen);
             cfg.max_udp_reply = max_udp_reply;
             cfg.max_tcp_request = max_tcp_request;
             cfg.max_tcp_connections = max_tcp_connections;
             cfg.max_tcp_per_source = max_tcp_per_source;
             cfg.tcp_request_timeout = std::time::Duration::from_secs(tcp_request_timeout);
-            let bound = server::bind(cfg).await?;
-            let addr = bound.local_addr();
-            tracing::info!(%realm, %addr, "KDC serving on UDP and TCP");
+            let (realm, addr, serving) = serve(store.open()?, cfg, shutdown_signal()).await?;
             println!("roamgate kdc: serving realm {realm} on {addr} (udp+tcp)");
             let _ = std::io::stdout().flush();
-            bound.run(kdc, shutdown_signal()).await;
+            serving.await;
             Ok(())
         }
     }
+}
+
+/// Appends every key of `p` to the keytab `out` (created if missing);
+/// returns how many were written.
+pub fn export_keytab(store: &SqliteDb, p: &Principal, out: &Path) -> anyhow::Result<usize> {
+    use crate::keytab::{Keytab, KeytabEntry};
+    let keys = store.all_keys(p)?;
+    let mut kt = if out.exists() {
+        Keytab::load(out)?
+    } else {
+        Keytab::new()
+    };
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+        .unwrap_or(0);
+    let n = keys.len();
+    for k in keys {
+        kt.push(KeytabEntry {
+            principal: p.clone(),
+            timestamp,
+            kvno: k.kvno,
+            key: k.key,
+        });
+    }
+    kt.save(out)?;
+    Ok(n)
+}
+
+/// Binds the KDC of `store` on `cfg.listen` (UDP and TCP); returns its
+/// realm, the bound address and the future that serves until `shutdown`
+/// completes. Binding errors come back before anything is served.
+pub async fn serve(
+    store: SqliteDb,
+    cfg: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<(String, SocketAddr, impl std::future::Future<Output = ()>)> {
+    let realm = {
+        use crate::kdc::db::PrincipalStore as _;
+        store.realm().to_owned()
+    };
+    let kdc = Arc::new(Kdc::new(
+        Arc::new(CachedStore::new(store)),
+        KdcConfig::default(),
+    ));
+    let bound = server::bind(cfg).await?;
+    let addr = bound.local_addr();
+    tracing::info!(%realm, %addr, "KDC serving on UDP and TCP");
+    Ok((realm, addr, bound.run(kdc, shutdown)))
 }
 
 /// Completes on SIGINT or SIGTERM.
