@@ -716,7 +716,13 @@ fn proxy_op(seeds: &mut Seeds) -> Result<()> {
                 ap_rep: b"\x6f\x03\x02\x01\x05",
             },
         ),
-        ("event-noted", ProxyReply::EventNoted),
+        ("event-noted", ProxyReply::EventNoted { max_seconds: None }),
+        (
+            "event-noted-limit",
+            ProxyReply::EventNoted {
+                max_seconds: Some(60),
+            },
+        ),
         ("failed", ProxyReply::Failed { op: 2, cause: 21 }),
     ];
     for (name, a) in answers {

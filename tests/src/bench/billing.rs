@@ -159,7 +159,7 @@ fn new_ledger(dir: &Path, name: &str, clients: u32) -> Result<SqliteLedger> {
 
 fn check_open(o: &Outcome, call: CallId) -> Result<()> {
     match o {
-        Outcome::Opened => Ok(()),
+        Outcome::Opened { .. } => Ok(()),
         other => bail!("open of {call} answered {other:?}"),
     }
 }

@@ -678,7 +678,39 @@ pub(super) fn run(s: &mut SwitchOn, c: &mut Checks) -> anyhow::Result<Outcome> {
     if s.billing.is_some() {
         let answer_u1 = s.start_answer(&U1, &[])?;
         let unfunded = SwitchOn::call_wait(s.call_child(&U2, U1.number, &["--duration", "1"])?)?;
+        // Topped up for the setup fee (10) and 3 s (2 each): the call is
+        // connected, then released by u2 at 3 s with cause 57, and charged
+        // the whole balance, no more.
+        let u2_account = std::fs::read_to_string(s.path(&format!("{}-account.txt", U2.host)))?;
+        let u2_account = u2_account.trim().to_owned();
+        s.billing_cli(&["credit", &u2_account, "16"])?;
+        let cut = SwitchOn::call_wait(s.call_child(&U2, U1.number, &["--duration", "30"])?)?;
         s.stop_child(answer_u1);
+        let cut_after_s = cut.json["duration_s"].as_f64().unwrap_or(f64::NAN);
+        let cut_ok = cut.json["connected"] == true
+            && cut.json["cause"] == 57
+            && cut.json["credit_limit_s"] == 3
+            && (2.5..=5.0).contains(&cut_after_s);
+        c.expect(
+            cut_ok,
+            format!(
+                "u2's prepaid call with credit for 3 s: {} {}",
+                cut.json,
+                last_line(&cut.stderr)
+            ),
+        );
+        let u2_balance: i64 = s
+            .billing_cli(&["balance", &u2_account])?
+            .split_whitespace()
+            .find_map(|w| w.parse().ok())
+            .unwrap_or(i64::MIN);
+        c.expect(
+            u2_balance == 0,
+            format!("u2's prepaid balance after its cut call is {u2_balance}, not 0"),
+        );
+        billing.insert("calls_cut_prepaid".into(), json!(u64::from(cut_ok)));
+        billing.insert("prepaid_cut_after_s".into(), json!(cut_after_s));
+        billing.insert("prepaid_balance_after_cut".into(), json!(u2_balance));
         c.expect(
             !unfunded.ok && unfunded.json["cause"] == 57,
             format!(
@@ -701,7 +733,17 @@ pub(super) fn run(s: &mut SwitchOn, c: &mut Checks) -> anyhow::Result<Outcome> {
             "json",
         ])?)
         .context("billing report --format json")?;
-        let rows = rows.as_array().cloned().unwrap_or_default();
+        // u1's charges; u2's one charge is its cut call.
+        let (u2_rows, rows): (Vec<Value>, Vec<Value>) = rows
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .partition(|r| r["account"] == u2_account.as_str());
+        c.expect(
+            u2_rows.len() == 1 && u2_rows[0]["amount"] == 16,
+            format!("u2's charges: {u2_rows:?} (one of 16 expected)"),
+        );
         let mut per_call = std::collections::BTreeMap::<String, u64>::new();
         for r in &rows {
             *per_call
@@ -731,7 +773,7 @@ pub(super) fn run(s: &mut SwitchOn, c: &mut Checks) -> anyhow::Result<Outcome> {
                     .radius
                     .as_ref()
                     .map_or(Ok(0), |r| r.records().map(|v| v.len()))?;
-                Ok(delivered as u64 >= 2 * rows.len() as u64)
+                Ok(delivered as u64 >= 2 * (rows.len() + u2_rows.len()) as u64)
             },
         );
         c.expect(
@@ -743,10 +785,10 @@ pub(super) fn run(s: &mut SwitchOn, c: &mut Checks) -> anyhow::Result<Outcome> {
             format!("the ledger's total is {total}, consistent {consistent}"),
         );
         c.expect(
-            delivered as u64 == 2 * rows.len() as u64,
+            delivered as u64 == 2 * (rows.len() + u2_rows.len()) as u64,
             format!(
                 "FreeRADIUS recorded {delivered} accounting records for {} charges",
-                rows.len()
+                rows.len() + u2_rows.len()
             ),
         );
         billing.insert("charges_ok".into(), json!(closed));

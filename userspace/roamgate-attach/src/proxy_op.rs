@@ -120,12 +120,13 @@ pub enum ProxyReply<'a> {
         callee_subkey: Zeroizing<Vec<u8>>,
         ap_rep: &'a [u8],
     },
-    EventNoted,
+    /// The event is noted. `max_seconds`: the caller's CONNECT opened a
+    /// charge on a prepaid account whose balance pays for this many
+    /// seconds of the call; the unit releases the call then (and the proxy
+    /// cuts its voice flows if it does not). `None`: no limit.
+    EventNoted { max_seconds: Option<u32> },
     /// The op failed: the Q.850 cause for the call.
-    Failed {
-        op: u8,
-        cause: u8,
-    },
+    Failed { op: u8, cause: u8 },
 }
 
 struct Reader<'a>(&'a [u8], &'static str);
@@ -296,7 +297,7 @@ impl<'a> ProxyReply<'a> {
         match self {
             Self::CallTicket { .. } => OP_CALL_TICKET,
             Self::CallAccepted { .. } => OP_ACCEPT_CALL,
-            Self::EventNoted => OP_CALL_EVENT,
+            Self::EventNoted { .. } => OP_CALL_EVENT,
             Self::Failed { op, .. } => *op,
         }
     }
@@ -337,7 +338,13 @@ impl<'a> ProxyReply<'a> {
                     ap_rep: r.rest("AP-REP")?,
                 }
             }
-            OP_CALL_EVENT => Self::EventNoted,
+            OP_CALL_EVENT => Self::EventNoted {
+                // Empty: no limit.
+                max_seconds: match r.0.len() {
+                    0 => None,
+                    _ => Some(u32::from_be_bytes(r.array()?)),
+                },
+            },
             other => return Err(OpError::UnknownOp(other)),
         };
         r.end()?;
@@ -390,7 +397,12 @@ impl<'a> ProxyReply<'a> {
                 push_short(&mut out, "subkey", callee_subkey)?;
                 out.extend_from_slice(ap_rep);
             }
-            Self::EventNoted | Self::Failed { .. } => {}
+            Self::EventNoted { max_seconds } => {
+                if let Some(m) = max_seconds {
+                    out.extend_from_slice(&m.to_be_bytes());
+                }
+            }
+            Self::Failed { .. } => {}
         }
         Ok(out)
     }
@@ -459,7 +471,13 @@ mod tests {
                 callee_subkey: Zeroizing::new(vec![2; 32]),
                 ap_rep: b"\x6f\x01",
             },
-            ProxyReply::EventNoted,
+            ProxyReply::EventNoted { max_seconds: None },
+            ProxyReply::EventNoted {
+                max_seconds: Some(0),
+            },
+            ProxyReply::EventNoted {
+                max_seconds: Some(3_600),
+            },
             ProxyReply::Failed { op: 1, cause: 1 },
         ];
         for a in answers {
@@ -469,6 +487,15 @@ mod tests {
         assert_eq!(
             ProxyReply::parse(b"\x01\x00\x0a\x01\x00\x34\x76", 2),
             Err(OpError::OpMismatch { got: 1, want: 2 })
+        );
+        // A limit is four bytes, no more, no less.
+        assert_eq!(
+            ProxyReply::parse(b"\x03\x00\x00\x00\x0e", 3),
+            Err(OpError::Truncated("proxy answer"))
+        );
+        assert_eq!(
+            ProxyReply::parse(b"\x03\x00\x00\x00\x0e\x10\x01", 3),
+            Err(OpError::Trailing(1))
         );
         let failed = ProxyReply::Failed { op: 2, cause: 21 }.to_bytes().unwrap();
         assert_eq!(&failed[..], &[2, 21]);

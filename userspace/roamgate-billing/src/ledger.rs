@@ -154,10 +154,18 @@ pub enum Op {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The charge is open; a Start record is in the outbox.
-    Opened,
+    /// `allowed_seconds`: for a prepaid account, the seconds from the
+    /// call's start that its balance pays for (the call is cut then);
+    /// `None` when nothing limits the call.
+    Opened {
+        allowed_seconds: Option<u64>,
+    },
     /// The same call id was already opened for the same account (it may be
-    /// closed since): nothing written.
-    AlreadyOpen,
+    /// closed since): nothing written. `allowed_seconds` as for `Opened`,
+    /// at today's balance (`None` once closed).
+    AlreadyOpen {
+        allowed_seconds: Option<u64>,
+    },
     Refused(Refusal),
     /// The charge is closed and `amount` moved; a Stop record is in the
     /// outbox. `seconds` is what was billed (capped for prepaid).

@@ -82,6 +82,9 @@ pub struct OutboxRecord {
     pub attempts: u32,
     pub next_attempt_at: SystemTime,
     pub sent_at: Option<SystemTime>,
+    /// The ISO 4217 currency of the account's tariff, which its amounts
+    /// count minor units of; `None` for an account without a tariff.
+    pub currency: Option<[u8; 3]>,
 }
 
 impl OutboxRecord {
@@ -101,7 +104,7 @@ impl OutboxRecord {
         session_id: &'a [u8],
         now: SystemTime,
         nas: Nas<'a>,
-        currency: [u8; 3],
+        default_currency: [u8; 3],
     ) -> AccountingRequest<'a> {
         let event = self
             .event_at
@@ -123,7 +126,7 @@ impl OutboxRecord {
             event_timestamp: Some(u32::try_from(event).unwrap_or(u32::MAX)),
             charge: self.amount.map(|a| Charge {
                 minor_units: a.unsigned_abs(),
-                currency,
+                currency: self.currency.unwrap_or(default_currency),
             }),
         }
     }

@@ -363,7 +363,12 @@ impl Batch {
             Op::OpenCharge { started_at, .. } => started_at,
             Op::CloseCharge { ended_at, .. } => ended_at,
         };
-        if when > now + skew {
+        // A charge opens as its call connects: an open dated more than the
+        // clock skew back would bill (and cap) time that was never asked
+        // for. A close may be late (a proxy that restarted).
+        let backdated = matches!(req.op, Op::OpenCharge { .. })
+            && now.duration_since(when).is_ok_and(|d| d > skew);
+        if when > now + skew || backdated {
             return Err(mine(refused(Reason::BadTime)));
         }
         match req.op {
@@ -455,8 +460,8 @@ impl Batch {
 /// The result a ledger outcome is told as.
 pub fn result_of(o: Outcome) -> OpResult {
     match o {
-        Outcome::Opened => OpResult::Opened,
-        Outcome::AlreadyOpen => OpResult::AlreadyOpen,
+        Outcome::Opened { allowed_seconds } => OpResult::Opened { allowed_seconds },
+        Outcome::AlreadyOpen { allowed_seconds } => OpResult::AlreadyOpen { allowed_seconds },
         Outcome::Closed { amount, seconds } => OpResult::Closed { amount, seconds },
         Outcome::AlreadyClosed {
             amount, seconds, ..

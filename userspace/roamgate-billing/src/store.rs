@@ -530,7 +530,9 @@ fn open_op(
     };
     if let Some(row) = charge_row(tx, call).map_err(s)? {
         return Ok(if row.account == account {
-            Outcome::AlreadyOpen
+            Outcome::AlreadyOpen {
+                allowed_seconds: allowed_for(tx, call)?,
+            }
         } else {
             Outcome::Refused(Refusal::Conflict {
                 account: row.account,
@@ -584,7 +586,32 @@ fn open_op(
         Ok(())
     };
     inner().map_err(s)?;
-    Ok(Outcome::Opened)
+    Ok(Outcome::Opened {
+        allowed_seconds: allowed_for(tx, call)?,
+    })
+}
+
+/// For an open prepaid charge: the seconds from its start that the
+/// balance pays for now. `None` for postpaid, a zero rate, or a charge
+/// that is not open.
+fn allowed_for(tx: &Connection, call: &CallId) -> Result<Option<u64>, LedgerError> {
+    let s = |source| LedgerError::Sqlite {
+        path: String::new(),
+        source,
+    };
+    let Some(row) = charge_row(tx, call).map_err(s)? else {
+        return Ok(None);
+    };
+    if row.status()? != ChargeStatus::Open {
+        return Ok(None);
+    }
+    let Some((kind, credit_limit, balance)) = account_row(tx, &row.account).map_err(s)? else {
+        return Ok(None);
+    };
+    if parse_kind(&kind, credit_limit)? != AccountKind::Prepaid {
+        return Ok(None);
+    }
+    Ok(row.tariff()?.affordable_seconds(balance))
 }
 
 /// What closing `row` at `ended_ms` charges: (billed seconds, amount).
@@ -734,7 +761,8 @@ fn read_records(
     let mut st = conn
         .prepare_cached(&format!(
             "SELECT id, call_id, kind, account, session_time, amount, event_ms, attempts,
-                    next_ms, sent_ms
+                    next_ms, sent_ms,
+                    (SELECT currency FROM tariffs t WHERE t.account = outbox.account)
              FROM outbox WHERE {filter} ORDER BY id"
         ))
         .map_err(&e)?;
@@ -751,12 +779,13 @@ fn read_records(
                 r.get::<_, i64>(7)?,
                 r.get::<_, i64>(8)?,
                 r.get::<_, Option<i64>>(9)?,
+                r.get::<_, Option<String>>(10)?,
             ))
         })
         .map_err(&e)?;
     let mut out = Vec::new();
     for row in rows {
-        let (id, call, kind, account, session_time, amount, event, attempts, next, sent) =
+        let (id, call, kind, account, session_time, amount, event, attempts, next, sent, cur) =
             row.map_err(&e)?;
         out.push(OutboxRecord {
             id,
@@ -770,6 +799,8 @@ fn read_records(
             attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
             next_attempt_at: from_ms(next),
             sent_at: sent.map(from_ms),
+            // set_tariff admits only three upper-case letters.
+            currency: cur.and_then(|c| <[u8; 3]>::try_from(c.as_bytes()).ok()),
         });
     }
     Ok(out)
@@ -844,22 +875,10 @@ impl LedgerStore for SqliteLedger {
     }
 
     fn allowed_seconds(&self, call: CallId) -> Result<Option<u64>, LedgerError> {
-        let e = self.err();
-        let Some(row) = charge_row(&self.conn, &call).map_err(&e)? else {
-            return Ok(None);
-        };
-        if row.status()? != ChargeStatus::Open {
-            return Ok(None);
-        }
-        let Some((kind, credit_limit, balance)) =
-            account_row(&self.conn, &row.account).map_err(&e)?
-        else {
-            return Ok(None);
-        };
-        if parse_kind(&kind, credit_limit)? != AccountKind::Prepaid {
-            return Ok(None);
-        }
-        Ok(row.tariff()?.affordable_seconds(balance))
+        allowed_for(&self.conn, &call).map_err(|e| match e {
+            LedgerError::Sqlite { source, .. } => (self.err())(source),
+            e => e,
+        })
     }
 
     fn expire_open(

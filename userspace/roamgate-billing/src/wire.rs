@@ -43,6 +43,12 @@ const RES_ALREADY_CLOSED: u8 = 4;
 const RES_REFUSED: u8 = 5;
 /// nonce(8) call_id(16) tag(1), then the tag's fields.
 const RESULT_HEAD_LEN: usize = 8 + 16 + 1;
+/// `allowed_seconds` on the wire when nothing limits the call.
+const NO_LIMIT: u64 = u64::MAX;
+
+fn limit(v: u64) -> Option<u64> {
+    (v != NO_LIMIT).then_some(v)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -191,11 +197,25 @@ impl Op {
 /// The result of one operation, sealed in the answer's KRB-PRIV.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpResult {
-    Opened,
-    AlreadyOpen,
-    Closed { amount: i64, seconds: u64 },
-    AlreadyClosed { amount: i64, seconds: u64 },
-    Refused { reason: Reason },
+    /// `allowed_seconds`: for a prepaid account, how long from its start
+    /// the call may last (the balance pays for no more); `None`: no limit.
+    Opened {
+        allowed_seconds: Option<u64>,
+    },
+    AlreadyOpen {
+        allowed_seconds: Option<u64>,
+    },
+    Closed {
+        amount: i64,
+        seconds: u64,
+    },
+    AlreadyClosed {
+        amount: i64,
+        seconds: u64,
+    },
+    Refused {
+        reason: Reason,
+    },
 }
 
 fn time_ms(t: SystemTime) -> u64 {
@@ -299,8 +319,14 @@ impl ResultBody {
         b.extend_from_slice(&self.nonce.to_be_bytes());
         b.extend_from_slice(&self.call_id);
         match self.result {
-            OpResult::Opened => b.push(RES_OPENED),
-            OpResult::AlreadyOpen => b.push(RES_ALREADY_OPEN),
+            OpResult::Opened { allowed_seconds } => {
+                b.push(RES_OPENED);
+                b.extend_from_slice(&allowed_seconds.unwrap_or(NO_LIMIT).to_be_bytes());
+            }
+            OpResult::AlreadyOpen { allowed_seconds } => {
+                b.push(RES_ALREADY_OPEN);
+                b.extend_from_slice(&allowed_seconds.unwrap_or(NO_LIMIT).to_be_bytes());
+            }
             OpResult::Closed { amount, seconds } => {
                 b.push(RES_CLOSED);
                 amount_seconds(&mut b, amount, seconds);
@@ -331,7 +357,7 @@ impl ResultBody {
         let tag = b[24];
         let rest = &b[RESULT_HEAD_LEN..];
         let want = match tag {
-            RES_OPENED | RES_ALREADY_OPEN => 0,
+            RES_OPENED | RES_ALREADY_OPEN => 8,
             RES_CLOSED | RES_ALREADY_CLOSED => 16,
             RES_REFUSED => 1,
             tag => {
@@ -357,8 +383,12 @@ impl ResultBody {
             Ok((amount, u64_at(rest, 8)))
         };
         let result = match tag {
-            RES_OPENED => OpResult::Opened,
-            RES_ALREADY_OPEN => OpResult::AlreadyOpen,
+            RES_OPENED => OpResult::Opened {
+                allowed_seconds: limit(u64_at(rest, 0)),
+            },
+            RES_ALREADY_OPEN => OpResult::AlreadyOpen {
+                allowed_seconds: limit(u64_at(rest, 0)),
+            },
             RES_CLOSED => {
                 let (amount, seconds) = money()?;
                 OpResult::Closed { amount, seconds }
@@ -665,8 +695,15 @@ mod tests {
     #[test]
     fn result_bodies_round_trip_and_bad_ones_fail() {
         for result in [
-            OpResult::Opened,
-            OpResult::AlreadyOpen,
+            OpResult::Opened {
+                allowed_seconds: None,
+            },
+            OpResult::Opened {
+                allowed_seconds: Some(0),
+            },
+            OpResult::AlreadyOpen {
+                allowed_seconds: Some(86_400),
+            },
             OpResult::Closed {
                 amount: 1234,
                 seconds: 61,

@@ -146,7 +146,7 @@ fn child(path: &Path, run: u64, upto: u32) {
     let server_up = run >= u64::from(KILLS) / 2;
     let mut ident = (run as u8).wrapping_mul(37);
     let check = |op: &Op, a: &Result<Outcome, LedgerError>| match (op, a) {
-        (Op::Open { .. }, Ok(Outcome::Opened | Outcome::AlreadyOpen)) => {}
+        (Op::Open { .. }, Ok(Outcome::Opened { .. } | Outcome::AlreadyOpen { .. })) => {}
         (Op::Close { call, .. }, Ok(Outcome::Closed { amount, .. }))
         | (Op::Close { call, .. }, Ok(Outcome::AlreadyClosed { amount, .. })) => {
             assert_eq!(*amount, expected_amount(call_number(call)), "{call}");

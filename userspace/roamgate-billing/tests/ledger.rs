@@ -65,11 +65,15 @@ fn open_twice_close_twice_charges_once() {
     let mut l = ledger(0);
     assert_eq!(
         l.open_charge(call(1), "post", tariff(), t(0)).unwrap(),
-        Outcome::Opened
+        Outcome::Opened {
+            allowed_seconds: None
+        }
     );
     assert_eq!(
         l.open_charge(call(1), "post", tariff(), t(0)).unwrap(),
-        Outcome::AlreadyOpen
+        Outcome::AlreadyOpen {
+            allowed_seconds: None
+        }
     );
     // 10.5 s: 11 started seconds.
     let end = t(10) + Duration::from_millis(500);
@@ -91,7 +95,9 @@ fn open_twice_close_twice_charges_once() {
     // And a retried open after the close charges nothing either.
     assert_eq!(
         l.open_charge(call(1), "post", tariff(), t(0)).unwrap(),
-        Outcome::AlreadyOpen
+        Outcome::AlreadyOpen {
+            allowed_seconds: None
+        }
     );
     assert_eq!(l.balance("post").unwrap(), -122);
     assert_eq!(l.balance("revenue").unwrap(), 122);
@@ -171,9 +177,12 @@ fn refusals_write_nothing() {
         Outcome::Refused(Refusal::InsufficientFunds { .. })
     ));
     l.credit("pre", 1).unwrap();
+    // (220 - 100) / 2: the balance pays for 60 s.
     assert_eq!(
         l.open_charge(call(1), "pre", tariff(), t(0)).unwrap(),
-        Outcome::Opened
+        Outcome::Opened {
+            allowed_seconds: Some(60)
+        }
     );
     books_balance(&l);
 }
@@ -256,7 +265,16 @@ fn prepaid_calls_are_capped_at_the_balance() {
     l.set_minimum_seconds(10);
     assert_eq!(
         l.open_charge(call(1), "pre", tariff(), t(0)).unwrap(),
-        Outcome::Opened
+        Outcome::Opened {
+            allowed_seconds: Some(100)
+        }
+    );
+    // A retried open tells the same limit.
+    assert_eq!(
+        l.open_charge(call(1), "pre", tariff(), t(0)).unwrap(),
+        Outcome::AlreadyOpen {
+            allowed_seconds: Some(100)
+        }
     );
     // (300 - 100) / 2 = 100 s.
     assert_eq!(l.allowed_seconds(call(1)).unwrap(), Some(100));
@@ -293,7 +311,9 @@ fn prepaid_calls_are_capped_at_the_balance() {
     // Postpaid has no cap.
     assert_eq!(
         l.open_charge(call(4), "post", tariff(), t(0)).unwrap(),
-        Outcome::Opened
+        Outcome::Opened {
+            allowed_seconds: None
+        }
     );
     assert_eq!(l.allowed_seconds(call(4)).unwrap(), None);
     assert_eq!(
@@ -344,7 +364,9 @@ fn charges_whose_close_never_comes_expire() {
     let absurd = Tariff::new(0, roamgate_billing::tariff::MAX_AMOUNT / 100).unwrap();
     assert_eq!(
         l.open_charge(call(3), "big", absurd, t(0)).unwrap(),
-        Outcome::Opened
+        Outcome::Opened {
+            allowed_seconds: None
+        }
     );
     assert!(matches!(
         l.close_charge(call(3), t(3600)),
@@ -404,8 +426,19 @@ fn a_batch_is_one_transaction_with_one_answer_per_op() {
     let out = l.apply_batch(&ops).unwrap();
     assert_eq!(out.len(), ops.len());
     assert!(matches!(out[0], Ok(Outcome::Credited { balance: 1_000 })));
-    assert!(matches!(out[1], Ok(Outcome::Opened)));
-    assert!(matches!(out[2], Ok(Outcome::AlreadyOpen)));
+    // (1000 - 100) / 2 s; the same again for the retried open.
+    assert!(matches!(
+        out[1],
+        Ok(Outcome::Opened {
+            allowed_seconds: Some(450)
+        })
+    ));
+    assert!(matches!(
+        out[2],
+        Ok(Outcome::AlreadyOpen {
+            allowed_seconds: Some(450)
+        })
+    ));
     assert!(matches!(
         out[3],
         Err(LedgerError::Amount(AmountError::Negative(-1)))
@@ -529,10 +562,10 @@ fn random_op_sequences_keep_the_total_at_zero() {
             for (op, a) in ops.iter().zip(answers) {
                 ops_done += 1;
                 match (op, a) {
-                    (Op::Open { call, account, .. }, Ok(Outcome::Opened)) => {
+                    (Op::Open { call, account, .. }, Ok(Outcome::Opened { .. })) => {
                         assert!(opened.insert(*call, account.clone()).is_none());
                     }
-                    (Op::Open { call, account, .. }, Ok(Outcome::AlreadyOpen)) => {
+                    (Op::Open { call, account, .. }, Ok(Outcome::AlreadyOpen { .. })) => {
                         assert_eq!(opened.get(call), Some(account));
                     }
                     (Op::Open { call, account, .. }, Ok(Outcome::Refused(r))) => match r {
@@ -640,6 +673,9 @@ fn the_outbox_hands_out_due_records_with_backoff_until_sent() {
         Packet::new_checked(&a[..]).unwrap().authenticator(),
         Packet::new_checked(&b[..]).unwrap().authenticator()
     );
+    // No tariff on the account: the sender's default currency.
+    assert_eq!(stop.currency, None);
+    assert_eq!(pa.charge.unwrap().currency, *b"EUR");
     // The server answers the second: delivered, once.
     let resp = radius::build_response(&b, secret).unwrap();
     radius::verify_response(&resp, &b, secret).unwrap();
@@ -710,7 +746,9 @@ fn the_consistency_check_catches_a_tampered_ledger() {
         .unwrap();
         assert_eq!(
             l.open_charge(call(1), "post", tariff(), t(0)).unwrap(),
-            Outcome::Opened
+            Outcome::Opened {
+                allowed_seconds: None
+            }
         );
         assert!(matches!(
             l.close_charge(call(1), t(10)).unwrap(),
@@ -718,7 +756,9 @@ fn the_consistency_check_catches_a_tampered_ledger() {
         ));
         assert_eq!(
             l.open_charge(call(2), "post", tariff(), t(0)).unwrap(),
-            Outcome::Opened
+            Outcome::Opened {
+                allowed_seconds: None
+            }
         );
         books_balance(&l);
     }
@@ -756,4 +796,26 @@ fn the_consistency_check_catches_a_tampered_ledger() {
             "not caught: {sql}"
         );
     }
+}
+
+#[test]
+fn the_charge_vsa_carries_the_currency_of_the_accounts_tariff() {
+    let mut l = ledger(0);
+    l.set_tariff("post", tariff(), "SEK").unwrap();
+    l.open_charge(call(1), "post", tariff(), t(0)).unwrap();
+    l.close_charge(call(1), t(30)).unwrap();
+    let stop = l
+        .outbox_records()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.kind == RecordKind::Stop)
+        .unwrap();
+    assert_eq!(stop.currency, Some(*b"SEK"));
+    let sid = stop.call.to_hex();
+    let req = stop
+        .accounting_request(sid.as_bytes(), t(30), Nas::Identifier(b"imu-1"), *b"EUR")
+        .to_bytes(1, b"s")
+        .unwrap();
+    let p = AccountingRequest::parse(&radius::verify_request(&req, b"s").unwrap()).unwrap();
+    assert_eq!(p.charge.unwrap().currency, *b"SEK");
 }

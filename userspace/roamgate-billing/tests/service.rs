@@ -165,11 +165,15 @@ fn open_and_close_round_trip_and_retries_are_idempotent() {
     let u1 = realm.ticket(U1, at(0));
     assert_eq!(
         svc.one(&u1, open(1, at(1)), at(1)).unwrap(),
-        OpResult::Opened
+        OpResult::Opened {
+            allowed_seconds: None
+        }
     );
     assert_eq!(
         svc.one(&u1, open(1, at(1)), at(2)).unwrap(),
-        OpResult::AlreadyOpen
+        OpResult::AlreadyOpen {
+            allowed_seconds: None
+        }
     );
     assert_eq!(svc.ledger.open_charges_count().unwrap(), 1);
     // 30 s at 2/s plus the setup fee of 10.
@@ -227,9 +231,15 @@ fn group_commit_answers_each_request() {
     assert_eq!(
         got,
         [
-            OpResult::Opened,
-            OpResult::Opened,
-            OpResult::AlreadyOpen,
+            OpResult::Opened {
+                allowed_seconds: None
+            },
+            OpResult::Opened {
+                allowed_seconds: None
+            },
+            OpResult::AlreadyOpen {
+                allowed_seconds: None
+            },
             OpResult::Closed {
                 amount: 16,
                 seconds: 3
@@ -252,7 +262,9 @@ fn another_principal_can_never_touch_the_account() {
     let u3 = realm.ticket(U3, at(0));
     assert_eq!(
         svc.one(&u1, open(1, at(1)), at(1)).unwrap(),
-        OpResult::Opened
+        OpResult::Opened {
+            allowed_seconds: None
+        }
     );
     // u2 closing u1's call: refused, nothing charged, u1's charge open.
     assert_eq!(
@@ -314,6 +326,20 @@ fn unknown_call_on_close_and_future_times_are_refused() {
     );
     assert!(svc.ledger.report(at(0), at(10_000)).unwrap().is_empty());
     assert!(svc.ledger.outbox_records().unwrap().is_empty());
+    // An open backdated beyond the clock skew (5 min) would bill time
+    // never asked for; within it, it opens.
+    assert_eq!(
+        svc.one(&u1, open(9, at(0)), at(301)).unwrap(),
+        OpResult::Refused {
+            reason: Reason::BadTime
+        }
+    );
+    assert!(svc.ledger.report(at(0), at(10_000)).unwrap().is_empty());
+    assert!(matches!(
+        svc.one(&u1, open(9, at(2)), at(301)).unwrap(),
+        OpResult::Opened { .. }
+    ));
+    svc.ledger.check_consistency().unwrap();
 }
 
 #[test]
@@ -363,7 +389,9 @@ fn forged_requests_are_refused() {
                 );
                 assert_eq!(
                     pending.open(reply.as_ref().unwrap(), at(1)).unwrap(),
-                    OpResult::Opened,
+                    OpResult::Opened {
+                        allowed_seconds: None
+                    },
                     "byte {i}"
                 );
             }
@@ -403,7 +431,9 @@ fn replayed_request_is_refused() {
     let first = svc.handle(std::slice::from_ref(&req), at(1)).pop().unwrap();
     assert_eq!(
         pending.open(&first.unwrap(), at(1)).unwrap(),
-        OpResult::Opened
+        OpResult::Opened {
+            allowed_seconds: None
+        }
     );
     let again = svc
         .handle(std::slice::from_ref(&req), at(2))
@@ -463,7 +493,12 @@ fn answer_for_another_request_is_not_accepted() {
     let n = bad.len();
     bad[n - 3] ^= 1;
     assert!(pa.open(&bad, at(1)).is_err());
-    assert_eq!(pa.open(&reply, at(1)).unwrap(), OpResult::Opened);
+    assert_eq!(
+        pa.open(&reply, at(1)).unwrap(),
+        OpResult::Opened {
+            allowed_seconds: None
+        }
+    );
 }
 
 #[test]

@@ -50,6 +50,9 @@ pub mod cause {
     pub const NO_ANSWER: u8 = 19;
     pub const SUBSCRIBER_ABSENT: u8 = 20;
     pub const CALL_REJECTED: u8 = 21;
+    /// Bearer capability not authorised: the caller may not call, or
+    /// no longer (its prepaid balance is used up).
+    pub const NOT_AUTHORISED: u8 = 57;
     pub const INCOMPATIBLE_DESTINATION: u8 = 88;
     pub const INVALID_MESSAGE: u8 = 95;
     pub const TIMER_EXPIRY: u8 = 102;

@@ -691,8 +691,8 @@ fn serve_loop<K: roamgate_krb::ap::ServiceKeys>(
         m.batch_failures += u64::from(failed);
         for (a, peer) in answered.into_iter().zip(peers) {
             match a.result {
-                OpResult::Opened => m.opened += 1,
-                OpResult::AlreadyOpen => m.already_open += 1,
+                OpResult::Opened { .. } => m.opened += 1,
+                OpResult::AlreadyOpen { .. } => m.already_open += 1,
                 OpResult::Closed { .. } => m.closed += 1,
                 OpResult::AlreadyClosed { .. } => m.already_closed += 1,
                 OpResult::Refused { reason } => {
@@ -1084,7 +1084,9 @@ mod tests {
         assert_eq!(
             results,
             [
-                OpResult::Opened,
+                OpResult::Opened {
+                    allowed_seconds: None
+                },
                 OpResult::Refused {
                     reason: Reason::NotYourCall
                 },

@@ -42,10 +42,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
-/// The currency of the charge VSA (`roamgate-currency`). The ledger counts
-/// minor units of the operator's one currency; until the billing config
-/// names it, it is this.
-pub const CURRENCY: [u8; 3] = *b"EUR";
+/// The currency of the charge VSA (`roamgate-currency`) for a record whose
+/// account has no tariff (and so no currency) any more; otherwise the
+/// VSA carries the currency of the account's tariff.
+pub const DEFAULT_CURRENCY: [u8; 3] = *b"EUR";
 
 /// How often the outbox is asked for due records when nothing else wakes
 /// the sender: new records appear in the ledger's own transactions, and
@@ -350,7 +350,7 @@ fn build_request(
         session_id.as_bytes(),
         SystemTime::now(),
         Nas::Identifier(nas_identifier.as_bytes()),
-        CURRENCY,
+        DEFAULT_CURRENCY,
     )
     .to_bytes(identifier, secret)
 }

@@ -94,20 +94,35 @@ pub struct Calls {
 }
 
 impl Calls {
+    /// Revokes the voice flows of `call_id` (a call whose prepaid credit
+    /// ran out without its release): whether there were any.
+    pub fn cut(&mut self, plane: &Plane, unit: &IdentityCode, call_id: &[u8; 16]) -> bool {
+        let Some(flows) = self.flows.get_mut(unit).and_then(|c| c.remove(call_id)) else {
+            return false;
+        };
+        if let Err(e) = apply(plane, CallEventKind::Released, &flows) {
+            tracing::warn!(%unit, error = %e, "voice flows not revoked");
+        }
+        true
+    }
+
     /// Voice flows programmed now.
     pub fn voice_flows(&self) -> usize {
         self.flows.values().map(|c| 2 * c.len()).sum()
     }
 
     /// Serves a unit's proxy request; `home` is the unit's home address
-    /// from its initiating information. `Err` tells the unit the service
-    /// is unavailable (with the reason, for the log).
+    /// from its initiating information. `credit` is what the caller's
+    /// prepaid balance pays for, told with the caller's CONNECT. `Err`
+    /// tells the unit the service is unavailable (with the reason, for
+    /// the log).
     pub fn serve(
         &mut self,
         plane: &Plane,
         unit: IdentityCode,
         proxy: &super::Proxy,
         request: &ProxyRequest,
+        credit: Option<u32>,
         now: SystemTime,
     ) -> Result<Vec<u8>, String> {
         let home = proxy.home_address;
@@ -130,7 +145,7 @@ impl Calls {
                                 tracing::warn!(unit = %request.client, error = %e, "voice flows not revoked");
                             }
                         }
-                        ProxyReply::EventNoted
+                        ProxyReply::EventNoted { max_seconds: None }
                     }
                     // The caller's CONNECT, before any media: noted (the
                     // charge opens here); the flows follow with the
@@ -138,7 +153,9 @@ impl Calls {
                     (CallEventKind::Connected, Err(FlowError::Invalid))
                         if media.ssrc_in == 0 && *media.local.ip() == home =>
                     {
-                        ProxyReply::EventNoted
+                        ProxyReply::EventNoted {
+                            max_seconds: credit,
+                        }
                     }
                     (_, Err(e)) => {
                         tracing::warn!(unit = %request.client, error = %e, "call event refused");
@@ -152,7 +169,7 @@ impl Calls {
                             match apply(plane, CallEventKind::Connected, &flows) {
                                 Ok(()) => {
                                     calls.insert(call_id, flows);
-                                    ProxyReply::EventNoted
+                                    ProxyReply::EventNoted { max_seconds: None }
                                 }
                                 Err(e) => {
                                     tracing::warn!(unit = %request.client, error = %e, "voice flows not programmed");

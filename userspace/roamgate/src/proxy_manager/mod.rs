@@ -80,9 +80,18 @@ enum Completion {
         unit: IdentityCode,
         session: Session,
         id: u64,
-        request: Box<roamgate_attach::manager::ProxyRequest>,
+        /// `None`: the proxy's own close of a call it cut.
+        request: Option<Box<roamgate_attach::manager::ProxyRequest>>,
         kind: CallEventKind,
         result: Result<roamgate_billing::wire::OpResult, (String, u8)>,
+    },
+    /// The prepaid credit of a caller's call ran out (plus a grace) and
+    /// its release may not have come: its voice flows go, and the charge
+    /// is closed.
+    CreditExhausted {
+        unit: IdentityCode,
+        session: Session,
+        call_id: [u8; 16],
     },
     /// The proxy's task ended without being told to.
     Failed {
@@ -143,6 +152,9 @@ pub struct IoStats {
     /// Charge operations refused or unanswered: an open refused releases
     /// the call.
     pub charges_failed: u64,
+    /// Calls whose prepaid credit ran out before their release came: the
+    /// proxy revoked their voice flows and closed the charge itself.
+    pub calls_cut_prepaid: u64,
     /// Call-ticket ops answered with a ticket.
     pub call_tickets_issued: u64,
     /// Call-ticket ops answered with a Q.850 cause (or not at all).
@@ -224,7 +236,7 @@ impl Io {
         session: Session,
         id: u64,
         proxy: &Proxy,
-        request: Box<roamgate_attach::manager::ProxyRequest>,
+        request: Option<Box<roamgate_attach::manager::ProxyRequest>>,
         call_id: [u8; 16],
         kind: CallEventKind,
     ) {
@@ -647,6 +659,10 @@ pub fn raise_nofile_limit() -> std::io::Result<(u64, u64)> {
 /// switch-ons in progress).
 const FD_HEADROOM: u64 = 256;
 
+/// How long after a call's prepaid credit ends the proxy waits for the
+/// unit's release before it cuts the call itself.
+const CREDIT_GRACE: Duration = Duration::from_secs(2);
+
 /// Serves until `shutdown`; then every proxy deregisters and stops.
 pub async fn run(cfg: ProxyManagerFile, shutdown: CancellationToken) -> anyhow::Result<()> {
     match raise_nofile_limit() {
@@ -896,7 +912,7 @@ fn run_command(
                 _ => None,
             };
             if let Some((b, p, call_id, kind)) = charged {
-                io.charge(&b, unit, session, id, p, request, call_id, kind);
+                io.charge(&b, unit, session, id, p, Some(request), call_id, kind);
                 return;
             }
             let number = match request.op() {
@@ -909,7 +925,9 @@ fn run_command(
                     io.call_ticket(unit, id, p, request, number);
                     return;
                 }
-                (Some(p), None) => calls.serve(&io.plane, unit, p, &request, SystemTime::now()),
+                (Some(p), None) => {
+                    calls.serve(&io.plane, unit, p, &request, None, SystemTime::now())
+                }
                 (None, _) => Err("the unit's proxy stopped".into()),
             };
             if let Err(e) = &answer {
@@ -958,14 +976,24 @@ fn complete(
             kind,
             result,
         } => {
+            let who = request.as_ref().map(|r| r.client.to_string());
             match (&result, kind) {
                 (Ok(_), CallEventKind::Connected) => stats.charges_opened += 1,
                 (Ok(_), CallEventKind::Released) => stats.charges_closed += 1,
                 (Err((e, cause)), _) => {
                     stats.charges_failed += 1;
-                    warn!(%unit, client = %request.client, error = %e, cause, ?kind, "call not charged");
+                    warn!(%unit, client = ?who, error = %e, cause, ?kind, "call not charged");
                 }
             }
+            // The proxy's own close of a call it cut: nobody to answer.
+            let Some(request) = request else { return };
+            let credit = match &result {
+                Ok(
+                    roamgate_billing::wire::OpResult::Opened { allowed_seconds }
+                    | roamgate_billing::wire::OpResult::AlreadyOpen { allowed_seconds },
+                ) => allowed_seconds.map(|s| u32::try_from(s).unwrap_or(u32::MAX)),
+                _ => None,
+            };
             let answer = match (result, kind) {
                 (Err((_, cause)), CallEventKind::Connected) => request
                     .answer(
@@ -977,11 +1005,56 @@ fn complete(
                     )
                     .map_err(|e| e.to_string()),
                 _ => match proxies.get(&unit).filter(|p| p.session == session) {
-                    Some(p) => calls.serve(&io.plane, unit, p, &request, now),
+                    Some(p) => {
+                        if let (Some(secs), Ok(ProxyOp::CallEvent { call_id, .. })) =
+                            (credit, request.op())
+                        {
+                            // The unit releases the call when its credit
+                            // ends; if no release comes, the proxy cuts it.
+                            let tx = io.tx.clone();
+                            let stop = p.stop.clone();
+                            tokio::spawn(async move {
+                                let after = Duration::from_secs(u64::from(secs)) + CREDIT_GRACE;
+                                tokio::select! {
+                                    _ = tokio::time::sleep(after) => {
+                                        let _ = tx.send(Completion::CreditExhausted { unit, session, call_id });
+                                    }
+                                    _ = stop.cancelled() => {}
+                                }
+                            });
+                        }
+                        calls.serve(&io.plane, unit, p, &request, credit, now)
+                    }
                     None => Err("the unit's proxy stopped".into()),
                 },
             };
             core.proxy_answered(id, answer);
+        }
+        Completion::CreditExhausted {
+            unit,
+            session,
+            call_id,
+        } => {
+            // Its voice flows still in place: the release never came.
+            if calls.cut(&io.plane, &unit, &call_id) {
+                stats.calls_cut_prepaid += 1;
+                warn!(%unit, call = %roamgate_billing::CallId(call_id), "the prepaid credit ran out and the unit did not release the call: voice flows revoked, charge closed");
+                if let (Some(b), Some(p)) = (
+                    &io.billing,
+                    proxies.get(&unit).filter(|p| p.session == session),
+                ) {
+                    io.charge(
+                        b,
+                        unit,
+                        session,
+                        0,
+                        p,
+                        None,
+                        call_id,
+                        CallEventKind::Released,
+                    );
+                }
+            }
         }
         Completion::Ticket(session, r) => core.handle_ticket(session, *r, now),
         Completion::Directory(session, r) => {

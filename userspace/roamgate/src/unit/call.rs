@@ -151,8 +151,9 @@ impl Ctx {
         Ok(creds)
     }
 
-    /// Tells the proxy of a call event; `Err` carries the Q.850 cause of a
-    /// refusal (41 when the proxy could not be reached).
+    /// Tells the proxy of a call event; `Ok` carries how many seconds the
+    /// caller's prepaid balance pays for (`None`: no limit), `Err` the
+    /// Q.850 cause of a refusal (41 when the proxy could not be reached).
     async fn event(
         &self,
         call_id: CallId,
@@ -160,7 +161,7 @@ impl Ctx {
         q850: u8,
         role: Role,
         media: Media,
-    ) -> Result<(), u8> {
+    ) -> Result<Option<u32>, u8> {
         let op = ProxyOp::CallEvent {
             call_id,
             kind,
@@ -170,7 +171,7 @@ impl Ctx {
         };
         match self.proxy(&op).await {
             Ok((plain, _)) => match ProxyReply::parse(&plain, op.op()) {
-                Ok(ProxyReply::EventNoted) => Ok(()),
+                Ok(ProxyReply::EventNoted { max_seconds }) => Ok(max_seconds),
                 Ok(ProxyReply::Failed { cause, .. }) => {
                     warn!(call = %hex(&call_id), ?kind, cause, "the proxy refused the call event");
                     Err(cause)
@@ -256,6 +257,10 @@ pub struct CallReport {
     pub max_gap_ms: f64,
     /// Seconds since the epoch of the last update.
     pub updated: u64,
+    /// The caller's prepaid balance paid for this many seconds: the call
+    /// was (or will be) released then.
+    #[serde(default)]
+    pub credit_limit_s: Option<u32>,
 }
 
 impl CallReport {
@@ -288,6 +293,7 @@ impl CallReport {
             rtt_ms: None,
             srtp_forged: 0,
             srtp_replayed: 0,
+            credit_limit_s: None,
             rtcp_received: 0,
             signalling_dropped: 0,
             voice_flows: false,
@@ -350,7 +356,7 @@ pub fn cause_text(c: u8) -> &'static str {
         28 => "invalid number format",
         34 => "no circuit available",
         41 => "temporary failure",
-        57 => "bearer capability not authorised",
+        cause::NOT_AUTHORISED => "bearer capability not authorised",
         cause::INCOMPATIBLE_DESTINATION => "incompatible destination",
         cause::INVALID_MESSAGE => "invalid message",
         cause::TIMER_EXPIRY => "recovery on timer expiry",
@@ -526,6 +532,7 @@ async fn connected(
     (ours, remote): (Channel, Channel),
     ssrc: u32,
     plan: &MediaPlan,
+    credit_until: Option<Instant>,
     report: &mut CallReport,
     calls: &CallsDir,
 ) -> anyhow::Result<(MediaSession, u8)> {
@@ -564,9 +571,14 @@ async fn connected(
     let mut pending_event: Option<tokio::task::JoinHandle<bool>> = None;
     let hang_up_at = plan.hang_up_after.map(|d| started + d);
     let mut session_seen = ctx.session.base_station;
+    // The earlier of our own hang-up and the end of the caller's credit.
+    let release_at = match (hang_up_at, credit_until) {
+        (Some(h), Some(c)) => Some(h.min(c)),
+        (h, c) => h.or(c),
+    };
     let q850 = loop {
         let until_hang =
-            hang_up_at.map_or(MAX_CALL, |t| t.saturating_duration_since(Instant::now()));
+            release_at.map_or(MAX_CALL, |t| t.saturating_duration_since(Instant::now()));
         tokio::select! {
             _ = frames.tick() => {
                 let mut frame = [0i16; FRAME];
@@ -662,12 +674,21 @@ async fn connected(
                 }
             },
             _ = tokio::time::sleep(until_hang) => {
-                if let Some((out, _)) = call.hang_up(cause::NORMAL_CLEARING, SystemTime::now()) {
+                // Cut at the end of the caller's prepaid credit: the same
+                // cause as a call refused for want of funds.
+                let q850 = match credit_until {
+                    Some(c) if Instant::now() >= c => {
+                        info!(limit_s = ?report.credit_limit_s, "the prepaid balance is used up: releasing the call");
+                        cause::NOT_AUTHORISED
+                    }
+                    _ => cause::NORMAL_CLEARING,
+                };
+                if let Some((out, _)) = call.hang_up(q850, SystemTime::now()) {
                     if let Err(e) = sig.send(&out).await {
                         warn!(error = %e, "sending RELEASE COMPLETE");
                     }
                 }
-                break cause::NORMAL_CLEARING;
+                break q850;
             }
         }
     };
@@ -914,20 +935,32 @@ pub async fn call(
         ssrc_out: ssrc,
         ssrc_in: 0,
     };
-    if let Err(q850) = ctx
+    let limit = match ctx
         .event(call_id, CallEventKind::Connected, 0, Role::Caller, early)
         .await
     {
-        if let Some((out, _)) = call.hang_up(q850, SystemTime::now()) {
-            let _ = sig.send(&out).await;
+        Ok(limit) => limit,
+        Err(q850) => {
+            if let Some((out, _)) = call.hang_up(q850, SystemTime::now()) {
+                let _ = sig.send(&out).await;
+            }
+            report.connected = false;
+            return Ok(refused(
+                report,
+                q850,
+                "the proxy did not take the connect (charge)".into(),
+            ));
         }
-        report.connected = false;
-        return Ok(refused(
-            report,
-            q850,
-            "the proxy did not take the connect (charge)".into(),
-        ));
+    };
+    // The charge opened as the proxy answered: the credit runs from now.
+    let credit_until = limit.map(|s| Instant::now() + Duration::from_secs(u64::from(s)));
+    if let Some(s) = limit {
+        info!(
+            seconds = s,
+            "the prepaid balance pays for this call's first seconds"
+        );
     }
+    report.credit_limit_s = limit;
     sig.ends.receiver = number.to_owned();
     let (media, _) = connected(
         ctx,
@@ -938,6 +971,7 @@ pub async fn call(
         channels,
         ssrc,
         plan,
+        credit_until,
         &mut report,
         &calls,
     )
@@ -1242,6 +1276,7 @@ async fn take_call(
         (channel, remote),
         random_ssrc()?,
         plan,
+        None,
         &mut report,
         &calls,
     )
