@@ -25,7 +25,6 @@
 //! deregister (SIGTERM to the mobile node).
 
 use std::{
-    fs::File,
     net::{Ipv4Addr, SocketAddr, UdpSocket},
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
@@ -41,13 +40,13 @@ use anyhow::{anyhow, bail, Context as _};
 use serde_json::{json, Value};
 
 use crate::{
-    netns::{roamgate_bin, wait_for, Topology},
+    netns::{in_netns, roamgate_bin, spawn_in_netns, wait_for, Topology, HA_CN, HA_TR, TR_HA},
     tunnel_net::read_pcap,
 };
 
 pub const HOME: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 50);
-pub const CN: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
-pub const HA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+pub use crate::netns::CN;
+pub const HA: Ipv4Addr = HA_TR;
 pub const KDC: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 2);
 pub const COA_A: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 2);
 pub const COA_B: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 2);
@@ -57,33 +56,6 @@ pub const MN_HA_KEY: &str = "6d6e2d6861206b657920666f722074686520653265207465737
 pub const VOICE_INTERVAL: Duration = Duration::from_millis(20);
 const VOICE_PORT_APP: u16 = 5004;
 const VOICE_PORT_CN: u16 = 5006;
-
-/// Runs `f` on a new thread inside network namespace `ns` (only the network
-/// namespace: bpffs stays visible).
-pub fn spawn_in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
-) -> std::thread::JoinHandle<anyhow::Result<T>> {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let fd = File::open(&path).with_context(|| format!("opening {path}"))?;
-        // SAFETY: setns with a valid namespace fd changes only this thread's
-        // network namespace.
-        if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            bail!("setns {path}: {}", std::io::Error::last_os_error());
-        }
-        f()
-    })
-}
-
-pub(crate) fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
-) -> anyhow::Result<T> {
-    spawn_in_netns(ns, f)
-        .join()
-        .map_err(|_| anyhow!("thread in {ns} panicked"))?
-}
 
 /// One direction of the voice stream.
 #[derive(Default)]
@@ -344,24 +316,15 @@ pub(crate) fn home_network(
     uplinks: [(&str, &str, &str); 2],
 ) -> anyhow::Result<Topology> {
     let mut topo = Topology::new(tag)?;
-    for h in ["cn", "kdc", "ha", "tr"].iter().chain(hosts) {
+    topo.home_side()?;
+    for h in std::iter::once(&"kdc").chain(hosts) {
         topo.add_host(h)?;
     }
-    topo.link(("cn", "cn0", "10.1.0.2/24"), ("ha", "ha-cn", "10.1.0.1/24"))?;
     topo.link(
         ("kdc", "kdc0", "10.1.1.2/24"),
         ("ha", "ha-kdc", "10.1.1.1/24"),
     )?;
-    topo.link(
-        ("ha", "ha-tr", "192.0.2.1/24"),
-        ("tr", "tr-ha", "192.0.2.2/24"),
-    )?;
-    for ((tr_if, gw, gw_if), net) in uplinks.into_iter().zip(["198.51.100", "203.0.113"]) {
-        topo.link(
-            ("tr", tr_if, &format!("{net}.1/24")),
-            (gw, gw_if, &format!("{net}.2/24")),
-        )?;
-    }
+    topo.uplinks(&uplinks)?;
     Ok(topo)
 }
 
@@ -865,14 +828,15 @@ impl Scenario {
             ("mn", "mn-app"),
             ("app", "app0"),
         ])?;
-        for (h, i) in [
-            ("cn", "cn0"),
-            ("ha", "ha-cn"),
-            ("mn", "mn-app"),
-            ("app", "app0"),
-        ] {
-            topo.exec_ok(h, &["ip", "link", "set", "dev", i, "mtu", "1440"])?;
-        }
+        topo.set_mtu(
+            &[
+                ("cn", "cn0"),
+                ("ha", "ha-cn"),
+                ("mn", "mn-app"),
+                ("app", "app0"),
+            ],
+            1440,
+        )?;
         topo.route("cn", "default", "10.1.0.1")?;
         topo.route("kdc", "default", "10.1.1.1")?;
         topo.route("ha", "default", "192.0.2.2")?;
@@ -894,20 +858,7 @@ impl Scenario {
             ],
         )?;
         topo.route("mn", "10.1.0.50/32", "10.9.0.2")?;
-        topo.exec_ok("app", &["ip", "addr", "add", "10.1.0.50/32", "dev", "app0"])?;
-        topo.exec_ok(
-            "app",
-            &[
-                "ip",
-                "route",
-                "add",
-                "default",
-                "via",
-                "10.9.0.1",
-                "src",
-                "10.1.0.50",
-            ],
-        )?;
+        topo.hold_address("app", "app0", HOME, Ipv4Addr::new(10, 9, 0, 1))?;
         let p = topo.prefix().to_owned();
         let s = Self {
             pin_ha: PathBuf::from(format!("/sys/fs/bpf/{p}ha")),
@@ -919,20 +870,18 @@ impl Scenario {
             ha_child: None,
             mn_child: None,
         };
-        for (h, dst) in [
-            ("cn", "10.1.0.1"),
-            ("kdc", "10.1.1.1"),
-            ("ha", "192.0.2.2"),
-            ("tr", "198.51.100.2"),
-            ("tr", "203.0.113.2"),
-            ("gwa", "10.2.0.2"),
-            ("gwb", "10.3.0.2"),
-            ("mn", "10.9.0.2"),
-            ("mn", "192.0.2.1"),
-            ("app", "10.9.0.1"),
-        ] {
-            s.topo.exec_ok(h, &["ping", "-c", "1", "-W", "2", dst])?;
-        }
+        s.topo.warm_neighbours(&[
+            ("cn", HA_CN),
+            ("kdc", Ipv4Addr::new(10, 1, 1, 1)),
+            ("ha", TR_HA),
+            ("tr", Ipv4Addr::new(198, 51, 100, 2)),
+            ("tr", Ipv4Addr::new(203, 0, 113, 2)),
+            ("gwa", COA_A),
+            ("gwb", COA_B),
+            ("mn", Ipv4Addr::new(10, 9, 0, 2)),
+            ("mn", HA_TR),
+            ("app", Ipv4Addr::new(10, 9, 0, 1)),
+        ])?;
         Ok(s)
     }
 

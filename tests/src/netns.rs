@@ -6,13 +6,16 @@
 //! `scripts/netns.sh`, usable by hand too.
 
 use std::{
+    fs::File,
+    net::Ipv4Addr,
+    os::fd::AsRawFd as _,
     path::PathBuf,
     process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context as _};
+use anyhow::{anyhow, bail, Context as _};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -41,6 +44,56 @@ pub fn roamgate_bin() -> anyhow::Result<PathBuf> {
 
 fn netns_sh() -> PathBuf {
     root().join("scripts/netns.sh")
+}
+
+/// The home side every topology shares: the correspondent on the home link
+/// (`cn` 10.1.0.2 -- 10.1.0.1 `ha`), and the home agent's transit link to
+/// the router `tr` (`ha` 192.0.2.1 -- 192.0.2.2 `tr`).
+pub const CN: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+pub const HA_CN: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+pub const HA_TR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+pub const TR_HA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+/// The networks of `tr`'s uplinks, in order: `tr` is .1, the far end .2.
+pub const UPLINK_NETS: [&str; 2] = ["198.51.100", "203.0.113"];
+
+/// Runs `f` on a new thread inside network namespace `ns` (only the network
+/// namespace: bpffs stays visible).
+pub fn spawn_in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> std::thread::JoinHandle<anyhow::Result<T>> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        enter_netns(&path)?;
+        f()
+    })
+}
+
+/// Runs `f` on a thread that has joined network namespace `ns`, and waits
+/// for it.
+pub fn in_netns<T: Send>(
+    ns: &str,
+    f: impl FnOnce() -> anyhow::Result<T> + Send,
+) -> anyhow::Result<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            enter_netns(&path)?;
+            f()
+        })
+        .join()
+        .map_err(|_| anyhow!("thread in {ns} panicked"))?
+    })
+}
+
+fn enter_netns(path: &str) -> anyhow::Result<()> {
+    let fd = File::open(path).with_context(|| format!("opening {path}"))?;
+    // SAFETY: setns with a valid namespace fd changes only this thread's
+    // network namespace.
+    if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!("setns {path}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 pub struct Topology {
@@ -159,6 +212,75 @@ impl Topology {
     pub fn forward(&mut self, host: &str) -> anyhow::Result<()> {
         let ns = self.ns(host);
         self.script(&["forward", &ns])
+    }
+
+    /// Creates the home side ([`CN`], [`HA_CN`], [`HA_TR`], [`TR_HA`]): hosts
+    /// `cn`, `ha` and `tr`, the home link `cn0`--`ha-cn` and the transit link
+    /// `ha-tr`--`tr-ha`.
+    pub fn home_side(&mut self) -> anyhow::Result<()> {
+        for h in ["cn", "ha", "tr"] {
+            self.add_host(h)?;
+        }
+        self.link(("cn", "cn0", "10.1.0.2/24"), ("ha", "ha-cn", "10.1.0.1/24"))?;
+        self.link(
+            ("ha", "ha-tr", "192.0.2.1/24"),
+            ("tr", "tr-ha", "192.0.2.2/24"),
+        )
+    }
+
+    /// Links `tr` to existing hosts: `uplinks[i]` = (tr's interface, host,
+    /// its interface) on [`UPLINK_NETS`]`[i]`, `tr` as .1 and the host as .2.
+    pub fn uplinks(&mut self, uplinks: &[(&str, &str, &str)]) -> anyhow::Result<()> {
+        if uplinks.len() > UPLINK_NETS.len() {
+            bail!("tr has {} uplink networks", UPLINK_NETS.len());
+        }
+        for ((tr_if, host, host_if), net) in uplinks.iter().zip(UPLINK_NETS) {
+            self.link(
+                ("tr", tr_if, &format!("{net}.1/24")),
+                (host, host_if, &format!("{net}.2/24")),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Sets the MTU of each (host, interface).
+    pub fn set_mtu(&self, ifaces: &[(&str, &str)], mtu: u16) -> anyhow::Result<()> {
+        let mtu = mtu.to_string();
+        for (h, i) in ifaces {
+            self.exec_ok(h, &["ip", "link", "set", "dev", i, "mtu", &mtu])?;
+        }
+        Ok(())
+    }
+
+    /// Pings each (host, address) once, so that every neighbour is resolved
+    /// before XDP, which leaves unresolved ones to the stack, needs it.
+    pub fn warm_neighbours(&self, pairs: &[(&str, Ipv4Addr)]) -> anyhow::Result<()> {
+        for (h, dst) in pairs {
+            self.exec_ok(h, &["ping", "-c", "1", "-W", "2", &dst.to_string()])?;
+        }
+        Ok(())
+    }
+
+    /// Gives `host` the address `home`/32 on `iface` as the source of its
+    /// default route via `via`: a host whose applications use a home
+    /// address that a mobile node or care-of end carries for it.
+    pub fn hold_address(
+        &self,
+        host: &str,
+        iface: &str,
+        home: Ipv4Addr,
+        via: Ipv4Addr,
+    ) -> anyhow::Result<()> {
+        let (home, via) = (home.to_string(), via.to_string());
+        self.exec_ok(
+            host,
+            &["ip", "addr", "add", &format!("{home}/32"), "dev", iface],
+        )?;
+        self.exec_ok(
+            host,
+            &["ip", "route", "add", "default", "via", &via, "src", &home],
+        )?;
+        Ok(())
     }
 
     /// A command that runs inside `host`'s network namespace only. Unlike

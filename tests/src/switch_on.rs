@@ -44,11 +44,10 @@ use serde_json::{json, Value};
 use crate::{
     mit::{MitKdc, MitKdcConfig},
     mobility::{
-        add_service, counters, delta, ha_bindings, home_network, in_netns, kill, percentile,
-        read_json, roamgate_ok, start_home_agent, start_kdc_serve, write_ha_config, write_private,
-        HaNode, HA,
+        add_service, counters, delta, ha_bindings, home_network, kill, percentile, read_json,
+        roamgate_ok, start_home_agent, start_kdc_serve, write_ha_config, write_private, HaNode, HA,
     },
-    netns::{roamgate_bin, root, wait_for, Topology},
+    netns::{in_netns, roamgate_bin, root, wait_for, Topology},
     tunnel_net::read_pcap,
 };
 

@@ -18,28 +18,23 @@
 //! userspace forwarder (`roamgate tunnel` started in the namespace).
 
 use std::{
-    fs::File,
     net::Ipv4Addr,
-    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
 };
 
-use anyhow::{anyhow, bail, Context as _};
+use anyhow::{bail, Context as _};
 use roamgate::dataplane::{
     maps::{Binding, Expiry, Maps, Role, TunnelSpec},
     AttachMode, Counters, DataPlane,
 };
 use roamgate_mip::MasterKey;
 
-use crate::netns::{roamgate_bin, Topology};
+use crate::netns::{in_netns, roamgate_bin, Topology};
 
 pub const SPI: u32 = 0x0000_1001;
-pub const CN: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
-pub const HA_CN: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
-pub const HA_TR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-pub const TR_HA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+pub use crate::netns::{CN, HA_CN, HA_TR, TR_HA};
 pub const TR_COA: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 pub const COA_TR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 pub const COA_APP: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 1);
@@ -60,28 +55,6 @@ pub enum End {
     Tun,
 }
 
-/// Runs `f` on a thread that has joined network namespace `ns` (only the
-/// network namespace: bpffs stays visible).
-pub fn in_netns<T: Send>(
-    ns: &str,
-    f: impl FnOnce() -> anyhow::Result<T> + Send,
-) -> anyhow::Result<T> {
-    let path = format!("/run/netns/{ns}");
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            let fd = File::open(&path).with_context(|| format!("opening {path}"))?;
-            // SAFETY: setns with a valid namespace fd; it changes only this
-            // thread's network namespace.
-            if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!("setns {path}: {}", std::io::Error::last_os_error());
-            }
-            f()
-        })
-        .join()
-        .map_err(|_| anyhow!("thread in {ns} panicked"))?
-    })
-}
-
 pub struct TunnelNet {
     pub topo: Topology,
     pub ha: Option<DataPlane>,
@@ -97,18 +70,11 @@ impl TunnelNet {
     /// installs the tunnel.
     pub fn new(tag: &str, ha: End, coa: End) -> anyhow::Result<Self> {
         let mut topo = Topology::new(tag)?;
-        for h in ["cn", "ha", "tr", "coa", "app"] {
+        topo.home_side()?;
+        for h in ["coa", "app"] {
             topo.add_host(h)?;
         }
-        topo.link(("cn", "cn0", "10.1.0.2/24"), ("ha", "ha-cn", "10.1.0.1/24"))?;
-        topo.link(
-            ("ha", "ha-tr", "192.0.2.1/24"),
-            ("tr", "tr-ha", "192.0.2.2/24"),
-        )?;
-        topo.link(
-            ("tr", "tr-coa", "198.51.100.1/24"),
-            ("coa", "coa-tr", "198.51.100.2/24"),
-        )?;
+        topo.uplinks(&[("tr-coa", "coa", "coa-tr")])?;
         topo.link(
             ("coa", "coa-app", "10.2.0.1/24"),
             ("app", "app0", "10.2.0.2/24"),
@@ -116,50 +82,28 @@ impl TunnelNet {
         for h in ["ha", "tr", "coa"] {
             topo.forward(h)?;
         }
-        for h in ["cn", "ha", "tr", "coa", "app"] {
-            for k in ["all", "default"] {
-                topo.exec_ok(
-                    h,
-                    &["sysctl", "-qw", &format!("net.ipv4.conf.{k}.rp_filter=0")],
-                )?;
-            }
-        }
-        let mtu = INNER_MTU.to_string();
-        for (h, i) in [
-            ("cn", "cn0"),
-            ("ha", "ha-cn"),
-            ("coa", "coa-app"),
-            ("app", "app0"),
-        ] {
-            topo.exec_ok(h, &["ip", "link", "set", "dev", i, "mtu", &mtu])?;
-        }
+        topo.no_rp_filter(&["cn", "ha", "tr", "coa", "app"])?;
+        topo.set_mtu(
+            &[
+                ("cn", "cn0"),
+                ("ha", "ha-cn"),
+                ("coa", "coa-app"),
+                ("app", "app0"),
+            ],
+            INNER_MTU,
+        )?;
         // Receivers of XDP-redirected frames without an XDP program of
         // their own need GRO (veth NAPI) to take them.
-        for (h, i) in [
+        topo.tune_for_xdp(&[
             ("tr", "tr-ha"),
             ("tr", "tr-coa"),
             ("cn", "cn0"),
             ("app", "app0"),
-        ] {
-            topo.exec_ok(h, &["ethtool", "-K", i, "gro", "on"])?;
-        }
+        ])?;
         topo.route("cn", "10.10.0.0/16", "10.1.0.1")?;
         topo.route("ha", "198.51.100.0/24", "192.0.2.2")?;
         topo.route("coa", "192.0.2.0/24", "198.51.100.1")?;
-        topo.exec_ok("app", &["ip", "addr", "add", "10.10.0.2/32", "dev", "app0"])?;
-        topo.exec_ok(
-            "app",
-            &[
-                "ip",
-                "route",
-                "add",
-                "default",
-                "via",
-                "10.2.0.1",
-                "src",
-                "10.10.0.2",
-            ],
-        )?;
+        topo.hold_address("app", "app0", HOME, COA_APP)?;
         topo.route("coa", "10.10.0.2/32", "10.2.0.2")?;
         if ha == End::Xdp {
             // The stack's own route to the home network, used only for the
@@ -191,7 +135,7 @@ impl TunnelNet {
     /// Pings each link from both sides so every neighbour is resolved
     /// before XDP needs it.
     fn warm_neighbours(&self) -> anyhow::Result<()> {
-        for (h, dst) in [
+        self.topo.warm_neighbours(&[
             ("cn", HA_CN),
             ("ha", CN),
             ("ha", TR_HA),
@@ -200,11 +144,7 @@ impl TunnelNet {
             ("coa", TR_COA),
             ("coa", APP),
             ("app", COA_APP),
-        ] {
-            self.topo
-                .exec_ok(h, &["ping", "-c", "1", "-W", "2", &dst.to_string()])?;
-        }
-        Ok(())
+        ])
     }
 
     fn xdp_end(&mut self, host: &str, role: Role) -> anyhow::Result<DataPlane> {

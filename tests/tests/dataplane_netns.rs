@@ -22,8 +22,8 @@ use std::{
 
 use roamgate_common::wire::ipv4::checksum;
 use roamgate_integration::{
-    netns::wait_for,
-    tunnel_net::{in_netns, read_pcap, End, TunnelNet, CN, HOME, INNER_MTU},
+    netns::{in_netns, wait_for},
+    tunnel_net::{read_pcap, End, TunnelNet, CN, HOME, INNER_MTU},
 };
 use roamgate_testkit::frame::FrameBuilder;
 

@@ -31,8 +31,8 @@ use std::{
 };
 
 use roamgate_integration::{
-    mobility::{spawn_in_netns, Scenario, CN, COA_A, COA_B, HOME},
-    netns::Topology,
+    mobility::{Scenario, CN, COA_A, COA_B, HOME},
+    netns::{spawn_in_netns, Topology},
 };
 use serde_json::Value;
 

@@ -9,7 +9,7 @@
 use std::process::Command;
 
 use roamgate::dataplane::{AttachMode, AttachedMode, DataPlane};
-use roamgate_integration::tunnel_net::in_netns;
+use roamgate_integration::netns::in_netns;
 
 /// A named namespace, deleted on drop.
 struct Netns(String);

@@ -54,10 +54,10 @@ use roamgate_testkit::{fixture::TestPinDir, frame::FrameBuilder};
 use serde_json::{json, Value};
 
 use crate::{
-    netns::Topology,
+    netns::{in_netns, Topology, HA_CN, TR_HA},
     rawbpf::{self, RawProg},
     tunnel_net::{
-        in_netns, write_master_key, End, TunnelNet, CN, COA_TR, HA_TR, HOME, MASTER, OUTER_MTU, SPI,
+        write_master_key, End, TunnelNet, CN, COA_TR, HA_TR, HOME, MASTER, OUTER_MTU, SPI,
     },
 };
 
@@ -854,19 +854,11 @@ fn thread_cpu(names: &[&str]) -> f64 {
 /// packets of the same size; tr-ha drops the tunnel packets in XDP.
 fn tun_pps() -> anyhow::Result<Value> {
     let mut topo = Topology::new("benchtun")?;
-    for h in ["cn", "ha", "tr"] {
-        topo.add_host(h)?;
-    }
-    topo.link(("cn", "cn0", "10.1.0.2/24"), ("ha", "ha-cn", "10.1.0.1/24"))?;
-    topo.link(
-        ("ha", "ha-tr", "192.0.2.1/24"),
-        ("tr", "tr-ha", "192.0.2.2/24"),
-    )?;
+    topo.home_side()?;
     topo.forward("ha")?;
     topo.route("cn", "10.10.0.0/16", "10.1.0.1")?;
     topo.route("ha", "198.51.100.0/24", "192.0.2.2")?;
-    topo.exec_ok("ha", &["ping", "-c", "1", "-W", "2", "192.0.2.2"])?;
-    topo.exec_ok("cn", &["ping", "-c", "1", "-W", "2", "10.1.0.1"])?;
+    topo.warm_neighbours(&[("ha", TR_HA), ("cn", HA_CN)])?;
     let sink = rawbpf::constant(rawbpf::XDP_DROP)?;
     let link = in_netns(&topo.ns("tr"), || {
         sink.attach_xdp(rawbpf::ifindex("tr-ha")?)

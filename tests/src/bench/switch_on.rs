@@ -71,8 +71,7 @@ use tokio::{net::UdpSocket, sync::Semaphore, task::JoinSet};
 
 use crate::{
     mit::{MitKdc, MitKdcConfig},
-    mobility::spawn_in_netns,
-    netns::{wait_for, Topology},
+    netns::{spawn_in_netns, wait_for, Topology},
 };
 
 const REALM: &str = "SWITCHON.TEST";
