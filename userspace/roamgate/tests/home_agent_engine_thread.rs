@@ -72,9 +72,9 @@ async fn engine_thread_answers_in_order_expires_on_its_own_and_publishes_metrics
     // (the garbage gets none).
     let replies = t
         .handle_batch(vec![
-            (req.clone(), IpAddr::V4(COA)),
-            (vec![0xff; 3], IpAddr::V4(COA)),
-            (req, IpAddr::V4(COA)),
+            (req.clone().into(), IpAddr::V4(COA)),
+            (vec![0xff; 3].into(), IpAddr::V4(COA)),
+            (req.into(), IpAddr::V4(COA)),
         ])
         .await
         .unwrap();

@@ -15,6 +15,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
 
 use super::{Engine, Metrics};
@@ -25,7 +26,7 @@ const IDLE: Duration = Duration::from_secs(3600);
 type Replies = Vec<Option<Vec<u8>>>;
 
 enum Work {
-    Batch(Vec<(Vec<u8>, IpAddr)>, oneshot::Sender<Replies>),
+    Batch(Vec<(Bytes, IpAddr)>, oneshot::Sender<Replies>),
     Stop { clear_home_link: bool },
 }
 
@@ -96,10 +97,7 @@ impl EngineThread {
 
     /// Hands datagrams received together to the engine (one journal
     /// transaction); their replies, in order.
-    pub async fn handle_batch(
-        &self,
-        reqs: Vec<(Vec<u8>, IpAddr)>,
-    ) -> Result<Replies, EngineStopped> {
+    pub async fn handle_batch(&self, reqs: Vec<(Bytes, IpAddr)>) -> Result<Replies, EngineStopped> {
         let (tx, rx) = oneshot::channel();
         self.work
             .send(Work::Batch(reqs, tx))

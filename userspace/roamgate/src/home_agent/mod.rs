@@ -43,6 +43,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use bytes::BytesMut;
 use roamgate_krb::ap::{KeySet, ServiceKeys};
 use roamgate_mip::{
     home_agent::{HomeAgent, Outcome},
@@ -62,6 +63,13 @@ use crate::platform::{neigh, rtnl::Rtnl};
 
 /// Datagrams handled (and journaled) together at most.
 pub const MAX_BATCH: usize = 64;
+
+/// The largest UDP datagram: each receive has this much room, so none is
+/// truncated.
+const MAX_DATAGRAM: usize = 65_536;
+/// The receive block the datagrams are split from: registrations are ~100
+/// bytes, so one block serves thousands.
+const RECV_BLOCK: usize = 4 * MAX_DATAGRAM;
 
 /// Gratuitous ARPs sent per new binding (RFC 5944 §4.6 suggests a few).
 pub const GRATUITOUS_ARP_COUNT: usize = 2;
@@ -735,21 +743,27 @@ pub async fn run(
             Ok(())
         });
     }
-    let mut buf = vec![0u8; 65_536];
+    // Datagrams are received into one block and split off as `Bytes` that
+    // share it: a batch crosses to the engine thread with no copy and no
+    // allocation per datagram, and the block is reused once the engine has
+    // dropped them.
+    let mut buf = BytesMut::with_capacity(RECV_BLOCK);
     loop {
+        buf.reserve(MAX_DATAGRAM);
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = sock.recv_from(&mut buf) => {
-                let (n, src) = match r {
-                    Ok(v) => v,
+            r = sock.recv_buf_from(&mut buf) => {
+                let src = match r {
+                    Ok((_, src)) => src,
                     Err(e) => { warn!(error = %e, "receiving"); continue; }
                 };
                 // Whatever else is already queued joins this batch (one
                 // journal transaction for all of it).
-                let mut batch = vec![(buf[..n].to_vec(), src)];
+                let mut batch = vec![(buf.split().freeze(), src)];
                 while batch.len() < MAX_BATCH {
-                    match sock.try_recv_from(&mut buf) {
-                        Ok((n, src)) => batch.push((buf[..n].to_vec(), src)),
+                    buf.reserve(MAX_DATAGRAM);
+                    match sock.try_recv_buf_from(&mut buf) {
+                        Ok((_, src)) => batch.push((buf.split().freeze(), src)),
                         Err(_) => break,
                     }
                 }
