@@ -37,10 +37,10 @@ pub fn voice_port_bit(port: u16) -> (u32, u64) {
 /// [`BINDINGS`] lookup, so traffic that is not roamgate's (most of what a
 /// gateway forwards) skips both hash lookups, helper calls that cost tens
 /// of ns each. One element per slot, not one bit per slot in shared words:
-/// writers set an element without a read-modify-write, so two writers never
-/// lose each other's mark. Marks are never cleared (a stale mark only costs
-/// the hash lookup it no longer saves); userspace sets a key's mark before
-/// inserting the binding, and the loader marks the bindings already pinned.
+/// setting a mark needs no read-modify-write. Userspace sets a key's mark
+/// before inserting the binding, the loader marks the bindings already
+/// pinned, and the maps' owner clears a slot when it removes the last
+/// binding that uses it (it counts the users per slot).
 pub const BINDING_FILTER: &str = "RG_BIND_FILTER";
 /// Slots in [`BINDING_FILTER`].
 pub const BINDING_FILTER_SLOTS: u32 = 1 << 16;

@@ -302,6 +302,82 @@ fn the_binding_filter_gates_encapsulation_and_the_loader_restores_it() {
     assert_eq!(maps.mark_bindings().unwrap(), 1);
 }
 
+/// A removed binding leaves no stale mark: the last binding of a filter
+/// slot to go clears it (traffic to that address skips the lookups again),
+/// while a slot another binding still uses stays marked.
+#[test]
+fn removing_the_last_binding_of_a_filter_slot_clears_its_mark() {
+    use roamgate_common::maps::{binding_filter_slot, BindingKey, BINDING_HOME_AGENT};
+    let key_of = |a: Ipv4Addr| BindingKey::new(a.octets(), BINDING_HOME_AGENT);
+    // Another home address in HOME's slot (1 in 65,536 addresses is).
+    let twin = (0..=u32::MAX)
+        .map(|i| Ipv4Addr::from(0x0a00_0000 | (i & 0x00ff_ffff)))
+        .find(|a| {
+            *a != HOME && binding_filter_slot(&key_of(*a)) == binding_filter_slot(&key_of(HOME))
+        })
+        .expect("a colliding address in 10/8");
+    let mut runner = FixtureRunner::new().expect("load data plane (are you root?)");
+    let pin = runner.data_plane().pin_dir().to_owned();
+    let mut maps = Maps::open(&pin).unwrap();
+    let (spi2, mk) = (SPI + 1, master());
+    maps.install(&ha_binding(COA, SPI), &ha_tunnel(SPI, &mk))
+        .unwrap();
+    let twin_binding = Binding {
+        home: twin,
+        ..ha_binding(COA2, spi2)
+    };
+    maps.install(
+        &twin_binding,
+        &TunnelSpec::new(spi2, Role::HomeAgent, HA, twin, &mk),
+    )
+    .unwrap();
+
+    maps.remove(HOME, Role::HomeAgent).unwrap();
+    assert!(
+        maps.binding_filter_marked(&key_of(HOME)).unwrap(),
+        "{twin} still uses the slot"
+    );
+    let to_twin = FrameBuilder::new()
+        .ipv4(CN, twin)
+        .udp(5000, 6000)
+        .payload_len(100)
+        .build();
+    let outer = xdp_encap(&runner, &to_twin);
+    assert_eq!(
+        &outer[16..20],
+        &COA2.octets(),
+        "the twin is still tunnelled"
+    );
+
+    maps.remove(twin, Role::HomeAgent).unwrap();
+    assert!(
+        !maps.binding_filter_marked(&key_of(HOME)).unwrap(),
+        "no binding uses the slot: its mark is cleared"
+    );
+    let (action, out) = runner.run_frame("unbound", &to_home()).unwrap();
+    assert_eq!(action, 2, "XDP_PASS");
+    assert_eq!(out, to_home());
+
+    // A new handle (a restarted owner) counts the bindings present when it
+    // first removes one; remove_many clears like remove.
+    maps.install(&ha_binding(COA, SPI), &ha_tunnel(SPI, &mk))
+        .unwrap();
+    maps.install(
+        &twin_binding,
+        &TunnelSpec::new(spi2, Role::HomeAgent, HA, twin, &mk),
+    )
+    .unwrap();
+    let mut restarted = Maps::open(&pin).unwrap();
+    restarted
+        .remove_many(&[(HOME, Role::HomeAgent)], &[])
+        .unwrap();
+    assert!(restarted.binding_filter_marked(&key_of(twin)).unwrap());
+    restarted
+        .remove_many(&[(twin, Role::HomeAgent)], &[spi2])
+        .unwrap();
+    assert!(!restarted.binding_filter_marked(&key_of(twin)).unwrap());
+}
+
 /// The inside-interface marks: set, listed, idempotent, removed.
 #[test]
 fn inside_interfaces_are_marked_and_unmarked() {

@@ -134,6 +134,12 @@ pub struct Maps {
     voice_port_bits: Array<MapData, u64>,
     binding_filter: Array<MapData, u32>,
     inside_ifs: HashMap<MapData, u32, u32>,
+    /// How many bindings use each marked filter slot: counted by one walk of
+    /// the bindings when the first binding is removed, then kept by this
+    /// handle's own inserts and removals. The maps' owner (a home agent's
+    /// engine thread, a proxy manager, a mobile node) is their only writer,
+    /// so the counts stay exact and a slot no binding uses is cleared.
+    slot_users: Option<std::collections::HashMap<u32, u32>>,
 }
 
 impl std::fmt::Debug for Maps {
@@ -199,6 +205,7 @@ impl Maps {
             voice_port_bits: open(pin_dir, m::VOICE_PORT_BITS)?,
             binding_filter: open(pin_dir, m::BINDING_FILTER)?,
             inside_ifs: open(pin_dir, m::INSIDE_IFS)?,
+            slot_users: None,
         })
     }
 
@@ -232,7 +239,9 @@ impl Maps {
     /// [`m::BINDING_FILTER`]): bindings pinned by an earlier run, or by a
     /// version without the filter, are then found by the program. Returns
     /// how many bindings it saw. Setting a mark is idempotent and never
-    /// clears one, so it is safe beside a running control plane.
+    /// clears one, so it is safe beside a running control plane. (Marks are
+    /// cleared by the maps' owner when it removes the last binding of a
+    /// slot.)
     pub fn mark_bindings(&mut self) -> Result<usize, MapsError> {
         let mut n = 0;
         for key in self.bindings.keys() {
@@ -297,11 +306,58 @@ impl Maps {
                 tunnel: Role::from_tunnel_role(t.role),
             });
         }
+        let new_key = match self.slot_users {
+            Some(_) => get_opt(&self.bindings, &b.key(), m::BINDINGS)?.is_none(),
+            None => false,
+        };
         // The mark first: the program looks a key up only once it is set.
         mark(&mut self.binding_filter, &b.key())?;
         self.bindings
             .insert(b.key(), b.value(), 0)
-            .map_err(map_err(m::BINDINGS))
+            .map_err(map_err(m::BINDINGS))?;
+        if let (true, Some(users)) = (new_key, self.slot_users.as_mut()) {
+            *users.entry(m::binding_filter_slot(&b.key())).or_default() += 1;
+        }
+        Ok(())
+    }
+
+    /// After `removed` left the bindings map: one user fewer for its filter
+    /// slot, and the mark cleared when none is left, so traffic to a home
+    /// address no longer bound skips the hash lookups again.
+    fn release_slots(&mut self, removed: &[BindingKey]) -> Result<(), MapsError> {
+        if removed.is_empty() {
+            return Ok(());
+        }
+        let users = match &mut self.slot_users {
+            Some(u) => {
+                for k in removed {
+                    if let Some(n) = u.get_mut(&m::binding_filter_slot(k)) {
+                        *n = n.saturating_sub(1);
+                    }
+                }
+                u
+            }
+            // First removal: count the bindings left (the removed ones are
+            // already gone).
+            None => {
+                let mut u = std::collections::HashMap::new();
+                for key in self.bindings.keys() {
+                    let key = key.map_err(map_err(m::BINDINGS))?;
+                    *u.entry(m::binding_filter_slot(&key)).or_default() += 1;
+                }
+                self.slot_users.insert(u)
+            }
+        };
+        for k in removed {
+            let slot = m::binding_filter_slot(k);
+            if users.get(&slot).copied().unwrap_or(0) == 0 {
+                users.remove(&slot);
+                self.binding_filter
+                    .set(slot, 0, 0)
+                    .map_err(map_err(m::BINDING_FILTER))?;
+            }
+        }
+        Ok(())
     }
 
     /// Installs a binding and its tunnel: the tunnel first (receive path
@@ -361,6 +417,7 @@ impl Maps {
             return Ok(());
         };
         remove_opt(&mut self.bindings, &key, m::BINDINGS)?;
+        self.release_slots(&[key])?;
         self.remove_tunnel_if_unused(u32::from_be_bytes(old.spi))
     }
 
@@ -375,13 +432,16 @@ impl Maps {
         spis: &[u32],
     ) -> Result<(), MapsError> {
         let mut candidates: std::collections::HashSet<u32> = spis.iter().copied().collect();
+        let mut removed = Vec::new();
         for (home, role) in which {
             let key = BindingKey::new(home.octets(), role.binding_kind());
             if let Some(old) = get_opt(&self.bindings, &key, m::BINDINGS)? {
                 remove_opt(&mut self.bindings, &key, m::BINDINGS)?;
                 candidates.insert(u32::from_be_bytes(old.spi));
+                removed.push(key);
             }
         }
+        self.release_slots(&removed)?;
         for item in self.bindings.iter() {
             let (_, v) = item.map_err(map_err(m::BINDINGS))?;
             candidates.remove(&u32::from_be_bytes(v.spi));
