@@ -51,6 +51,11 @@ fn ensure_cargo_fuzz() -> anyhow::Result<()> {
     .context("installing cargo-fuzz")
 }
 
+/// Files in a target's artifacts directory (0 when it does not exist).
+fn artifact_count(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| d.count())
+}
+
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     ensure_cargo_fuzz()?;
     let all = targets()?;
@@ -60,6 +65,22 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         opts.targets.clone()
     };
     let fuzz_dir = util::root().join("fuzz");
+    // Built first, on their own: a target that does not compile is a build
+    // error to fix, not a failure the fuzzer found.
+    for t in &chosen {
+        util::run(
+            Command::new("cargo")
+                .current_dir(&fuzz_dir)
+                .args(["+nightly", "fuzz", "build", t]),
+        )
+        .with_context(|| {
+            format!(
+                "fuzz target {t} did not build (the compiler's errors are above; \
+                 nothing was fuzzed): fix the build, e.g. after an API change in the crate it \
+                 calls, or check the nightly toolchain with `cargo +nightly --version`"
+            )
+        })?;
+    }
     for t in &chosen {
         util::step(&format!("fuzz {t} for {} s", opts.seconds));
         // The first directory is where libFuzzer adds new inputs; cargo-fuzz
@@ -75,12 +96,29 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         if seeds.is_dir() {
             cmd.arg(&seeds);
         }
-        util::run(
+        let artifacts = fuzz_dir.join("artifacts").join(t);
+        let before = artifact_count(&artifacts);
+        let ran = util::run(
             cmd.arg("--")
                 .arg(format!("-max_total_time={}", opts.seconds))
                 .arg("-rss_limit_mb=2048"),
-        )
-        .with_context(|| format!("fuzz target {t} found a failure (see fuzz/artifacts/{t}/)"))?;
+        );
+        if let Err(e) = ran {
+            let new = artifact_count(&artifacts).saturating_sub(before);
+            return Err(if new > 0 {
+                e.context(format!(
+                    "fuzz target {t} found a failure: {new} new input(s) in {} \
+                     (replay one with `cargo +nightly fuzz run {t} FILE` in fuzz/)",
+                    artifacts.display()
+                ))
+            } else {
+                e.context(format!(
+                    "fuzz target {t} stopped with an error but saved no failing input: \
+                     libFuzzer's own output above names the cause (e.g. a bad flag or corpus \
+                     directory)"
+                ))
+            });
+        }
     }
     eprintln!(
         "fuzz: {} targets ran {} s each without a crash",
