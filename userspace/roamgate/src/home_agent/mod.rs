@@ -969,6 +969,88 @@ mod tests {
         assert_eq!(v["rollbacks_pending"], 1);
     }
 
+    /// The data-plane half of a pending rollback, over real pinned maps
+    /// (needs root). No map update of a real undo can be made to fail on
+    /// demand, so the pending work is recorded as a failed undo leaves it:
+    /// the binding back to a tunnel the maps lack, then the removal of the
+    /// failed request's tunnel.
+    #[test]
+    fn a_pending_data_plane_undo_is_retried_until_the_maps_take_it() {
+        use crate::dataplane::maps::{Capacity, TunnelSpec};
+        use roamgate_mip::{home_agent::HomeAgentConfig, MasterKey};
+
+        use self::pending::ROLLBACK_RETRY_FIRST;
+
+        const HA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+        const HOME: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);
+        const COA: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
+        const OLD_SPI: u32 = 0x4242;
+        const NEW_SPI: u32 = 0x5151;
+        let pin = roamgate_testkit::fixture::TestPinDir::new("ha-pending-undo");
+        let maps = Maps::create_pinned(pin.path(), Capacity::default())
+            .expect("creating maps (are you root?)");
+        let core = HomeAgent::new(
+            HomeAgentConfig::new(HA),
+            Vec::new(),
+            Arc::new(KeySet::default()),
+        );
+        let journal = SqliteJournal::in_memory().unwrap();
+        let mut e = Engine::new(core, Box::new(journal), maps, 1500, HomeLink::default());
+        let tunnel =
+            |spi| TunnelSpec::new(spi, Role::HomeAgent, HA, HOME, &MasterKey::new([7; 32]));
+        // The failed request's tunnel is in the maps; the one the binding
+        // goes back to is not (yet).
+        e.maps.install_tunnel(&tunnel(NEW_SPI)).unwrap();
+        let now = SystemTime::now();
+        let undo = [
+            Action::SetBinding {
+                home: HOME,
+                role: Role::HomeAgent,
+                remote: COA,
+                spi: OLD_SPI,
+                expires: now + Duration::from_secs(60),
+                reverse_tunnel: true,
+            },
+            Action::RemoveTunnel { spi: NEW_SPI },
+        ];
+        e.pending.record(HOME, &undo, None, now);
+
+        let first = now + ROLLBACK_RETRY_FIRST;
+        assert_eq!(e.next_wakeup(), Some(first));
+        e.poll(first);
+        assert_eq!(e.metrics.rollbacks_pending, 1);
+        assert_eq!(e.metrics.dataplane_errors, 1);
+        assert_eq!(e.next_wakeup(), Some(first + 2 * ROLLBACK_RETRY_FIRST));
+        assert!(e.maps.list().unwrap().is_empty());
+        assert!(
+            e.maps.tunnel(NEW_SPI).unwrap().is_some(),
+            "no tunnel is removed while the binding is not back"
+        );
+
+        e.maps.install_tunnel(&tunnel(OLD_SPI)).unwrap();
+        let second = e.next_wakeup().unwrap();
+        e.poll(second);
+        assert_eq!(e.metrics.rollbacks_pending, 0);
+        assert!(e.pending_rollbacks().is_empty());
+        let bound: Vec<_> = e
+            .maps
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|s| {
+                (
+                    s.binding.home,
+                    s.binding.remote,
+                    s.binding.spi,
+                    s.tunnel_present,
+                )
+            })
+            .collect();
+        assert_eq!(bound, vec![(HOME, COA, OLD_SPI, true)]);
+        assert!(e.maps.tunnel(NEW_SPI).unwrap().is_none());
+        assert_eq!(e.next_wakeup(), None);
+    }
+
     #[test]
     fn stats_file_is_never_written_through_a_planted_symlink() {
         let dir = tempfile::tempdir().unwrap();
