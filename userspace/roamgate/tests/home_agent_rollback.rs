@@ -5,13 +5,16 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr},
-    sync::{atomic::Ordering, Arc},
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc,
+    },
     time::{Duration, SystemTime},
 };
 
 use roamgate::{
     dataplane::maps::{Binding, Capacity, Expiry, Maps, Role, TunnelSpec},
-    home_agent::{Engine, HomeLink},
+    home_agent::{pending::ROLLBACK_RETRY_FIRST, Engine, HomeLink},
 };
 use roamgate_krb::ap::KeySet;
 use roamgate_mip::{
@@ -324,4 +327,135 @@ fn a_request_built_on_a_failed_one_in_the_same_batch_is_refused_too() {
     assert_eq!(e.core.binding(HOME).map(|b| b.care_of), Some(COA_A));
     assert_eq!(e.metrics.apply_failed, 2);
     assert_eq!(e.metrics.deregistered, 0);
+}
+
+/// A journal that takes `writes_left` more writes, then fails them until
+/// `writes_left` is set again (negative: no limit).
+struct CountdownJournal {
+    inner: SqliteJournal,
+    writes_left: Arc<AtomicI64>,
+}
+
+impl BindingJournal for CountdownJournal {
+    fn apply(&mut self, ops: &[JournalOp]) -> Result<(), JournalError> {
+        let left = self.writes_left.load(Ordering::Relaxed);
+        if left == 0 {
+            return SqliteJournal::open(std::path::Path::new("/nonexistent/journal.sqlite"))
+                .and_then(|mut j| j.apply(ops));
+        }
+        if left > 0 {
+            self.writes_left.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.inner.apply(ops)
+    }
+
+    fn load(&self) -> Result<JournalState, JournalError> {
+        self.inner.load()
+    }
+}
+
+/// The node bound from A, the tunnels map full, and a handover to B whose
+/// journal write lands but whose tunnel does not fit; the rollback's own
+/// journal write then fails. Returns the engine and A's tunnel SPI.
+fn handover_whose_rollback_journal_write_fails(
+    writes_left: &Arc<AtomicI64>,
+) -> (
+    TestPinDir,
+    tempfile::TempDir,
+    Engine,
+    MobileNode,
+    SystemTime,
+    u32,
+) {
+    let (pin, maps) = small_maps(4, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let journal = CountdownJournal {
+        inner: SqliteJournal::open(&dir.path().join("bindings.sqlite")).unwrap(),
+        writes_left: writes_left.clone(),
+    };
+    let mut e = engine(maps, Box::new(journal));
+    let mut mn = mobile_node();
+    let now = SystemTime::now();
+    assert_eq!(register(&mut e, &mut mn, COA_A, now), code::ACCEPTED);
+    let (_, spi_a, _) = map_binding(&e.maps).unwrap();
+    occupy(&mut e.maps);
+
+    writes_left.store(1, Ordering::Relaxed);
+    let at = now + Duration::from_secs(30);
+    assert_eq!(
+        register(&mut e, &mut mn, COA_B, at),
+        code::INSUFFICIENT_RESOURCES
+    );
+    // The maps and the core are back at A; the journal still says B.
+    assert_eq!(map_binding(&e.maps), Some((COA_A, spi_a, true)));
+    assert_eq!(e.core.binding(HOME).map(|b| b.spi), Some(spi_a));
+    let (j_coa, j_spi) = journal_binding(&e).unwrap();
+    assert_eq!(j_coa, COA_B);
+    assert_ne!(j_spi, spi_a);
+    assert_eq!(e.metrics.apply_failed, 1);
+    assert_eq!(e.metrics.rollback_failed, 1);
+    assert_eq!(e.metrics.rollbacks_pending, 1);
+    assert_eq!(e.pending_rollbacks().len(), 1);
+    let text = e.metrics.prometheus();
+    assert!(
+        text.contains("roamgate_ha_rollback_failed_total 1\n"),
+        "{text}"
+    );
+    assert!(text.contains("roamgate_ha_rollbacks_pending 1\n"), "{text}");
+    (pin, dir, e, mn, at, spi_a)
+}
+
+#[test]
+fn a_failed_rollback_journal_write_is_retried_with_backoff_until_it_lands() {
+    let writes_left = Arc::new(AtomicI64::new(-1));
+    let (_pin, _dir, mut e, _mn, at, spi_a) =
+        handover_whose_rollback_journal_write_fails(&writes_left);
+
+    // The first retry is due one second on (before any of the core's
+    // timers); it fails too, and the next one waits twice as long.
+    let first = at + ROLLBACK_RETRY_FIRST;
+    assert_eq!(e.next_wakeup(), Some(first));
+    e.poll(first);
+    assert_eq!(e.metrics.rollbacks_pending, 1);
+    assert_eq!(e.next_wakeup(), Some(first + 2 * ROLLBACK_RETRY_FIRST));
+    assert_eq!(journal_binding(&e).map(|(c, _)| c), Some(COA_B));
+
+    // The disk is back: the next retry writes the rollback's op.
+    writes_left.store(-1, Ordering::Relaxed);
+    let second = e.next_wakeup().unwrap();
+    e.poll(second);
+    assert_eq!(e.metrics.rollbacks_pending, 0);
+    assert!(e.pending_rollbacks().is_empty());
+    assert_eq!(e.metrics.rollback_failed, 1);
+    assert!(e
+        .metrics
+        .prometheus()
+        .contains("roamgate_ha_rollbacks_pending 0\n"));
+    // Maps, journal and binding cache agree, and no retry is scheduled.
+    assert_eq!(map_binding(&e.maps), Some((COA_A, spi_a, true)));
+    assert_eq!(journal_binding(&e), Some((COA_A, spi_a)));
+    assert_eq!(e.core.binding(HOME).map(|b| b.spi), Some(spi_a));
+    assert_eq!(e.maps.tunnel_count(), 2, "A's tunnel and the other node's");
+    assert_eq!(e.next_wakeup(), e.core.next_wakeup());
+}
+
+/// The pending op goes first in the next batch's transaction, so the
+/// node's next accepted registration both completes the rollback and wins
+/// over it.
+#[test]
+fn the_next_journal_write_carries_a_pending_rollback_op_first() {
+    let writes_left = Arc::new(AtomicI64::new(-1));
+    let (_pin, _dir, mut e, mut mn, at, spi_a) =
+        handover_whose_rollback_journal_write_fails(&writes_left);
+
+    writes_left.store(-1, Ordering::Relaxed);
+    e.maps.remove(OTHER, Role::HomeAgent).unwrap();
+    let later = at + Duration::from_millis(500);
+    assert_eq!(register(&mut e, &mut mn, COA_B, later), code::ACCEPTED);
+    assert_eq!(e.metrics.rollbacks_pending, 0);
+    let (remote, spi_b, tunnel) = map_binding(&e.maps).unwrap();
+    assert_eq!((remote, tunnel), (COA_B, true));
+    assert_ne!(spi_b, spi_a);
+    assert_eq!(journal_binding(&e), Some((COA_B, spi_b)));
+    assert_eq!(e.next_wakeup(), e.core.next_wakeup());
 }

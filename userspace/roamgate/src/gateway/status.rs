@@ -357,6 +357,15 @@ fn render(v: &Value) -> String {
             "  home agent: {} registrations accepted, {} rejected, {} bindings",
             ha["accepted"], ha["rejected"], ha["bindings"]
         );
+        // Until they complete, the maps or the journal disagree with the
+        // binding cache (home_agent::pending).
+        if ha["rollbacks_pending"].as_u64().is_some_and(|n| n > 0) {
+            let _ = writeln!(
+                t,
+                "  home agent: {} rollbacks pending (a failed undo, retried; {} rollback failures)",
+                ha["rollbacks_pending"], ha["rollback_failed"]
+            );
+        }
     }
     let pm = &v["proxy_manager"]["stats"];
     if pm.is_object() {
@@ -460,6 +469,32 @@ mod tests {
             render(&v)
         );
         assert!(print(&cfg, true).is_err());
+    }
+
+    #[test]
+    fn pending_rollbacks_of_the_home_agent_show_on_the_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = GatewayConfig::from_toml(&format!(
+            "[gateway]\nstate_dir = \"{}\"\npin_dir = \"{}/pins\"\n",
+            dir.path().display(),
+            dir.path().display()
+        ))
+        .unwrap();
+        let stats = |pending: u64| {
+            json!({ "accepted": 3, "rejected": 0, "bindings": 1,
+                    "rollback_failed": 1, "rollbacks_pending": pending })
+            .to_string()
+        };
+        let path = cfg.state_dir().join(format!("{HOME_AGENT}.json"));
+        std::fs::write(&path, stats(1)).unwrap();
+        let page = render(&collect(&cfg).unwrap());
+        assert!(
+            page.contains("1 rollbacks pending (a failed undo, retried; 1 rollback failures)"),
+            "{page}"
+        );
+        std::fs::write(&path, stats(0)).unwrap();
+        let page = render(&collect(&cfg).unwrap());
+        assert!(!page.contains("rollbacks pending"), "{page}");
     }
 
     #[test]

@@ -53,11 +53,12 @@ impl EngineThread {
             .spawn(move || {
                 loop {
                     let now = SystemTime::now();
-                    let wait = match engine.core.next_wakeup() {
+                    let wait = match engine.next_wakeup() {
                         Some(t) => t.duration_since(now).unwrap_or_default(),
                         None => IDLE,
                     };
-                    // A timer that is due goes first, also under a steady
+                    // A timer that is due (the core's, or a pending
+                    // rollback's retry) goes first, also under a steady
                     // stream of requests.
                     if wait.is_zero() {
                         engine.poll(now);

@@ -12,6 +12,10 @@
 //!   undone (binding restored or removed before its new tunnel goes), the
 //!   journal is set back, the node gets 130 instead of "accepted", and
 //!   `apply_failed` counts it;
+//! - if that undo fails in turn (a map action or the journal write), what is
+//!   left is kept ([`pending`]) and retried on the engine's tick with a
+//!   doubling backoff: `rollback_failed` counts such rollbacks and the
+//!   `rollbacks_pending` gauge shows the home addresses still waiting;
 //! - expiry and tunnel retirement run at the core's `next_wakeup`;
 //! - the [`Engine`] (core, journal, maps, home link) lives on a thread of its
 //!   own ([`engine_thread`]): the tokio loop sends it each batch over a
@@ -33,6 +37,7 @@ pub mod apply;
 pub mod bindings;
 pub mod config;
 pub mod engine_thread;
+pub mod pending;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -54,7 +59,9 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use self::{apply::Applied, config::HomeAgentFile, engine_thread::EngineThread};
+use self::{
+    apply::Applied, config::HomeAgentFile, engine_thread::EngineThread, pending::PendingRollbacks,
+};
 use crate::dataplane::{
     maps::{Maps, Role},
     AttachMode, AttachedLinks, DataPlane,
@@ -143,6 +150,12 @@ pub struct Metrics {
     /// Accepted requests rolled back and answered 130 because the journal
     /// or the data plane could not take them.
     pub apply_failed: u64,
+    /// Rollbacks whose own undo failed (a map action or the journal
+    /// write): kept pending and retried.
+    pub rollback_failed: u64,
+    /// Home addresses whose rollback is still pending: until it completes
+    /// the maps or the journal disagree with the binding cache.
+    pub rollbacks_pending: usize,
     pub bindings: usize,
     pub restored_bindings: usize,
     pub reinstalled_bindings: usize,
@@ -175,6 +188,7 @@ impl Metrics {
         c("dataplane_errors", self.dataplane_errors);
         c("journal_errors", self.journal_errors);
         c("apply_failed", self.apply_failed);
+        c("rollback_failed", self.rollback_failed);
         c("restore_tunnel_lost", self.restore_tunnel_lost);
         c("journal_corrupt_rows", self.journal_corrupt_rows);
         s.push_str("# TYPE roamgate_ha_replies_total counter\n");
@@ -186,6 +200,10 @@ impl Metrics {
         s.push_str(&format!(
             "# TYPE roamgate_ha_bindings gauge\nroamgate_ha_bindings {}\n",
             self.bindings
+        ));
+        s.push_str(&format!(
+            "# TYPE roamgate_ha_rollbacks_pending gauge\nroamgate_ha_rollbacks_pending {}\n",
+            self.rollbacks_pending
         ));
         if !self.xdp_attached.is_empty() {
             s.push_str(&crate::metrics::xdp_attached(
@@ -213,6 +231,8 @@ pub struct Engine {
     pub home_link: HomeLink,
     pub metrics: Metrics,
     proxied: HashSet<Ipv4Addr>,
+    /// Rollbacks whose undo did not complete, to retry.
+    pending: PendingRollbacks,
     /// The rtnetlink thread, started at the first home-link change.
     rtnl: Option<Rtnl>,
 }
@@ -242,6 +262,7 @@ impl Engine {
             home_link,
             metrics: Metrics::default(),
             proxied: HashSet::new(),
+            pending: PendingRollbacks::default(),
             rtnl: None,
         }
     }
@@ -483,13 +504,29 @@ impl Engine {
     /// applied but rolled back too (it built on the failed one); rollbacks
     /// run newest first, so each restores what the one before it left.
     fn commit_all(&mut self, outs: &mut [Outcome], now: SystemTime) {
-        let ops: Vec<_> = outs
+        let mut ops: Vec<_> = outs
             .iter()
             .flat_map(|o| o.journal.iter().cloned())
             .collect();
+        // Pending rollbacks' ops go first in the same transaction, so a
+        // newer op of this batch for the same home address wins.
+        let n_pending_ops = if ops.is_empty() {
+            0
+        } else {
+            let p = self.pending.journal_ops();
+            let n = p.len();
+            ops.splice(0..0, p);
+            n
+        };
         let journaled = ops.is_empty()
             || match self.journal.apply(&ops) {
-                Ok(()) => true,
+                Ok(()) => {
+                    if n_pending_ops > 0 {
+                        let done = self.pending.journal_written();
+                        log_completed(&done, "journal written with the next batch");
+                    }
+                    true
+                }
                 Err(e) => {
                     self.metrics.journal_errors += 1;
                     warn!(error = %e, "writing the binding journal");
@@ -512,6 +549,9 @@ impl Engine {
                 continue;
             }
             let (done, err) = apply::apply_prefix(&mut self.maps, &out.actions, self.mtu, now);
+            let applied = &out.actions[..done.len().min(out.actions.len())];
+            let completed = self.pending.superseded_by(applied);
+            log_completed(&completed, "superseded by a later change");
             match (err, undo_home) {
                 (None, _) => self.follow_home_link(&done),
                 (Some(e), Some(home)) => {
@@ -528,6 +568,9 @@ impl Engine {
             }
         }
         let mut undo_ops = Vec::new();
+        // Per rollback, in the order they ran: its home address, its
+        // journal op, and whether its data-plane undo was left pending.
+        let mut undone: Vec<(Ipv4Addr, Option<JournalOp>, bool)> = Vec::new();
         for (i, n) in failed.into_iter().rev() {
             let out = &mut outs[i];
             let Some(undo) = out.undo.take() else {
@@ -538,20 +581,102 @@ impl Engine {
             out.reply = rb.reply;
             out.code = rb.code;
             out.rejection = rb.rejection;
-            undo_ops.extend(rb.journal);
+            // The batch's journal transaction failed: nothing of it was
+            // written, so the journal already holds what the rollback
+            // would record.
+            let rb_journal = if journaled { rb.journal } else { Vec::new() };
+            undo_ops.extend(rb_journal.iter().cloned());
+            let op = rb_journal.into_iter().last();
             let (done, err) = apply::apply_prefix(&mut self.maps, &rb.actions, self.mtu, now);
+            let n_done = done.len().min(rb.actions.len());
+            let completed = self.pending.superseded_by(&rb.actions[..n_done]);
+            log_completed(&completed, "superseded by a rollback");
+            // Recorded now, not after the loop: the older rollbacks that
+            // run next supersede it where they set the same binding.
+            let left = &rb.actions[n_done..];
             if let Some(e) = err {
                 self.metrics.dataplane_errors += 1;
-                warn!(%home, error = %e, "undoing a failed registration in the data plane");
+                warn!(%home, error = %e, "undoing a failed registration in the data plane: kept pending, retried");
+                self.pending.record(home, left, None, now);
             }
             self.follow_home_link(&done);
+            undone.push((home, op, !left.is_empty()));
             warn!(%home, code = ?out.code, "registration not committed: rolled back");
         }
+        let mut undo_journal_failed = false;
         if !undo_ops.is_empty() {
             if let Err(e) = self.journal.apply(&undo_ops) {
                 self.metrics.journal_errors += 1;
-                warn!(error = %e, "writing the binding journal after a rollback");
+                undo_journal_failed = true;
+                warn!(error = %e, "writing the binding journal after a rollback: kept pending, retried");
             }
+        }
+        // In the order they ran: the last op recorded for a home address
+        // is the one the failed write would have left in the journal.
+        for (home, op, dp_left) in undone {
+            let op = op.filter(|_| undo_journal_failed);
+            if op.is_none() && !dp_left {
+                continue;
+            }
+            self.metrics.rollback_failed += 1;
+            if op.is_some() {
+                self.pending.record(home, &[], op, now);
+            }
+        }
+        self.metrics.rollbacks_pending = self.pending.len();
+    }
+
+    /// Retries the pending rollbacks: their journal ops in one write, then
+    /// each home address's data-plane actions. What still fails waits for
+    /// the next retry (a longer wait each time).
+    fn retry_rollbacks(&mut self, now: SystemTime) {
+        let ops = self.pending.journal_ops();
+        if !ops.is_empty() {
+            match self.journal.apply(&ops) {
+                Ok(()) => {
+                    let done = self.pending.journal_written();
+                    log_completed(&done, "journal write retried");
+                }
+                Err(e) => {
+                    self.metrics.journal_errors += 1;
+                    warn!(error = %e, pending = ops.len(), "retrying a rollback's journal write");
+                }
+            }
+        }
+        for (home, actions) in self.pending.data_plane_work() {
+            let (done, err) = apply::apply_prefix(&mut self.maps, &actions, self.mtu, now);
+            if let Some(e) = err {
+                self.metrics.dataplane_errors += 1;
+                warn!(%home, error = %e, "retrying a rollback in the data plane");
+            }
+            self.follow_home_link(&done);
+            self.pending
+                .data_plane_retried(home, &actions[done.len().min(actions.len())..]);
+        }
+        let done = self.pending.retry_done(now);
+        log_completed(&done, "retried");
+        if let Some(at) = self.pending.retry_at() {
+            let wait = at.duration_since(now).unwrap_or_default();
+            warn!(
+                pending = self.pending.len(),
+                next_retry_s = wait.as_secs(),
+                "rollbacks still pending"
+            );
+        }
+        self.metrics.rollbacks_pending = self.pending.len();
+    }
+
+    /// The rollbacks whose undo is still to be retried.
+    pub fn pending_rollbacks(&self) -> &PendingRollbacks {
+        &self.pending
+    }
+
+    /// When [`Engine::poll`] next has something to do: the core's timers
+    /// and the retry of pending rollbacks.
+    pub fn next_wakeup(&self) -> Option<SystemTime> {
+        match (self.core.next_wakeup(), self.pending.retry_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -604,8 +729,12 @@ impl Engine {
             .collect()
     }
 
-    /// Expires bindings and retires tunnels whose time has come.
+    /// Retries pending rollbacks that are due, then expires bindings and
+    /// retires tunnels whose time has come.
     pub fn poll(&mut self, now: SystemTime) {
+        if self.pending.due(now) {
+            self.retry_rollbacks(now);
+        }
         let mut out = self.core.poll(now);
         self.commit(&mut out, now);
         let s = self.core.stats();
@@ -624,6 +753,13 @@ impl Engine {
         for h in self.proxied.clone() {
             self.drop_proxy(h);
         }
+    }
+}
+
+/// Logs the pending rollbacks that just completed.
+fn log_completed(done: &[(Ipv4Addr, u32)], how: &str) {
+    for (home, attempts) in done {
+        info!(%home, attempts, how, "pending rollback completed: maps and journal match the binding cache again");
     }
 }
 
@@ -816,6 +952,117 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
         assert_eq!(v["apply_failed"], 3);
+    }
+
+    #[test]
+    fn rollback_failures_and_pending_rollbacks_are_exported() {
+        let m = Metrics {
+            rollback_failed: 2,
+            rollbacks_pending: 1,
+            ..Metrics::default()
+        };
+        let text = m.prometheus();
+        assert!(
+            text.contains(
+                "# TYPE roamgate_ha_rollback_failed_total counter\nroamgate_ha_rollback_failed_total 2\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "# TYPE roamgate_ha_rollbacks_pending gauge\nroamgate_ha_rollbacks_pending 1\n"
+            ),
+            "{text}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("stats.json");
+        write_stats(&p, &m);
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        assert_eq!(v["rollback_failed"], 2);
+        assert_eq!(v["rollbacks_pending"], 1);
+    }
+
+    /// The data-plane half of a pending rollback, over real pinned maps
+    /// (needs root). No map update of a real undo can be made to fail on
+    /// demand, so the pending work is recorded as a failed undo leaves it:
+    /// the binding back to a tunnel the maps lack, then the removal of the
+    /// failed request's tunnel.
+    #[test]
+    fn a_pending_data_plane_undo_is_retried_until_the_maps_take_it() {
+        use crate::dataplane::maps::{Capacity, TunnelSpec};
+        use roamgate_mip::{home_agent::HomeAgentConfig, MasterKey};
+
+        use self::pending::ROLLBACK_RETRY_FIRST;
+
+        const HA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+        const HOME: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);
+        const COA: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
+        const OLD_SPI: u32 = 0x4242;
+        const NEW_SPI: u32 = 0x5151;
+        let pin = roamgate_testkit::fixture::TestPinDir::new("ha-pending-undo");
+        let maps = Maps::create_pinned(pin.path(), Capacity::default())
+            .expect("creating maps (are you root?)");
+        let core = HomeAgent::new(
+            HomeAgentConfig::new(HA),
+            Vec::new(),
+            Arc::new(KeySet::default()),
+        );
+        let journal = SqliteJournal::in_memory().unwrap();
+        let mut e = Engine::new(core, Box::new(journal), maps, 1500, HomeLink::default());
+        let tunnel =
+            |spi| TunnelSpec::new(spi, Role::HomeAgent, HA, HOME, &MasterKey::new([7; 32]));
+        // The failed request's tunnel is in the maps; the one the binding
+        // goes back to is not (yet).
+        e.maps.install_tunnel(&tunnel(NEW_SPI)).unwrap();
+        let now = SystemTime::now();
+        let undo = [
+            Action::SetBinding {
+                home: HOME,
+                role: Role::HomeAgent,
+                remote: COA,
+                spi: OLD_SPI,
+                expires: now + Duration::from_secs(60),
+                reverse_tunnel: true,
+            },
+            Action::RemoveTunnel { spi: NEW_SPI },
+        ];
+        e.pending.record(HOME, &undo, None, now);
+
+        let first = now + ROLLBACK_RETRY_FIRST;
+        assert_eq!(e.next_wakeup(), Some(first));
+        e.poll(first);
+        assert_eq!(e.metrics.rollbacks_pending, 1);
+        assert_eq!(e.metrics.dataplane_errors, 1);
+        assert_eq!(e.next_wakeup(), Some(first + 2 * ROLLBACK_RETRY_FIRST));
+        assert!(e.maps.list().unwrap().is_empty());
+        assert!(
+            e.maps.tunnel(NEW_SPI).unwrap().is_some(),
+            "no tunnel is removed while the binding is not back"
+        );
+
+        e.maps.install_tunnel(&tunnel(OLD_SPI)).unwrap();
+        let second = e.next_wakeup().unwrap();
+        e.poll(second);
+        assert_eq!(e.metrics.rollbacks_pending, 0);
+        assert!(e.pending_rollbacks().is_empty());
+        let bound: Vec<_> = e
+            .maps
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|s| {
+                (
+                    s.binding.home,
+                    s.binding.remote,
+                    s.binding.spi,
+                    s.tunnel_present,
+                )
+            })
+            .collect();
+        assert_eq!(bound, vec![(HOME, COA, OLD_SPI, true)]);
+        assert!(e.maps.tunnel(NEW_SPI).unwrap().is_none());
+        assert_eq!(e.next_wakeup(), None);
     }
 
     #[test]
