@@ -13,6 +13,9 @@ use crate::util::run;
 /// a fake `apt-get` first).
 pub struct Apt {
     path: OsString,
+    /// `-t RELEASE`: prefer this release for the packages named and what
+    /// they need (e.g. qemu from bookworm-backports, see setup).
+    release: Option<String>,
 }
 
 /// What an `apt-get install -s` would do to packages already installed.
@@ -35,12 +38,22 @@ impl Apt {
         Self {
             path: std::env::var_os("PATH")
                 .unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
+            release: None,
         }
+    }
+
+    /// The same apt, preferring `release` (`apt-get -t`).
+    pub fn with_release(mut self, release: &str) -> Self {
+        self.release = Some(release.to_owned());
+        self
     }
 
     #[cfg(test)]
     pub fn with_path(path: OsString) -> Self {
-        Self { path }
+        Self {
+            path,
+            release: None,
+        }
     }
 
     fn command(&self, program: &str) -> Command {
@@ -55,6 +68,13 @@ impl Apt {
         self.command("apt-get")
     }
 
+    fn release_args(&self) -> Vec<&str> {
+        match &self.release {
+            Some(r) => vec!["-t", r],
+            None => vec![],
+        }
+    }
+
     /// What installing `pkgs` would do, without doing it (no root needed).
     pub fn simulate(&self, pkgs: &[&str]) -> anyhow::Result<Plan> {
         // No --no-remove here: with it apt stops before printing the Remv
@@ -62,6 +82,7 @@ impl Apt {
         let out = self
             .apt_get()
             .args(["install", "-s", "-q", "--no-install-recommends"])
+            .args(self.release_args())
             .args(pkgs)
             .output()
             .context("starting apt-get install -s")?;
@@ -130,6 +151,7 @@ impl Apt {
                 "--no-install-recommends",
                 "--no-remove",
             ])
+            .args(self.release_args())
             .args(pkgs))
         .context("apt-get install (--no-remove)")
     }
@@ -237,6 +259,28 @@ mod tests {
             "install -y -q --no-install-recommends --no-remove krb5-kdc"
         );
         assert!(!log.contains("allow-downgrades"), "{log}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_release_is_asked_for_in_both_the_simulation_and_the_install() {
+        let dir = tempdir("release");
+        let apt = fake_apt(
+            &dir,
+            "Inst qemu-system-x86 (1:10.0.2+ds-2+deb13u1~bpo12+1 Debian Backports [amd64])\n",
+        )
+        .with_release("bookworm-backports");
+        apt.install(&["qemu-system-x86"]).unwrap();
+        let log = std::fs::read_to_string(dir.join("argv.log")).unwrap();
+        let calls: Vec<&str> = log.lines().collect();
+        assert_eq!(
+            calls[1..],
+            [
+                "install -s -q --no-install-recommends -t bookworm-backports qemu-system-x86",
+                "install -y -q --no-install-recommends --no-remove -t bookworm-backports \
+                 qemu-system-x86"
+            ]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -72,6 +72,17 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ),
 ];
 
+/// The packages that must come from the release of a package the machine
+/// already has: Debian's qemu packages share one version, and a machine with
+/// qemu-utils from bookworm-backports (10.x) cannot take bookworm's
+/// qemu-system-x86 (7.2) without apt removing its qemu-utils.
+const SAME_RELEASE_AS: &[(&str, &str)] = &[("qemu-system-x86", "qemu-utils")];
+
+/// The backports suite, and the sources file setup adds for it when no
+/// configured source lists it.
+const BACKPORTS: &str = "bookworm-backports";
+const BACKPORTS_SOURCES: &str = "/etc/apt/sources.list.d/roamgate-bookworm-backports.sources";
+
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
@@ -99,6 +110,54 @@ fn missing_packages() -> Vec<&'static str> {
                 .is_some_and(|s| s.contains("install ok installed"))
         })
         .collect()
+}
+
+fn installed_version(pkg: &str) -> Option<String> {
+    let st = output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))?;
+    if !st.contains("install ok installed") {
+        return None;
+    }
+    output(Command::new("dpkg-query").args(["-W", "-f=${Version}", pkg]))
+}
+
+/// `pkgs` split into (from the default release, from bookworm-backports):
+/// a package of [`SAME_RELEASE_AS`] goes to backports when its sibling is
+/// installed from there (its version says `~bpo12`).
+fn by_release<'a>(pkgs: &[&'a str]) -> (Vec<&'a str>, Vec<&'a str>) {
+    pkgs.iter().partition(|p| {
+        !SAME_RELEASE_AS.iter().any(|(pkg, sibling)| {
+            pkg == *p && installed_version(sibling).is_some_and(|v| v.contains("~bpo12"))
+        })
+    })
+}
+
+fn backports_configured() -> bool {
+    let mut files = vec![std::path::PathBuf::from("/etc/apt/sources.list")];
+    if let Ok(rd) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        files.extend(rd.flatten().map(|e| e.path()));
+    }
+    files.iter().any(|f| {
+        (f.extension().is_some_and(|e| e == "list" || e == "sources"))
+            && std::fs::read_to_string(f).is_ok_and(|t| {
+                t.lines()
+                    .any(|l| !l.trim_start().starts_with('#') && l.contains(BACKPORTS))
+            })
+    })
+}
+
+/// Adds bookworm-backports as a source (pinned at apt's default priority
+/// for backports, 100: nothing upgrades from it unless asked with `-t`).
+fn add_backports() -> anyhow::Result<()> {
+    std::fs::write(
+        BACKPORTS_SOURCES,
+        format!(
+            "# Added by `cargo xtask setup` (roamgate): qemu-system-x86 from the same release as\n\
+             # the installed qemu-utils. Packages come from here only when asked (-t {BACKPORTS}).\n\
+             Types: deb\nURIs: http://deb.debian.org/debian\nSuites: {BACKPORTS}\n\
+             Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+        ),
+    )
+    .with_context(|| format!("writing {BACKPORTS_SOURCES}"))
 }
 
 fn bpf_linker_path() -> std::path::PathBuf {
@@ -143,9 +202,29 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             PACKAGES.len()
         );
     } else {
-        eprintln!("setup: installing {}", pkgs.join(" "));
-        Apt::from_env().install(&pkgs)?;
-        eprintln!("setup: installed {}", pkgs.join(" "));
+        let (default, backports) = by_release(&pkgs);
+        if !default.is_empty() {
+            eprintln!("setup: installing {}", default.join(" "));
+            Apt::from_env().install(&default)?;
+            eprintln!("setup: installed {}", default.join(" "));
+        }
+        if !backports.is_empty() {
+            if !backports_configured() {
+                add_backports()?;
+                eprintln!(
+                    "setup: added {BACKPORTS} as an apt source ({BACKPORTS_SOURCES}): this \
+                     machine's qemu-utils comes from there"
+                );
+            }
+            eprintln!(
+                "setup: installing {} from {BACKPORTS} (as the installed qemu-utils)",
+                backports.join(" ")
+            );
+            Apt::from_env()
+                .with_release(BACKPORTS)
+                .install(&backports)?;
+            eprintln!("setup: installed {}", backports.join(" "));
+        }
     }
 
     if bpf_linker_ok() {
@@ -190,11 +269,23 @@ fn check(missing_now: &[String]) -> anyhow::Result<()> {
     let pkgs = missing_packages();
     if !pkgs.is_empty() {
         // A simulation changes nothing and needs no root.
-        match Apt::from_env().simulate(&pkgs) {
+        let (default, backports) = by_release(&pkgs);
+        if !backports.is_empty() {
+            eprintln!(
+                "setup --check: {} would come from {BACKPORTS}, as the installed qemu-utils{}",
+                backports.join(" "),
+                if backports_configured() {
+                    String::new()
+                } else {
+                    format!(" (setup would add it as a source: {BACKPORTS_SOURCES})")
+                }
+            );
+        }
+        match Apt::from_env().simulate(&default) {
             Ok(plan) if plan.is_safe() => {
                 eprintln!("setup --check: apt would remove or downgrade nothing")
             }
-            Ok(plan) => eprintln!("{}", apt::conflict_message(&pkgs, &plan)),
+            Ok(plan) => eprintln!("{}", apt::conflict_message(&default, &plan)),
             Err(e) => eprintln!("setup --check: could not simulate the install: {e:#}"),
         }
     }
