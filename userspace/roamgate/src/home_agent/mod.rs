@@ -283,6 +283,46 @@ impl Engine {
         self.rtnl.as_ref().map(|r| (iface, r))
     }
 
+    /// Whether a care-of address is one of this home agent's own: the
+    /// node's proxy runs beside the home agent (the home gateway's home
+    /// domain), so the node is at home on the home link and answers ARP
+    /// for itself.
+    fn at_home(&self, care_of: Ipv4Addr) -> bool {
+        self.core.config().addresses.contains(&care_of)
+    }
+
+    /// The data-plane form of a core's actions: a binding to one of our own
+    /// addresses (a unit at home) is no tunnel binding, and setting one
+    /// removes the one a foreign care-of address left; so neither the XDP
+    /// program nor proxy ARP takes the unit's traffic off the home link.
+    /// One action per action, so prefixes line up with the core's.
+    fn for_the_plane(&self, actions: &[Action]) -> Vec<Action> {
+        actions
+            .iter()
+            .map(|a| match *a {
+                Action::SetBinding {
+                    home, role, remote, ..
+                } if role == Role::HomeAgent && self.at_home(remote) => {
+                    Action::RemoveBinding { home, role }
+                }
+                ref a => a.clone(),
+            })
+            .collect()
+    }
+
+    /// [`apply::apply_prefix`] of [`Self::for_the_plane`].
+    fn apply_prefix(
+        &mut self,
+        actions: &[Action],
+        now: SystemTime,
+    ) -> (
+        Vec<apply::Applied>,
+        Option<crate::dataplane::maps::MapsError>,
+    ) {
+        let plane = self.for_the_plane(actions);
+        apply::apply_prefix(&mut self.maps, &plane, self.mtu, now)
+    }
+
     /// Restores the bindings from the journal, in one walk of the maps:
     /// - a live binding whose tunnel is in the pinned maps (a restart of
     ///   the daemon) is adopted; its binding entry is set again if missing,
@@ -401,6 +441,12 @@ impl Engine {
         let restored: Vec<_> = self.core.bindings().cloned().collect();
         self.metrics.restored_bindings = restored.len();
         for b in restored {
+            if self.at_home(b.care_of) {
+                // Nothing of it in the maps or on the home link (see
+                // `for_the_plane`); a foreign binding it replaced is gone.
+                let _ = self.maps.remove(b.home, Role::HomeAgent);
+                continue;
+            }
             let bound = in_maps.get(&b.home) == Some(&(b.spi, true));
             if !bound {
                 // Its tunnel is there (checked above): setting the binding
@@ -548,7 +594,7 @@ impl Engine {
             if out.actions.is_empty() {
                 continue;
             }
-            let (done, err) = apply::apply_prefix(&mut self.maps, &out.actions, self.mtu, now);
+            let (done, err) = self.apply_prefix(&out.actions, now);
             let applied = &out.actions[..done.len().min(out.actions.len())];
             let completed = self.pending.superseded_by(applied);
             log_completed(&completed, "superseded by a later change");
@@ -587,7 +633,7 @@ impl Engine {
             let rb_journal = if journaled { rb.journal } else { Vec::new() };
             undo_ops.extend(rb_journal.iter().cloned());
             let op = rb_journal.into_iter().last();
-            let (done, err) = apply::apply_prefix(&mut self.maps, &rb.actions, self.mtu, now);
+            let (done, err) = self.apply_prefix(&rb.actions, now);
             let n_done = done.len().min(rb.actions.len());
             let completed = self.pending.superseded_by(&rb.actions[..n_done]);
             log_completed(&completed, "superseded by a rollback");
@@ -644,7 +690,7 @@ impl Engine {
             }
         }
         for (home, actions) in self.pending.data_plane_work() {
-            let (done, err) = apply::apply_prefix(&mut self.maps, &actions, self.mtu, now);
+            let (done, err) = self.apply_prefix(&actions, now);
             if let Some(e) = err {
                 self.metrics.dataplane_errors += 1;
                 warn!(%home, error = %e, "retrying a rollback in the data plane");
@@ -988,6 +1034,68 @@ mod tests {
     /// demand, so the pending work is recorded as a failed undo leaves it:
     /// the binding back to a tunnel the maps lack, then the removal of the
     /// failed request's tunnel.
+    #[test]
+    fn a_binding_to_our_own_address_is_a_unit_at_home_and_leaves_the_plane() {
+        use roamgate_mip::{home_agent::HomeAgentConfig, MasterKey};
+
+        const HA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+        const HOME: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);
+        const COA: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
+        let pin = roamgate_testkit::fixture::TestPinDir::new("ha-at-home");
+        let maps = Maps::create_pinned(pin.path(), crate::dataplane::maps::Capacity::default())
+            .expect("creating maps (are you root?)");
+        let core = HomeAgent::new(
+            HomeAgentConfig::new(HA),
+            Vec::new(),
+            Arc::new(KeySet::default()),
+        );
+        let journal = SqliteJournal::in_memory().unwrap();
+        let mut e = Engine::new(core, Box::new(journal), maps, 1500, HomeLink::default());
+        let now = SystemTime::now();
+        let bind = |spi, remote| {
+            [
+                Action::InstallTunnel(TunnelInstall {
+                    spi,
+                    role: Role::HomeAgent,
+                    local: HA,
+                    remote,
+                    home: HOME,
+                    master_key: MasterKey::new([7; 32]),
+                    expires: now + Duration::from_secs(60),
+                }),
+                Action::SetBinding {
+                    home: HOME,
+                    role: Role::HomeAgent,
+                    remote,
+                    spi,
+                    expires: now + Duration::from_secs(60),
+                    reverse_tunnel: true,
+                },
+            ]
+        };
+        // Away: the binding is in the maps.
+        let (done, err) = e.apply_prefix(&bind(0x100, COA), now);
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(done.len(), 2);
+        assert_eq!(e.maps.list().unwrap().len(), 1);
+        // Back at home (care-of = the home agent): no binding is left, and
+        // the home link is told it went (proxy ARP follows it).
+        let (done, err) = e.apply_prefix(&bind(0x101, HA), now);
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(
+            done[1],
+            Applied::BindingRemoved {
+                home: HOME,
+                role: Role::HomeAgent
+            }
+        );
+        assert!(e.maps.list().unwrap().is_empty());
+        // At home from the start: nothing is bound either.
+        let (_, err) = e.apply_prefix(&bind(0x102, HA), now);
+        assert!(err.is_none(), "{err:?}");
+        assert!(e.maps.list().unwrap().is_empty());
+    }
+
     #[test]
     fn a_pending_data_plane_undo_is_retried_until_the_maps_take_it() {
         use crate::dataplane::maps::{Capacity, TunnelSpec};
