@@ -21,6 +21,7 @@ pub mod cache;
 pub mod db;
 pub mod errors;
 mod exchange;
+mod pktinfo;
 pub mod policy;
 pub mod probe;
 pub mod server;

@@ -297,8 +297,18 @@ where
 async fn udp_worker(sock: Arc<UdpSocket>, kdc: Arc<Kdc>, max_reply: usize) -> std::io::Result<()> {
     let mut buf = vec![0u8; MAX_UDP_REQUEST];
     let mut errors = 0u32;
+    // Answer from the address each request came to (a multi-homed host).
+    let pktinfo = super::pktinfo::enable(&sock).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "IP_PKTINFO: answers leave from the routed source address");
+        false
+    });
     loop {
-        let (n, peer) = match sock.recv_from(&mut buf).await {
+        let received = if pktinfo {
+            super::pktinfo::recv(&sock, &mut buf).await
+        } else {
+            sock.recv_from(&mut buf).await.map(|(n, p)| (n, p, None))
+        };
+        let (n, peer, local) = match received {
             Ok(x) => x,
             Err(e) => {
                 // ICMP errors from earlier sends surface here; keep going,
@@ -319,7 +329,7 @@ async fn udp_worker(sock: Arc<UdpSocket>, kdc: Arc<Kdc>, max_reply: usize) -> st
         if reply.len() > max_reply {
             reply = kdc.response_too_big(now);
         }
-        if let Err(e) = sock.send_to(&reply, peer).await {
+        if let Err(e) = super::pktinfo::send(&sock, &reply, peer, local).await {
             tracing::debug!(%peer, error = %e, "UDP send failed");
         }
     }
