@@ -162,6 +162,8 @@ fn gateway_attaches_counts_and_detaches() {
 fn gateway_refuses_a_missing_interface_with_a_clear_error() {
     let mut topo = Topology::new("gwerr").unwrap();
     topo.add_host("gw").unwrap();
+    topo.exec_ok("gw", &["ip", "addr", "add", "10.77.0.2/32", "dev", "lo"])
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("g.toml");
     let pin = TestPinDir::new("gateway");

@@ -132,6 +132,10 @@ pub struct HomeAgentSection {
     pub listen: SocketAddr,
     /// The home link (proxy ARP for bound home addresses); empty: none.
     pub home_interface: String,
+    /// The next hop of the /32 route that makes the kernel proxy-ARP a
+    /// bound home address on the home link (the uplink's router); unset:
+    /// no route (see `home-agent.toml`).
+    pub home_route_via: Option<std::net::Ipv4Addr>,
     pub max_lifetime: u16,
     /// How often the directory's units are compared with the home agent's
     /// nodes; a change restarts the home agent (bindings stay).
@@ -146,6 +150,7 @@ impl Default for HomeAgentSection {
                 .parse()
                 .expect("valid default"),
             home_interface: String::new(),
+            home_route_via: None,
             max_lifetime: roamgate_mip::home_agent::DEFAULT_MAX_LIFETIME,
             units_refresh_secs: 5,
         }

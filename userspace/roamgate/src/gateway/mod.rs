@@ -492,7 +492,20 @@ fn remove_pins(p: &Path) {
 /// source address of the default route.
 fn host_address(config: &GatewayConfig) -> anyhow::Result<Ipv4Addr> {
     if !config.gateway.address.is_empty() {
-        return Ok(config.gateway.address.parse()?);
+        let a: Ipv4Addr = config.gateway.address.parse().with_context(|| {
+            format!(
+                "gateway.address {:?} is not an IPv4 address",
+                config.gateway.address
+            )
+        })?;
+        // The base station and the home agent answer from it: it must be
+        // one of this host's.
+        std::net::UdpSocket::bind((a, 0)).with_context(|| {
+            format!(
+                "gateway.address {a} is not an address of this host: set it to the address of                  the interface towards the IP network (`ip -4 addr`), or leave it empty for the                  default route's source"
+            )
+        })?;
+        return Ok(a);
     }
     // Connecting a UDP socket sends nothing; it only picks the route.
     let s = std::net::UdpSocket::bind("0.0.0.0:0").context("opening a UDP socket")?;

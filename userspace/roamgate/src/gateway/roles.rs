@@ -220,13 +220,16 @@ impl<'a> Layout<'a> {
     pub fn home_agent(&self, units: &[UnitRecord]) -> anyhow::Result<HomeAgentFile> {
         let h = &self.cfg.home_agent;
         let mut t = format!(
-            "[home_agent]\naddresses = [{addr}]\nlisten = {listen}\nhome_interface = {hi}\n\
+            "[home_agent]\naddresses = [{addr}]\nlisten = {listen}\nhome_interface = {hi}\n{via}\
              state_dir = {sd}\nmax_lifetime = {ml}\nstats_file = {stats}\nstats_interval_ms = 1000\n\n\
              [kerberos]\nkeytab = {kt}\nservice = {svc}\n\n\
              [dataplane]\ninterfaces = []\npin_dir = {pin}\n\n[metrics]\nlisten = \"\"\n\n[log]\n{log}",
             addr = q(self.address.to_string()),
             listen = q(h.listen.to_string()),
             hi = q(&h.home_interface),
+            via = h
+                .home_route_via
+                .map_or_else(String::new, |v| format!("home_route_via = {}\n", q(v.to_string()))),
             sd = qp(self.dir()),
             ml = h.max_lifetime,
             stats = qp(&self.role_stats(HOME_AGENT)),
@@ -286,13 +289,25 @@ impl<'a> Layout<'a> {
 
     pub fn base_station(&self) -> anyhow::Result<BaseStationFile> {
         let b = &self.cfg.base_station;
-        let manager = reach(self.cfg.proxy_manager.listen);
+        // The base station listens on the gateway's address (below), so
+        // the proxy manager's answers come from that address too: name it
+        // by that address, or they would not be recognised as its.
+        let pm = self.cfg.proxy_manager.listen;
+        let manager = if pm.ip().is_unspecified() {
+            SocketAddr::new(self.address.into(), pm.port())
+        } else {
+            pm
+        };
         let t = format!(
             "[base_station]\nid = {id}\ndomain = {dom}\nlisten = {listen}\nmanager = {mgr}\n\
              stats_file = {stats}\n\n[metrics]\nlisten = \"\"\n\n[log]\n{log}",
             id = b.id,
             dom = q(&self.cfg.gateway.realm),
-            listen = q(b.listen.to_string()),
+            // On the address units are told (not the wildcard): a unit
+            // takes answers only from the address it sent to, and a
+            // wildcard socket answers from whichever address the route
+            // back picks (the access side's, on a gateway with two).
+            listen = q(self.base_station_addr().to_string()),
             mgr = q(manager.to_string()),
             stats = qp(&self.role_stats(BASE_STATION)),
             log = self.log_text(),
@@ -320,7 +335,8 @@ mod tests {
         assert_eq!(pm.proxy_manager.care_of, Ipv4Addr::new(192, 0, 2, 1));
         assert_eq!(pm.kerberos.kdc, "127.0.0.1:88".parse().unwrap());
         let bs = l.base_station().unwrap();
-        assert_eq!(bs.base_station.manager, "127.0.0.1:4341".parse().unwrap());
+        assert_eq!(bs.base_station.manager, "192.0.2.1:4341".parse().unwrap());
+        assert_eq!(bs.base_station.listen, "192.0.2.1:4340".parse().unwrap());
         let unit: crate::unit::config::UnitFile =
             crate::unit::config::UnitFile::from_toml(&l.unit_text().unwrap()).unwrap();
         assert_eq!(unit.kerberos.kdc, "192.0.2.1:88".parse().unwrap());

@@ -45,9 +45,33 @@ fn expires_in(e: Expiry, now_boot: Duration) -> Option<u64> {
     }
 }
 
-/// Joins the map entries with the journal records.
+/// Joins the map entries with the journal records. A journaled binding
+/// whose care-of address is the home agent itself (a unit at home behind
+/// the home gateway) has no map entry: it is listed with the role
+/// `at-home`, its lifetime from the journal.
 pub fn rows(status: &[BindingStatus], journal: &[BindingRecord], now: SystemTime) -> Vec<Row> {
     let boot = boottime_now();
+    let at_home = journal
+        .iter()
+        .filter(|r| r.care_of == r.home_agent && !status.iter().any(|s| s.binding.home == r.home))
+        .map(|r| Row {
+            home: r.home,
+            role: "at-home",
+            remote: r.care_of,
+            spi: r.spi,
+            expires_in_s: Some(r.expires.duration_since(now).unwrap_or_default().as_secs()),
+            tunnel_present: false,
+            tx_packets: 0,
+            rx_highest_seq: 0,
+            lifetime_s: Some(r.lifetime),
+            age_s: Some(
+                now.duration_since(r.registered_at)
+                    .unwrap_or_default()
+                    .as_secs(),
+            ),
+            client: r.client.clone(),
+            reverse_tunnel: Some(r.reverse_tunnel),
+        });
     status
         .iter()
         .map(|s| {
@@ -76,6 +100,7 @@ pub fn rows(status: &[BindingStatus], journal: &[BindingRecord], now: SystemTime
                 reverse_tunnel: j.map(|r| r.reverse_tunnel),
             }
         })
+        .chain(at_home)
         .collect()
 }
 
@@ -170,5 +195,38 @@ mod tests {
         let json = serde_json::to_string(&r).unwrap();
         assert!(!json.contains("abab"), "{json}");
         assert!(!json.contains("171"), "{json}"); // 0xab as decimal bytes
+    }
+
+    #[test]
+    fn a_unit_at_home_is_listed_from_the_journal_alone() {
+        let ha = Ipv4Addr::new(192, 0, 2, 1);
+        let now = SystemTime::now();
+        let rec = |home, care_of| BindingRecord {
+            home,
+            care_of,
+            home_agent: ha,
+            spi: 0x99,
+            master_key: MasterKey::new([1; 32]),
+            identification: 1,
+            lifetime: 600,
+            registered_at: now,
+            expires: now + Duration::from_secs(600),
+            reverse_tunnel: true,
+            client: None,
+        };
+        let at_home = Ipv4Addr::new(10, 1, 0, 51);
+        // Away but its map entry gone (say, a reboot): not listed as at home.
+        let away = Ipv4Addr::new(10, 1, 0, 52);
+        let r = rows(
+            &[],
+            &[rec(at_home, ha), rec(away, Ipv4Addr::new(198, 51, 100, 2))],
+            now,
+        );
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(
+            (r[0].home, r[0].role, r[0].remote),
+            (at_home, "at-home", ha)
+        );
+        assert!(!r[0].tunnel_present);
     }
 }
