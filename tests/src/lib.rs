@@ -4,7 +4,9 @@
 
 pub mod bench;
 pub mod call_capture;
+pub mod demo;
 pub mod freeradius;
+pub mod home_gateway;
 pub mod mit;
 pub mod mobility;
 pub mod netns;

@@ -243,6 +243,34 @@ impl Topology {
         Ok(())
     }
 
+    /// The routes of a base station `host`: the units' home prefix
+    /// `home_net` is on its access bridge `bridge` (a unit answers ARP for
+    /// its home address there), and whatever comes from that bridge goes up
+    /// to its proxy manager `pm` (a unit's packets for the home prefix too),
+    /// through routing table `table`.
+    pub fn base_station_routes(
+        &mut self,
+        host: &str,
+        bridge: &str,
+        home_net: &str,
+        pm: &str,
+        table: &str,
+    ) -> anyhow::Result<()> {
+        self.exec_ok(host, &["ip", "route", "add", home_net, "dev", bridge])?;
+        self.route(host, "default", pm)?;
+        self.exec_ok(
+            host,
+            &[
+                "ip", "rule", "add", "iif", bridge, "table", table, "priority", "100",
+            ],
+        )?;
+        self.exec_ok(
+            host,
+            &["ip", "route", "add", "default", "via", pm, "table", table],
+        )?;
+        Ok(())
+    }
+
     /// Sets the MTU of each (host, interface).
     pub fn set_mtu(&self, ifaces: &[(&str, &str)], mtu: u16) -> anyhow::Result<()> {
         let mtu = mtu.to_string();

@@ -358,39 +358,9 @@ impl SwitchOn {
             topo.route(d.pm, "default", &tr)?;
             topo.route(d.pm, "10.1.0.0/24", &bs_up)?;
             topo.route(d.pm, &access_net, &bs_up)?;
-            // The base station: the home prefix is on its bridge (units
-            // answer ARP for their home address), and whatever comes from
-            // its bridge goes up to its proxy manager (a unit's packets
-            // for the home link too).
-            topo.exec_ok(d.bs, &["ip", "route", "add", "10.1.0.0/24", "dev", "br0"])?;
-            topo.route(d.bs, "default", &pm_down)?;
-            topo.exec_ok(
-                d.bs,
-                &[
-                    "ip",
-                    "rule",
-                    "add",
-                    "iif",
-                    "br0",
-                    "table",
-                    ACCESS_TABLE,
-                    "priority",
-                    "100",
-                ],
-            )?;
-            topo.exec_ok(
-                d.bs,
-                &[
-                    "ip",
-                    "route",
-                    "add",
-                    "default",
-                    "via",
-                    &pm_down,
-                    "table",
-                    ACCESS_TABLE,
-                ],
-            )?;
+            // The base station: the home prefix is on its bridge, and what
+            // comes from there goes up to its proxy manager.
+            topo.base_station_routes(d.bs, "br0", "10.1.0.0/24", &pm_down, ACCESS_TABLE)?;
         }
         for u in ["u1", "u2", "u3"] {
             topo.route(u, "default", &HOME_DOMAIN.bs_access.to_string())?;

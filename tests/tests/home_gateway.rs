@@ -7,102 +7,37 @@
 //! their bindings; one calls the other, the call completes and is charged
 //! once; a second start reuses the realm. Needs root.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{path::Path, process::Command, time::Duration};
 
-use roamgate_integration::netns::{roamgate_bin, wait_for, Topology};
+use roamgate_integration::{
+    home_gateway::{self as gateway, for_unit, printed_commands, status, Pins},
+    netns::{roamgate_bin, wait_for, Topology},
+};
 use serde_json::Value;
 
 const GW_ADDR: &str = "10.78.0.1";
 
-/// The gateway's pin directories (its own and the proxies' beside it),
-/// removed on drop.
-struct Pins(PathBuf);
-
-impl Pins {
-    fn new() -> Self {
-        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p = PathBuf::from(format!("/sys/fs/bpf/gw-test-{}-{n}", std::process::id()));
-        let s = Self(p);
-        s.remove();
-        s
-    }
-    fn pm(&self) -> PathBuf {
-        PathBuf::from(format!("{}-pm", self.0.display()))
-    }
-    fn remove(&self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-        let _ = std::fs::remove_dir_all(self.pm());
-    }
-}
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        self.remove();
-    }
-}
-
-fn write_config(dir: &Path, pins: &Pins, interfaces: &[&str]) -> PathBuf {
-    let cfg = dir.join("gateway.toml");
-    let ifs: Vec<String> = interfaces.iter().map(|i| format!("{i:?}")).collect();
-    std::fs::write(
-        &cfg,
-        format!(
-            "[gateway]\ninterfaces = [{ifs}]\nxdp_mode = \"auto\"\npin_dir = \"{pin}\"\n\
-             state_dir = \"{state}\"\nrealm = \"HOME.GW.TEST\"\naddress = \"{GW_ADDR}\"\n\
-             status_interval_secs = 1\ncounters_interval_secs = 0\n\
-             [home_agent]\nunits_refresh_secs = 1\n[metrics]\nlisten = \"\"\n",
-            ifs = ifs.join(", "),
-            pin = pins.0.display(),
-            state = dir.join("state").display(),
-        ),
+fn write_config(dir: &Path, pins: &Pins, interfaces: &[&str]) -> std::path::PathBuf {
+    gateway::write_config(
+        dir,
+        pins,
+        interfaces,
+        "HOME.GW.TEST",
+        GW_ADDR,
+        "[home_agent]\nunits_refresh_secs = 1\n",
     )
-    .unwrap();
-    cfg
 }
 
 fn log(dir: &Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
+    gateway::log(dir, name)
 }
 
 fn start(topo: &mut Topology, cfg: &Path, dir: &Path, name: &str) -> usize {
-    let mut cmd = Command::new(roamgate_bin().unwrap());
-    cmd.arg("gateway").arg("--config").arg(cfg);
-    let idx = topo.spawn("gw", cmd, Some(&dir.join(name))).unwrap();
-    wait_for(
-        "the home gateway to come up",
-        Duration::from_secs(30),
-        || {
-            if let Some(st) = topo.child_mut(idx).try_wait()? {
-                anyhow::bail!("the gateway exited ({st}): {}", log(dir, name));
-            }
-            Ok(log(dir, name).contains("home gateway up"))
-        },
-    )
-    .unwrap();
-    idx
+    gateway::start(topo, cfg, dir, name).unwrap()
 }
 
 fn stop(topo: &mut Topology, idx: usize, dir: &Path, name: &str) {
-    let pid = topo.child_mut(idx).id();
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    let st = topo.child_mut(idx).wait().unwrap();
-    assert!(st.success(), "gateway exited {st}: {}", log(dir, name));
-}
-
-fn status(cfg: &Path) -> (bool, Value) {
-    let out = Command::new(roamgate_bin().unwrap())
-        .args(["status", "--json", "--config"])
-        .arg(cfg)
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out.status.success(), v)
+    gateway::stop(topo, idx, dir, name).unwrap()
 }
 
 /// The units: host, name, home address, number, MIP SPI.
@@ -111,42 +46,8 @@ const UNITS: [(&str, &str, &str, &str, &str); 2] = [
     ("u2", "bob", "10.78.0.52", "4930100052", "258"),
 ];
 
-/// `sh -ec script` in `host`, in `cwd`, with this build's roamgate first
-/// on PATH: (success, stdout, stderr).
 fn run_in(topo: &Topology, host: &str, script: &str, cwd: &Path) -> (bool, String, String) {
-    let bin_dir = roamgate_bin().unwrap().parent().unwrap().to_owned();
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let out = topo
-        .command(host, "sh")
-        .arg("-ec")
-        .arg(script)
-        .current_dir(cwd)
-        .env("PATH", path)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// The printed provisioning commands: from the `UNIT=` line to the
-/// switch-on.
-fn printed_commands(out: &str) -> String {
-    let lines: Vec<&str> = out
-        .lines()
-        .skip_while(|l| !l.starts_with("UNIT="))
-        .collect();
-    let end = lines
-        .iter()
-        .position(|l| l.starts_with("roamgate unit switch-on"))
-        .expect("no switch-on command printed");
-    lines[..=end].join("\n")
+    gateway::run_in(topo, host, script, cwd).unwrap()
 }
 
 #[test]
@@ -170,7 +71,7 @@ fn home_gateway_first_run_status_provision_switch_on_and_call() {
             .unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
-    let pins = Pins::new();
+    let pins = Pins::new("gw-test");
     let cfg = write_config(dir.path(), &pins, &["gw-up"]);
 
     let gw = start(&mut topo, &cfg, dir.path(), "gw1.log");
@@ -202,13 +103,9 @@ fn home_gateway_first_run_status_provision_switch_on_and_call() {
 
     // The printed commands, as printed, in each unit's namespace, with
     // each unit's own choice of the variables on the first line.
-    let script = printed_commands(&first);
+    let script = printed_commands(&first).expect("no switch-on command printed");
     for (u, name, home, number, spi) in UNITS {
-        let script = script.replacen(
-            script.lines().next().unwrap(),
-            &format!("UNIT={name} HOME_ADDRESS={home} NUMBER={number} SPI={spi}"),
-            1,
-        );
+        let script = for_unit(&script, name, home, number, spi);
         let (ok, stdout, stderr) = run_in(&topo, u, &script, dir.path());
         assert!(
             ok,
@@ -332,27 +229,7 @@ fn home_gateway_first_run_status_provision_switch_on_and_call() {
         Ok(status(&cfg).1["charges_open"] == 0)
     })
     .unwrap();
-    let report = Command::new(roamgate_bin().unwrap())
-        .args([
-            "billing",
-            "report",
-            "--format",
-            "json",
-            "--from",
-            "0",
-            "--to",
-            "4102444800",
-            "-c",
-        ])
-        .arg(dir.path().join("state").join("billing.toml"))
-        .output()
-        .unwrap();
-    assert!(
-        report.status.success(),
-        "{}",
-        String::from_utf8_lossy(&report.stderr)
-    );
-    let charges: Value = serde_json::from_slice(&report.stdout).unwrap();
+    let charges = gateway::billing_report(&dir.path().join("state")).unwrap();
     let alice: Vec<&Value> = charges
         .as_array()
         .unwrap()
@@ -385,8 +262,13 @@ fn home_gateway_first_run_status_provision_switch_on_and_call() {
 fn a_failed_start_leaves_no_maps_pinned() {
     let mut topo = Topology::new("homefail").unwrap();
     topo.add_host("gw").unwrap();
+    topo.exec_ok(
+        "gw",
+        &["ip", "addr", "add", &format!("{GW_ADDR}/32"), "dev", "lo"],
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let pins = Pins::new();
+    let pins = Pins::new("gw-test");
     // gw0 does not exist in this namespace: the attach fails.
     let cfg = write_config(dir.path(), &pins, &["gw0"]);
     let out = topo
@@ -416,8 +298,13 @@ fn auto_falls_back_to_skb_where_the_driver_has_no_native_xdp() {
         .unwrap();
     topo.exec_ok("gw", &["ip", "link", "set", "gw0", "up"])
         .unwrap();
+    topo.exec_ok(
+        "gw",
+        &["ip", "addr", "add", &format!("{GW_ADDR}/24"), "dev", "gw0"],
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let pins = Pins::new();
+    let pins = Pins::new("gw-test");
     let cfg = write_config(dir.path(), &pins, &["gw0"]);
     let gw = start(&mut topo, &cfg, dir.path(), "gw.log");
     let out = log(dir.path(), "gw.log");

@@ -2,6 +2,7 @@
 
 mod apt;
 mod build;
+mod demo;
 mod e2e;
 mod fuzz;
 mod kernel;
@@ -35,6 +36,9 @@ enum Command {
     Run(run::Options),
     /// Run the benchmarks and write their JSON.
     Bench(run::BenchOptions),
+    /// The whole system in network namespaces, narrated, in under a minute: home gateway,
+    /// foreign domain, two units, a call with a handover, the charge, attacks dropped.
+    Demo(demo::Options),
     /// The Mobile IP end-to-end scenario in network namespaces (one JSON line).
     E2e(e2e::Options),
     /// Run the cargo-fuzz targets (nightly + cargo-fuzz, installed on demand).
@@ -53,6 +57,7 @@ fn main() {
         Command::Bench(o) => run::bench(&o),
         Command::Fuzz(o) => fuzz::run(&o),
         Command::E2e(o) => e2e::run(&o),
+        Command::Demo(o) => demo::run(&o),
         Command::Kernel(o) => kernel::run(&o),
     };
     if let Err(e) = res {
