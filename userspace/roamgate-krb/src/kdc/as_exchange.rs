@@ -88,10 +88,10 @@ pub(crate) fn handle(kdc: &Kdc, raw: &[u8], now: SystemTime) -> Result<Vec<u8>, 
             };
             let ed = decode::<rasn_kerberos::EncryptedData>(&pa.value).map_err(|_| failed())?;
             let etype = Etype::from_i32(ed.etype).ok_or_else(failed)?;
-            let k = c_entry
-                .key_version(etype, ed.kvno)
-                .or_else(|| c_entry.key(etype));
-            let k = k.ok_or_else(failed)?;
+            // Only the client's current key proves who it is, whatever kvno
+            // the request names: an older key may be one that leaked and was
+            // rotated away (MIT krb5kdc also tries the newest kvno only).
+            let k = c_entry.key(etype).ok_or_else(failed)?;
             let plain = unseal(&k.key, usage::AS_REQ_PA_ENC_TIMESTAMP, &ed).ok_or_else(failed)?;
             let ts = decode::<PaEncTsEnc>(&plain).map_err(|_| failed())?;
             if !policy.within_skew(ktime_secs(&ts.patimestamp), now_s) {

@@ -688,3 +688,45 @@ fn one_client_flooding_tgs_does_not_deny_others() {
         "another client's TGS request is served during the flood"
     );
 }
+
+#[test]
+fn preauth_under_an_older_client_key_fails_even_when_it_names_that_kvno() {
+    use super::db::{KeyEntry, PrincipalEntry};
+    let f = fixture();
+    let name = p("rotated@EXAMPLE.COM");
+    let etype = Etype::Aes256CtsHmacSha196;
+    let (old, new) = (Key::random(etype), Key::random(etype));
+    let entry = |kvno: u32, key: &Key| KeyEntry {
+        kvno,
+        key: key.clone(),
+        salt: name.default_salt(),
+        s2kparams: etype.default_s2kparams(),
+    };
+    f.store.insert(PrincipalEntry {
+        principal: name.clone(),
+        kvno: 2,
+        flags: PrincipalFlags::DEFAULT,
+        max_life: Duration::ZERO,
+        max_renew: Duration::ZERO,
+        // Newest first, as the database loads them.
+        keys: vec![entry(2, &new), entry(1, &old)],
+    });
+    let s = spec(
+        "rotated@EXAMPLE.COM",
+        "krbtgt/EXAMPLE.COM@EXAMPLE.COM",
+        &[etype.to_i32()],
+        0,
+    );
+    // The timestamp under the old key, naming kvno 1.
+    let pa = probe::enc_timestamp(&old, now()).unwrap();
+    let mut ed: rasn_kerberos::EncryptedData = crate::messages::decode(&pa.value).unwrap();
+    ed.kvno = Some(1);
+    let pa = crate::messages::padata(2, crate::messages::encode(&ed));
+    let req = probe::as_req(&s, vec![pa]).unwrap();
+    assert_eq!(error_of(f.kdc.handle(&req, now())), 24);
+    // The current key works, with or without its kvno named.
+    let pa = probe::enc_timestamp(&new, now()).unwrap();
+    let req = probe::as_req(&s, vec![pa]).unwrap();
+    let rep = f.kdc.handle(&req, now()).unwrap();
+    probe::read_as_rep(&rep, &new, s.nonce).unwrap();
+}
