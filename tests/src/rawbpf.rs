@@ -26,6 +26,7 @@ const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_MAP_TYPE_HASH: u32 = 1;
@@ -508,6 +509,98 @@ pub fn test_run(
     })
 }
 
+/// `run_time_ns` and `run_cnt` in the kernel's `struct bpf_prog_info`
+/// (linux/bpf.h, since 5.1): the offsets, and the info length that holds
+/// them.
+const PROG_INFO_RUN_TIME_NS: usize = 192;
+const PROG_INFO_RUN_CNT: usize = 200;
+
+/// The kernel's own statistics of program `fd`: (run_time_ns, run_cnt),
+/// the time spent in the program and the number of runs. They grow only
+/// while `kernel.bpf_stats_enabled` is 1 (see [`BpfStats`]), for every run:
+/// attached to a device, or through BPF_PROG_TEST_RUN.
+pub fn prog_run_stats(fd: RawFd) -> anyhow::Result<(u64, u64)> {
+    let mut info = [0u8; 256];
+    let mut a = [0u8; 128];
+    put_u32(&mut a, 0, fd as u32);
+    put_u32(&mut a, 4, info.len() as u32);
+    put_u64(&mut a, 8, info.as_mut_ptr() as u64);
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a).context("BPF_OBJ_GET_INFO_BY_FD")?;
+    let len = u32::from_ne_bytes([a[4], a[5], a[6], a[7]]) as usize;
+    if len < PROG_INFO_RUN_CNT + 8 {
+        bail!("this kernel's bpf_prog_info ({len} bytes) has no run statistics");
+    }
+    let rd = |off: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&info[off..off + 8]);
+        u64::from_ne_bytes(b)
+    };
+    Ok((rd(PROG_INFO_RUN_TIME_NS), rd(PROG_INFO_RUN_CNT)))
+}
+
+/// `kernel.bpf_stats_enabled = 1` while it lives; the value it found is
+/// written back when it is dropped.
+pub struct BpfStats {
+    previous: String,
+}
+
+const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    pub fn enable() -> anyhow::Result<Self> {
+        let previous = std::fs::read_to_string(BPF_STATS_SYSCTL)
+            .with_context(|| format!("reading {BPF_STATS_SYSCTL}"))?;
+        std::fs::write(BPF_STATS_SYSCTL, "1")
+            .with_context(|| format!("writing 1 to {BPF_STATS_SYSCTL}"))?;
+        Ok(Self {
+            previous: previous.trim().to_owned(),
+        })
+    }
+
+    /// The value before [`BpfStats::enable`].
+    pub fn previous(&self) -> &str {
+        &self.previous
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(BPF_STATS_SYSCTL, &self.previous);
+    }
+}
+
+/// Nanoseconds per run of program `fd` over what `f` makes it run, by the
+/// kernel's statistics (None if it did not run).
+pub fn ns_per_run<T>(
+    fd: RawFd,
+    f: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<(T, Option<f64>)> {
+    let (t0, c0) = prog_run_stats(fd)?;
+    let out = f()?;
+    let (t1, c1) = prog_run_stats(fd)?;
+    let runs = c1.saturating_sub(c0);
+    Ok((
+        out,
+        (runs > 0).then(|| t1.saturating_sub(t0) as f64 / runs as f64),
+    ))
+}
+
+/// Whether this kernel runs BPF_PROG_TEST_RUN in live-frames mode
+/// (`BPF_F_TEST_XDP_LIVE_FRAMES`): a two-instruction XDP_DROP program,
+/// once. Err says why not (some kernels refuse it with EPERM even to root).
+pub fn live_frames_supported() -> Result<(), String> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let p = constant(XDP_DROP).map_err(|e| format!("{e:#}"))?;
+    test_run(p.fd(), &[0u8; 64], 1, 0, Some(1), None)
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES refused by Linux {}: {e:#}",
+                release.trim()
+            )
+        })
+}
+
 /// The ifindex of `name` in the calling thread's network namespace.
 pub fn ifindex(name: &str) -> anyhow::Result<u32> {
     let c = CString::new(name)?;
@@ -544,6 +637,27 @@ mod tests {
             let p = constant(action).unwrap();
             let r = test_run(p.fd(), &frame, 1000, 0, None, None).unwrap();
             assert_eq!(r.retval, action as u32);
+        }
+    }
+
+    #[test]
+    fn the_kernel_counts_each_run_while_its_statistics_are_on() {
+        let p = constant(XDP_PASS).unwrap();
+        let frame = [0u8; 64];
+        let stats = BpfStats::enable().unwrap();
+        let (_, ns) = ns_per_run(p.fd(), || test_run(p.fd(), &frame, 1000, 0, None, None)).unwrap();
+        let (t0, c0) = prog_run_stats(p.fd()).unwrap();
+        test_run(p.fd(), &frame, 250, 0, None, None).unwrap();
+        let (t1, c1) = prog_run_stats(p.fd()).unwrap();
+        drop(stats);
+        assert_eq!(c1 - c0, 250, "run_cnt");
+        assert!(t1 > t0, "run_time_ns");
+        let ns = ns.expect("counted runs");
+        assert!(ns > 0.0 && ns < 10_000.0, "{ns} ns per run of XDP_PASS");
+        // Off again (unless it was on before): nothing more is counted.
+        if std::fs::read_to_string(BPF_STATS_SYSCTL).unwrap().trim() == "0" {
+            test_run(p.fd(), &frame, 100, 0, None, None).unwrap();
+            assert_eq!(prog_run_stats(p.fd()).unwrap().1, c1);
         }
     }
 

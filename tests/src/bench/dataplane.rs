@@ -179,6 +179,9 @@ struct Case<'a> {
     ifindex: u32,
     want: &'a [u32],
     samples: Vec<u32>,
+    /// The kernel's run time and count of the program over this case's runs.
+    bpf_ns: u64,
+    bpf_runs: u64,
 }
 
 impl<'a> Case<'a> {
@@ -189,12 +192,15 @@ impl<'a> Case<'a> {
             ifindex,
             want,
             samples: Vec::with_capacity(RUNS),
+            bpf_ns: 0,
+            bpf_runs: 0,
         }
     }
 
     /// Times one run per frame, back to back (the frames were built before).
     fn time(&mut self, frames: &[Vec<u8>]) -> anyhow::Result<()> {
         let mut out = vec![0u8; 4096];
+        let (t0, c0) = rawbpf::prog_run_stats(self.prog)?;
         for (k, f) in frames.iter().enumerate() {
             let r = rawbpf::test_run(self.prog, f, 1, self.ifindex, None, Some(&mut out))?;
             if !self.want.contains(&r.retval) {
@@ -207,7 +213,15 @@ impl<'a> Case<'a> {
             }
             self.samples.push(r.duration_ns);
         }
+        let (t1, c1) = rawbpf::prog_run_stats(self.prog)?;
+        self.bpf_ns += t1.saturating_sub(t0);
+        self.bpf_runs += c1.saturating_sub(c0);
         Ok(())
+    }
+
+    /// The program's own ns per run over this case, by the kernel.
+    fn bpf_ns_per_run(&self) -> f64 {
+        self.bpf_ns as f64 / self.bpf_runs.max(1) as f64
     }
 }
 
@@ -225,6 +239,9 @@ fn live(prog: i32, frame: &[u8], ifindex: u32, batch: u32, n: u32) -> anyhow::Re
 
 pub fn run() -> anyhow::Result<Value> {
     let started = Instant::now();
+    // The kernel's per-program statistics for the whole run; the sysctl is
+    // restored when `stats` drops.
+    let stats = rawbpf::BpfStats::enable()?;
     let net = TunnelNet::new("bench", End::Xdp, End::Xdp)?;
     let f = frames(&net)?;
     let ha = net.ha.as_ref().context("home agent data plane")?;
@@ -301,12 +318,15 @@ pub fn run() -> anyhow::Result<Value> {
             }
         }
         let mut out = serde_json::Map::new();
+        let mut kernel = serde_json::Map::new();
         for c in &cases {
             out.insert(
                 c.name.into(),
                 json!(round(trimmed_mean(c.samples.clone()), 1)),
             );
+            kernel.insert(c.name.into(), json!(round(c.bpf_ns_per_run(), 1)));
         }
+        out.insert("bpf_stats_ns_per_run".into(), Value::Object(kernel));
         out.insert("xdp_pass_amortised".into(), json!(amortised.duration_ns));
         out.insert(
             "method".into(),
@@ -325,10 +345,21 @@ pub fn run() -> anyhow::Result<Value> {
     let pass_ns = tr["xdp_pass"].as_f64().unwrap_or(f64::NAN);
 
     // ---- veth, live frames, one core.
-    let direct = veth_live(&net, prog, &drop_prog, &f, &mut next_seq)?;
-    eprintln!("veth, program run by TestRun: {direct}");
-    let rx = veth_rx(&net, &f, &mut next_seq)?;
-    eprintln!("veth, program attached to the veth: {rx}");
+    // Both methods need the live-frames mode of BPF_PROG_TEST_RUN; where
+    // the kernel refuses it, the veth figures are skipped and say why.
+    let (direct, rx) = match rawbpf::live_frames_supported() {
+        Ok(()) => {
+            let direct = veth_live(&net, prog, &drop_prog, &f, &mut next_seq)?;
+            eprintln!("veth, program run by TestRun: {direct}");
+            let rx = veth_rx(&net, &f, &mut next_seq)?;
+            eprintln!("veth, program attached to the veth: {rx}");
+            (direct, rx)
+        }
+        Err(why) => {
+            eprintln!("veth figures skipped: {why}");
+            (json!({ "skipped": why }), json!({ "skipped": why }))
+        }
+    };
     let get = |k: &str| rx[k]["mpps"].as_f64().unwrap_or(f64::NAN);
     let live_res = json!({
         "xdp_drop": get("xdp_drop"),
@@ -381,6 +412,20 @@ pub fn run() -> anyhow::Result<Value> {
             3
         ),
         "bindings_scale": scale,
+        // Live veth Mpps of decap_verify over the zero-work bpf_redirect
+        // forwarder on the same kind of path (issue 15's ceiling ratio).
+        "ratio_decap_verify_over_redirect_ceiling": round(
+            decap_mpps
+                / rx["zero_work_forwarder"]["bare_redirect"]["mpps"].as_f64().unwrap_or(f64::NAN),
+            3
+        ),
+        "bpf_stats": {
+            "sysctl": "kernel.bpf_stats_enabled=1 for the run",
+            "restored_to": stats.previous(),
+            "testrun_ns_per_run": tr["bpf_stats_ns_per_run"],
+            "veth_ns_per_run": rx["bpf_stats_ns_per_run"],
+            "zero_work_ns_per_run": rx["zero_work_forwarder"]["bpf_stats_ns_per_run"],
+        },
         "dataplane_bench_secs": round(started.elapsed().as_secs_f64(), 1),
     }))
 }
@@ -427,6 +472,10 @@ fn veth_rx(net: &TunnelNet, f: &Frames, next_seq: &mut u64) -> anyhow::Result<Va
     let batch = 64;
     let n = LIVE_FRAMES / 2;
     let drop_prog = rawbpf::constant(rawbpf::XDP_DROP)?;
+    let prog = xdp_fd(ha)?;
+    // The programs' own ns per run, by the kernel: roamgate's (attached to
+    // ha-tr and ha-cn) per path, and the drop sink's of the baseline.
+    let (mut drop_k, mut enc_k, mut dec_k) = (Vec::new(), Vec::new(), Vec::new());
     let (mut drop_ns, mut enc_ns, mut dec_ns) = (Vec::new(), Vec::new(), Vec::new());
     let (mut enc_d, mut dec_d) = (Vec::new(), Vec::new());
     // Three interleaved rounds, so baseline and paths share the machine's
@@ -434,12 +483,16 @@ fn veth_rx(net: &TunnelNet, f: &Frames, next_seq: &mut u64) -> anyhow::Result<Va
     for _ in 0..LIVE_ROUNDS {
         // Baseline: ha -> cn0, dropped by cn0's program.
         let cn_sink = in_netns(&cn_ns, || drop_prog.attach_xdp(rawbpf::ifindex("cn0")?))?;
-        drop_ns.push(in_netns(&ha_ns, || {
-            rawbpf::pin_to_cpu(BENCH_CPU)?;
-            let out = rawbpf::ifindex("ha-cn")?;
-            let gen = rawbpf::generator(&f.encap, None, out)?;
-            gen_run(&gen, &f.encap, out, batch, n)
-        })?);
+        let (r, k) = rawbpf::ns_per_run(drop_prog.fd(), || {
+            in_netns(&ha_ns, || {
+                rawbpf::pin_to_cpu(BENCH_CPU)?;
+                let out = rawbpf::ifindex("ha-cn")?;
+                let gen = rawbpf::generator(&f.encap, None, out)?;
+                gen_run(&gen, &f.encap, out, batch, n)
+            })
+        })?;
+        drop_ns.push(r);
+        drop_k.extend(k);
 
         // Decapsulation: tr-ha -> ha-tr (roamgate) -> ha-cn -> cn0, dropped.
         let first = *next_seq;
@@ -453,12 +506,16 @@ fn veth_rx(net: &TunnelNet, f: &Frames, next_seq: &mut u64) -> anyhow::Result<Va
             tags: &tags,
         };
         let before = ha.counters()?;
-        dec_ns.push(in_netns(&tr_ns, || {
-            rawbpf::pin_to_cpu(BENCH_CPU)?;
-            let out = rawbpf::ifindex("tr-ha")?;
-            let gen = rawbpf::generator(&frame0, Some(&stamp), out)?;
-            gen_run(&gen, &frame0, out, batch, n)
-        })?);
+        let (r, k) = rawbpf::ns_per_run(prog, || {
+            in_netns(&tr_ns, || {
+                rawbpf::pin_to_cpu(BENCH_CPU)?;
+                let out = rawbpf::ifindex("tr-ha")?;
+                let gen = rawbpf::generator(&frame0, Some(&stamp), out)?;
+                gen_run(&gen, &frame0, out, batch, n)
+            })
+        })?;
+        dec_ns.push(r);
+        dec_k.extend(k);
         dec_d.push(ha.counters()?.delta(&before));
         drop(cn_sink);
         *next_seq = first + n as u64 + 1;
@@ -466,12 +523,16 @@ fn veth_rx(net: &TunnelNet, f: &Frames, next_seq: &mut u64) -> anyhow::Result<Va
         // Encapsulation: cn0 -> ha-cn (roamgate) -> ha-tr -> tr-ha, dropped.
         let tr_sink = in_netns(&tr_ns, || drop_prog.attach_xdp(rawbpf::ifindex("tr-ha")?))?;
         let before = ha.counters()?;
-        enc_ns.push(in_netns(&cn_ns, || {
-            rawbpf::pin_to_cpu(BENCH_CPU)?;
-            let out = rawbpf::ifindex("cn0")?;
-            let gen = rawbpf::generator(&f.encap, None, out)?;
-            gen_run(&gen, &f.encap, out, batch, n)
-        })?);
+        let (r, k) = rawbpf::ns_per_run(prog, || {
+            in_netns(&cn_ns, || {
+                rawbpf::pin_to_cpu(BENCH_CPU)?;
+                let out = rawbpf::ifindex("cn0")?;
+                let gen = rawbpf::generator(&f.encap, None, out)?;
+                gen_run(&gen, &f.encap, out, batch, n)
+            })
+        })?;
+        enc_ns.push(r);
+        enc_k.extend(k);
         enc_d.push(ha.counters()?.delta(&before));
         drop(tr_sink);
     }
@@ -491,6 +552,15 @@ fn veth_rx(net: &TunnelNet, f: &Frames, next_seq: &mut u64) -> anyhow::Result<Va
     res.insert(
         "decap_verify_forwarded_fraction".into(),
         json!(round(sum(&dec_d, "tunnel_decap") as f64 / total, 4)),
+    );
+    let mean = |v: &[f64]| round(v.iter().sum::<f64>() / v.len().max(1) as f64, 1);
+    res.insert(
+        "bpf_stats_ns_per_run".into(),
+        json!({
+            "decap_verify_redirect": mean(&dec_k),
+            "ha_encap_redirect": mean(&enc_k),
+            "xdp_drop_sink": mean(&drop_k),
+        }),
     );
     res.insert("batch_size".into(), json!(batch));
     res.insert("rounds".into(), json!(LIVE_ROUNDS));
@@ -543,17 +613,24 @@ fn zero_work_ceiling(frame: &[u8], batch: u32, n: u32) -> anyhow::Result<Value> 
     })?;
     let l2 = in_netns(&sk, || drop_prog.attach_xdp(rawbpf::ifindex("s1")?))?;
     let (mut drops, mut fwds, mut fwds4) = (Vec::new(), Vec::new(), Vec::new());
+    let mut kernel: [Vec<f64>; 3] = Default::default();
     for _ in 0..LIVE_ROUNDS {
-        for (prog, out) in [
+        for (i, (prog, out)) in [
             (&drop_prog, &mut drops),
             (&fwd, &mut fwds),
             (&fwd4, &mut fwds4),
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
             let link = in_netns(&fw, || prog.attach_xdp(rawbpf::ifindex("f0")?))?;
-            out.push(run()?);
+            let (r, k) = rawbpf::ns_per_run(prog.fd(), run)?;
+            out.push(r);
+            kernel[i].extend(k);
             drop(link);
         }
     }
+    let mean = |v: &[f64]| round(v.iter().sum::<f64>() / v.len().max(1) as f64, 1);
     drop(l2);
     let (drop_v, fwd_v, fwd4_v) = (mean_run(&drops), mean_run(&fwds), mean_run(&fwds4));
     let mpps = |v: &Value| v["mpps"].as_f64().unwrap_or(f64::NAN);
@@ -564,6 +641,11 @@ fn zero_work_ceiling(frame: &[u8], batch: u32, n: u32) -> anyhow::Result<Value> 
         "redirect_after_4_hash_lookups": fwd4_v,
         "ratio": round(mpps(&fwd_v) / mpps(&drop_v), 3),
         "ns_per_hash_lookup": round((kns(&fwd4_v) - kns(&fwd_v)) / 4.0, 1),
+        "bpf_stats_ns_per_run": {
+            "xdp_drop": mean(&kernel[0]),
+            "bare_redirect": mean(&kernel[1]),
+            "redirect_after_4_hash_lookups": mean(&kernel[2]),
+        },
     }))
 }
 
