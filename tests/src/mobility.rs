@@ -775,6 +775,10 @@ impl Drop for Scenario {
         for p in [&self.pin_ha, &self.pin_mn, &self.pin_gwa, &self.pin_gwb] {
             let _ = std::fs::remove_dir_all(p);
         }
+        // `roamgate gateway` pins its proxies' maps beside its own.
+        for p in [&self.pin_gwa, &self.pin_gwb] {
+            let _ = std::fs::remove_dir_all(format!("{}-pm", p.display()));
+        }
     }
 }
 

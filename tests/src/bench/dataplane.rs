@@ -103,6 +103,9 @@ struct Frames {
     decap_unrouted: Box<dyn Fn(u64) -> Vec<u8> + Send + Sync>,
     /// Same, with the tag flipped.
     bad_mac: Vec<u8>,
+    /// A tunnel frame with an inner packet of this many bytes and its tag
+    /// flipped: parse, SPI lookup and the whole MAC, then a drop.
+    bad_mac_len: Box<dyn Fn(usize) -> Vec<u8> + Send + Sync>,
     /// A frame the program passes (not for a home address).
     foreign: Vec<u8>,
 }
@@ -139,11 +142,11 @@ fn frames(net: &TunnelNet) -> anyhow::Result<Frames> {
     });
     let coa_keys = derive_keys(&MasterKey::new(MASTER), SPI, HOME, Role::CareOf);
     let tx = coa_keys.tx;
-    let tunnel_frame = move |seq: u64, dst: Ipv4Addr| {
+    let tunnel_frame_len = move |seq: u64, dst: Ipv4Addr, inner_len: usize| {
         let inner = FrameBuilder::new()
             .ipv4(HOME, dst)
             .udp(6000, 5000)
-            .payload_len(INNER_LEN - 28)
+            .payload_len(inner_len - 28)
             .build_l3();
         let mut enc = Encapsulator::new(SPI, COA_TR, HA_TR, tx, 1500, seq);
         let mut out = vec![0u8; 14 + 2048];
@@ -156,6 +159,13 @@ fn frames(net: &TunnelNet) -> anyhow::Result<Frames> {
         out[12..14].copy_from_slice(&[0x08, 0x00]);
         out
     };
+    let tunnel_frame = move |seq: u64, dst: Ipv4Addr| tunnel_frame_len(seq, dst, INNER_LEN);
+    let bad_mac_len = Box::new(move |len: usize| {
+        let mut f = tunnel_frame_len(1, CN, len);
+        let n = f.len();
+        f[n - 1] ^= 0x01;
+        f
+    });
     let decap = Box::new(move |seq: u64| tunnel_frame(seq, CN));
     let decap_unrouted = Box::new(move |seq: u64| tunnel_frame(seq, Ipv4Addr::new(172, 31, 0, 1)));
     let mut bad_mac = decap(1);
@@ -167,8 +177,57 @@ fn frames(net: &TunnelNet) -> anyhow::Result<Frames> {
         decap,
         decap_unrouted,
         bad_mac,
+        bad_mac_len,
         foreign,
     })
+}
+
+/// The MAC's cost per byte in the shipped program: kernel ns per run of the
+/// bad-MAC drop (parse, SPI lookup, the whole SipHash-2-4-128, drop) at
+/// several inner lengths, in interleaved rounds; the least-squares slope,
+/// per 8-byte word (two SipRounds of c = 2) and per SipRound.
+fn mac_cost(prog: i32, f: &Frames, ifindex: u32) -> anyhow::Result<Value> {
+    const LENS: [usize; 6] = [64, 128, 256, 512, 1024, 1400];
+    let frames: Vec<Vec<u8>> = LENS.iter().map(|&l| (f.bad_mac_len)(l)).collect();
+    let mut totals = [(0u64, 0u64); LENS.len()];
+    for _ in 0..ROUNDS / 4 {
+        for (k, fr) in frames.iter().enumerate() {
+            let (t0, c0) = rawbpf::prog_run_stats(prog)?;
+            for _ in 0..PER_ROUND {
+                let r = rawbpf::test_run(prog, fr, 1, ifindex, None, None)?;
+                if r.retval != XDP_ACTION_DROP {
+                    bail!(
+                        "bad-MAC frame of inner length {}: action {}",
+                        LENS[k],
+                        r.retval
+                    );
+                }
+            }
+            let (t1, c1) = rawbpf::prog_run_stats(prog)?;
+            totals[k].0 += t1 - t0;
+            totals[k].1 += c1 - c0;
+        }
+    }
+    let pts: Vec<(f64, f64)> = LENS
+        .iter()
+        .zip(totals)
+        .map(|(&l, (t, c))| (l as f64, t as f64 / c.max(1) as f64))
+        .collect();
+    let n = pts.len() as f64;
+    let (mx, my) = (
+        pts.iter().map(|p| p.0).sum::<f64>() / n,
+        pts.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let slope = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum::<f64>()
+        / pts.iter().map(|p| (p.0 - mx).powi(2)).sum::<f64>();
+    Ok(json!({
+        "ns_per_run_by_inner_len": pts.iter().map(|p| json!([p.0, round(p.1, 1)])).collect::<Vec<_>>(),
+        "ns_per_byte": round(slope, 3),
+        "ns_per_word": round(slope * 8.0, 2),
+        "ns_per_sipround": round(slope * 4.0, 2),
+        "ns_fixed": round(my - slope * mx, 1),
+        "method": "kernel bpf_stats, repeat=1 TestRun, bad-MAC drop at each length, 5 interleaved rounds x 1000",
+    }))
 }
 
 /// One TestRun figure: repeat = 1 runs of `prog`, each checked for an
@@ -337,6 +396,8 @@ pub fn run() -> anyhow::Result<Value> {
         Ok((Value::Object(out), seq))
     })?;
     next_seq = after_seq;
+    let mac = in_netns(&ha_ns, || mac_cost(prog, &f, rawbpf::ifindex("ha-tr")?))?;
+    eprintln!("mac_cost: {mac}");
     let c = ha.counters()?;
     if c.get("voice_forwarded") < RUNS as u64 {
         bail!("voice runs did not take the voice path: {c:?}");
@@ -426,6 +487,7 @@ pub fn run() -> anyhow::Result<Value> {
             "veth_ns_per_run": rx["bpf_stats_ns_per_run"],
             "zero_work_ns_per_run": rx["zero_work_forwarder"]["bpf_stats_ns_per_run"],
         },
+        "mac_cost": mac,
         "dataplane_bench_secs": round(started.elapsed().as_secs_f64(), 1),
     }))
 }
