@@ -128,6 +128,54 @@ impl Asm {
     fn st_b(&mut self, dst: u8, off: i16, imm: i32) {
         self.insns.push(i(0x72, dst, 0, off, imm));
     }
+    fn ld_imm64(&mut self, dst: u8, v: u64) {
+        self.insns.push(i(0x18, dst, 0, 0, v as u32 as i32));
+        self.insns.push(i(0, 0, 0, 0, (v >> 32) as u32 as i32));
+    }
+    fn add_reg(&mut self, dst: u8, src: u8) {
+        self.insns.push(i(0x0f, dst, src, 0, 0));
+    }
+    fn xor_reg(&mut self, dst: u8, src: u8) {
+        self.insns.push(i(0xaf, dst, src, 0, 0));
+    }
+    fn xor_imm(&mut self, dst: u8, imm: i32) {
+        self.insns.push(i(0xa7, dst, 0, 0, imm));
+    }
+    fn or_reg(&mut self, dst: u8, src: u8) {
+        self.insns.push(i(0x4f, dst, src, 0, 0));
+    }
+    /// `dst = rotl(dst, n)` through `tmp`: eBPF has no rotate.
+    fn rotl(&mut self, dst: u8, n: i32, tmp: u8) {
+        self.mov_reg(tmp, dst);
+        self.insns.push(i(0x77, tmp, 0, 0, 64 - n)); // tmp >>= 64 - n
+        self.insns.push(i(0x67, dst, 0, 0, n)); // dst <<= n
+        self.or_reg(dst, tmp);
+    }
+    /// One SipRound on v0..v3 = r4..r7, scratch r9.
+    fn sipround(&mut self) {
+        let (v0, v1, v2, v3, t) = (4, 5, 6, 7, 9);
+        self.add_reg(v0, v1);
+        self.rotl(v1, 13, t);
+        self.xor_reg(v1, v0);
+        self.rotl(v0, 32, t);
+        self.add_reg(v2, v3);
+        self.rotl(v3, 16, t);
+        self.xor_reg(v3, v2);
+        self.add_reg(v0, v3);
+        self.rotl(v3, 21, t);
+        self.xor_reg(v3, v0);
+        self.add_reg(v2, v1);
+        self.rotl(v1, 17, t);
+        self.xor_reg(v1, v2);
+        self.rotl(v2, 32, t);
+    }
+    /// Absorbs r8 (c = 2).
+    fn sip_compress(&mut self) {
+        self.xor_reg(7, 8);
+        self.sipround();
+        self.sipround();
+        self.xor_reg(4, 8);
+    }
     fn be64(&mut self, dst: u8) {
         self.insns.push(i(0xdc, dst, 0, 0, 64));
     }
@@ -240,7 +288,9 @@ pub struct RawProg {
 
 fn load(name: &str, code: &[u8], maps: Vec<OwnedFd>) -> anyhow::Result<RawProg> {
     let license = CString::new("GPL").unwrap();
-    let mut log = vec![0u8; 1 << 16];
+    // Room for the verifier's log of a long straight-line program (the
+    // SipHash probe): a full log buffer fails the load with ENOSPC.
+    let mut log = vec![0u8; 1 << 20];
     let mut a = [0u8; 128];
     put_u32(&mut a, 0, BPF_PROG_TYPE_XDP);
     put_u32(&mut a, 4, (code.len() / 8) as u32);
@@ -407,6 +457,59 @@ pub struct Stamp<'a> {
     pub first_seq: u64,
     /// The tag of each frame in turn; after the last, frames are dropped.
     pub tags: &'a [[u8; 16]],
+}
+
+/// Bytes the SipHash probe authenticates: as many as roamgate's MAC covers
+/// for a 128-byte inner packet (the 24-byte prefix and the inner packet).
+pub const SIPHASH_PROBE_LEN: usize = 152;
+
+/// The floor of the MAC in this harness: SipHash-2-4-128 under the key
+/// (`k0`, `k1`) over the first [`SIPHASH_PROBE_LEN`] bytes of the frame and
+/// nothing else: one bounds check, then straight-line code (no loop, no
+/// map, no helper) with the state in registers. It writes the tag over the
+/// frame's first 16 bytes (so a test can check it) and returns XDP_DROP.
+pub fn siphash_probe(k0: u64, k1: u64) -> anyhow::Result<RawProg> {
+    const WORDS: usize = SIPHASH_PROBE_LEN / 8;
+    let mut a = Asm::default();
+    // r2 = data, r3 = data_end; drop unless 152 bytes are there.
+    a.ldx_w(2, 1, 0);
+    a.ldx_w(3, 1, 4);
+    a.mov_reg(8, 2);
+    a.add_imm(8, SIPHASH_PROBE_LEN as i32);
+    a.jgt_reg_drop(8, 3);
+    // v0..v3 = r4..r7, the 128-bit initialisation.
+    a.ld_imm64(4, k0 ^ 0x736f_6d65_7073_6575);
+    a.ld_imm64(5, k1 ^ 0x646f_7261_6e64_6f6d ^ 0xee);
+    a.ld_imm64(6, k0 ^ 0x6c79_6765_6e65_7261);
+    a.ld_imm64(7, k1 ^ 0x7465_6462_7974_6573);
+    for w in 0..WORDS {
+        a.ldx_dw(8, 2, (w * 8) as i16);
+        a.sip_compress();
+    }
+    // The last word: no tail bytes (152 = 19 x 8), the length on top.
+    a.ld_imm64(8, (SIPHASH_PROBE_LEN as u64) << 56);
+    a.sip_compress();
+    a.xor_imm(6, 0xee);
+    for _ in 0..4 {
+        a.sipround();
+    }
+    let lo = |a: &mut Asm| {
+        a.mov_reg(8, 4);
+        a.xor_reg(8, 5);
+        a.xor_reg(8, 6);
+        a.xor_reg(8, 7);
+    };
+    lo(&mut a);
+    a.stx_dw(2, 8, 0);
+    a.xor_imm(5, 0xdd);
+    for _ in 0..4 {
+        a.sipround();
+    }
+    lo(&mut a);
+    a.stx_dw(2, 8, 8);
+    a.mov_imm(0, XDP_DROP);
+    a.insns.push(i(0x95, 0, 0, 0, 0));
+    load("rg_siphash", &a.finish(), Vec::new())
 }
 
 /// A traffic generator for the live-frames mode of BPF_PROG_TEST_RUN: it
@@ -659,6 +762,29 @@ mod tests {
             test_run(p.fd(), &frame, 100, 0, None, None).unwrap();
             assert_eq!(prog_run_stats(p.fd()).unwrap().1, c1);
         }
+    }
+
+    #[test]
+    fn the_siphash_probe_computes_roamgates_siphash_2_4_128() {
+        use roamgate_common::siphash::SipHash24;
+        let (k0, k1) = (0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908);
+        let p = siphash_probe(k0, k1).unwrap();
+        let frame: Vec<u8> = (0..200u32).map(|k| (k * 13 + 7) as u8).collect();
+        let mut out = vec![0u8; 256];
+        let r = test_run(p.fd(), &frame, 1, 0, None, Some(&mut out)).unwrap();
+        assert_eq!(r.retval, XDP_DROP as u32);
+        let mut s = SipHash24::new128(k0, k1);
+        for w in frame[..SIPHASH_PROBE_LEN].chunks(8) {
+            s.compress(u64::from_le_bytes(w.try_into().unwrap()));
+        }
+        let (lo, hi) = s.finish128((SIPHASH_PROBE_LEN as u64) << 56);
+        assert_eq!(out[..8], lo.to_le_bytes());
+        assert_eq!(out[8..16], hi.to_le_bytes());
+        assert_eq!(out[16..200], frame[16..200]);
+        // Too short a frame is dropped untouched.
+        let r = test_run(p.fd(), &frame[..151], 1, 0, None, Some(&mut out)).unwrap();
+        assert_eq!(r.retval, XDP_DROP as u32);
+        assert_eq!(out[..151], frame[..151]);
     }
 
     #[test]

@@ -182,6 +182,41 @@ fn frames(net: &TunnelNet) -> anyhow::Result<Frames> {
     })
 }
 
+/// The MAC's floor in this harness: [`rawbpf::siphash_probe`], the same
+/// SipHash-2-4-128 over the same 152 bytes and nothing else, kernel ns per
+/// run beside the two-instruction XDP_PASS (the accounting both carry).
+/// `ratio_mac_over_probe`: the MAC's share of decap_verify (the measured ns
+/// per SipRound times the 48 SipRounds of a 152-byte message: 20 words of
+/// two, 8 to finish) over the probe's own time (its ns less XDP_PASS's).
+fn siphash_probe(mac: &Value, pass: i32) -> anyhow::Result<Value> {
+    let probe = rawbpf::siphash_probe(0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908)?;
+    let frame = vec![0x5au8; 14 + INNER_LEN + 24];
+    let mut totals = [(0u64, 0u64); 2];
+    for _ in 0..ROUNDS / 4 {
+        for (k, fd) in [probe.fd(), pass].into_iter().enumerate() {
+            let (t0, c0) = rawbpf::prog_run_stats(fd)?;
+            for _ in 0..PER_ROUND {
+                rawbpf::test_run(fd, &frame, 1, 0, None, None)?;
+            }
+            let (t1, c1) = rawbpf::prog_run_stats(fd)?;
+            totals[k].0 += t1 - t0;
+            totals[k].1 += c1 - c0;
+        }
+    }
+    let ns = |k: usize| totals[k].0 as f64 / totals[k].1.max(1) as f64;
+    let (probe_ns, pass_ns) = (ns(0), ns(1));
+    let mac_share = mac["ns_per_sipround"].as_f64().unwrap_or(f64::NAN) * 48.0;
+    Ok(json!({
+        "bytes": rawbpf::SIPHASH_PROBE_LEN,
+        "probe_ns_per_run": round(probe_ns, 1),
+        "xdp_pass_ns_per_run": round(pass_ns, 1),
+        "probe_net_ns": round(probe_ns - pass_ns, 1),
+        "mac_share_of_decap_verify_ns": round(mac_share, 1),
+        "ratio_mac_over_probe": round(mac_share / (probe_ns - pass_ns), 3),
+        "method": "kernel bpf_stats, repeat=1 TestRun, 5 interleaved rounds x 1000; probe: straight-line SipHash-2-4-128, key in registers",
+    }))
+}
+
 /// The MAC's cost per byte in the shipped program: kernel ns per run of the
 /// bad-MAC drop (parse, SPI lookup, the whole SipHash-2-4-128, drop) at
 /// several inner lengths, in interleaved rounds; the least-squares slope,
@@ -398,6 +433,8 @@ pub fn run() -> anyhow::Result<Value> {
     next_seq = after_seq;
     let mac = in_netns(&ha_ns, || mac_cost(prog, &f, rawbpf::ifindex("ha-tr")?))?;
     eprintln!("mac_cost: {mac}");
+    let probe = siphash_probe(&mac, pass.fd())?;
+    eprintln!("siphash_probe: {probe}");
     let c = ha.counters()?;
     if c.get("voice_forwarded") < RUNS as u64 {
         bail!("voice runs did not take the voice path: {c:?}");
@@ -488,6 +525,8 @@ pub fn run() -> anyhow::Result<Value> {
             "zero_work_ns_per_run": rx["zero_work_forwarder"]["bpf_stats_ns_per_run"],
         },
         "mac_cost": mac,
+        "siphash_probe": probe,
+        "ratio_mac_over_probe": probe["ratio_mac_over_probe"],
         "dataplane_bench_secs": round(started.elapsed().as_secs_f64(), 1),
     }))
 }
