@@ -1029,28 +1029,31 @@ mod tests {
         assert_eq!(v["rollbacks_pending"], 1);
     }
 
-    /// The data-plane half of a pending rollback, over real pinned maps
-    /// (needs root). No map update of a real undo can be made to fail on
-    /// demand, so the pending work is recorded as a failed undo leaves it:
-    /// the binding back to a tunnel the maps lack, then the removal of the
-    /// failed request's tunnel.
-    #[test]
-    fn a_binding_to_our_own_address_is_a_unit_at_home_and_leaves_the_plane() {
-        use roamgate_mip::{home_agent::HomeAgentConfig, MasterKey};
+    const TEST_HA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 
-        const HA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-        const HOME: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);
-        const COA: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
-        let pin = roamgate_testkit::fixture::TestPinDir::new("ha-at-home");
+    /// An engine of a home agent at [`TEST_HA`] over fresh pinned maps
+    /// (needs root) and an in-memory journal.
+    fn test_engine(pin: &roamgate_testkit::fixture::TestPinDir) -> Engine {
         let maps = Maps::create_pinned(pin.path(), crate::dataplane::maps::Capacity::default())
             .expect("creating maps (are you root?)");
         let core = HomeAgent::new(
-            HomeAgentConfig::new(HA),
+            roamgate_mip::home_agent::HomeAgentConfig::new(TEST_HA),
             Vec::new(),
             Arc::new(KeySet::default()),
         );
         let journal = SqliteJournal::in_memory().unwrap();
-        let mut e = Engine::new(core, Box::new(journal), maps, 1500, HomeLink::default());
+        Engine::new(core, Box::new(journal), maps, 1500, HomeLink::default())
+    }
+
+    #[test]
+    fn a_binding_to_our_own_address_is_a_unit_at_home_and_leaves_the_plane() {
+        use roamgate_mip::MasterKey;
+
+        const HA: Ipv4Addr = TEST_HA;
+        const HOME: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);
+        const COA: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
+        let pin = roamgate_testkit::fixture::TestPinDir::new("ha-at-home");
+        let mut e = test_engine(&pin);
         let now = SystemTime::now();
         let bind = |spi, remote| {
             [
@@ -1096,28 +1099,25 @@ mod tests {
         assert!(e.maps.list().unwrap().is_empty());
     }
 
+    /// The data-plane half of a pending rollback, over real pinned maps
+    /// (needs root). No map update of a real undo can be made to fail on
+    /// demand, so the pending work is recorded as a failed undo leaves it:
+    /// the binding back to a tunnel the maps lack, then the removal of the
+    /// failed request's tunnel.
     #[test]
     fn a_pending_data_plane_undo_is_retried_until_the_maps_take_it() {
-        use crate::dataplane::maps::{Capacity, TunnelSpec};
-        use roamgate_mip::{home_agent::HomeAgentConfig, MasterKey};
+        use crate::dataplane::maps::TunnelSpec;
+        use roamgate_mip::MasterKey;
 
         use self::pending::ROLLBACK_RETRY_FIRST;
 
-        const HA: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+        const HA: Ipv4Addr = TEST_HA;
         const HOME: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);
         const COA: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
         const OLD_SPI: u32 = 0x4242;
         const NEW_SPI: u32 = 0x5151;
         let pin = roamgate_testkit::fixture::TestPinDir::new("ha-pending-undo");
-        let maps = Maps::create_pinned(pin.path(), Capacity::default())
-            .expect("creating maps (are you root?)");
-        let core = HomeAgent::new(
-            HomeAgentConfig::new(HA),
-            Vec::new(),
-            Arc::new(KeySet::default()),
-        );
-        let journal = SqliteJournal::in_memory().unwrap();
-        let mut e = Engine::new(core, Box::new(journal), maps, 1500, HomeLink::default());
+        let mut e = test_engine(&pin);
         let tunnel =
             |spi| TunnelSpec::new(spi, Role::HomeAgent, HA, HOME, &MasterKey::new([7; 32]));
         // The failed request's tunnel is in the maps; the one the binding
