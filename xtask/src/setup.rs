@@ -30,6 +30,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("libstd-rust-web-dev-bpf", "core for bpfel-unknown-none"),
     ("rust-web-clippy", "clippy for the eBPF crate"),
     ("bpftool", "BTF and program inspection"),
+    (
+        "clang-22",
+        "builds the C reference XDP program (ebpf/reference) for its fixture pass and the bench",
+    ),
     ("iproute2", "namespaces and veth for the integration tests"),
     ("ethtool", "turning off TX checksum offload on test veths"),
     ("iputils-ping", "ping between test hosts"),

@@ -1,6 +1,7 @@
 //! `cargo xtask test`: what CI runs. Setup when something is missing, lint,
 //! then every test: unit tests, eBPF fixtures through BPF_PROG_TEST_RUN, the
-//! network-namespace integration tests, the data-plane tests again under
+//! network-namespace integration tests, the tunnel-data fixtures against the
+//! C reference program (ebpf/reference), the data-plane tests again under
 //! Linux 6.1 (`cargo xtask kernel`), and a short fuzz pass.
 
 use std::process::Command;
@@ -78,6 +79,16 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
             .args(["test", "--workspace", "--no-fail-fast"])
             .args(&opts.args),
     )?;
+
+    if opts.args.is_empty() {
+        util::step("fixtures again, against the C reference of the receiving end");
+        util::run(
+            util::cargo()
+                .current_dir(&root)
+                .args(["test", "-p", "roamgate", "--test", "dataplane_fixtures"])
+                .env("ROAMGATE_FIXTURE_PROGRAM", "reference"),
+        )?;
+    }
 
     if !opts.no_kernel && opts.args.is_empty() {
         kernel::run(&kernel::Options::default())?;
