@@ -29,6 +29,8 @@
 //!   sender on the correspondent; `tun_cpu` is the CPU its two threads used.
 //! - `bindings_scale`: decap_verify with 1 000 and 1 000 000 bindings and
 //!   tunnels installed.
+//! - `reference`: decap_verify against the C reference program doing the
+//!   same work (`ratio_decap_verify_over_reference`, kernel ns per packet).
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
@@ -482,6 +484,10 @@ pub fn run() -> anyhow::Result<Value> {
     let scale = bindings_scale(&net, &f)?;
     eprintln!("bindings_scale: {scale}");
 
+    // ---- the C reference doing the same work.
+    let reference = reference_compare(&net, &f)?;
+    eprintln!("reference: {reference}");
+
     let drop_mpps = live_res["xdp_drop"].as_f64().unwrap_or(f64::NAN);
     let decap_mpps = live_res["decap_verify_redirect"]
         .as_f64()
@@ -525,6 +531,8 @@ pub fn run() -> anyhow::Result<Value> {
             "veth_ns_per_run": rx["bpf_stats_ns_per_run"],
             "zero_work_ns_per_run": rx["zero_work_forwarder"]["bpf_stats_ns_per_run"],
         },
+        "reference": reference,
+        "ratio_decap_verify_over_reference": reference["ratio_decap_verify_over_reference"],
         "mac_cost": mac,
         "siphash_probe": probe,
         "ratio_mac_over_probe": probe["ratio_mac_over_probe"],
@@ -918,6 +926,87 @@ fn counters_json(c: &roamgate::dataplane::Counters) -> Value {
             .map(|(k, v)| (k.to_string(), json!(v)))
             .collect(),
     )
+}
+
+/// roamgate's decap_verify against the C reference that does the same work
+/// (ebpf/reference/decap_verify.c, built now with clang; the fixture pass of
+/// `cargo xtask test` checks that it gives the same frames, actions and
+/// counters). Two fresh data planes side by side, each with the measured
+/// tunnel, the same frames in interleaved rounds; per case, the kernel's
+/// bpf_stats ns per run and TestRun's ns. `ratio_decap_verify_over_reference`
+/// is the kernel ns per packet of roamgate's decap_verify over the
+/// reference's.
+fn reference_compare(net: &TunnelNet, f: &Frames) -> anyhow::Result<Value> {
+    let obj = roamgate_testkit::reference::object()?;
+    let ours_pin = TestPinDir::new("ref-roamgate");
+    let ref_pin = TestPinDir::new("ref-c");
+    let ours = DataPlane::load(ours_pin.path())?;
+    let reference =
+        DataPlane::load_object(obj.bytes(), ref_pin.path()).context("loading the C reference")?;
+    measured_tunnel(ours_pin.path())?;
+    measured_tunnel(ref_pin.path())?;
+    let ha_ns = net.topo.ns("ha");
+    in_netns(&ha_ns, || {
+        let if_tr = rawbpf::ifindex("ha-tr")?;
+        let fwd = [XDP_ACTION_REDIRECT, XDP_ACTION_TX];
+        let drop_only = [XDP_ACTION_DROP];
+        let (p_ours, p_ref) = (xdp_fd(&ours)?, xdp_fd(&reference)?);
+        // The same accepted frame must come out the same from both.
+        let probe = (f.decap)(1);
+        let mut out = [vec![0u8; 4096], vec![0u8; 4096]];
+        for (fd, o) in [p_ours, p_ref].into_iter().zip(out.iter_mut()) {
+            let r = rawbpf::test_run(fd, &probe, 1, if_tr, None, Some(o))?;
+            if !fwd.contains(&r.retval) {
+                bail!("decap_verify probe: action {}", r.retval);
+            }
+            o.truncate(r.data_out_len as usize);
+        }
+        if out[0] != out[1] {
+            bail!("roamgate and the C reference wrote different frames for the same input");
+        }
+        let mut cases = [
+            Case::new("decap_verify", p_ours, if_tr, &fwd),
+            Case::new("reference_decap_verify", p_ref, if_tr, &fwd),
+            Case::new("drop_bad_mac", p_ours, if_tr, &drop_only),
+            Case::new("reference_drop_bad_mac", p_ref, if_tr, &drop_only),
+        ];
+        let bad = vec![f.bad_mac.clone(); PER_ROUND];
+        let mut seq = 2u64;
+        for _ in 0..ROUNDS {
+            let frames: Vec<Vec<u8>> = (0..PER_ROUND as u64).map(|k| (f.decap)(seq + k)).collect();
+            seq += PER_ROUND as u64;
+            for c in cases.iter_mut() {
+                c.time(if c.name.ends_with("bad_mac") {
+                    &bad
+                } else {
+                    &frames
+                })?;
+            }
+        }
+        let k = |i: usize| cases[i].bpf_ns_per_run();
+        let w = |i: usize| trimmed_mean(cases[i].samples.clone());
+        Ok(json!({
+            "bpf_stats_ns_per_run": {
+                "decap_verify": round(k(0), 1),
+                "reference_decap_verify": round(k(1), 1),
+                "drop_bad_mac": round(k(2), 1),
+                "reference_drop_bad_mac": round(k(3), 1),
+            },
+            "testrun_ns": {
+                "decap_verify": round(w(0), 1),
+                "reference_decap_verify": round(w(1), 1),
+                "drop_bad_mac": round(w(2), 1),
+                "reference_drop_bad_mac": round(w(3), 1),
+            },
+            "ratio_decap_verify_over_reference": round(k(0) / k(1), 3),
+            "ratio_drop_bad_mac_over_reference": round(k(2) / k(3), 3),
+            "reference": {
+                "source": "ebpf/reference/decap_verify.c",
+                "compiler": format!("{} -O2 -target bpf -mcpu=v3", roamgate_testkit::reference::CLANG),
+            },
+            "method": format!("two fresh data planes side by side, the same frames, {ROUNDS} interleaved rounds x {PER_ROUND}, repeat=1 TestRun; kernel bpf_stats ns per run"),
+        }))
+    })
 }
 
 /// decap_verify ns with 1 000 and 1 000 000 bindings and tunnels.
