@@ -2,9 +2,10 @@
 # Test hosts in network namespaces. Used by tests/src/netns.rs and by hand.
 #
 #   netns.sh add NS                         create namespace NS with lo up
-#   netns.sh veth NS1 IF1 CIDR1 NS2 IF2 CIDR2
+#   netns.sh veth NS1 IF1 CIDR1 NS2 IF2 CIDR2 [QUEUES]
 #                                           veth pair between two namespaces,
-#                                           addressed, up, TX checksum offload off
+#                                           addressed, up, TX checksum offload off,
+#                                           QUEUES (default 1) RX and TX queues each
 #   netns.sh bridge NS BR CIDR              bridge BR in NS, addressed, up
 #   netns.sh port NS1 IF1 CIDR1 NS2 IF2 BR  veth pair: IF1 addressed in NS1,
 #                                           IF2 a port of bridge BR in NS2
@@ -23,8 +24,9 @@ add)
     ip -n "$1" link set lo up
     ;;
 veth)
-    ns1=$1 if1=$2 cidr1=$3 ns2=$4 if2=$5 cidr2=$6
-    ip link add "$if1" netns "$ns1" type veth peer name "$if2" netns "$ns2"
+    ns1=$1 if1=$2 cidr1=$3 ns2=$4 if2=$5 cidr2=$6 q=${7:-1}
+    ip link add "$if1" numtxqueues "$q" numrxqueues "$q" netns "$ns1" type veth \
+        peer name "$if2" numtxqueues "$q" numrxqueues "$q" netns "$ns2"
     ip -n "$ns1" addr add "$cidr1" dev "$if1"
     ip -n "$ns2" addr add "$cidr2" dev "$if2"
     ip -n "$ns1" link set "$if1" up

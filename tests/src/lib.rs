@@ -2,6 +2,7 @@
 //!
 //! Integration tests live in `tests/tests/`; they need root.
 
+pub mod afpacket;
 pub mod bench;
 pub mod call_capture;
 pub mod demo;

@@ -99,6 +99,9 @@ fn enter_netns(path: &str) -> anyhow::Result<()> {
 pub struct Topology {
     prefix: String,
     children: Vec<Child>,
+    /// RX and TX queues of each veth made from now on (see
+    /// [`Topology::set_veth_queues`]).
+    veth_queues: u32,
 }
 
 impl Topology {
@@ -116,7 +119,15 @@ impl Topology {
         Ok(Self {
             prefix,
             children: Vec::new(),
+            veth_queues: 1,
         })
+    }
+
+    /// Veth pairs made after this have `n` RX and TX queues each (1 by
+    /// default): a generator on CPU k sends on queue k, and the receiving
+    /// veth runs each queue's NAPI on the CPU that fed it.
+    pub fn set_veth_queues(&mut self, n: u32) {
+        self.veth_queues = n.max(1);
     }
 
     pub fn prefix(&self) -> &str {
@@ -157,7 +168,8 @@ impl Topology {
         (host_b, if_b, cidr_b): (&str, &str, &str),
     ) -> anyhow::Result<()> {
         let (a, b) = (self.ns(host_a), self.ns(host_b));
-        self.script(&["veth", &a, if_a, cidr_a, &b, if_b, cidr_b])
+        let q = self.veth_queues.to_string();
+        self.script(&["veth", &a, if_a, cidr_a, &b, if_b, cidr_b, &q])
     }
 
     /// Creates bridge `bridge` in `host`, addressed (CIDR) and up.

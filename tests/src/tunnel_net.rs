@@ -69,7 +69,14 @@ impl TunnelNet {
     /// Builds the topology, starts the chosen data plane at each end and
     /// installs the tunnel.
     pub fn new(tag: &str, ha: End, coa: End) -> anyhow::Result<Self> {
+        Self::with_veth_queues(tag, ha, coa, 1)
+    }
+
+    /// [`TunnelNet::new`] with `queues` RX and TX queues on every veth (the
+    /// bench's two-core runs).
+    pub fn with_veth_queues(tag: &str, ha: End, coa: End, queues: u32) -> anyhow::Result<Self> {
         let mut topo = Topology::new(tag)?;
+        topo.set_veth_queues(queues);
         topo.home_side()?;
         for h in ["coa", "app"] {
             topo.add_host(h)?;
