@@ -72,15 +72,7 @@ pub fn check(
         Ok(VoicePacket::Rtcp { ssrc }) => (ssrc, None),
         Err(_) => return Err(Error::VoiceUnauthorised),
     };
-    let key = VoiceFlowKey {
-        src: ip.src,
-        dst: ip.dst,
-        src_port: udp.src_port,
-        dst_port: udp.dst_port,
-        proto: PROTO_UDP,
-        pad: [0; 3],
-        ssrc,
-    };
+    let key = VoiceFlowKey::udp(ip.src, ip.dst, udp.src_port, udp.dst_port, ssrc);
     let flow = VOICE_FLOWS
         .get_ptr_mut(key)
         .ok_or(Error::VoiceUnauthorised)?;

@@ -358,16 +358,7 @@ pub fn run() -> anyhow::Result<Value> {
     let pass = rawbpf::constant(rawbpf::XDP_PASS)?;
     let drop_prog = rawbpf::constant(rawbpf::XDP_DROP)?;
     let mut maps = Maps::open(&net.pin_ha)?;
-    maps.authorise_voice(
-        &VoiceFlow {
-            src: CN,
-            dst: HOME,
-            src_port: 5004,
-            dst_port: 6004,
-            ssrc: 0xfeed_f00d,
-        },
-        Expiry::Never,
-    )?;
+    maps.authorise_voice(&bench_voice_flow(), Expiry::Never)?;
     let ha_ns = net.topo.ns("ha");
     let mut next_seq = 1u64;
     let ok_fwd = [XDP_ACTION_REDIRECT, XDP_ACTION_TX];
@@ -1556,7 +1547,18 @@ fn tun_pps() -> anyhow::Result<Value> {
     result
 }
 
-/// `roamgate-bench --ab A.o,B.o,...`: decap_verify, encap and foreign-pass
+/// The voice flow of the bench's voice frames (`Frames::voice`).
+fn bench_voice_flow() -> VoiceFlow {
+    VoiceFlow {
+        src: CN,
+        dst: HOME,
+        src_port: 5004,
+        dst_port: 6004,
+        ssrc: 0xfeed_f00d,
+    }
+}
+
+/// `roamgate-bench --ab A.o,B.o,...`: decap_verify, encap, foreign-pass and voice
 /// TestRun times of other builds of the XDP object, side by side with the
 /// two-instruction XDP_PASS, in interleaved rounds. It is how a data-plane change is judged
 /// on this noisy machine: build the variant object (docs/testing.md), run
@@ -1575,7 +1577,7 @@ pub fn ab(objects: &[String]) -> anyhow::Result<Value> {
         let pin = TestPinDir::new(&format!("ab-{i}"));
         let dp = DataPlane::load_object(aligned, pin.path())
             .with_context(|| format!("loading {path}"))?;
-        measured_tunnel(pin.path())?;
+        measured_tunnel(pin.path())?.authorise_voice(&bench_voice_flow(), Expiry::Never)?;
         pins.push(pin);
         planes.push(dp);
     }
@@ -1593,8 +1595,10 @@ pub fn ab(objects: &[String]) -> anyhow::Result<Value> {
             cases.push(Case::new("decap_verify", fd, if_tr, &fwd));
             cases.push(Case::new("encap", fd, if_cn, &fwd));
             cases.push(Case::new("roamgate_foreign_pass", fd, if_cn, &[2]));
+            cases.push(Case::new("voice", fd, if_cn, &fwd));
         }
         let encap = vec![f.encap.clone(); PER_ROUND];
+        let voice: Vec<Vec<u8>> = (0..PER_ROUND).map(|k| (f.voice)(k as u16)).collect();
         let foreign = vec![f.foreign.clone(); PER_ROUND];
         // Every data plane has its own replay window: all see 1, 2, 3, ...
         let mut seq = 1u64;
@@ -1605,6 +1609,7 @@ pub fn ab(objects: &[String]) -> anyhow::Result<Value> {
                 let frames = match c.name {
                     "encap" => &encap,
                     "roamgate_foreign_pass" => &foreign,
+                    "voice" => &voice,
                     _ => &decap,
                 };
                 c.time(frames)?;
@@ -1618,13 +1623,14 @@ pub fn ab(objects: &[String]) -> anyhow::Result<Value> {
     let pass_ns = ns[0];
     let objs: Vec<Value> = objects
         .iter()
-        .zip(ns[1..].chunks(3))
+        .zip(ns[1..].chunks(4))
         .map(|(o, n)| {
             json!({
                 "object": o,
                 "decap_verify_ns": n[0],
                 "encap_ns": n[1],
                 "roamgate_foreign_pass_ns": n[2],
+                "voice_ns": n[3],
                 "ratio_decap_verify_over_pass": round(n[0] / pass_ns, 2),
             })
         })

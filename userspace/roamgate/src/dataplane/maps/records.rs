@@ -237,15 +237,13 @@ pub struct VoiceFlow {
 
 impl VoiceFlow {
     pub(super) fn key(&self) -> VoiceFlowKey {
-        VoiceFlowKey {
-            src: self.src.octets(),
-            dst: self.dst.octets(),
-            src_port: self.src_port.to_be_bytes(),
-            dst_port: self.dst_port.to_be_bytes(),
-            proto: 17,
-            pad: [0; 3],
-            ssrc: self.ssrc.to_be_bytes(),
-        }
+        VoiceFlowKey::udp(
+            self.src.octets(),
+            self.dst.octets(),
+            self.src_port.to_be_bytes(),
+            self.dst_port.to_be_bytes(),
+            self.ssrc.to_be_bytes(),
+        )
     }
 
     pub(super) fn port_key(&self) -> VoicePortKey {
