@@ -18,6 +18,15 @@ set -euo pipefail
 cmd=${1:-}
 shift || true
 
+# Runs a command in namespace $1's network only. Unlike `ip netns exec` it
+# keeps the mount namespace, which also works where / cannot be made a
+# slave mount (the initramfs of `cargo xtask kernel`).
+in_ns() {
+    local ns=$1
+    shift
+    nsenter --net="/run/netns/$ns" -- "$@"
+}
+
 case "$cmd" in
 add)
     ip netns add "$1"
@@ -33,8 +42,8 @@ veth)
     ip -n "$ns2" link set "$if2" up
     # Locally generated packets carry partial checksums; turn offload off so
     # what leaves the veth is what a real wire would carry.
-    ip netns exec "$ns1" ethtool -K "$if1" tx off >/dev/null 2>&1 || true
-    ip netns exec "$ns2" ethtool -K "$if2" tx off >/dev/null 2>&1 || true
+    in_ns "$ns1" ethtool -K "$if1" tx off >/dev/null 2>&1 || true
+    in_ns "$ns2" ethtool -K "$if2" tx off >/dev/null 2>&1 || true
     ;;
 bridge)
     ip -n "$1" link add "$2" type bridge
@@ -48,14 +57,14 @@ port)
     ip -n "$ns2" link set "$if2" master "$br"
     ip -n "$ns1" link set "$if1" up
     ip -n "$ns2" link set "$if2" up
-    ip netns exec "$ns1" ethtool -K "$if1" tx off >/dev/null 2>&1 || true
-    ip netns exec "$ns2" ethtool -K "$if2" tx off >/dev/null 2>&1 || true
+    in_ns "$ns1" ethtool -K "$if1" tx off >/dev/null 2>&1 || true
+    in_ns "$ns2" ethtool -K "$if2" tx off >/dev/null 2>&1 || true
     ;;
 route)
     ip -n "$1" route add "$2" via "$3"
     ;;
 forward)
-    ip netns exec "$1" sysctl -qw net.ipv4.ip_forward=1
+    in_ns "$1" sysctl -qw net.ipv4.ip_forward=1
     ;;
 destroy)
     prefix=$1

@@ -24,13 +24,36 @@ use crate::util;
 
 /// The integration tests that load the XDP program and run it through
 /// BPF_PROG_TEST_RUN (fixtures, map API, harness, rollback on full maps),
-/// and the one that attaches it in driver mode to a veth.
-pub const TEST_BINARIES: &[&str] = &[
-    "dataplane_fixtures",
-    "dataplane_maps",
-    "fixture_harness",
-    "home_agent_rollback",
-    "native_attach",
+/// the one that attaches it in driver mode to a veth, and the namespace
+/// tests that send real traffic through it on veths (those that need
+/// neither tshark nor the `roamgate` binary): (package, test binary,
+/// arguments).
+pub const TEST_BINARIES: &[(&str, &str, &[&str])] = &[
+    ("roamgate", "dataplane_fixtures", &["--test-threads=2"]),
+    ("roamgate", "dataplane_maps", &["--test-threads=2"]),
+    ("roamgate", "fixture_harness", &["--test-threads=2"]),
+    ("roamgate", "home_agent_rollback", &["--test-threads=2"]),
+    ("roamgate", "native_attach", &["--test-threads=2"]),
+    (
+        "roamgate-integration",
+        "dataplane_netns",
+        &[
+            "--test-threads=1",
+            "--exact",
+            "xdp_both_ends_real_traffic",
+            "spoofed_uplink_frames_never_enter_the_tunnel",
+        ],
+    ),
+];
+
+/// What the namespace tests run besides themselves (scripts/netns.sh and
+/// the commands of `roamgate_integration::netns`); busybox's `ping` and
+/// `ip` lack options they use.
+const NETNS_PROGRAMS: &[&str] = &[
+    "/usr/bin/bash",
+    "/usr/sbin/ethtool",
+    "/usr/bin/ping",
+    "/usr/bin/nsenter",
 ];
 
 /// Guest console deadline (coreutils `timeout`): a hung guest fails the run.
@@ -162,9 +185,12 @@ fn find_vmlinuz(tree: &Path) -> Option<PathBuf> {
 /// Builds the test binaries and returns (name, path) of each.
 fn test_binaries(root: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let mut cmd = util::cargo();
-    cmd.current_dir(root)
-        .args(["test", "--package", "roamgate", "--no-run"]);
-    for t in TEST_BINARIES {
+    cmd.current_dir(root).args(["test", "--no-run"]);
+    let packages: BTreeSet<&str> = TEST_BINARIES.iter().map(|t| t.0).collect();
+    for p in packages {
+        cmd.args(["--package", p]);
+    }
+    for (_, t, _) in TEST_BINARIES {
         cmd.args(["--test", t]);
     }
     eprintln!("+ {cmd:?}");
@@ -189,7 +215,7 @@ fn test_binaries(root: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
             .and_then(|n| n.rsplit_once('-'))
             .map(|(n, _)| n.to_owned())
             .unwrap_or_default();
-        if TEST_BINARIES.contains(&name.as_str()) {
+        if TEST_BINARIES.iter().any(|t| t.1 == name) {
             found.push((name, path));
         }
     }
@@ -213,9 +239,22 @@ fn build_initramfs(
     fs::copy("/usr/bin/busybox", dir.join("bin/busybox"))
         .context("copying /usr/bin/busybox (package busybox-static)")?;
     for applet in [
-        "mount", "insmod", "poweroff", "uname", "cat", "echo", "sleep", "sysctl",
+        "mount", "insmod", "poweroff", "uname", "cat", "echo", "sleep", "sysctl", "env", "awk",
+        "grep", "kill", "sed",
     ] {
         std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet))?;
+    }
+    // scripts/netns.sh starts with `#!/usr/bin/env bash`, and the tests find
+    // it where the workspace is on the host.
+    fs::create_dir_all(dir.join("usr/bin"))?;
+    std::os::unix::fs::symlink("/bin/busybox", dir.join("usr/bin/env"))?;
+    let script = util::root().join("scripts/netns.sh");
+    let in_guest = dir.join(script.strip_prefix("/").unwrap_or(&script));
+    fs::create_dir_all(in_guest.parent().unwrap_or(dir))?;
+    fs::copy(&script, &in_guest).with_context(|| format!("copying {}", script.display()))?;
+    for p in NETNS_PROGRAMS {
+        let name = Path::new(p).file_name().context("program path")?;
+        fs::copy(p, dir.join("bin").join(name)).with_context(|| format!("copying {p}"))?;
     }
     // Debian's dash as /bin/sh: busybox's shell runs its own applets before
     // PATH, and its `ip` applet cannot create veth pairs.
@@ -230,6 +269,7 @@ fn build_initramfs(
     fs::copy(&veth, dir.join("veth.ko"))?;
 
     let mut needs: Vec<PathBuf> = vec![PathBuf::from(ip), PathBuf::from("/bin/dash")];
+    needs.extend(NETNS_PROGRAMS.iter().map(PathBuf::from));
     for (name, path) in binaries {
         let dst = dir.join("t").join(name);
         util::run(Command::new("strip").arg("-o").arg(&dst).arg(path))?;
@@ -251,21 +291,33 @@ fn build_initramfs(
         fs::copy(&lib, &dst).with_context(|| format!("copying {}", lib.display()))?;
     }
 
+    let mut runs = String::new();
+    for (name, _) in binaries {
+        let args = TEST_BINARIES
+            .iter()
+            .find(|t| t.1 == name)
+            .map(|t| t.2.join(" "))
+            .unwrap_or_default();
+        runs.push_str(&format!("./{name} {args}; echo \"RG-RESULT {name} $?\"\n"));
+    }
     let init = dir.join("init");
     fs::write(
         &init,
-        "#!/bin/sh\n\
-         mount -t proc proc /proc\n\
-         mount -t sysfs sys /sys\n\
-         mount -t devtmpfs dev /dev\n\
-         mount -t bpf bpf /sys/fs/bpf\n\
-         mount -t tmpfs tmp /tmp\n\
-         mount -t tmpfs run /run\n\
-         insmod /veth.ko || echo \"RG-ERROR insmod veth.ko failed\"\n\
-         echo \"RG-KERNEL $(uname -r)\"\n\
-         cd /t\n\
-         for t in *; do ./$t --test-threads=2; echo \"RG-RESULT $t $?\"; done\n\
-         poweroff -f\n",
+        format!(
+            "#!/bin/sh\n\
+             export PATH=/bin:/usr/bin\n\
+             mount -t proc proc /proc\n\
+             mount -t sysfs sys /sys\n\
+             mount -t devtmpfs dev /dev\n\
+             mount -t bpf bpf /sys/fs/bpf\n\
+             mount -t tmpfs tmp /tmp\n\
+             mount -t tmpfs run /run\n\
+             insmod /veth.ko || echo \"RG-ERROR insmod veth.ko failed\"\n\
+             echo \"RG-KERNEL $(uname -r)\"\n\
+             cd /t\n\
+             {runs}\
+             poweroff -f\n"
+        ),
     )?;
     use std::os::unix::fs::PermissionsExt as _;
     fs::set_permissions(&init, fs::Permissions::from_mode(0o755))?;
