@@ -69,8 +69,9 @@ fn main() {
     );
     cmd.env("PATH", path)
         .env("RUSTC", DEBIAN_RUSTC)
-        .env("RUSTC_BOOTSTRAP", "1")
-        .env("RUSTFLAGS", "-C debuginfo=2 -C link-arg=--btf");
+        .env("RUSTC_BOOTSTRAP", "1");
+    // Codegen flags: ebpf/roamgate-ebpf/.cargo/config.toml (RUSTFLAGS, removed
+    // above, would override them).
     let status = cmd
         .status()
         .unwrap_or_else(|e| panic!("running {DEBIAN_CARGO}: {e}; run `cargo xtask setup`"));

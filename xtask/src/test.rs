@@ -68,7 +68,9 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
                 )
                 .env("RUSTC", "/usr/bin/rustc")
                 .env("RUSTC_BOOTSTRAP", "1")
-                .env("RUSTFLAGS", "-C debuginfo=2 -C link-arg=--btf"),
+                // The flags of ebpf/roamgate-ebpf/.cargo/config.toml, as the
+                // build uses them (RUSTFLAGS would override them).
+                .env_remove("RUSTFLAGS"),
         )?;
     }
 

@@ -13,6 +13,24 @@ use std::{
 /// program, installed by `cargo xtask setup`.
 pub const CLANG: &str = "clang-22";
 
+/// How the bench and the fixtures build it: v3 (ALU32, atomics with fetch)
+/// is also what LLVM 22 gives the Rust program, and the misaligned-access
+/// feature is the Rust build's too (ebpf/roamgate-ebpf/.cargo/config.toml),
+/// so both compilers may do the same.
+pub const COMPILE_FLAGS: &[&str] = &[
+    "-O2",
+    "-g",
+    "-target",
+    "bpf",
+    "-mcpu=v3",
+    "-Xclang",
+    "-target-feature",
+    "-Xclang",
+    "+allows-misaligned-mem-access",
+    "-Wall",
+    "-Werror",
+];
+
 /// Set to `reference` to run the fixtures against the C program instead of
 /// roamgate's (see `FixtureRunner::new`).
 pub const FIXTURE_PROGRAM_ENV: &str = "ROAMGATE_FIXTURE_PROGRAM";
@@ -42,9 +60,8 @@ pub enum ReferenceError {
     },
 }
 
-/// The ELF object (`clang -O2 -g -target bpf -mcpu=v3`; v3, ALU32 and
-/// atomics with fetch, is also what LLVM 22 gives the Rust program), in
-/// 8-byte aligned memory as the loader wants it. Compiled once per process.
+/// The ELF object ([`COMPILE_FLAGS`]), in 8-byte aligned memory as the
+/// loader wants it. Compiled once per process.
 pub fn object() -> Result<AlignedObject, ReferenceError> {
     static BUILT: OnceLock<Result<Vec<u8>, String>> = OnceLock::new();
     match BUILT.get_or_init(|| compile().map_err(|e| e.to_string())) {
@@ -61,9 +78,7 @@ fn compile() -> Result<Vec<u8>, ReferenceError> {
     })?;
     let obj = out_dir.join(format!("decap_verify-{}.o", std::process::id()));
     let out = Command::new(CLANG)
-        .args([
-            "-O2", "-g", "-target", "bpf", "-mcpu=v3", "-Wall", "-Werror",
-        ])
+        .args(COMPILE_FLAGS)
         // <linux/bpf.h> wants <asm/types.h>, which Debian keeps per arch.
         .arg("-I/usr/include/x86_64-linux-gnu")
         .arg("-c")
