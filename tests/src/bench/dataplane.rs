@@ -1000,13 +1000,7 @@ fn page_pool_lines() -> Option<usize> {
 /// generator -> g0 | f0 (drop, or a bare redirect to f1) | f1 -> s1 (drop),
 /// one core, then two threads on two CPUs and queues.
 fn zero_work_afpacket(frames: &[Vec<u8>]) -> anyhow::Result<Value> {
-    let mut topo = Topology::new("bza")?;
-    topo.set_veth_queues(2);
-    for h in ["g", "f", "s"] {
-        topo.add_host(h)?;
-    }
-    topo.link(("g", "g0", "10.77.0.1/24"), ("f", "f0", "10.77.0.2/24"))?;
-    topo.link(("f", "f1", "10.78.0.1/24"), ("s", "s1", "10.78.0.2/24"))?;
+    let topo = zero_work_topology("bza", 2)?;
     let (g, fw, sk) = (topo.ns("g"), topo.ns("f"), topo.ns("s"));
     let drop_prog = rawbpf::constant(rawbpf::XDP_DROP)?;
     let sink_prog = rawbpf::constant(rawbpf::XDP_DROP)?;
@@ -1052,18 +1046,26 @@ fn mean_run(runs: &[Value]) -> Value {
     json!({"mpps": round(1e3 / mean, 3), "kernel_ns": round(mean, 1), "rounds": runs})
 }
 
+/// The zero-work forwarder's three namespaces: generator host `g` (g0),
+/// forwarder `f` (f0 in, f1 out), sink `s` (s1); `queues` per veth.
+fn zero_work_topology(tag: &str, queues: u32) -> anyhow::Result<Topology> {
+    let mut topo = Topology::new(tag)?;
+    topo.set_veth_queues(queues);
+    for h in ["g", "f", "s"] {
+        topo.add_host(h)?;
+    }
+    topo.link(("g", "g0", "10.77.0.1/24"), ("f", "f0", "10.77.0.2/24"))?;
+    topo.link(("f", "f1", "10.78.0.1/24"), ("s", "s1", "10.78.0.2/24"))?;
+    Ok(topo)
+}
+
 /// The ceiling of `ratio_decap_verify_over_drop` on this machine: the same
 /// measurement with a forwarder that does no work at all (a bare
 /// `bpf_redirect` as the receiving veth's XDP program), on three namespaces
 /// of its own: generator -> g0 | f0 (drop, or redirect to f1) | f1 -> s1
 /// (drop).
 fn zero_work_ceiling(frame: &[u8], batch: u32, n: u32) -> anyhow::Result<Value> {
-    let mut topo = Topology::new("bzw")?;
-    for h in ["g", "f", "s"] {
-        topo.add_host(h)?;
-    }
-    topo.link(("g", "g0", "10.77.0.1/24"), ("f", "f0", "10.77.0.2/24"))?;
-    topo.link(("f", "f1", "10.78.0.1/24"), ("s", "s1", "10.78.0.2/24"))?;
+    let topo = zero_work_topology("bzw", 1)?;
     let (g, fw, sk) = (topo.ns("g"), topo.ns("f"), topo.ns("s"));
     let drop_prog = rawbpf::constant(rawbpf::XDP_DROP)?;
     let run = || {
