@@ -1006,7 +1006,11 @@ fn zero_work_afpacket(frames: &[Vec<u8>]) -> anyhow::Result<Value> {
     let sink_prog = rawbpf::constant(rawbpf::XDP_DROP)?;
     let fwd = in_netns(&fw, || rawbpf::redirect(rawbpf::ifindex("f1")?))?;
     let _sink = in_netns(&sk, || sink_prog.attach_xdp(rawbpf::ifindex("s1")?))?;
-    let (mut drop_f, mut fwd_f, mut fwd2_f) = Default::default();
+    let (mut drop_f, mut fwd_f, mut fwd2_f) = (
+        AfpFigure::default(),
+        AfpFigure::default(),
+        AfpFigure::default(),
+    );
     let job = |cpu| Job {
         cpu,
         ns: &g,
@@ -1016,17 +1020,16 @@ fn zero_work_afpacket(frames: &[Vec<u8>]) -> anyhow::Result<Value> {
     for _ in 0..LIVE_ROUNDS {
         let l = in_netns(&fw, || drop_prog.attach_xdp(rawbpf::ifindex("f0")?))?;
         let (w, d) = afp_run(&[job(BENCH_CPU)], &[drop_prog.fd()])?;
-        AfpFigure::add(&mut drop_f, w, d[0].1, d[0]);
+        drop_f.add(w, d[0].1, d[0]);
         drop(l);
         let l = in_netns(&fw, || fwd.attach_xdp(rawbpf::ifindex("f0")?))?;
         let (w, d) = afp_run(&[job(BENCH_CPU)], &[fwd.fd(), sink_prog.fd()])?;
-        AfpFigure::add(&mut fwd_f, w, d[1].1, d[0]);
+        fwd_f.add(w, d[1].1, d[0]);
         let (w, d) = afp_run(&[job(0), job(1)], &[fwd.fd(), sink_prog.fd()])?;
-        AfpFigure::add(&mut fwd2_f, w, d[1].1, d[0]);
+        fwd2_f.add(w, d[1].1, d[0]);
         drop(l);
     }
     let sent = frames.len() * LIVE_ROUNDS;
-    let (drop_f, fwd_f, fwd2_f): (AfpFigure, AfpFigure, AfpFigure) = (drop_f, fwd_f, fwd2_f);
     Ok(json!({
         "xdp_drop": drop_f.json(sent),
         "bare_redirect": fwd_f.json(sent),

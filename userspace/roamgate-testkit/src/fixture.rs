@@ -109,23 +109,14 @@ pub fn is_reference() -> bool {
     std::env::var(crate::reference::FIXTURE_PROGRAM_ENV).is_ok_and(|v| v == "reference")
 }
 
-/// Whether `frame` is classified as tunnel data (Ethernet, IPv4 first
-/// fragment or whole, UDP to port 434, message type 4), the frames the
-/// program's receiving end handles.
+/// Whether `frame` is classified as tunnel data (Ethernet, IPv4, UDP to port
+/// 434, message type 4), the frames the program's receiving end handles: by
+/// the shared parser, which decides "tunnel data at all" first, in the XDP
+/// program's order.
 pub fn is_tunnel_data(frame: &[u8]) -> bool {
-    let Some(ip) = frame.get(14..) else {
-        return false;
-    };
-    let hl = usize::from(ip.first().map_or(0, |b| b & 0x0f)) * 4;
+    use roamgate_common::wire::tunnel::{parse, TunnelError};
     frame.get(12..14) == Some(&[0x08, 0x00][..])
-        && ip.first().map(|b| b >> 4) == Some(4)
-        && hl >= 20
-        && ip.get(9) == Some(&17)
-        && ip
-            .get(6..8)
-            .is_some_and(|f| u16::from_be_bytes([f[0], f[1]]) & 0x1fff == 0)
-        && ip.get(hl + 2..hl + 4) == Some(&434u16.to_be_bytes()[..])
-        && ip.get(hl + 8) == Some(&4)
+        && !matches!(parse(&frame[14..]), Err(TunnelError::NotTunnel))
 }
 
 #[derive(Debug, thiserror::Error)]
