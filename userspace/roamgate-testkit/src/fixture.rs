@@ -318,6 +318,7 @@ impl FixtureRunner {
         let reference = is_reference();
         for f in fixtures {
             if reference && !is_tunnel_data(&f.input) {
+                eprintln!("reference pass: row {:?} skipped (not tunnel data)", f.name);
                 continue;
             }
             match self.run(f) {
